@@ -1,0 +1,176 @@
+//! Address arithmetic and request validation, free of system calls.
+//!
+//! Everything here is a pure function of its arguments so that it can be
+//! tested on literal values and with proptest, including the edges near 0 and
+//! near the top of the address space where overflow hides.
+
+use crate::error::InvalidRequest;
+
+/// Rounds `value` down to a multiple of `align` (a power of two).
+pub(crate) const fn align_down(value: usize, align: usize) -> usize {
+    debug_assert!(align.is_power_of_two());
+    value & !(align - 1)
+}
+
+/// Rounds `value` up to a multiple of `align` (a power of two), or `None`
+/// when the result does not fit in a `usize`.
+pub(crate) const fn align_up(value: usize, align: usize) -> Option<usize> {
+    debug_assert!(align.is_power_of_two());
+    match value.checked_add(align - 1) {
+        Some(bumped) => Some(bumped & !(align - 1)),
+        None => None,
+    }
+}
+
+/// A request whose range and size have been checked.
+///
+/// Invariants: `size > 0`, `min <= max <= highest user address`,
+/// `max - min + 1 >= size`, `rounded_size` is `size` rounded up to the
+/// granularity (so it is non-zero and does not overflow).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ValidRequest {
+    pub(crate) min: usize,
+    pub(crate) max: usize,
+    pub(crate) size: usize,
+    pub(crate) rounded_size: usize,
+}
+
+/// Checks a `[min, max]` / `size` request and clamps `max` to the highest
+/// user-space address.
+pub(crate) fn validate_request(
+    min: usize,
+    max: usize,
+    size: usize,
+    granularity: usize,
+    highest_user_address: usize,
+) -> Result<ValidRequest, InvalidRequest> {
+    if size == 0 {
+        return Err(InvalidRequest::ZeroSize);
+    }
+    let rounded_size = align_up(size, granularity).ok_or(InvalidRequest::SizeTooLarge)?;
+    if min > max {
+        return Err(InvalidRequest::MinAboveMax);
+    }
+    let max = max.min(highest_user_address);
+    if min > max {
+        return Err(InvalidRequest::RangeAboveUserSpace);
+    }
+    // `max - min` is the range length minus one; comparing against
+    // `size - 1` avoids the overflow of `max - min + 1` for the full range.
+    if max - min < size - 1 {
+        return Err(InvalidRequest::RangeSmallerThanSize);
+    }
+    Ok(ValidRequest {
+        min,
+        max,
+        size,
+        rounded_size,
+    })
+}
+
+/// Checks that an alignment is a power of two no larger than the granularity.
+pub(crate) fn validate_alignment(alignment: usize, granularity: usize) -> Result<(), InvalidRequest> {
+    if !alignment.is_power_of_two() {
+        return Err(InvalidRequest::AlignmentNotPowerOfTwo);
+    }
+    if alignment > granularity {
+        return Err(InvalidRequest::AlignmentAboveGranularity);
+    }
+    Ok(())
+}
+
+/// The range `[target - proximity, target + proximity]`, saturating at 0 and
+/// at `highest_user_address`.
+pub(crate) fn proximity_range(proximity: usize, target: usize, highest_user_address: usize) -> (usize, usize) {
+    let min = target.saturating_sub(proximity);
+    let max = target.saturating_add(proximity).min(highest_user_address);
+    (min, max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const TOP: usize = 0x7fff_ffff_efff;
+
+    #[test]
+    fn align_up_reports_overflow_at_the_top() {
+        assert_eq!(align_up(usize::MAX, 4096), None);
+        assert_eq!(align_up(usize::MAX - 4095, 4096), Some(usize::MAX - 4095));
+        assert_eq!(align_up(1, 4096), Some(4096));
+        assert_eq!(align_up(0, 4096), Some(0));
+    }
+
+    #[test]
+    fn validation_rejects_each_malformed_request() {
+        assert_eq!(validate_request(0, 100, 0, 4096, TOP), Err(InvalidRequest::ZeroSize));
+        assert_eq!(
+            validate_request(0, usize::MAX, usize::MAX, 4096, TOP),
+            Err(InvalidRequest::SizeTooLarge)
+        );
+        assert_eq!(validate_request(10, 9, 1, 4096, TOP), Err(InvalidRequest::MinAboveMax));
+        assert_eq!(
+            validate_request(0, 99, 101, 4096, TOP),
+            Err(InvalidRequest::RangeSmallerThanSize)
+        );
+        assert_eq!(
+            validate_request(TOP + 1, usize::MAX, 1, 4096, TOP),
+            Err(InvalidRequest::RangeAboveUserSpace)
+        );
+    }
+
+    #[test]
+    fn validation_accepts_exact_ranges_and_clamps_max() {
+        let request = validate_request(0, 99, 100, 4096, TOP).unwrap();
+        assert_eq!((request.min, request.max, request.rounded_size), (0, 99, 4096));
+        let request = validate_request(0, usize::MAX, 1, 4096, TOP).unwrap();
+        assert_eq!(request.max, TOP);
+    }
+
+    #[test]
+    fn alignment_must_be_a_power_of_two_up_to_the_granularity() {
+        assert_eq!(validate_alignment(0, 4096), Err(InvalidRequest::AlignmentNotPowerOfTwo));
+        assert_eq!(validate_alignment(3, 4096), Err(InvalidRequest::AlignmentNotPowerOfTwo));
+        assert_eq!(
+            validate_alignment(8192, 4096),
+            Err(InvalidRequest::AlignmentAboveGranularity)
+        );
+        assert_eq!(validate_alignment(4096, 4096), Ok(()));
+        assert_eq!(validate_alignment(1, 4096), Ok(()));
+    }
+
+    #[test]
+    fn proximity_saturates_at_both_ends() {
+        assert_eq!(proximity_range(100, 50, TOP), (0, 150));
+        assert_eq!(proximity_range(100, TOP - 50, TOP), (TOP - 150, TOP));
+        assert_eq!(proximity_range(usize::MAX, usize::MAX, TOP), (0, TOP));
+    }
+
+    proptest! {
+        #[test]
+        fn validation_never_panics_and_keeps_its_invariants(
+            min in any::<usize>(), max in any::<usize>(), size in any::<usize>(), shift in 0u32..17,
+        ) {
+            let granularity = 1usize << shift;
+            if let Ok(request) = validate_request(min, max, size, granularity, TOP) {
+                prop_assert!(request.size > 0);
+                prop_assert!(request.min <= request.max && request.max <= TOP);
+                prop_assert!(request.max - request.min >= request.size - 1);
+                prop_assert!(request.rounded_size >= request.size);
+                prop_assert_eq!(request.rounded_size % granularity, 0);
+            }
+        }
+
+        #[test]
+        fn proximity_range_always_contains_the_clamped_target(
+            proximity in any::<usize>(), target in any::<usize>(),
+        ) {
+            let (min, max) = proximity_range(proximity, target, TOP);
+            prop_assert!(max <= TOP);
+            if target <= TOP {
+                prop_assert!(min <= target && target <= max);
+            }
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! What this process knows about its own address space, and the loop that
+//! claims pages nearest to a target.
+//!
+//! Reading `/proc/self/maps` costs time proportional to the number of
+//! mappings (tens of thousands in a large game), so it is read once and then
+//! kept up to date: our own mappings and unmappings are recorded, and
+//! anything else that changed is discovered by `MAP_FIXED_NOREPLACE`, which
+//! refuses to map over an occupied range. Stale knowledge can therefore only
+//! cost a refused system call, never a clobbered mapping. The map is re-read
+//! only when the cached view has no candidate left (or keeps being wrong),
+//! at most `retry_count` times per request.
+
+use crate::error::ErrorKind;
+use crate::os::{self, FixedMapping, OwnedMapping, Protection};
+use crate::placement::{NearestCandidates, PlacementRequest};
+use crate::range_set::MappedRanges;
+use std::ops::ControlFlow;
+
+/// Refused candidates in a row after which the map is re-read: the cached
+/// view is evidently out of date near the target.
+const MISSES_BEFORE_REFRESH: u32 = 32;
+
+/// The cached view of the address space.
+pub(crate) struct AddressSpace {
+    /// Ranges believed mapped. May be stale in both directions; see the
+    /// module docs for why that is safe.
+    mapped: MappedRanges,
+    /// Whether `mapped` was ever filled from `/proc/self/maps`.
+    loaded: bool,
+    /// Reused read buffer for `/proc/self/maps`.
+    read_buffer: Vec<u8>,
+}
+
+impl AddressSpace {
+    pub(crate) const fn new() -> Self {
+        AddressSpace {
+            mapped: MappedRanges::new(),
+            loaded: false,
+            read_buffer: Vec::new(),
+        }
+    }
+
+    /// Replaces the cached view with a fresh read of `/proc/self/maps`.
+    pub(crate) fn refresh(&mut self) -> Result<(), os::Errno> {
+        let mut ranges = Vec::with_capacity(self.mapped.len() + 64);
+        os::read_maps(&mut self.read_buffer, |entry| {
+            ranges.push((entry.start, entry.end));
+            ControlFlow::Continue(())
+        })?;
+        self.mapped = MappedRanges::from_ranges(ranges);
+        self.loaded = true;
+        Ok(())
+    }
+
+    /// Number of disjoint mapped ranges in the cached view.
+    #[cfg(test)]
+    pub(crate) fn known_ranges(&self) -> usize {
+        self.mapped.len()
+    }
+
+    /// Maps `request.block_len` read/write/execute bytes at the free
+    /// candidate nearest to the middle of the range and returns the address.
+    pub(crate) fn map_nearest(&mut self, request: PlacementRequest, retry_count: u32) -> Result<OwnedMapping, ErrorKind> {
+        if !self.loaded {
+            // Without `/proc` the cached view stays empty and placement
+            // degrades to probing with `MAP_FIXED_NOREPLACE`, which is slower
+            // but still never maps over anything.
+            let _ = self.refresh();
+        }
+        let mut refreshes = 0;
+        loop {
+            let mut misses = 0;
+            while misses < MISSES_BEFORE_REFRESH {
+                let Some(start) = NearestCandidates::new(&self.mapped, request).next() else {
+                    break;
+                };
+                let end = start + request.block_len;
+                match os::map_fixed_noreplace(start, request.block_len, Protection::ReadWriteExecute) {
+                    Ok(FixedMapping::Mapped(mapping)) => {
+                        self.mapped.insert(start, end);
+                        return Ok(mapping);
+                    }
+                    Ok(FixedMapping::Elsewhere) => {}
+                    Err(errno) if os::is_occupied(errno) => {}
+                    Err(errno) if os::is_execute_refusal(errno) => {
+                        return Err(ErrorKind::ExecutableMemoryRefused);
+                    }
+                    Err(errno) => return Err(ErrorKind::Os { call: "mmap", errno }),
+                }
+                // Something we did not know about occupies (part of) the
+                // block: remember it so the next candidate skips past it.
+                self.mapped.insert(start, end);
+                misses += 1;
+            }
+            if refreshes >= retry_count {
+                return Err(ErrorKind::NoSpaceInRange);
+            }
+            refreshes += 1;
+            let _ = self.refresh();
+        }
+    }
+
+    /// Unmaps a mapping made by [`AddressSpace::map_nearest`] and records
+    /// that its range is free again.
+    pub(crate) fn unmap(&mut self, mapping: OwnedMapping, len: usize) {
+        let start = mapping.address();
+        drop(mapping);
+        self.mapped.remove(start, start.saturating_add(len));
+    }
+}

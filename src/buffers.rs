@@ -1,0 +1,205 @@
+//! The public entry point: [`Buffers`].
+
+use crate::address::validate_alignment;
+use crate::error::{Error, ErrorKind, InvalidRequest};
+use crate::locator::{Fit, Locator, LocatorKind};
+use crate::locked_buffer::LockedBuffer;
+use crate::os;
+use crate::private_allocation::{self, PrivateAllocation};
+use crate::process::{self, ProcessState};
+use crate::settings::{BufferAllocatorSettings, BufferSearchSettings};
+
+/// Allocates memory inside address ranges and hands out shared buffers.
+///
+/// All functions are associated functions: the state they use is per
+/// process (one locator shared with every buffers library in the process).
+#[derive(Clone, Copy, Debug)]
+pub struct Buffers;
+
+fn locator_of(owner: &'static ProcessState, min: usize, max: usize, size: usize) -> Result<&'static Locator, Error> {
+    owner.locator().map_err(|kind| Error::new(kind, min, max, size))
+}
+
+impl Buffers {
+    /// Maps read/write/execute pages inside `[min_address, max_address]`,
+    /// as near the middle of the range as possible, owned by the returned
+    /// value and unmapped when it is dropped.
+    ///
+    /// The size is rounded up to the allocation granularity (the page size).
+    ///
+    /// # Errors
+    ///
+    /// - [`ErrorKind::InvalidRequest`] for a zero size, a size that
+    ///   overflows when rounded, `min_address > max_address`, or a range
+    ///   smaller than the size; nothing is mapped.
+    /// - [`ErrorKind::NoSpaceInRange`] when no free, aligned range of the
+    ///   rounded size lies inside the range.
+    /// - [`ErrorKind::ExecutableMemoryRefused`] when the kernel refuses
+    ///   executable mappings.
+    /// - [`ErrorKind::Os`] for other system call failures.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use memory_buffers::{BufferAllocatorSettings, Buffers};
+    ///
+    /// let target = Buffers::allocate_private_memory as usize;
+    /// let settings = BufferAllocatorSettings::from_proximity(0x7fff_0000, target, 4096);
+    /// let allocation = Buffers::allocate_private_memory(&settings)?;
+    /// assert!(allocation.base_address().abs_diff(target) < 0x7fff_0000);
+    /// # Ok::<(), memory_buffers::Error>(())
+    /// ```
+    pub fn allocate_private_memory(settings: &BufferAllocatorSettings) -> Result<PrivateAllocation, Error> {
+        private_allocation::allocate(settings)
+    }
+
+    /// Gets exclusive use of a shared buffer with at least `settings.size`
+    /// free bytes, all inside `[min_address, max_address]`, creating one
+    /// (nearest to the middle of the range) if none exists.
+    ///
+    /// The buffer is released when the returned guard drops; bytes appended
+    /// stay at their address for the life of the process.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Buffers::allocate_private_memory`]; sizes must also fit in
+    /// the locator's 32-bit size field.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use memory_buffers::{BufferSearchSettings, Buffers};
+    ///
+    /// let settings = BufferSearchSettings { min_address: 0, max_address: 0x7fff_ffff, size: 16 };
+    /// let mut buffer = Buffers::get_buffer(&settings)?;
+    /// let address = buffer.append_bytes(&[0xc3])?;
+    /// assert!(address <= 0x7fff_ffff);
+    /// # Ok::<(), memory_buffers::Error>(())
+    /// ```
+    pub fn get_buffer(settings: &BufferSearchSettings) -> Result<LockedBuffer, Error> {
+        Self::get_buffer_aligned(settings, 1)
+    }
+
+    /// Like [`Buffers::get_buffer`], and the guard's next write position is
+    /// a multiple of `alignment` (a power of two, at most the allocation
+    /// granularity). Padding skipped to align counts as used.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidRequest`] for a bad alignment, otherwise as for
+    /// [`Buffers::get_buffer`].
+    pub fn get_buffer_aligned(settings: &BufferSearchSettings, alignment: usize) -> Result<LockedBuffer, Error> {
+        let request = settings.validate()?;
+        let fail = |kind| Error::new(kind, settings.min_address, settings.max_address, settings.size);
+        validate_alignment(alignment, os::allocation_granularity())
+            .map_err(|reason| fail(ErrorKind::InvalidRequest(reason)))?;
+        let owner = process::current();
+        let locator = locator_of(owner, settings.min_address, settings.max_address, settings.size)?;
+        let fit = Fit {
+            min: request.min,
+            max: request.max,
+            size: request.size,
+            alignment,
+        };
+        locator.get_buffer(owner, &request, fit).map_err(fail)
+    }
+
+    /// Which locator this process uses: the shared one, or a private
+    /// fallback and the reason for it. Finds or creates the locator if no
+    /// buffer was requested yet.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Os`] if not even a private locator page could be mapped.
+    pub fn locator_kind() -> Result<LocatorKind, Error> {
+        Ok(locator_of(process::current(), 0, 0, 0)?.kind())
+    }
+
+    /// Address of the first locator of this process (what other buffers
+    /// libraries in the process find through the rendezvous file).
+    ///
+    /// # Errors
+    ///
+    /// As for [`Buffers::locator_kind`].
+    pub fn locator_address() -> Result<usize, Error> {
+        Ok(locator_of(process::current(), 0, 0, 0)?.head_address())
+    }
+
+    /// Makes code just written at `[address, address + size)` safe to
+    /// execute. A no-op on x86-64.
+    pub fn flush_instruction_cache(address: usize, size: usize) {
+        os::flush_instruction_cache(address, size);
+    }
+
+    /// Rewrites code already written into a shared buffer: copies `size`
+    /// bytes from `source` to `target`, then flushes the instruction cache
+    /// for the target range. Used to re-point a hook.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidRequest`] for null pointers or a zero size, and
+    /// [`ErrorKind::OutsideBuffers`] (nothing written) unless the whole
+    /// target range lies inside the written part of one registered buffer.
+    ///
+    /// # Safety
+    ///
+    /// - `source` must be valid for reads of `size` bytes and must not be
+    ///   written by anyone during the call.
+    /// - No thread may be executing the target bytes while they are being
+    ///   rewritten, unless the rewrite is a single aligned store the CPU
+    ///   performs atomically and every intermediate state is valid code; the
+    ///   caller is responsible for whatever code runs afterwards.
+    /// - No other thread may be rewriting the same target range at the same
+    ///   time.
+    #[allow(unsafe_code)]
+    pub unsafe fn overwrite_allocated_code(source: *const u8, target: *mut u8, size: usize) -> Result<(), Error> {
+        // SAFETY: forwarded from the caller's guarantees. The callback copies
+        // exactly `size` bytes: `source` is readable for `size` bytes
+        // (caller) and `target` writable for `size` bytes (checked to be
+        // inside a buffer before the callback runs); `copy` allows overlap.
+        unsafe {
+            Self::overwrite_allocated_code_ex(source, target, size, |source, target, size| {
+                std::ptr::copy(source, target, size)
+            })
+        }
+    }
+
+    /// Like [`Buffers::overwrite_allocated_code`], but `write` does the
+    /// writing: it receives `source`, `target` and `size` while the target
+    /// range is writable (on platforms that enforce W^X the range is made
+    /// writable first and restored after), and the instruction cache is
+    /// flushed after it returns.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Buffers::overwrite_allocated_code`]; `write` is not called
+    /// on error.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Buffers::overwrite_allocated_code`]; in addition `write`
+    /// must write only inside `[target, target + size)`.
+    #[allow(unsafe_code)]
+    pub unsafe fn overwrite_allocated_code_ex(
+        source: *const u8,
+        target: *mut u8,
+        size: usize,
+        write: impl FnOnce(*const u8, *mut u8, usize),
+    ) -> Result<(), Error> {
+        let start = target as usize;
+        let fail = |kind| Error::new(kind, start, start.saturating_add(size.saturating_sub(1)), size);
+        if source.is_null() || target.is_null() {
+            return Err(fail(ErrorKind::InvalidRequest(InvalidRequest::NullPointer)));
+        }
+        if size == 0 {
+            return Err(fail(ErrorKind::InvalidRequest(InvalidRequest::ZeroSize)));
+        }
+        let locator = locator_of(process::current(), start, start, size)?;
+        if !locator.contains_written(start, size) {
+            return Err(fail(ErrorKind::OutsideBuffers));
+        }
+        os::with_code_writable(start, size, || write(source, target, size));
+        os::flush_instruction_cache(start, size);
+        Ok(())
+    }
+}

@@ -1,0 +1,188 @@
+//! The one error type of the crate.
+//!
+//! Every failure says what was asked (the address range and the size, or for
+//! an append the free range of the buffer and the byte count) and why it
+//! failed, so a caller inside a game process can log one line and know what
+//! happened without a debugger.
+
+use std::fmt;
+
+/// Why a request was refused before any system call was made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InvalidRequest {
+    /// The size was zero.
+    ZeroSize,
+    /// The size cannot be rounded up to the allocation granularity without
+    /// overflowing, or does not fit the 32-bit size field of a shared buffer.
+    SizeTooLarge,
+    /// `min_address` was greater than `max_address`.
+    MinAboveMax,
+    /// The range `[min_address, max_address]` holds fewer bytes than the size.
+    RangeSmallerThanSize,
+    /// The whole range lies above the highest user-space address.
+    RangeAboveUserSpace,
+    /// The alignment was zero or not a power of two.
+    AlignmentNotPowerOfTwo,
+    /// The alignment was larger than the allocation granularity.
+    AlignmentAboveGranularity,
+    /// A null pointer was given where an address was needed.
+    NullPointer,
+}
+
+impl fmt::Display for InvalidRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            InvalidRequest::ZeroSize => "size is zero",
+            InvalidRequest::SizeTooLarge => "size is too large",
+            InvalidRequest::MinAboveMax => "min_address is above max_address",
+            InvalidRequest::RangeSmallerThanSize => "the range is smaller than the size",
+            InvalidRequest::RangeAboveUserSpace => "the range lies above user space",
+            InvalidRequest::AlignmentNotPowerOfTwo => "alignment is not a power of two",
+            InvalidRequest::AlignmentAboveGranularity => {
+                "alignment is above the allocation granularity"
+            }
+            InvalidRequest::NullPointer => "a pointer is null",
+        })
+    }
+}
+
+/// Why an operation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The request was malformed; nothing was attempted.
+    InvalidRequest(InvalidRequest),
+    /// No free address range of the size exists inside `[min, max]`.
+    NoSpaceInRange,
+    /// The kernel refused a read/write/execute mapping (for example an
+    /// SELinux `execmem` policy); memory that could not run code was not
+    /// handed out.
+    ExecutableMemoryRefused,
+    /// An append did not fit in the buffer's free bytes; nothing was written.
+    DoesNotFit,
+    /// The range to overwrite is not inside the written part of any
+    /// registered buffer.
+    OutsideBuffers,
+    /// The buffer was taken before `fork()`; in the child it belongs to the
+    /// parent's locator and can no longer be written or released.
+    ProcessForked,
+    /// A system call failed with this `errno`.
+    Os {
+        /// The system call that failed.
+        call: &'static str,
+        /// The `errno` it returned.
+        errno: i32,
+    },
+    /// This operating system is not supported.
+    Unsupported,
+}
+
+/// An error with the request it belongs to.
+///
+/// For allocations and buffer requests, `min_address`, `max_address` and
+/// `size` are what the caller asked for. For appends they are the free range
+/// of the buffer and the number of bytes to append; for overwrites, the
+/// target range and its length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Error {
+    kind: ErrorKind,
+    min_address: usize,
+    max_address: usize,
+    size: usize,
+}
+
+impl Error {
+    pub(crate) const fn new(kind: ErrorKind, min_address: usize, max_address: usize, size: usize) -> Self {
+        Error {
+            kind,
+            min_address,
+            max_address,
+            size,
+        }
+    }
+
+    /// Why the operation failed.
+    pub const fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The lowest address of the request.
+    pub const fn min_address(&self) -> usize {
+        self.min_address
+    }
+
+    /// The highest address of the request.
+    pub const fn max_address(&self) -> usize {
+        self.max_address
+    }
+
+    /// The size of the request in bytes.
+    pub const fn size(&self) -> usize {
+        self.size
+    }
+
+    /// The reason the request was invalid, if it was.
+    pub const fn invalid_request(&self) -> Option<InvalidRequest> {
+        match self.kind {
+            ErrorKind::InvalidRequest(reason) => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// The `errno` of a failed system call, if that was the cause.
+    pub const fn errno(&self) -> Option<i32> {
+        match self.kind {
+            ErrorKind::Os { errno, .. } => Some(errno),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            ErrorKind::InvalidRequest(reason) => write!(f, "invalid request: {reason}")?,
+            ErrorKind::NoSpaceInRange => f.write_str("no free address space in range")?,
+            ErrorKind::ExecutableMemoryRefused => {
+                f.write_str("the kernel refused a read/write/execute mapping")?
+            }
+            ErrorKind::DoesNotFit => f.write_str("the bytes do not fit in the buffer")?,
+            ErrorKind::OutsideBuffers => {
+                f.write_str("the range is not inside the written part of a buffer")?
+            }
+            ErrorKind::ProcessForked => {
+                f.write_str("the buffer was taken before fork() and belongs to the parent")?
+            }
+            ErrorKind::Os { call, errno } => write!(
+                f,
+                "{call} failed: {}",
+                std::io::Error::from_raw_os_error(errno)
+            )?,
+            ErrorKind::Unsupported => f.write_str("this operating system is not supported")?,
+        }
+        write!(
+            f,
+            " (range {:#x}..={:#x}, size {:#x})",
+            self.min_address, self.max_address, self.size
+        )
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<Error> for std::io::Error {
+    fn from(error: Error) -> Self {
+        let kind = match error.kind {
+            ErrorKind::InvalidRequest(_) => std::io::ErrorKind::InvalidInput,
+            ErrorKind::Os { errno, .. } => std::io::Error::from_raw_os_error(errno).kind(),
+            ErrorKind::ExecutableMemoryRefused => std::io::ErrorKind::PermissionDenied,
+            ErrorKind::Unsupported => std::io::ErrorKind::Unsupported,
+            ErrorKind::NoSpaceInRange => std::io::ErrorKind::OutOfMemory,
+            ErrorKind::DoesNotFit | ErrorKind::OutsideBuffers | ErrorKind::ProcessForked => {
+                std::io::ErrorKind::Other
+            }
+        };
+        std::io::Error::new(kind, error)
+    }
+}

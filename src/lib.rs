@@ -1,0 +1,54 @@
+//! Allocate memory between a minimum and a maximum address.
+//!
+//! Hooking libraries need their trampolines within ±2 GiB of the function
+//! they hook, so that a 5-byte `jmp rel32` reaches them; assemblers and JITs
+//! often need memory in the first 2 GiB. This crate provides both:
+//!
+//! - **Private allocations** ([`Buffers::allocate_private_memory`]): pages
+//!   inside `[min, max]`, as close to the target as the address space allows,
+//!   unmapped on drop.
+//! - **Shared buffers** ([`Buffers::get_buffer`]): permanent
+//!   read/write/execute buffers registered in a per-process *locator* that
+//!   every buffers library in the process (this crate, other copies of it,
+//!   the C# original) finds and shares. A [`LockedBuffer`] gives exclusive
+//!   use until dropped; appended bytes never move.
+//!
+//! ```
+//! use memory_buffers::{BufferSearchSettings, Buffers};
+//!
+//! fn hooked() {}
+//! let target = hooked as usize;
+//! let settings = BufferSearchSettings::from_proximity(0x7fff_0000, target, 64);
+//! let mut buffer = Buffers::get_buffer(&settings)?;
+//! let trampoline = buffer.append_code(&[0xcc; 16])?;
+//! assert!(trampoline.abs_diff(target) < 0x7fff_0000);
+//! # Ok::<(), memory_buffers::Error>(())
+//! ```
+
+#![deny(unsafe_code)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+mod address;
+mod address_space;
+mod buffers;
+mod error;
+mod locator;
+mod locked_buffer;
+mod maps;
+mod os;
+mod placement;
+mod private_allocation;
+mod process;
+mod range_set;
+mod settings;
+
+pub use buffers::Buffers;
+pub use error::{Error, ErrorKind, InvalidRequest};
+pub use locator::{LocatorKind, PrivateLocatorReason};
+pub use locked_buffer::LockedBuffer;
+pub use private_allocation::PrivateAllocation;
+pub use settings::{
+    BufferAllocatorSettings, BufferSearchSettings, DEFAULT_RETRY_COUNT, allocation_granularity,
+    highest_user_address,
+};

@@ -1,0 +1,411 @@
+//! The locator: the process-wide registry of permanent shared buffers.
+//!
+//! This module implements the protocol of `SPEC.md` on top of the raw
+//! layout: scan the chain for a buffer with enough free bytes in range, take
+//! it with a compare-and-swap, re-check the fit (someone may have appended
+//! between the check and the take), and release it if it no longer fits;
+//! when nothing fits, map new pages nearest to the request and publish them
+//! as a new item under the header lock. Two local accelerators keep the hot
+//! path flat: each thread first retries the few buffers it used last, and
+//! [`index::LocatorIndex`] skips locators that cannot hold the request.
+
+#![allow(unsafe_code)]
+
+mod index;
+pub(crate) mod layout;
+#[cfg(unix)]
+mod rendezvous;
+
+use crate::address::{ValidRequest, align_up};
+use crate::error::ErrorKind;
+use crate::locked_buffer::LockedBuffer;
+use crate::os::{self, Protection};
+use crate::placement::PlacementRequest;
+use crate::process::ProcessState;
+use index::LocatorIndex;
+use layout::{ItemRef, LOCATOR_SIZE, LocatorRef, MAX_ITEMS};
+use std::cell::Cell;
+use std::ops::ControlFlow;
+use std::sync::atomic::Ordering;
+
+/// Which locator the library uses, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LocatorKind {
+    /// The process-wide locator shared through the rendezvous file with
+    /// every other buffers library in the process.
+    Shared,
+    /// A locator private to this copy of the library; buffers still work,
+    /// but other libraries in the process do not see them.
+    Private(PrivateLocatorReason),
+}
+
+/// Why the shared locator could not be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PrivateLocatorReason {
+    /// A directory on the rendezvous path could not be opened or created
+    /// (not writable, a path component is a file or a symlink...).
+    DirectoryUnavailable {
+        /// The `errno` of the failing call.
+        errno: i32,
+    },
+    /// A rendezvous directory belongs to another user, or others may write
+    /// to it without the sticky bit.
+    DirectoryNotTrusted,
+    /// The rendezvous file for this process belongs to another user.
+    FileNotTrusted,
+    /// The rendezvous file could not be created, sized or mapped.
+    FileUnavailable {
+        /// The `errno` of the failing call.
+        errno: i32,
+    },
+    /// Other instances kept replacing the rendezvous file.
+    FileContended,
+    /// Shared locators are not implemented on this operating system.
+    Unsupported,
+}
+
+/// The locator of one process, with its local accelerators.
+pub(crate) struct Locator {
+    kind: LocatorKind,
+    index: LocatorIndex,
+}
+
+/// Items a thread remembers having used, most recent first.
+const RECENT_ITEMS: usize = 4;
+
+#[derive(Clone, Copy)]
+struct RecentItems {
+    /// Address of the `Locator` the items belong to; 0 if none.
+    locator: usize,
+    items: [usize; RECENT_ITEMS],
+}
+
+thread_local! {
+    static RECENT: Cell<RecentItems> = const {
+        Cell::new(RecentItems { locator: 0, items: [0; RECENT_ITEMS] })
+    };
+}
+
+/// What a request needs from a buffer.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Fit {
+    pub(crate) min: usize,
+    pub(crate) max: usize,
+    pub(crate) size: usize,
+    pub(crate) alignment: usize,
+}
+
+impl Fit {
+    /// The aligned position at which the request fits in a buffer with this
+    /// base, size and position, if it does.
+    #[inline]
+    fn position_in(&self, base: usize, size: u32, position: u32) -> Option<u32> {
+        if position > size {
+            return None;
+        }
+        let start = base.checked_add(position as usize)?;
+        let aligned = align_up(start, self.alignment)?;
+        let end = aligned.checked_add(self.size)?;
+        if end > base.checked_add(size as usize)? || aligned < self.min || end - 1 > self.max {
+            return None;
+        }
+        Some((aligned - base) as u32)
+    }
+}
+
+/// Free bytes of an item, as far as a racy read can tell.
+#[inline]
+fn free_bytes(item: ItemRef) -> u32 {
+    // Relaxed: a hint; the fit is re-checked after taking the item.
+    item.size().load(Ordering::Relaxed).saturating_sub(item.position().load(Ordering::Relaxed))
+}
+
+/// Takes `item` if the request fits in it, returning the aligned position.
+#[inline]
+fn try_take(item: ItemRef, fit: &Fit) -> Option<u32> {
+    let base = item.base_address();
+    // Relaxed: the size is fixed once the item is published, and publication
+    // was observed through an Acquire load of the item count.
+    let size = item.size().load(Ordering::Relaxed);
+    // Relaxed pre-checks avoid writing the cache line of a busy or full item.
+    fit.position_in(base, size, item.position().load(Ordering::Relaxed))?;
+    if item.taken().load(Ordering::Relaxed) != 0 {
+        return None;
+    }
+    // Acquire: pairs with the Release store of 0 by the previous holder, so
+    // the position it last stored is visible to the re-check below.
+    if item.taken().compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        return None;
+    }
+    // Re-check: someone may have appended between the check and the take.
+    match fit.position_in(base, size, item.position().load(Ordering::Relaxed)) {
+        Some(position) => Some(position),
+        None => {
+            // Release: hands the item back with everything we read ordered
+            // before the next holder's take.
+            item.taken().store(0, Ordering::Release);
+            None
+        }
+    }
+}
+
+/// Spins until the header lock of `locator` is ours.
+fn lock_header(locator: LocatorRef) {
+    let mut spins = 0u32;
+    // Acquire: everything the previous holder wrote under the lock (items,
+    // counts, links) is visible once we hold it.
+    while locator.lock().compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        spins += 1;
+        if spins < 64 {
+            std::hint::spin_loop();
+        } else {
+            // The holder may be mapping pages; let it run.
+            std::thread::yield_now();
+        }
+    }
+}
+
+fn unlock_header(locator: LocatorRef) {
+    // Release: publishes what we wrote under the lock to the next holder.
+    locator.lock().store(0, Ordering::Release);
+}
+
+/// Maps and initialises a locator page that only this process knows.
+fn map_private_locator() -> Result<LocatorRef, ErrorKind> {
+    let len = LOCATOR_SIZE.max(os::allocation_granularity());
+    let mapping = os::map_anywhere(len, Protection::ReadWrite).map_err(|errno| ErrorKind::Os { call: "mmap", errno })?;
+    let address = mapping.address();
+    // SAFETY: a fresh, page-aligned read/write mapping of at least
+    // LOCATOR_SIZE bytes that is never unmapped.
+    let locator = unsafe { LocatorRef::from_address(address) }.ok_or(ErrorKind::Os {
+        call: "mmap",
+        errno: libc::EINVAL,
+    })?;
+    // SAFETY: nobody else knows the page yet.
+    unsafe { locator.initialise(address) };
+    mapping.leak();
+    Ok(locator)
+}
+
+impl Locator {
+    /// Finds or creates the shared locator of the running process, falling
+    /// back to a private one when the shared one cannot be trusted or made.
+    pub(crate) fn open() -> Result<Locator, ErrorKind> {
+        #[cfg(unix)]
+        let shared = rendezvous::find_or_create("/tmp", os::process_id()).map(|found| match found {
+            rendezvous::Rendezvous::Found(locator) | rendezvous::Rendezvous::Created(locator) => locator,
+        });
+        #[cfg(not(unix))]
+        let shared: Result<LocatorRef, PrivateLocatorReason> = Err(PrivateLocatorReason::Unsupported);
+        let (head, kind) = match shared {
+            Ok(head) => (head, LocatorKind::Shared),
+            Err(reason) => (map_private_locator()?, LocatorKind::Private(reason)),
+        };
+        Ok(Locator::with_head(head, kind))
+    }
+
+    fn with_head(head: LocatorRef, kind: LocatorKind) -> Locator {
+        Locator {
+            kind,
+            index: LocatorIndex::new(head),
+        }
+    }
+
+    pub(crate) fn kind(&self) -> LocatorKind {
+        self.kind
+    }
+
+    /// Address of the first locator of the chain.
+    pub(crate) fn head_address(&self) -> usize {
+        self.index.head().address()
+    }
+
+    fn key(&self) -> usize {
+        self as *const Locator as usize
+    }
+
+    /// Gets exclusive use of a buffer that fits `fit`, creating one if
+    /// needed.
+    pub(crate) fn get_buffer(
+        &'static self,
+        owner: &'static ProcessState,
+        request: &ValidRequest,
+        fit: Fit,
+    ) -> Result<LockedBuffer, ErrorKind> {
+        if let Some(buffer) = self.take_recent(owner, &fit) {
+            return Ok(buffer);
+        }
+        if let Some(buffer) = self.take_any(owner, &fit) {
+            return Ok(buffer);
+        }
+        self.register_new(owner, request, &fit)
+    }
+
+    fn locked(&self, owner: &'static ProcessState, item: ItemRef, position: u32) -> LockedBuffer {
+        if item.position().load(Ordering::Relaxed) != position {
+            // Alignment padding counts as used. Relaxed: ordered before the
+            // eventual release of the item by its Release store.
+            item.position().store(position, Ordering::Relaxed);
+        }
+        LockedBuffer::new(owner, item, position)
+    }
+
+    fn take_recent(&'static self, owner: &'static ProcessState, fit: &Fit) -> Option<LockedBuffer> {
+        let recent = RECENT.try_with(Cell::get).ok()?;
+        if recent.locator != self.key() {
+            return None;
+        }
+        for &address in &recent.items {
+            // SAFETY: recorded by `remember` from an item of this locator,
+            // whose pages are never unmapped.
+            let Some(item) = (unsafe { ItemRef::from_address(address) }) else {
+                break;
+            };
+            if let Some(position) = try_take(item, fit) {
+                return Some(self.locked(owner, item, position));
+            }
+        }
+        None
+    }
+
+    fn remember(&self, item: ItemRef) {
+        let _ = RECENT.try_with(|cell| {
+            let mut recent = cell.get();
+            if recent.locator != self.key() {
+                recent = RecentItems {
+                    locator: self.key(),
+                    items: [0; RECENT_ITEMS],
+                };
+            }
+            let address = item.address();
+            let keep = recent.items.iter().position(|&known| known == address).unwrap_or(RECENT_ITEMS - 1);
+            recent.items.copy_within(0..keep, 1);
+            recent.items[0] = address;
+            cell.set(recent);
+        });
+    }
+
+    fn take_any(&'static self, owner: &'static ProcessState, fit: &Fit) -> Option<LockedBuffer> {
+        let (item, position) = self.index.visit(|index, locator| {
+            if !self.index.may_fit(index, locator, fit.size) {
+                return ControlFlow::Continue(());
+            }
+            let count = locator.item_count();
+            let mut max_free = 0;
+            for slot in 0..count {
+                let item = locator.item(slot);
+                let free = free_bytes(item);
+                max_free = max_free.max(free);
+                if free as usize >= fit.size {
+                    if let Some(position) = try_take(item, fit) {
+                        return ControlFlow::Break((item, position));
+                    }
+                }
+            }
+            self.index.record(index, count, max_free);
+            ControlFlow::Continue(())
+        })?;
+        self.remember(item);
+        Some(self.locked(owner, item, position))
+    }
+
+    fn register_new(
+        &'static self,
+        owner: &'static ProcessState,
+        request: &ValidRequest,
+        fit: &Fit,
+    ) -> Result<LockedBuffer, ErrorKind> {
+        let block_len = request.rounded_size;
+        let size = u32::try_from(block_len).map_err(|_| ErrorKind::NoSpaceInRange)?;
+        let placement = PlacementRequest {
+            min: fit.min,
+            max: fit.max,
+            block_len,
+            range_len: fit.size,
+            granularity: os::allocation_granularity(),
+            lowest_address: os::lowest_mappable_address(),
+            highest_address: crate::settings::highest_user_address(),
+        };
+        // Pages are mapped before the header lock is taken so that other
+        // registrations never wait on a system call; the outcome is the same
+        // as mapping under the lock.
+        let mapping = owner.address_space().map_nearest(placement, crate::settings::DEFAULT_RETRY_COUNT)?;
+        let base = mapping.address();
+        let (_, mut locator) = self.index.last();
+        loop {
+            lock_header(locator);
+            // Acquire: see a locator linked by another library copy.
+            let next = locator.next_locator().load(Ordering::Acquire);
+            if next != 0 {
+                unlock_header(locator);
+                // SAFETY: a non-zero next pointer is written only after the
+                // next locator is initialised, and locators are never unmapped.
+                match unsafe { LocatorRef::from_address(next) } {
+                    Some(next) => {
+                        locator = next;
+                        continue;
+                    }
+                    None => break,
+                }
+            }
+            let count = locator.item_count();
+            if count < MAX_ITEMS {
+                let item = locator.item(count);
+                // SAFETY: we hold the header lock and slot `count` is not yet
+                // counted, so no one else reads or writes it.
+                unsafe { item.write_new(base, size, 0) };
+                // Release: publishes the item's fields to every Acquire load
+                // of the count.
+                locator.raw_item_count().store(count as u8 + 1, Ordering::Release);
+                unlock_header(locator);
+                // Registered buffers are permanent.
+                mapping.leak();
+                self.remember(item);
+                return Ok(LockedBuffer::new(owner, item, 0));
+            }
+            match map_private_locator() {
+                Ok(next) => {
+                    // Release: the next locator's initialised header is
+                    // visible to whoever follows the link.
+                    locator.next_locator().store(next.address(), Ordering::Release);
+                    unlock_header(locator);
+                    locator = next;
+                }
+                Err(kind) => {
+                    unlock_header(locator);
+                    owner.address_space().unmap(mapping, block_len);
+                    return Err(kind);
+                }
+            }
+        }
+        // A corrupt next pointer: give the pages back rather than register
+        // them where no one can find them.
+        owner.address_space().unmap(mapping, block_len);
+        Err(ErrorKind::NoSpaceInRange)
+    }
+
+    /// Whether `[start, start + len)` lies inside the written part of one
+    /// registered buffer.
+    pub(crate) fn contains_written(&self, start: usize, len: usize) -> bool {
+        let Some(end) = start.checked_add(len) else {
+            return false;
+        };
+        self.index
+            .visit(|_, locator| {
+                for slot in 0..locator.item_count() {
+                    let item = locator.item(slot);
+                    let base = item.base_address();
+                    // Acquire: pairs with the Release position store of the
+                    // appender, so the written bytes are ours to overwrite.
+                    let written = item.position().load(Ordering::Acquire).min(item.size().load(Ordering::Relaxed));
+                    if start >= base && base.checked_add(written as usize).is_some_and(|written_end| end <= written_end) {
+                        return ControlFlow::Break(());
+                    }
+                }
+                ControlFlow::Continue(())
+            })
+            .is_some()
+    }
+}

@@ -1,0 +1,298 @@
+//! Finding the process's shared locator, or creating it (Unix).
+//!
+//! Every buffers library in a process opens the file `SPEC.md` names for the
+//! process id and uses the locator address stored in it, so they all share
+//! one registry. The file lives in world-writable `/tmp`, where it may have
+//! been left by a crashed process with the same id or planted by another
+//! user, so nothing in it is trusted until checked:
+//!
+//! - directories are opened one component at a time without following
+//!   symlinks, and must belong to this user (or root) and not be writable by
+//!   others unless sticky;
+//! - the file must be a regular file owned by this user, 4096 bytes long,
+//!   and its *this address* must be a live mapping of that very file (same
+//!   device, inode and offset 0) in this process.
+//!
+//! A new locator is written to a uniquely named file created with
+//! `O_CREAT | O_EXCL`, initialised, and only then published under the
+//! rendezvous name with `link()`, which fails if the name exists: two
+//! instances starting together cannot both publish, and nobody ever sees a
+//! half-initialised file. A file for this process id that fails the checks
+//! but is ours (a dead process's leftover) is replaced atomically with
+//! `rename()`. Anything else falls back to a private locator.
+
+use super::layout::{LOCATOR_SIZE, LocatorRef};
+use super::PrivateLocatorReason;
+use crate::os::{self, Directory, FileKind, FileStatus};
+use std::fs::File;
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+/// Directory components below the base directory (`/tmp` in production).
+const DIRECTORY_COMPONENTS: [&str; 2] = [".reloaded", "memory.buffers"];
+
+/// Prefix of every rendezvous file name; the process id follows.
+const FILE_PREFIX: &str = "Reloaded.Memory.Buffers.MemoryBuffer, PID ";
+
+/// Times a file that looks half-written (another library may be creating
+/// it the old way, without `link()`) is re-checked before it is replaced.
+const IN_PROGRESS_CHECKS: u32 = 3;
+
+/// The rendezvous file name for a process.
+pub(crate) fn file_name(pid: u32) -> String {
+    format!("{FILE_PREFIX}{pid}")
+}
+
+/// The process id a rendezvous (or temporary) file name belongs to.
+fn pid_of_file_name(name: &str) -> Option<u32> {
+    let digits = name.strip_prefix(FILE_PREFIX)?;
+    let end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
+    digits[..end].parse().ok()
+}
+
+/// How the locator was obtained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Rendezvous {
+    /// Another instance created it; this is its address.
+    Found(LocatorRef),
+    /// This call created (or took over) the file.
+    Created(LocatorRef),
+}
+
+/// Finds or creates the shared locator of process `pid` below `base`
+/// (normally `/tmp`).
+pub(crate) fn find_or_create(base: &str, pid: u32) -> Result<Rendezvous, PrivateLocatorReason> {
+    let directory = open_directories(base)?;
+    let name = file_name(pid);
+    let user = os::effective_user_id();
+    for _ in 0..8 {
+        match inspect_existing(&directory, &name, user)? {
+            Existing::Valid(locator) => return Ok(Rendezvous::Found(locator)),
+            Existing::Missing => {
+                if let Some(locator) = publish_new(&directory, &name, pid, Publish::Exclusive)? {
+                    remove_stale_files(&directory, pid, user);
+                    return Ok(Rendezvous::Created(locator));
+                }
+                // Another instance published first: inspect theirs.
+            }
+            Existing::Stale => {
+                if let Some(locator) = publish_new(&directory, &name, pid, Publish::Replace)? {
+                    remove_stale_files(&directory, pid, user);
+                    return Ok(Rendezvous::Created(locator));
+                }
+            }
+        }
+    }
+    Err(PrivateLocatorReason::FileContended)
+}
+
+fn open_directories(base: &str) -> Result<Directory, PrivateLocatorReason> {
+    let user = os::effective_user_id();
+    let unavailable = |errno| PrivateLocatorReason::DirectoryUnavailable { errno };
+    let mut directory = Directory::open_or_create(None, base, 0o1777).map_err(unavailable)?;
+    for component in DIRECTORY_COMPONENTS {
+        directory = Directory::open_or_create(Some(&directory), component, 0o755).map_err(unavailable)?;
+        let status = directory.status().map_err(unavailable)?;
+        let trusted_owner = status.owner == user || status.owner == 0;
+        if !trusted_owner || status.is_writable_by_others_without_sticky() {
+            return Err(PrivateLocatorReason::DirectoryNotTrusted);
+        }
+    }
+    Ok(directory)
+}
+
+enum Existing {
+    Missing,
+    Valid(LocatorRef),
+    /// Ours, but not a live locator of this process: replace it.
+    Stale,
+}
+
+fn inspect_existing(directory: &Directory, name: &str, user: u32) -> Result<Existing, PrivateLocatorReason> {
+    for check in 0..IN_PROGRESS_CHECKS {
+        let file = match directory.open_existing(name) {
+            Ok(file) => file,
+            Err(errno) if errno == libc::ENOENT => return Ok(Existing::Missing),
+            // A symlink (`ELOOP`), directory or other non-file: replace it
+            // if it is ours, otherwise leave it alone.
+            Err(errno) => {
+                return match directory.entry_status(name) {
+                    Ok(status) if status.owner == user => Ok(Existing::Stale),
+                    Ok(_) => Err(PrivateLocatorReason::FileNotTrusted),
+                    Err(libc::ENOENT) => Ok(Existing::Missing),
+                    Err(_) => Err(PrivateLocatorReason::FileUnavailable { errno }),
+                };
+            }
+        };
+        let status = os::file_status(&file).map_err(|errno| PrivateLocatorReason::FileUnavailable { errno })?;
+        if status.owner != user {
+            return Err(PrivateLocatorReason::FileNotTrusted);
+        }
+        if status.kind != FileKind::Regular {
+            return Ok(Existing::Stale);
+        }
+        let this_address = if status.size == LOCATOR_SIZE as u64 {
+            read_this_address(&file)?
+        } else {
+            0
+        };
+        if this_address != 0 {
+            return Ok(match live_locator(this_address, &status) {
+                Some(locator) => Existing::Valid(locator),
+                None => Existing::Stale,
+            });
+        }
+        // Empty, short or zeroed: possibly being written right now by a
+        // library that creates the file in place. Give it a moment.
+        if check + 1 < IN_PROGRESS_CHECKS {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    Ok(Existing::Stale)
+}
+
+/// Reads the *this address* field through a temporary view of the file.
+fn read_this_address(file: &File) -> Result<usize, PrivateLocatorReason> {
+    let view = os::map_file_shared(file, LOCATOR_SIZE).map_err(|errno| PrivateLocatorReason::FileUnavailable { errno })?;
+    // SAFETY: `view` is a fresh, page-aligned mapping of LOCATOR_SIZE bytes
+    // that is unmapped below, after the last use of the reference.
+    let this_address = unsafe { LocatorRef::from_address(view.address()) }.map_or(0, |locator| {
+        // Relaxed: the value is not trusted; it is checked against the
+        // process's mappings before any use.
+        locator.this_address().load(Ordering::Relaxed)
+    });
+    // The view is unmapped here; `this_address` is a copy.
+    drop(view);
+    Ok(this_address)
+}
+
+/// Returns the locator at `this_address` if that address starts a live
+/// shared mapping, at offset 0, of the file described by `status`.
+fn live_locator(this_address: usize, status: &FileStatus) -> Option<LocatorRef> {
+    if this_address % LOCATOR_SIZE != 0 {
+        return None;
+    }
+    let mut found = false;
+    let mut buffer = Vec::new();
+    os::read_maps(&mut buffer, |entry| {
+        if entry.start <= this_address && this_address < entry.end {
+            found = entry.start == this_address
+                && entry.end - entry.start >= LOCATOR_SIZE
+                && entry.offset == 0
+                && entry.inode == status.inode
+                && entry.dev_major == status.dev_major
+                && entry.dev_minor == status.dev_minor;
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    })
+    .ok()?;
+    // SAFETY: the address is the start of a live mapping of the rendezvous
+    // file, which its creator keeps for the life of the process, and at
+    // least LOCATOR_SIZE bytes long and page-aligned.
+    found.then(|| unsafe { LocatorRef::from_address(this_address) }).flatten()
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Publish {
+    /// Publish only if the name is free.
+    Exclusive,
+    /// Replace whatever has the name.
+    Replace,
+}
+
+/// Creates, initialises and publishes a new locator file. Returns `None`
+/// when an exclusive publish lost to another instance.
+fn publish_new(
+    directory: &Directory,
+    name: &str,
+    pid: u32,
+    publish: Publish,
+) -> Result<Option<LocatorRef>, PrivateLocatorReason> {
+    /// Distinguishes temporary files of concurrent attempts in one process.
+    static ATTEMPT: AtomicU32 = AtomicU32::new(0);
+    let unavailable = |errno| PrivateLocatorReason::FileUnavailable { errno };
+    let (temporary, file) = loop {
+        // Relaxed: the counter only has to hand out distinct numbers.
+        let attempt = ATTEMPT.fetch_add(1, Ordering::Relaxed);
+        let temporary = format!("{FILE_PREFIX}{pid}.tmp{attempt}");
+        match directory.create_new(&temporary) {
+            Ok(file) => break (temporary, file),
+            Err(libc::EEXIST) if attempt < 1 << 20 => continue,
+            Err(errno) => return Err(unavailable(errno)),
+        }
+    };
+    let mapped = os::resize_file(&file, LOCATOR_SIZE as u64).and_then(|()| os::map_file_shared(&file, LOCATOR_SIZE));
+    let mapping = match mapped {
+        Ok(mapping) => mapping,
+        Err(errno) => {
+            let _ = directory.remove(&temporary);
+            return Err(unavailable(errno));
+        }
+    };
+    // SAFETY: a fresh shared mapping of LOCATOR_SIZE bytes, page-aligned,
+    // that is kept for the life of the process once published.
+    let address = mapping.address();
+    // SAFETY: as above; the mapping is leaked once published.
+    let Some(locator) = (unsafe { LocatorRef::from_address(address) }) else {
+        return Err(unavailable(libc::EINVAL));
+    };
+    // SAFETY: the file is not published yet, so no one else can see it.
+    unsafe { locator.initialise(address) };
+    let published = match publish {
+        Publish::Exclusive => directory.link(&temporary, name).map(|()| {
+            let _ = directory.remove(&temporary);
+        }),
+        Publish::Replace => directory.rename(&temporary, name),
+    };
+    match published {
+        Ok(()) => {
+            mapping.leak();
+            Ok(Some(locator))
+        }
+        Err(errno) => {
+            // Nobody else learned this mapping's address: unmap it.
+            drop(mapping);
+            let _ = directory.remove(&temporary);
+            if errno == libc::EEXIST {
+                Ok(None)
+            } else {
+                Err(unavailable(errno))
+            }
+        }
+    }
+}
+
+/// Removes rendezvous files (and temporaries) of processes that no longer
+/// exist, if this user owns them. Best effort: failures are ignored.
+fn remove_stale_files(directory: &Directory, own_pid: u32, user: u32) {
+    let Ok(names) = directory.entry_names() else {
+        return;
+    };
+    for name in names {
+        let Some(name) = name.to_str() else { continue };
+        let Some(pid) = pid_of_file_name(name) else { continue };
+        if pid == own_pid || os::process_is_alive(pid) {
+            continue;
+        }
+        if matches!(directory.entry_status(name), Ok(status) if status.owner == user && status.kind != FileKind::Directory)
+        {
+            let _ = directory.remove(name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_follow_the_specification_and_parse_back() {
+        assert_eq!(file_name(1234), "Reloaded.Memory.Buffers.MemoryBuffer, PID 1234");
+        assert_eq!(pid_of_file_name(&file_name(77)), Some(77));
+        assert_eq!(pid_of_file_name("Reloaded.Memory.Buffers.MemoryBuffer, PID 77.tmp3"), Some(77));
+        assert_eq!(pid_of_file_name("other"), None);
+        assert_eq!(pid_of_file_name("Reloaded.Memory.Buffers.MemoryBuffer, PID x"), None);
+    }
+}

@@ -1,0 +1,72 @@
+//! Fault injection for the OS layer.
+//!
+//! In the crate's own tests (and with the `fault-injection` feature) a test
+//! can make chosen system calls fail on the current thread, to prove that
+//! every failure becomes an error or the documented fallback and never a
+//! panic or a leaked mapping. Faults are per thread because the library does
+//! its work on the calling thread and tests run in parallel. In normal builds
+//! [`check`] is an inlined `Ok(())`.
+
+/// A system call that can be made to fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub(crate) enum FaultPoint {
+    /// Anonymous `mmap`, fixed or anywhere.
+    MapMemory = 1 << 0,
+    /// Opening or reading `/proc/self/maps`.
+    ReadMaps = 1 << 1,
+    /// Opening or creating the rendezvous directory or file.
+    OpenRendezvous = 1 << 2,
+    /// `ftruncate` of the rendezvous file.
+    ResizeRendezvous = 1 << 3,
+    /// `mmap` of the rendezvous file.
+    MapRendezvous = 1 << 4,
+}
+
+#[cfg(any(test, feature = "fault-injection"))]
+mod active {
+    use super::FaultPoint;
+    use std::cell::Cell;
+
+    thread_local! {
+        static FAILING: Cell<u32> = const { Cell::new(0) };
+    }
+
+    pub(crate) fn check(point: FaultPoint) -> Result<(), i32> {
+        if FAILING.with(Cell::get) & point as u32 != 0 {
+            Err(libc::EIO)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Makes `points` fail with `EIO` on this thread until the guard drops.
+    #[must_use]
+    pub(crate) fn fail(points: &[FaultPoint]) -> FailingGuard {
+        let previous = FAILING.with(Cell::get);
+        let added = points.iter().fold(0, |mask, &point| mask | point as u32);
+        FAILING.with(|failing| failing.set(previous | added));
+        FailingGuard { previous }
+    }
+
+    /// Restores the previous set of failing points on drop.
+    pub(crate) struct FailingGuard {
+        previous: u32,
+    }
+
+    impl Drop for FailingGuard {
+        fn drop(&mut self) {
+            FAILING.with(|failing| failing.set(self.previous));
+        }
+    }
+}
+
+#[cfg(any(test, feature = "fault-injection"))]
+pub(crate) use active::*;
+
+/// Always succeeds: fault injection is compiled out.
+#[cfg(not(any(test, feature = "fault-injection")))]
+#[inline(always)]
+pub(crate) fn check(_point: FaultPoint) -> Result<(), i32> {
+    Ok(())
+}

@@ -1,0 +1,564 @@
+//! Linux backend of the OS layer.
+//!
+//! Each function is one system call (or a short, fixed sequence of them) with
+//! its error turned into an `errno` value. Placement policy, parsing and
+//! retries live elsewhere; this file only talks to the kernel.
+//!
+//! # References
+//!
+//! `mmap(2)` (`MAP_FIXED_NOREPLACE`, Linux 4.17), `madvise(2)`
+//! (`MADV_WIPEONFORK`, Linux 4.14), `proc_pid_maps(5)`, `openat(2)`,
+//! `linkat(2)`.
+
+use super::fault::{self, FaultPoint};
+use crate::maps::{self, MapsEntry};
+use std::ffi::{CStr, CString, OsString};
+use std::fs::File;
+use std::io::{self, Read};
+use std::ops::ControlFlow;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStringExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// An `errno` value.
+pub(crate) type Errno = i32;
+
+fn last_errno() -> Errno {
+    io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+}
+
+pub(crate) fn query_granularity() -> usize {
+    // SAFETY: `sysconf` has no preconditions; it returns -1 on error.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    match usize::try_from(size) {
+        Ok(size) if size.is_power_of_two() => size,
+        _ => 4096,
+    }
+}
+
+pub(crate) fn query_lowest_address() -> usize {
+    // The kernel default; used when the sysctl cannot be read.
+    const DEFAULT: usize = 65536;
+    std::fs::read_to_string("/proc/sys/vm/mmap_min_addr")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(DEFAULT)
+}
+
+/// The highest address (inclusive) a user-space mapping can reach without
+/// opting in to larger address spaces: `TASK_SIZE - 1` with 47-bit (x86-64)
+/// or 48-bit (AArch64) virtual addresses.
+pub(crate) const fn highest_user_address() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        (1usize << 47) - 4096 - 1
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        (1usize << 48) - 1
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        usize::MAX - 1
+    }
+}
+
+/// Access rights of a mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Protection {
+    ReadWrite,
+    ReadWriteExecute,
+}
+
+impl Protection {
+    fn bits(self) -> libc::c_int {
+        match self {
+            Protection::ReadWrite => libc::PROT_READ | libc::PROT_WRITE,
+            Protection::ReadWriteExecute => libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+        }
+    }
+}
+
+/// Whether an `errno` from `mmap` means the execute right was refused by
+/// policy (SELinux `execmem`, PaX `MPROTECT`), not that memory ran out.
+pub(crate) fn is_execute_refusal(errno: Errno) -> bool {
+    errno == libc::EACCES || errno == libc::EPERM
+}
+
+/// Whether an `errno` from a fixed mapping means "something is already
+/// mapped there".
+pub(crate) fn is_occupied(errno: Errno) -> bool {
+    errno == libc::EEXIST
+}
+
+/// A mapping this library created, unmapped when dropped unless leaked.
+#[derive(Debug)]
+pub(crate) struct OwnedMapping {
+    address: usize,
+    len: usize,
+}
+
+impl OwnedMapping {
+    pub(crate) fn address(&self) -> usize {
+        self.address
+    }
+
+    /// Keeps the pages mapped for the rest of the process.
+    pub(crate) fn leak(self) -> usize {
+        let address = self.address;
+        std::mem::forget(self);
+        address
+    }
+}
+
+impl Drop for OwnedMapping {
+    fn drop(&mut self) {
+        // SAFETY: the mapping was created for this value alone, which is
+        // being dropped, so nothing can reach the pages any more. `munmap`
+        // of a range we mapped fails only for invalid arguments, which these
+        // are not; a destructor must not panic, so the result is ignored.
+        unsafe { libc::munmap(self.address as *mut libc::c_void, self.len) };
+    }
+}
+
+/// The outcome of asking for a mapping at an exact address.
+#[derive(Debug)]
+pub(crate) enum FixedMapping {
+    /// The pages are mapped at the requested address.
+    Mapped(OwnedMapping),
+    /// The kernel placed the pages elsewhere (a kernel older than 4.17
+    /// treats `MAP_FIXED_NOREPLACE` as a hint); they have been unmapped.
+    Elsewhere,
+}
+
+/// Maps `len` bytes of private anonymous memory at exactly `address`,
+/// never replacing an existing mapping.
+pub(crate) fn map_fixed_noreplace(
+    address: usize,
+    len: usize,
+    protection: Protection,
+) -> Result<FixedMapping, Errno> {
+    fault::check(FaultPoint::MapMemory)?;
+    // SAFETY: `MAP_FIXED_NOREPLACE` never replaces an existing mapping, so
+    // no memory the process uses can be affected; the kernel validates the
+    // address and length.
+    let result = unsafe {
+        libc::mmap(
+            address as *mut libc::c_void,
+            len,
+            protection.bits(),
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    if result == libc::MAP_FAILED {
+        return Err(last_errno());
+    }
+    if result as usize == address {
+        return Ok(FixedMapping::Mapped(OwnedMapping { address, len }));
+    }
+    // SAFETY: the kernel just created this mapping for us at `result`; no
+    // one else knows its address, so unmapping it affects nothing else.
+    unsafe { libc::munmap(result, len) };
+    Ok(FixedMapping::Elsewhere)
+}
+
+/// Maps `len` bytes of private anonymous memory wherever the kernel likes.
+pub(crate) fn map_anywhere(len: usize, protection: Protection) -> Result<OwnedMapping, Errno> {
+    fault::check(FaultPoint::MapMemory)?;
+    // SAFETY: a null hint without `MAP_FIXED*` lets the kernel choose a free
+    // range; existing mappings are untouched.
+    let result = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            protection.bits(),
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if result == libc::MAP_FAILED {
+        Err(last_errno())
+    } else {
+        Ok(OwnedMapping {
+            address: result as usize,
+            len,
+        })
+    }
+}
+
+/// Makes freshly written code in `[address, address + len)` visible to
+/// instruction fetch. A no-op on x86-64, whose instruction cache is coherent
+/// with data writes; other architectures call the compiler runtime's
+/// `__clear_cache`.
+pub(crate) fn flush_instruction_cache(address: usize, len: usize) {
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "x86")))]
+    {
+        unsafe extern "C" {
+            fn __clear_cache(start: *mut libc::c_char, end: *mut libc::c_char);
+        }
+        // SAFETY: `__clear_cache` only performs cache maintenance over the
+        // range; it does not read or write the bytes.
+        unsafe {
+            __clear_cache(address as *mut libc::c_char, (address + len) as *mut libc::c_char)
+        };
+    }
+    let _ = (address, len);
+}
+
+/// Runs `write` while `[address, address + len)` is writable. Linux does not
+/// enforce W^X on the read/write/execute buffers this library maps, so this
+/// only calls `write`.
+pub(crate) fn with_code_writable<R>(_address: usize, _len: usize, write: impl FnOnce() -> R) -> R {
+    write()
+}
+
+/// Detects that the process was forked since the marker was made: one
+/// private page advised `MADV_WIPEONFORK`, which the kernel hands to a child
+/// zeroed. Checking it is one load, cheap enough for every buffer request.
+/// Where the advice is unsupported (before Linux 4.14) the process id is
+/// compared instead.
+pub(crate) struct ForkMarker {
+    /// Address of a `AtomicUsize` set to 1 in a wipe-on-fork page, or 0.
+    wiped_word: usize,
+    pid: u32,
+}
+
+impl ForkMarker {
+    pub(crate) fn new() -> ForkMarker {
+        let pid = process_id();
+        let granularity = super::allocation_granularity();
+        let wiped_word = match map_anywhere(granularity, Protection::ReadWrite) {
+            Ok(page) => {
+                // SAFETY: `page` is a fresh private mapping of `granularity`
+                // bytes owned by this marker.
+                let advised = unsafe {
+                    libc::madvise(page.address() as *mut libc::c_void, granularity, libc::MADV_WIPEONFORK)
+                };
+                if advised == 0 {
+                    let page = page.leak();
+                    // SAFETY: the page is mapped read/write, page-aligned (so
+                    // aligned for `AtomicUsize`) and never unmapped.
+                    unsafe { &*(page as *const AtomicUsize) }.store(1, Ordering::Relaxed);
+                    page
+                } else {
+                    0
+                }
+            }
+            Err(_) => 0,
+        };
+        ForkMarker { wiped_word, pid }
+    }
+
+    /// Whether this process is a child forked after the marker was made.
+    #[inline]
+    pub(crate) fn is_forked(&self) -> bool {
+        if self.wiped_word != 0 {
+            // SAFETY: set in `new` to a live page that is never unmapped.
+            // Relaxed: the value only changes by the kernel wiping the page
+            // in a child, which happens before the child runs any code.
+            unsafe { &*(self.wiped_word as *const AtomicUsize) }.load(Ordering::Relaxed) == 0
+        } else {
+            process_id() != self.pid
+        }
+    }
+}
+
+pub(crate) fn process_id() -> u32 {
+    std::process::id()
+}
+
+pub(crate) fn effective_user_id() -> u32 {
+    // SAFETY: `geteuid` has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Whether a process with this id exists (it may belong to another user).
+pub(crate) fn process_is_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 performs only the existence and permission check.
+    let result = unsafe { libc::kill(pid, 0) };
+    result == 0 || last_errno() != libc::ESRCH
+}
+
+/// Reads `/proc/self/maps`, calling `visit` for each line until it breaks.
+pub(crate) fn read_maps(
+    buffer: &mut Vec<u8>,
+    visit: impl FnMut(&MapsEntry) -> ControlFlow<()>,
+) -> Result<(), Errno> {
+    fault::check(FaultPoint::ReadMaps)?;
+    let mut file = File::open("/proc/self/maps").map_err(|error| error.raw_os_error().unwrap_or(libc::EIO))?;
+    maps::for_each_entry(|out| file.read(out), buffer, visit)
+        .map_err(|error| error.raw_os_error().unwrap_or(libc::EIO))
+}
+
+/// What `fstat` says about a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FileStatus {
+    pub(crate) kind: FileKind,
+    pub(crate) owner: u32,
+    pub(crate) mode: u32,
+    pub(crate) size: u64,
+    pub(crate) dev_major: u32,
+    pub(crate) dev_minor: u32,
+    pub(crate) inode: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FileKind {
+    Regular,
+    Directory,
+    Symlink,
+    Other,
+}
+
+impl FileStatus {
+    fn from_stat(stat: &libc::stat) -> FileStatus {
+        let kind = match stat.st_mode & libc::S_IFMT {
+            libc::S_IFREG => FileKind::Regular,
+            libc::S_IFDIR => FileKind::Directory,
+            libc::S_IFLNK => FileKind::Symlink,
+            _ => FileKind::Other,
+        };
+        FileStatus {
+            kind,
+            owner: stat.st_uid,
+            mode: stat.st_mode,
+            size: u64::try_from(stat.st_size).unwrap_or(0),
+            dev_major: libc::major(stat.st_dev),
+            dev_minor: libc::minor(stat.st_dev),
+            inode: stat.st_ino,
+        }
+    }
+
+    /// Whether users other than the owner may create or delete entries
+    /// without the sticky bit stopping them from removing ours.
+    pub(crate) fn is_writable_by_others_without_sticky(&self) -> bool {
+        self.mode & 0o022 != 0 && self.mode & libc::S_ISVTX == 0
+    }
+}
+
+fn status_of_fd(fd: libc::c_int) -> Result<FileStatus, Errno> {
+    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `stat` points to writable memory of the right size.
+    if unsafe { libc::fstat(fd, stat.as_mut_ptr()) } != 0 {
+        return Err(last_errno());
+    }
+    // SAFETY: `fstat` succeeded, so it initialised `stat`.
+    Ok(FileStatus::from_stat(unsafe { stat.assume_init_ref() }))
+}
+
+/// Status of an open file.
+pub(crate) fn file_status(file: &File) -> Result<FileStatus, Errno> {
+    status_of_fd(file.as_raw_fd())
+}
+
+/// A directory opened without following symlinks; entries are named
+/// relative to it, so nobody can swap a path component under us.
+pub(crate) struct Directory {
+    fd: OwnedFd,
+}
+
+fn c_name(name: &str) -> Result<CString, Errno> {
+    CString::new(name).map_err(|_| libc::EINVAL)
+}
+
+impl Directory {
+    /// Opens (creating it if missing, with `mode` before the umask) the
+    /// directory `name` inside `parent`, or the absolute path `name` when
+    /// `parent` is `None`. Refuses symlinks.
+    pub(crate) fn open_or_create(parent: Option<&Directory>, name: &str, mode: u32) -> Result<Directory, Errno> {
+        fault::check(FaultPoint::OpenRendezvous)?;
+        let name = c_name(name)?;
+        let parent_fd = parent.map_or(libc::AT_FDCWD, |parent| parent.fd.as_raw_fd());
+        // SAFETY: `name` is a valid NUL-terminated string; `parent_fd` is an
+        // open directory or `AT_FDCWD`.
+        if unsafe { libc::mkdirat(parent_fd, name.as_ptr(), mode) } != 0 {
+            let errno = last_errno();
+            if errno != libc::EEXIST {
+                return Err(errno);
+            }
+        }
+        // SAFETY: as above; `O_NOFOLLOW` refuses a symlink in place of the
+        // directory and `O_DIRECTORY` anything that is not one.
+        let fd = unsafe {
+            libc::openat(
+                parent_fd,
+                name.as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(last_errno());
+        }
+        // SAFETY: `openat` returned a new descriptor that nothing else owns.
+        Ok(Directory {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    pub(crate) fn status(&self) -> Result<FileStatus, Errno> {
+        status_of_fd(self.fd.as_raw_fd())
+    }
+
+    /// Status of the entry `name`, without following a symlink.
+    pub(crate) fn entry_status(&self, name: &str) -> Result<FileStatus, Errno> {
+        let name = c_name(name)?;
+        let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: valid directory fd, NUL-terminated name, writable `stat`.
+        let result = unsafe {
+            libc::fstatat(self.fd.as_raw_fd(), name.as_ptr(), stat.as_mut_ptr(), libc::AT_SYMLINK_NOFOLLOW)
+        };
+        if result != 0 {
+            return Err(last_errno());
+        }
+        // SAFETY: `fstatat` succeeded, so it initialised `stat`.
+        Ok(FileStatus::from_stat(unsafe { stat.assume_init_ref() }))
+    }
+
+    fn open_at(&self, name: &str, flags: libc::c_int) -> Result<File, Errno> {
+        fault::check(FaultPoint::OpenRendezvous)?;
+        let name = c_name(name)?;
+        // SAFETY: valid directory fd and NUL-terminated name; the mode is
+        // only used with `O_CREAT`.
+        let fd = unsafe {
+            libc::openat(
+                self.fd.as_raw_fd(),
+                name.as_ptr(),
+                flags | libc::O_RDWR | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                0o600 as libc::c_uint,
+            )
+        };
+        if fd < 0 {
+            return Err(last_errno());
+        }
+        // SAFETY: `openat` returned a new descriptor that nothing else owns.
+        Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Opens the existing regular file `name` read/write; a symlink fails
+    /// with `ELOOP`.
+    pub(crate) fn open_existing(&self, name: &str) -> Result<File, Errno> {
+        self.open_at(name, 0)
+    }
+
+    /// Creates `name` read/write for the owner only; fails with `EEXIST` if
+    /// anything (even a dangling symlink) has that name.
+    pub(crate) fn create_new(&self, name: &str) -> Result<File, Errno> {
+        self.open_at(name, libc::O_CREAT | libc::O_EXCL)
+    }
+
+    /// Gives the file `from` the additional name `to`; fails with `EEXIST`
+    /// if `to` exists, so publishing a file this way is exclusive.
+    pub(crate) fn link(&self, from: &str, to: &str) -> Result<(), Errno> {
+        let (from, to) = (c_name(from)?, c_name(to)?);
+        let fd = self.fd.as_raw_fd();
+        // SAFETY: valid directory fd and NUL-terminated names; flags 0 does
+        // not follow a symlink at `from`.
+        if unsafe { libc::linkat(fd, from.as_ptr(), fd, to.as_ptr(), 0) } == 0 {
+            Ok(())
+        } else {
+            Err(last_errno())
+        }
+    }
+
+    /// Renames `from` to `to`, replacing `to` atomically.
+    pub(crate) fn rename(&self, from: &str, to: &str) -> Result<(), Errno> {
+        let (from, to) = (c_name(from)?, c_name(to)?);
+        let fd = self.fd.as_raw_fd();
+        // SAFETY: valid directory fd and NUL-terminated names.
+        if unsafe { libc::renameat(fd, from.as_ptr(), fd, to.as_ptr()) } == 0 {
+            Ok(())
+        } else {
+            Err(last_errno())
+        }
+    }
+
+    /// Removes the entry `name` (not a directory).
+    pub(crate) fn remove(&self, name: &str) -> Result<(), Errno> {
+        let name = c_name(name)?;
+        // SAFETY: valid directory fd and NUL-terminated name.
+        if unsafe { libc::unlinkat(self.fd.as_raw_fd(), name.as_ptr(), 0) } == 0 {
+            Ok(())
+        } else {
+            Err(last_errno())
+        }
+    }
+
+    /// Names of the entries, without `.` and `..`.
+    pub(crate) fn entry_names(&self) -> Result<Vec<OsString>, Errno> {
+        // SAFETY: `dup` of a valid fd; the duplicate is owned by the stream.
+        let duplicate = unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+        if duplicate < 0 {
+            return Err(last_errno());
+        }
+        // SAFETY: `duplicate` is an open directory fd that `fdopendir` takes
+        // over on success.
+        let stream = unsafe { libc::fdopendir(duplicate) };
+        if stream.is_null() {
+            let errno = last_errno();
+            // SAFETY: `fdopendir` failed, so we still own `duplicate`.
+            unsafe { libc::close(duplicate) };
+            return Err(errno);
+        }
+        // SAFETY: the stream is fresh; rewinding makes a shared offset with
+        // earlier reads irrelevant.
+        unsafe { libc::rewinddir(stream) };
+        let mut names = Vec::new();
+        loop {
+            // SAFETY: `stream` is a valid open directory stream.
+            let entry = unsafe { libc::readdir(stream) };
+            if entry.is_null() {
+                break;
+            }
+            // SAFETY: `readdir` returned a valid entry whose `d_name` is a
+            // NUL-terminated string living until the next `readdir`.
+            let name = unsafe { CStr::from_ptr((*entry).d_name.as_ptr()) };
+            let bytes = name.to_bytes();
+            if bytes != b"." && bytes != b".." {
+                names.push(OsString::from_vec(bytes.to_vec()));
+            }
+        }
+        // SAFETY: `stream` is valid and closed exactly once.
+        unsafe { libc::closedir(stream) };
+        Ok(names)
+    }
+}
+
+/// Sets the length of the file (`ftruncate`).
+pub(crate) fn resize_file(file: &File, len: u64) -> Result<(), Errno> {
+    fault::check(FaultPoint::ResizeRendezvous)?;
+    file.set_len(len).map_err(|error| error.raw_os_error().unwrap_or(libc::EIO))
+}
+
+/// Maps the first `len` bytes of `file` shared and read/write.
+pub(crate) fn map_file_shared(file: &File, len: usize) -> Result<OwnedMapping, Errno> {
+    fault::check(FaultPoint::MapRendezvous)?;
+    // SAFETY: a new shared mapping at a kernel-chosen address; the fd is
+    // open for reading and writing.
+    let result = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    if result == libc::MAP_FAILED {
+        Err(last_errno())
+    } else {
+        Ok(OwnedMapping {
+            address: result as usize,
+            len,
+        })
+    }
+}

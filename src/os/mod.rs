@@ -1,0 +1,56 @@
+//! The thin layer between the library and the operating system.
+//!
+//! Every system call the library makes goes through the backend chosen here:
+//! one file per operating system, each defining the same `pub(crate)` items.
+//! Targets without a backend get `unsupported.rs`, whose calls fail with
+//! [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) instead of failing
+//! to compile. Values that never change during a process (page size, lowest
+//! mappable address) are read once and cached here in atomics.
+
+#![allow(unsafe_code)]
+
+#[cfg_attr(target_os = "linux", path = "linux.rs")]
+#[cfg_attr(not(target_os = "linux"), path = "unsupported.rs")]
+mod backend;
+
+pub(crate) mod fault;
+
+pub(crate) use backend::*;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Cached allocation granularity; 0 until first read.
+static GRANULARITY: AtomicUsize = AtomicUsize::new(0);
+/// Cached lowest mappable address plus one; 0 until first read.
+static LOWEST_ADDRESS: AtomicUsize = AtomicUsize::new(0);
+
+/// The unit in which memory is mapped (the page size on Linux).
+///
+/// Read from the system once; later calls are one relaxed load. Relaxed is
+/// enough: the value is a plain number that is the same whichever thread
+/// reads it first, so racing initialisations store the same value.
+pub(crate) fn allocation_granularity() -> usize {
+    match GRANULARITY.load(Ordering::Relaxed) {
+        0 => {
+            let value = backend::query_granularity();
+            GRANULARITY.store(value, Ordering::Relaxed);
+            value
+        }
+        value => value,
+    }
+}
+
+/// The lowest address a mapping may start at (`vm.mmap_min_addr`).
+///
+/// Cached like [`allocation_granularity`], stored plus one so that a real
+/// value of 0 is not mistaken for "not read yet".
+pub(crate) fn lowest_mappable_address() -> usize {
+    match LOWEST_ADDRESS.load(Ordering::Relaxed) {
+        0 => {
+            let value = backend::query_lowest_address();
+            LOWEST_ADDRESS.store(value.saturating_add(1), Ordering::Relaxed);
+            value
+        }
+        stored => stored - 1,
+    }
+}

@@ -1,0 +1,144 @@
+//! What a caller asks for: an address range and a size.
+
+use crate::address::{ValidRequest, proximity_range, validate_request};
+use crate::error::{Error, ErrorKind};
+use crate::os;
+
+/// Re-reads of `/proc/self/maps` a request may make before it reports
+/// [`ErrorKind::NoSpaceInRange`], unless the caller sets another count.
+pub const DEFAULT_RETRY_COUNT: u32 = 3;
+
+/// The highest address a user-space mapping can reach on this platform
+/// (inclusive). Larger `max_address` values are clamped to it.
+pub const fn highest_user_address() -> usize {
+    os::highest_user_address()
+}
+
+/// The unit in which memory is mapped: the page size on Linux.
+pub fn allocation_granularity() -> usize {
+    os::allocation_granularity()
+}
+
+/// Where and how much private memory to allocate.
+///
+/// The allocation lands inside `[min_address, max_address]` (both inclusive),
+/// as close to the middle of that range as the address space allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BufferAllocatorSettings {
+    /// Lowest address the allocation may use.
+    pub min_address: usize,
+    /// Highest address (inclusive) the allocation may use; clamped to
+    /// [`highest_user_address`].
+    pub max_address: usize,
+    /// Bytes wanted; rounded up to the [`allocation_granularity`].
+    pub size: usize,
+    /// How many times `/proc/self/maps` may be re-read when the cached view
+    /// of the address space turns out to be out of date.
+    pub retry_count: u32,
+}
+
+impl BufferAllocatorSettings {
+    /// Settings for `size` bytes within `proximity` bytes of `target` on
+    /// either side, saturating at 0 and at the top of user space. The
+    /// allocation is placed as near `target` as possible.
+    ///
+    /// ```
+    /// use memory_buffers::BufferAllocatorSettings;
+    /// let settings = BufferAllocatorSettings::from_proximity(0x7fff_ffff, 0x1000, 4096);
+    /// assert_eq!(settings.min_address, 0);
+    /// assert_eq!(settings.max_address, 0x1000 + 0x7fff_ffff);
+    /// ```
+    pub fn from_proximity(proximity: usize, target: usize, size: usize) -> Self {
+        let (min_address, max_address) = proximity_range(proximity, target, highest_user_address());
+        BufferAllocatorSettings {
+            min_address,
+            max_address,
+            size,
+            retry_count: DEFAULT_RETRY_COUNT,
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<ValidRequest, Error> {
+        validate_request(
+            self.min_address,
+            self.max_address,
+            self.size,
+            allocation_granularity(),
+            highest_user_address(),
+        )
+        .map_err(|reason| {
+            Error::new(ErrorKind::InvalidRequest(reason), self.min_address, self.max_address, self.size)
+        })
+    }
+}
+
+impl Default for BufferAllocatorSettings {
+    /// The whole user address space, 4096 bytes.
+    fn default() -> Self {
+        BufferAllocatorSettings {
+            min_address: 0,
+            max_address: highest_user_address(),
+            size: 4096,
+            retry_count: DEFAULT_RETRY_COUNT,
+        }
+    }
+}
+
+/// Which shared buffer to get: one with at least `size` free bytes, all of
+/// them inside `[min_address, max_address]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BufferSearchSettings {
+    /// Lowest address the free bytes may start at.
+    pub min_address: usize,
+    /// Highest address (inclusive) the free bytes may reach; clamped to
+    /// [`highest_user_address`].
+    pub max_address: usize,
+    /// Free bytes needed; at most `u32::MAX` rounded down to the granularity
+    /// (the locator stores sizes in 32 bits).
+    pub size: usize,
+}
+
+impl BufferSearchSettings {
+    /// Settings for `size` bytes within `proximity` bytes of `target` on
+    /// either side, saturating at 0 and at the top of user space.
+    ///
+    /// For a 5-byte `jmp rel32` placed in the buffer to reach `target`, use a
+    /// proximity of at most `0x7fff_fff0` or so (2 GiB minus the jump and
+    /// any bytes written before it).
+    pub fn from_proximity(proximity: usize, target: usize, size: usize) -> Self {
+        let (min_address, max_address) = proximity_range(proximity, target, highest_user_address());
+        BufferSearchSettings {
+            min_address,
+            max_address,
+            size,
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<ValidRequest, Error> {
+        let granularity = allocation_granularity();
+        let error = |reason| Error::new(ErrorKind::InvalidRequest(reason), self.min_address, self.max_address, self.size);
+        let request = validate_request(
+            self.min_address,
+            self.max_address,
+            self.size,
+            granularity,
+            highest_user_address(),
+        )
+        .map_err(error)?;
+        if u32::try_from(request.rounded_size).is_err() {
+            return Err(error(crate::InvalidRequest::SizeTooLarge));
+        }
+        Ok(request)
+    }
+}
+
+impl Default for BufferSearchSettings {
+    /// The whole user address space, 4096 bytes.
+    fn default() -> Self {
+        BufferSearchSettings {
+            min_address: 0,
+            max_address: highest_user_address(),
+            size: 4096,
+        }
+    }
+}
