@@ -43,7 +43,7 @@ impl Buffers {
     /// ```
     /// use memory_buffers::{BufferAllocatorSettings, Buffers};
     ///
-    /// let target = Buffers::allocate_private_memory as usize;
+    /// let target = Buffers::allocate_private_memory as *const () as usize;
     /// let settings = BufferAllocatorSettings::from_proximity(0x7fff_0000, target, 4096);
     /// let allocation = Buffers::allocate_private_memory(&settings)?;
     /// assert!(allocation.base_address().abs_diff(target) < 0x7fff_0000);

@@ -17,7 +17,7 @@
 //! use memory_buffers::{BufferSearchSettings, Buffers};
 //!
 //! fn hooked() {}
-//! let target = hooked as usize;
+//! let target = hooked as *const () as usize;
 //! let settings = BufferSearchSettings::from_proximity(0x7fff_0000, target, 64);
 //! let mut buffer = Buffers::get_buffer(&settings)?;
 //! let trampoline = buffer.append_code(&[0xcc; 16])?;
@@ -42,6 +42,12 @@ mod private_allocation;
 mod process;
 mod range_set;
 mod settings;
+
+#[cfg(test)]
+mod fault_tests;
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod internals;
 
 pub use buffers::Buffers;
 pub use error::{Error, ErrorKind, InvalidRequest};

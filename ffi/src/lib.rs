@@ -1,0 +1,1 @@
+//! C ABI for `memory-buffers` (placeholder, being written).

@@ -1,0 +1,1 @@
+//! Pure internals exposed to fuzz targets (feature `internals`); not a stable API.
