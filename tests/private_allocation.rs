@@ -1,0 +1,203 @@
+//! Private allocations through the public API (issue: placement inside
+//! `[min, max]`, nearest to the target first).
+
+use memory_buffers::{
+    BufferAllocatorSettings, Buffers, ErrorKind, InvalidRequest, allocation_granularity, highest_user_address,
+};
+use std::sync::Mutex;
+
+/// Tests that read `/proc/self/maps` or punch holes must not see other tests'
+/// mappings come and go, so they run one at a time.
+static MAPPING_SENSITIVE: Mutex<()> = Mutex::new(());
+
+const GIB: usize = 1 << 30;
+
+fn a_function_of_this_binary() -> usize {
+    a_function_of_this_binary as *const () as usize
+}
+
+/// Whether any line of `/proc/self/maps` overlaps `[start, end)`.
+fn is_mapped(start: usize, end: usize) -> bool {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    maps.lines().any(|line| {
+        let range = line.split(' ').next().unwrap();
+        let (low, high) = range.split_once('-').unwrap();
+        let low = usize::from_str_radix(low, 16).unwrap();
+        let high = usize::from_str_radix(high, 16).unwrap();
+        low < end && start < high
+    })
+}
+
+#[test]
+fn allocates_inside_the_first_two_gib() {
+    let settings = BufferAllocatorSettings {
+        min_address: 0,
+        max_address: 0x7fff_ffff,
+        size: 4096,
+        ..Default::default()
+    };
+    let allocation = Buffers::allocate_private_memory(&settings).unwrap();
+    assert!(allocation.base_address() + allocation.size() - 1 <= 0x7fff_ffff);
+    assert_eq!(allocation.base_address() % allocation_granularity(), 0);
+}
+
+#[test]
+fn allocates_within_one_gib_of_a_function() {
+    let target = a_function_of_this_binary();
+    let settings = BufferAllocatorSettings::from_proximity(GIB, target, 4096);
+    let allocation = Buffers::allocate_private_memory(&settings).unwrap();
+    let start = allocation.base_address();
+    let end = start + allocation.size() - 1;
+    assert!(start >= target - GIB && end <= target + GIB, "{allocation:?} target {target:#x}");
+    // Nearest first: with free space around any binary, the allocation is
+    // far closer than the limit.
+    assert!(start.abs_diff(target) < 64 << 20, "{allocation:?} target {target:#x}");
+}
+
+#[test]
+fn allocates_near_the_top_of_user_space() {
+    let top = highest_user_address();
+    let settings = BufferAllocatorSettings {
+        min_address: top - GIB,
+        max_address: usize::MAX,
+        size: 8192,
+        ..Default::default()
+    };
+    let allocation = Buffers::allocate_private_memory(&settings).unwrap();
+    assert!(allocation.base_address() >= top - GIB);
+    assert!(allocation.base_address() + allocation.size() - 1 <= top);
+    assert_eq!(allocation.size(), 8192);
+}
+
+#[test]
+fn two_hundred_allocations_near_one_target_are_distinct_and_in_range() {
+    let _serial = MAPPING_SENSITIVE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let target = a_function_of_this_binary();
+    let settings = BufferAllocatorSettings::from_proximity(GIB, target, 100);
+    let allocations: Vec<_> = (0..200)
+        .map(|_| Buffers::allocate_private_memory(&settings).unwrap())
+        .collect();
+    let mut ranges: Vec<(usize, usize)> = allocations
+        .iter()
+        .map(|allocation| (allocation.base_address(), allocation.base_address() + allocation.size()))
+        .collect();
+    ranges.sort_unstable();
+    for window in ranges.windows(2) {
+        assert!(window[0].1 <= window[1].0, "overlap: {window:x?}");
+    }
+    for &(start, end) in &ranges {
+        assert!(start >= settings.min_address && end - 1 <= settings.max_address);
+        assert_eq!(end - start, allocation_granularity());
+    }
+    // Nearest first keeps them packed around the target.
+    let farthest = ranges.iter().map(|&(start, _)| start.abs_diff(target)).max().unwrap();
+    assert!(farthest < 64 << 20, "farthest {farthest:#x}");
+}
+
+#[test]
+fn a_dropped_allocation_is_gone_from_the_address_space() {
+    let _serial = MAPPING_SENSITIVE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let settings = BufferAllocatorSettings::from_proximity(GIB, a_function_of_this_binary(), 3 * 4096);
+    let allocation = Buffers::allocate_private_memory(&settings).unwrap();
+    let (start, end) = (allocation.base_address(), allocation.base_address() + allocation.size());
+    assert!(is_mapped(start, end));
+    drop(allocation);
+    assert!(!is_mapped(start, end));
+}
+
+#[test]
+fn the_hole_next_to_the_target_is_taken_first() {
+    let _serial = MAPPING_SENSITIVE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let page = allocation_granularity();
+    // Map 64 pages somewhere, then punch a one-page hole in the middle.
+    // SAFETY: a fresh anonymous mapping at a kernel-chosen address.
+    let region = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            64 * page,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(region, libc::MAP_FAILED);
+    let hole = region as usize + 32 * page;
+    // SAFETY: the page is part of the mapping made just above.
+    assert_eq!(unsafe { libc::munmap(hole as *mut libc::c_void, page) }, 0);
+    let target = hole + page / 2;
+    let allocation = Buffers::allocate_private_memory(&BufferAllocatorSettings::from_proximity(GIB, target, page));
+    let base = allocation.as_ref().map(|allocation| allocation.base_address()).map_err(|error| *error);
+    drop(allocation);
+    // SAFETY: unmapping what this test mapped (the hole is free again).
+    unsafe { libc::munmap(region, 64 * page) };
+    assert_eq!(base, Ok(hole));
+}
+
+#[test]
+fn the_memory_is_readable_writable_and_released() {
+    let allocation = Buffers::allocate_private_memory(&BufferAllocatorSettings::default()).unwrap();
+    let pointer = allocation.as_ptr();
+    // SAFETY: the allocation owns `size` bytes of read/write memory.
+    unsafe {
+        pointer.write_bytes(0xab, allocation.size());
+        assert_eq!(*pointer.add(allocation.size() - 1), 0xab);
+    }
+}
+
+fn invalid(settings: BufferAllocatorSettings) -> Option<InvalidRequest> {
+    let error = Buffers::allocate_private_memory(&settings).unwrap_err();
+    assert_eq!(
+        (error.min_address(), error.max_address(), error.size()),
+        (settings.min_address, settings.max_address, settings.size),
+        "the error names the request"
+    );
+    assert!(!error.to_string().is_empty());
+    error.invalid_request()
+}
+
+#[test]
+fn every_invalid_request_returns_its_documented_error() {
+    let base = BufferAllocatorSettings::default();
+    assert_eq!(invalid(BufferAllocatorSettings { size: 0, ..base }), Some(InvalidRequest::ZeroSize));
+    assert_eq!(
+        invalid(BufferAllocatorSettings { size: usize::MAX, max_address: usize::MAX, ..base }),
+        Some(InvalidRequest::SizeTooLarge)
+    );
+    assert_eq!(
+        invalid(BufferAllocatorSettings { min_address: 0x2000, max_address: 0x1000, ..base }),
+        Some(InvalidRequest::MinAboveMax)
+    );
+    assert_eq!(
+        invalid(BufferAllocatorSettings { min_address: 0x10_0000, max_address: 0x10_0000 + 99, size: 101, ..base }),
+        Some(InvalidRequest::RangeSmallerThanSize)
+    );
+    assert_eq!(
+        invalid(BufferAllocatorSettings { min_address: usize::MAX - 10, max_address: usize::MAX, size: 1, ..base }),
+        Some(InvalidRequest::RangeAboveUserSpace)
+    );
+}
+
+#[test]
+fn a_range_without_a_free_page_reports_no_space() {
+    // Page-sized range starting mid-page: no aligned page fits in it.
+    let target = a_function_of_this_binary();
+    let settings = BufferAllocatorSettings {
+        min_address: (target & !0xfff) + 1,
+        max_address: (target & !0xfff) + 4096,
+        size: 4096,
+        retry_count: 1,
+    };
+    let error = Buffers::allocate_private_memory(&settings).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::NoSpaceInRange);
+}
+
+#[test]
+fn a_max_above_user_space_is_clamped() {
+    let allocation = Buffers::allocate_private_memory(&BufferAllocatorSettings {
+        max_address: usize::MAX,
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(allocation.base_address() + allocation.size() - 1 <= highest_user_address());
+}
