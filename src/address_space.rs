@@ -108,3 +108,46 @@ impl AddressSpace {
         self.mapped.remove(start, start.saturating_add(len));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::os::fault::{self, FaultPoint};
+
+    fn request() -> PlacementRequest {
+        PlacementRequest {
+            min: 0,
+            max: os::highest_user_address(),
+            block_len: os::allocation_granularity(),
+            range_len: os::allocation_granularity(),
+            granularity: os::allocation_granularity(),
+            lowest_address: os::lowest_mappable_address(),
+            highest_address: os::highest_user_address(),
+        }
+    }
+
+    #[test]
+    fn a_refused_execute_right_is_reported_as_such() {
+        let mut space = AddressSpace::new();
+        for errno in [libc::EACCES, libc::EPERM] {
+            let _refused = fault::fail_with(&[FaultPoint::MapMemory], errno);
+            assert_eq!(space.map_nearest(request(), 1).unwrap_err(), ErrorKind::ExecutableMemoryRefused);
+        }
+        let _failing = fault::fail_with(&[FaultPoint::MapMemory], libc::ENOMEM);
+        assert_eq!(
+            space.map_nearest(request(), 1).unwrap_err(),
+            ErrorKind::Os { call: "mmap", errno: libc::ENOMEM }
+        );
+    }
+
+    #[test]
+    fn mappings_are_recorded_and_forgotten() {
+        let mut space = AddressSpace::new();
+        let mapping = space.map_nearest(request(), 1).unwrap();
+        let start = mapping.address();
+        assert!(!space.mapped.is_free(start, start + 1));
+        space.unmap(mapping, os::allocation_granularity());
+        assert!(space.mapped.is_free(start, start + os::allocation_granularity()));
+        assert!(space.known_ranges() > 0);
+    }
+}

@@ -29,29 +29,34 @@ mod active {
     use std::cell::Cell;
 
     thread_local! {
-        static FAILING: Cell<u32> = const { Cell::new(0) };
+        /// Bit mask of failing points, and the errno they fail with.
+        static FAILING: Cell<(u32, i32)> = const { Cell::new((0, 0)) };
     }
 
     pub(crate) fn check(point: FaultPoint) -> Result<(), i32> {
-        if FAILING.with(Cell::get) & point as u32 != 0 {
-            Err(libc::EIO)
-        } else {
-            Ok(())
-        }
+        let (mask, errno) = FAILING.with(Cell::get);
+        if mask & point as u32 != 0 { Err(errno) } else { Ok(()) }
     }
 
     /// Makes `points` fail with `EIO` on this thread until the guard drops.
     #[must_use]
     pub(crate) fn fail(points: &[FaultPoint]) -> FailingGuard {
+        fail_with(points, libc::EIO)
+    }
+
+    /// Makes `points` fail with `errno` on this thread until the guard
+    /// drops.
+    #[must_use]
+    pub(crate) fn fail_with(points: &[FaultPoint], errno: i32) -> FailingGuard {
         let previous = FAILING.with(Cell::get);
         let added = points.iter().fold(0, |mask, &point| mask | point as u32);
-        FAILING.with(|failing| failing.set(previous | added));
+        FAILING.with(|failing| failing.set((previous.0 | added, errno)));
         FailingGuard { previous }
     }
 
     /// Restores the previous set of failing points on drop.
     pub(crate) struct FailingGuard {
-        previous: u32,
+        previous: (u32, i32),
     }
 
     impl Drop for FailingGuard {
