@@ -85,7 +85,7 @@ impl AddressSpace {
                     Err(errno) if os::is_execute_refusal(errno) => {
                         return Err(ErrorKind::ExecutableMemoryRefused);
                     }
-                    Err(errno) => return Err(ErrorKind::Os { call: "mmap", errno }),
+                    Err(errno) => return Err(os::error_kind("mmap", errno)),
                 }
                 // Something we did not know about occupies (part of) the
                 // block: remember it so the next candidate skips past it.

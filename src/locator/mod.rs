@@ -13,8 +13,8 @@
 
 mod index;
 pub(crate) mod layout;
-#[cfg(unix)]
-mod rendezvous;
+#[cfg(all(target_os = "linux", not(memory_buffers_unsupported)))]
+pub(crate) mod rendezvous;
 
 use crate::address::{ValidRequest, align_up};
 use crate::error::ErrorKind;
@@ -175,13 +175,13 @@ fn unlock_header(locator: LocatorRef) {
 /// Maps and initialises a locator page that only this process knows.
 fn map_private_locator() -> Result<LocatorRef, ErrorKind> {
     let len = LOCATOR_SIZE.max(os::allocation_granularity());
-    let mapping = os::map_anywhere(len, Protection::ReadWrite).map_err(|errno| ErrorKind::Os { call: "mmap", errno })?;
+    let mapping = os::map_anywhere(len, Protection::ReadWrite).map_err(|errno| os::error_kind("mmap", errno))?;
     let address = mapping.address();
     // SAFETY: a fresh, page-aligned read/write mapping of at least
     // LOCATOR_SIZE bytes that is never unmapped.
     let locator = unsafe { LocatorRef::from_address(address) }.ok_or(ErrorKind::Os {
         call: "mmap",
-        errno: libc::EINVAL,
+        errno: os::INVALID_ARGUMENT,
     })?;
     // SAFETY: nobody else knows the page yet.
     unsafe { locator.initialise(address) };
@@ -193,11 +193,11 @@ impl Locator {
     /// Finds or creates the shared locator of the running process, falling
     /// back to a private one when the shared one cannot be trusted or made.
     pub(crate) fn open() -> Result<Locator, ErrorKind> {
-        #[cfg(unix)]
+        #[cfg(all(target_os = "linux", not(memory_buffers_unsupported)))]
         let shared = rendezvous::find_or_create("/tmp", os::process_id()).map(|found| match found {
             rendezvous::Rendezvous::Found(locator) | rendezvous::Rendezvous::Created(locator) => locator,
         });
-        #[cfg(not(unix))]
+        #[cfg(not(all(target_os = "linux", not(memory_buffers_unsupported))))]
         let shared: Result<LocatorRef, PrivateLocatorReason> = Err(PrivateLocatorReason::Unsupported);
         let (head, kind) = match shared {
             Ok(head) => (head, LocatorKind::Shared),

@@ -23,6 +23,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// An `errno` value.
 pub(crate) type Errno = i32;
 
+/// The error number for an invalid argument.
+pub(crate) const INVALID_ARGUMENT: Errno = libc::EINVAL;
+
+/// Linux implements every call; nothing is reported as unsupported.
+pub(crate) fn is_unsupported(_errno: Errno) -> bool {
+    false
+}
+
 fn last_errno() -> Errno {
     io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
 }

@@ -9,8 +9,10 @@
 
 #![allow(unsafe_code)]
 
-#[cfg_attr(target_os = "linux", path = "linux.rs")]
-#[cfg_attr(not(target_os = "linux"), path = "unsupported.rs")]
+// `memory_buffers_unsupported` builds the stub on Linux too, so CI checks
+// that it still compiles.
+#[cfg_attr(all(target_os = "linux", not(memory_buffers_unsupported)), path = "linux.rs")]
+#[cfg_attr(any(not(target_os = "linux"), memory_buffers_unsupported), path = "unsupported.rs")]
 mod backend;
 
 pub(crate) mod fault;
@@ -52,5 +54,16 @@ pub(crate) fn lowest_mappable_address() -> usize {
             value
         }
         stored => stored - 1,
+    }
+}
+
+use crate::error::ErrorKind;
+
+/// The error kind for a failed system call.
+pub(crate) fn error_kind(call: &'static str, errno: Errno) -> ErrorKind {
+    if backend::is_unsupported(errno) {
+        ErrorKind::Unsupported
+    } else {
+        ErrorKind::Os { call, errno }
     }
 }

@@ -1,0 +1,106 @@
+//! Backend for operating systems without an implementation yet.
+//!
+//! Defines the same items as `linux.rs` so the crate compiles everywhere;
+//! every call that would touch the system fails with [`UNSUPPORTED`], which
+//! the library reports as `ErrorKind::Unsupported`. Porting the library is
+//! writing one file like `linux.rs` with these items.
+
+#![allow(dead_code)]
+
+use crate::maps::MapsEntry;
+use std::ops::ControlFlow;
+
+/// An error number from the system.
+pub(crate) type Errno = i32;
+
+/// The error number used for "not implemented on this system".
+pub(crate) const UNSUPPORTED: Errno = -1;
+
+/// The error number for an invalid argument.
+pub(crate) const INVALID_ARGUMENT: Errno = -2;
+
+pub(crate) fn query_granularity() -> usize {
+    4096
+}
+
+pub(crate) fn query_lowest_address() -> usize {
+    65536
+}
+
+pub(crate) const fn highest_user_address() -> usize {
+    usize::MAX - 1
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Protection {
+    ReadWrite,
+    ReadWriteExecute,
+}
+
+pub(crate) fn is_execute_refusal(_errno: Errno) -> bool {
+    false
+}
+
+pub(crate) fn is_occupied(_errno: Errno) -> bool {
+    false
+}
+
+pub(crate) fn is_unsupported(errno: Errno) -> bool {
+    errno == UNSUPPORTED
+}
+
+/// Never constructed on this system.
+#[derive(Debug)]
+pub(crate) struct OwnedMapping {
+    address: usize,
+}
+
+impl OwnedMapping {
+    pub(crate) fn address(&self) -> usize {
+        self.address
+    }
+
+    pub(crate) fn leak(self) -> usize {
+        self.address
+    }
+}
+
+#[derive(Debug)]
+pub(crate) enum FixedMapping {
+    Mapped(OwnedMapping),
+    Elsewhere,
+}
+
+pub(crate) fn map_fixed_noreplace(_address: usize, _len: usize, _protection: Protection) -> Result<FixedMapping, Errno> {
+    Err(UNSUPPORTED)
+}
+
+pub(crate) fn map_anywhere(_len: usize, _protection: Protection) -> Result<OwnedMapping, Errno> {
+    Err(UNSUPPORTED)
+}
+
+pub(crate) fn flush_instruction_cache(_address: usize, _len: usize) {}
+
+pub(crate) fn with_code_writable<R>(_address: usize, _len: usize, write: impl FnOnce() -> R) -> R {
+    write()
+}
+
+pub(crate) struct ForkMarker;
+
+impl ForkMarker {
+    pub(crate) fn new() -> ForkMarker {
+        ForkMarker
+    }
+
+    pub(crate) fn is_forked(&self) -> bool {
+        false
+    }
+}
+
+pub(crate) fn process_id() -> u32 {
+    std::process::id()
+}
+
+pub(crate) fn read_maps(_buffer: &mut Vec<u8>, _visit: impl FnMut(&MapsEntry) -> ControlFlow<()>) -> Result<(), Errno> {
+    Err(UNSUPPORTED)
+}
