@@ -69,7 +69,10 @@ pub(crate) fn validate_request(
 }
 
 /// Checks that an alignment is a power of two no larger than the granularity.
-pub(crate) fn validate_alignment(alignment: usize, granularity: usize) -> Result<(), InvalidRequest> {
+pub(crate) fn validate_alignment(
+    alignment: usize,
+    granularity: usize,
+) -> Result<(), InvalidRequest> {
     if !alignment.is_power_of_two() {
         return Err(InvalidRequest::AlignmentNotPowerOfTwo);
     }
@@ -81,7 +84,11 @@ pub(crate) fn validate_alignment(alignment: usize, granularity: usize) -> Result
 
 /// The range `[target - proximity, target + proximity]`, saturating at 0 and
 /// at `highest_user_address`.
-pub(crate) fn proximity_range(proximity: usize, target: usize, highest_user_address: usize) -> (usize, usize) {
+pub(crate) fn proximity_range(
+    proximity: usize,
+    target: usize,
+    highest_user_address: usize,
+) -> (usize, usize) {
     let min = target.saturating_sub(proximity);
     let max = target.saturating_add(proximity).min(highest_user_address);
     (min, max)
@@ -104,12 +111,18 @@ mod tests {
 
     #[test]
     fn validation_rejects_each_malformed_request() {
-        assert_eq!(validate_request(0, 100, 0, 4096, TOP), Err(InvalidRequest::ZeroSize));
+        assert_eq!(
+            validate_request(0, 100, 0, 4096, TOP),
+            Err(InvalidRequest::ZeroSize)
+        );
         assert_eq!(
             validate_request(0, usize::MAX, usize::MAX, 4096, TOP),
             Err(InvalidRequest::SizeTooLarge)
         );
-        assert_eq!(validate_request(10, 9, 1, 4096, TOP), Err(InvalidRequest::MinAboveMax));
+        assert_eq!(
+            validate_request(10, 9, 1, 4096, TOP),
+            Err(InvalidRequest::MinAboveMax)
+        );
         assert_eq!(
             validate_request(0, 99, 101, 4096, TOP),
             Err(InvalidRequest::RangeSmallerThanSize)
@@ -123,15 +136,24 @@ mod tests {
     #[test]
     fn validation_accepts_exact_ranges_and_clamps_max() {
         let request = validate_request(0, 99, 100, 4096, TOP).unwrap();
-        assert_eq!((request.min, request.max, request.rounded_size), (0, 99, 4096));
+        assert_eq!(
+            (request.min, request.max, request.rounded_size),
+            (0, 99, 4096)
+        );
         let request = validate_request(0, usize::MAX, 1, 4096, TOP).unwrap();
         assert_eq!(request.max, TOP);
     }
 
     #[test]
     fn alignment_must_be_a_power_of_two_up_to_the_granularity() {
-        assert_eq!(validate_alignment(0, 4096), Err(InvalidRequest::AlignmentNotPowerOfTwo));
-        assert_eq!(validate_alignment(3, 4096), Err(InvalidRequest::AlignmentNotPowerOfTwo));
+        assert_eq!(
+            validate_alignment(0, 4096),
+            Err(InvalidRequest::AlignmentNotPowerOfTwo)
+        );
+        assert_eq!(
+            validate_alignment(3, 4096),
+            Err(InvalidRequest::AlignmentNotPowerOfTwo)
+        );
         assert_eq!(
             validate_alignment(8192, 4096),
             Err(InvalidRequest::AlignmentAboveGranularity)

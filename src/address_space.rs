@@ -60,7 +60,11 @@ impl AddressSpace {
 
     /// Maps `request.block_len` read/write/execute bytes at the free
     /// candidate nearest to the middle of the range and returns the address.
-    pub(crate) fn map_nearest(&mut self, request: PlacementRequest, retry_count: u32) -> Result<OwnedMapping, ErrorKind> {
+    pub(crate) fn map_nearest(
+        &mut self,
+        request: PlacementRequest,
+        retry_count: u32,
+    ) -> Result<OwnedMapping, ErrorKind> {
         if !self.loaded {
             // Without `/proc` the cached view stays empty and placement
             // degrades to probing with `MAP_FIXED_NOREPLACE`, which is slower
@@ -75,7 +79,11 @@ impl AddressSpace {
                     break;
                 };
                 let end = start + request.block_len;
-                match os::map_fixed_noreplace(start, request.block_len, Protection::ReadWriteExecute) {
+                match os::map_fixed_noreplace(
+                    start,
+                    request.block_len,
+                    Protection::ReadWriteExecute,
+                ) {
                     Ok(FixedMapping::Mapped(mapping)) => {
                         self.mapped.insert(start, end);
                         return Ok(mapping);
@@ -131,12 +139,18 @@ mod tests {
         let mut space = AddressSpace::new();
         for errno in [libc::EACCES, libc::EPERM] {
             let _refused = fault::fail_with(&[FaultPoint::MapMemory], errno);
-            assert_eq!(space.map_nearest(request(), 1).unwrap_err(), ErrorKind::ExecutableMemoryRefused);
+            assert_eq!(
+                space.map_nearest(request(), 1).unwrap_err(),
+                ErrorKind::ExecutableMemoryRefused
+            );
         }
         let _failing = fault::fail_with(&[FaultPoint::MapMemory], libc::ENOMEM);
         assert_eq!(
             space.map_nearest(request(), 1).unwrap_err(),
-            ErrorKind::Os { call: "mmap", errno: libc::ENOMEM }
+            ErrorKind::Os {
+                call: "mmap",
+                errno: libc::ENOMEM
+            }
         );
     }
 
@@ -147,7 +161,11 @@ mod tests {
         let start = mapping.address();
         assert!(!space.mapped.is_free(start, start + 1));
         space.unmap(mapping, os::allocation_granularity());
-        assert!(space.mapped.is_free(start, start + os::allocation_granularity()));
+        assert!(
+            space
+                .mapped
+                .is_free(start, start + os::allocation_granularity())
+        );
         assert!(space.known_ranges() > 0);
     }
 }

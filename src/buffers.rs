@@ -16,8 +16,15 @@ use crate::settings::{BufferAllocatorSettings, BufferSearchSettings};
 #[derive(Clone, Copy, Debug)]
 pub struct Buffers;
 
-fn locator_of(owner: &'static ProcessState, min: usize, max: usize, size: usize) -> Result<&'static Locator, Error> {
-    owner.locator().map_err(|kind| Error::new(kind, min, max, size))
+fn locator_of(
+    owner: &'static ProcessState,
+    min: usize,
+    max: usize,
+    size: usize,
+) -> Result<&'static Locator, Error> {
+    owner
+        .locator()
+        .map_err(|kind| Error::new(kind, min, max, size))
 }
 
 impl Buffers {
@@ -49,7 +56,9 @@ impl Buffers {
     /// assert!(allocation.base_address().abs_diff(target) < 0x7fff_0000);
     /// # Ok::<(), memory_buffers::Error>(())
     /// ```
-    pub fn allocate_private_memory(settings: &BufferAllocatorSettings) -> Result<PrivateAllocation, Error> {
+    pub fn allocate_private_memory(
+        settings: &BufferAllocatorSettings,
+    ) -> Result<PrivateAllocation, Error> {
         private_allocation::allocate(settings)
     }
 
@@ -76,6 +85,7 @@ impl Buffers {
     /// assert!(address <= 0x7fff_ffff);
     /// # Ok::<(), memory_buffers::Error>(())
     /// ```
+    #[inline]
     pub fn get_buffer(settings: &BufferSearchSettings) -> Result<LockedBuffer, Error> {
         Self::get_buffer_aligned(settings, 1)
     }
@@ -88,19 +98,66 @@ impl Buffers {
     ///
     /// [`ErrorKind::InvalidRequest`] for a bad alignment, otherwise as for
     /// [`Buffers::get_buffer`].
-    pub fn get_buffer_aligned(settings: &BufferSearchSettings, alignment: usize) -> Result<LockedBuffer, Error> {
+    pub fn get_buffer_aligned(
+        settings: &BufferSearchSettings,
+        alignment: usize,
+    ) -> Result<LockedBuffer, Error> {
+        let owner = process::current();
+        // Hot path: a buffer this thread used recently still fits. A fitting
+        // buffer proves the range valid, so only what a fit cannot prove is
+        // checked here (size 0, the alignment); everything else is validated
+        // on the way to the slow path.
+        if settings.size != 0
+            && alignment.is_power_of_two()
+            && alignment <= os::allocation_granularity()
+        {
+            if let Some(locator) = owner.existing_locator() {
+                let fit = Fit {
+                    min: settings.min_address,
+                    max: settings.max_address,
+                    size: settings.size,
+                    alignment,
+                };
+                if let Some(buffer) = locator.take_recent(owner, &fit) {
+                    return Ok(buffer);
+                }
+            }
+        }
+        Self::get_buffer_slow(owner, settings, alignment)
+    }
+
+    #[cold]
+    fn get_buffer_slow(
+        owner: &'static ProcessState,
+        settings: &BufferSearchSettings,
+        alignment: usize,
+    ) -> Result<LockedBuffer, Error> {
         let request = settings.validate()?;
-        let fail = |kind| Error::new(kind, settings.min_address, settings.max_address, settings.size);
+        let fail = |kind| {
+            Error::new(
+                kind,
+                settings.min_address,
+                settings.max_address,
+                settings.size,
+            )
+        };
         validate_alignment(alignment, os::allocation_granularity())
             .map_err(|reason| fail(ErrorKind::InvalidRequest(reason)))?;
-        let owner = process::current();
-        let locator = locator_of(owner, settings.min_address, settings.max_address, settings.size)?;
+        let locator = locator_of(
+            owner,
+            settings.min_address,
+            settings.max_address,
+            settings.size,
+        )?;
         let fit = Fit {
             min: request.min,
             max: request.max,
             size: request.size,
             alignment,
         };
+        if let Some(buffer) = locator.take_recent(owner, &fit) {
+            return Ok(buffer);
+        }
         locator.get_buffer(owner, &request, fit).map_err(fail)
     }
 
@@ -152,7 +209,11 @@ impl Buffers {
     /// - No other thread may be rewriting the same target range at the same
     ///   time.
     #[allow(unsafe_code)]
-    pub unsafe fn overwrite_allocated_code(source: *const u8, target: *mut u8, size: usize) -> Result<(), Error> {
+    pub unsafe fn overwrite_allocated_code(
+        source: *const u8,
+        target: *mut u8,
+        size: usize,
+    ) -> Result<(), Error> {
         // SAFETY: forwarded from the caller's guarantees. The callback copies
         // exactly `size` bytes: `source` is readable for `size` bytes
         // (caller) and `target` writable for `size` bytes (checked to be
@@ -187,7 +248,14 @@ impl Buffers {
         write: impl FnOnce(*const u8, *mut u8, usize),
     ) -> Result<(), Error> {
         let start = target as usize;
-        let fail = |kind| Error::new(kind, start, start.saturating_add(size.saturating_sub(1)), size);
+        let fail = |kind| {
+            Error::new(
+                kind,
+                start,
+                start.saturating_add(size.saturating_sub(1)),
+                size,
+            )
+        };
         if source.is_null() || target.is_null() {
             return Err(fail(ErrorKind::InvalidRequest(InvalidRequest::NullPointer)));
         }

@@ -93,7 +93,12 @@ pub struct Error {
 }
 
 impl Error {
-    pub(crate) const fn new(kind: ErrorKind, min_address: usize, max_address: usize, size: usize) -> Self {
+    pub(crate) const fn new(
+        kind: ErrorKind,
+        min_address: usize,
+        max_address: usize,
+        size: usize,
+    ) -> Self {
         Error {
             kind,
             min_address,

@@ -35,16 +35,21 @@ pub struct LockedBuffer {
 }
 
 impl LockedBuffer {
-    /// Wraps an item the caller has just taken.
-    pub(crate) fn new(owner: &'static ProcessState, item: ItemRef, position: u32) -> LockedBuffer {
-        // Relaxed: the item was taken with an Acquire operation after its
-        // publication, so its fixed fields are visible.
-        let size = item.size().load(Ordering::Relaxed);
+    /// Wraps an item the caller has just taken, with the base address and
+    /// size read from it and its position.
+    #[inline]
+    pub(crate) fn new(
+        owner: &'static ProcessState,
+        item: ItemRef,
+        base_address: usize,
+        size: u32,
+        position: u32,
+    ) -> LockedBuffer {
         debug_assert!(position <= size);
         LockedBuffer {
             owner,
             item,
-            base_address: item.base_address(),
+            base_address,
             size,
             position: position.min(size),
         }

@@ -37,7 +37,9 @@ fn parse_number(digits: &[u8], radix: u32) -> Option<u64> {
     let mut value: u64 = 0;
     for &digit in digits {
         let digit = (digit as char).to_digit(radix)?;
-        value = value.checked_mul(u64::from(radix))?.checked_add(u64::from(digit))?;
+        value = value
+            .checked_mul(u64::from(radix))?
+            .checked_add(u64::from(digit))?;
     }
     Some(value)
 }
@@ -111,7 +113,10 @@ pub(crate) fn for_each_entry(
         }
         let end = filled + count;
         let mut line_start = 0;
-        while let Some(length) = buffer[line_start..end].iter().position(|&byte| byte == b'\n') {
+        while let Some(length) = buffer[line_start..end]
+            .iter()
+            .position(|&byte| byte == b'\n')
+        {
             if let Some(entry) = parse_maps_line(&buffer[line_start..line_start + length]) {
                 if visit(&entry).is_break() {
                     return Ok(());
@@ -173,7 +178,10 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
             }
         );
         assert_eq!(entries[3].start, 0xffff_ffff_ff60_0000);
-        assert_eq!((entries[4].dev_major, entries[4].dev_minor, entries[4].inode), (0, 0x1a, 98765));
+        assert_eq!(
+            (entries[4].dev_major, entries[4].dev_minor, entries[4].inode),
+            (0, 0x1a, 98765)
+        );
     }
 
     #[test]

@@ -179,7 +179,11 @@ mod tests {
     fn the_targets_own_page_comes_first_when_free() {
         let mapped = MappedRanges::from_ranges([(0x40_0000, 0x40_5000), (0x40_6000, 0x50_0000)]);
         let target = 0x40_5ff0;
-        let first = NearestCandidates::new(&mapped, request(target - 0x10_0000, target + 0x10_0000, PAGE)).next();
+        let first = NearestCandidates::new(
+            &mapped,
+            request(target - 0x10_0000, target + 0x10_0000, PAGE),
+        )
+        .next();
         assert_eq!(first, Some(0x40_5000));
     }
 
@@ -204,7 +208,8 @@ mod tests {
     fn the_top_of_user_space_is_reachable_but_not_exceeded() {
         let mapped = MappedRanges::new();
         let top = 0x7fff_ffff_efff;
-        let mut candidates = NearestCandidates::new(&mapped, request(top - 0x3fff, usize::MAX - 1, PAGE));
+        let mut candidates =
+            NearestCandidates::new(&mapped, request(top - 0x3fff, usize::MAX - 1, PAGE));
         let first = candidates.next().unwrap();
         assert!(first + PAGE - 1 <= top);
         assert!(candidates.all(|start| start + PAGE - 1 <= top));

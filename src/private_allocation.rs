@@ -40,7 +40,9 @@ impl PrivateAllocation {
     /// Gives up ownership without unmapping; the pages stay mapped for the
     /// life of the process. Returns the base address.
     pub fn leak(mut self) -> usize {
-        self.mapping.take().map_or(self.base_address, os::OwnedMapping::leak)
+        self.mapping
+            .take()
+            .map_or(self.base_address, os::OwnedMapping::leak)
     }
 }
 

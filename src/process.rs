@@ -51,7 +51,9 @@ impl ProcessState {
     /// leave it inconsistent in a way that matters (it is only a hint), so
     /// poisoning is ignored.
     pub(crate) fn address_space(&self) -> MutexGuard<'_, AddressSpace> {
-        self.address_space.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.address_space
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// This process's locator, found or created on first use. A failure
@@ -65,9 +67,18 @@ impl ProcessState {
         self.create_locator()
     }
 
+    /// The locator if it exists already; the hot path does not create it.
+    #[inline]
+    pub(crate) fn existing_locator(&self) -> Option<&Locator> {
+        self.locator.get()
+    }
+
     #[cold]
     fn create_locator(&'static self) -> Result<&'static Locator, ErrorKind> {
-        let _creating = self.locator_creation.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _creating = self
+            .locator_creation
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(locator) = self.locator.get() {
             return Ok(locator);
         }

@@ -26,7 +26,10 @@ impl MappedRanges {
 
     /// Builds the set from ranges in any order, merging overlaps.
     pub(crate) fn from_ranges(ranges: impl IntoIterator<Item = (usize, usize)>) -> Self {
-        let mut sorted: Vec<(usize, usize)> = ranges.into_iter().filter(|&(start, end)| start < end).collect();
+        let mut sorted: Vec<(usize, usize)> = ranges
+            .into_iter()
+            .filter(|&(start, end)| start < end)
+            .collect();
         // Already sorted for `/proc/self/maps`, where this sort is linear.
         sorted.sort_unstable();
         let mut merged: Vec<(usize, usize)> = Vec::with_capacity(sorted.len());
@@ -50,14 +53,18 @@ impl MappedRanges {
 
     /// The mapped range with the greatest start below `address`, if any.
     pub(crate) fn last_starting_below(&self, address: usize) -> Option<(usize, usize)> {
-        self.ranges.range(..address).next_back().map(|(&start, &end)| (start, end))
+        self.ranges
+            .range(..address)
+            .next_back()
+            .map(|(&start, &end)| (start, end))
     }
 
     /// The mapped range overlapping `[start, end)` with the greatest start.
     pub(crate) fn last_overlapping(&self, start: usize, end: usize) -> Option<(usize, usize)> {
         // Ranges are disjoint, so only the last one starting below `end` can
         // reach past `start`.
-        self.last_starting_below(end).filter(|&(_, range_end)| range_end > start)
+        self.last_starting_below(end)
+            .filter(|&(_, range_end)| range_end > start)
     }
 
     /// Whether `[start, end)` overlaps nothing in the set.
@@ -74,7 +81,12 @@ impl MappedRanges {
         let mut new_start = start;
         let mut new_end = end;
         // Absorb a range that starts at or before `start` and touches it.
-        if let Some((left_start, left_end)) = self.ranges.range(..=start).next_back().map(|(&s, &e)| (s, e)) {
+        if let Some((left_start, left_end)) = self
+            .ranges
+            .range(..=start)
+            .next_back()
+            .map(|(&s, &e)| (s, e))
+        {
             if left_end >= start {
                 new_start = left_start;
                 new_end = new_end.max(left_end);
@@ -82,11 +94,8 @@ impl MappedRanges {
             }
         }
         // Absorb every range starting inside or touching `[start, new_end]`.
-        while let Some((next_start, next_end)) = self
-            .ranges
-            .range(new_start..)
-            .next()
-            .map(|(&s, &e)| (s, e))
+        while let Some((next_start, next_end)) =
+            self.ranges.range(new_start..).next().map(|(&s, &e)| (s, e))
         {
             if next_start > new_end {
                 break;
@@ -151,7 +160,10 @@ mod tests {
         set.insert(0x2000, 0x3000);
         assert_eq!(set.iter().collect::<Vec<_>>(), vec![(0x1000, 0x4000)]);
         set.remove(0x2000, 0x3000);
-        assert_eq!(set.iter().collect::<Vec<_>>(), vec![(0x1000, 0x2000), (0x3000, 0x4000)]);
+        assert_eq!(
+            set.iter().collect::<Vec<_>>(),
+            vec![(0x1000, 0x2000), (0x3000, 0x4000)]
+        );
         assert!(set.is_free(0x2000, 0x3000));
         assert!(!set.is_free(0x1fff, 0x2001));
     }

@@ -67,7 +67,12 @@ impl BufferAllocatorSettings {
             highest_user_address(),
         )
         .map_err(|reason| {
-            Error::new(ErrorKind::InvalidRequest(reason), self.min_address, self.max_address, self.size)
+            Error::new(
+                ErrorKind::InvalidRequest(reason),
+                self.min_address,
+                self.max_address,
+                self.size,
+            )
         })
     }
 }
@@ -116,7 +121,14 @@ impl BufferSearchSettings {
 
     pub(crate) fn validate(&self) -> Result<ValidRequest, Error> {
         let granularity = allocation_granularity();
-        let error = |reason| Error::new(ErrorKind::InvalidRequest(reason), self.min_address, self.max_address, self.size);
+        let error = |reason| {
+            Error::new(
+                ErrorKind::InvalidRequest(reason),
+                self.min_address,
+                self.max_address,
+                self.size,
+            )
+        };
         let request = validate_request(
             self.min_address,
             self.max_address,

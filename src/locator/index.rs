@@ -34,7 +34,8 @@ pub(crate) struct LocatorIndex {
 
 impl LocatorIndex {
     pub(crate) fn new(head: LocatorRef) -> LocatorIndex {
-        let chain: Box<[AtomicUsize]> = (0..INDEXED_LOCATORS).map(|_| AtomicUsize::new(0)).collect();
+        let chain: Box<[AtomicUsize]> =
+            (0..INDEXED_LOCATORS).map(|_| AtomicUsize::new(0)).collect();
         chain[0].store(head.address(), Ordering::Relaxed);
         LocatorIndex {
             head,
@@ -56,7 +57,10 @@ impl LocatorIndex {
 
     /// Calls `visit` with each locator of the chain and its position, in
     /// chain order, until it breaks.
-    pub(crate) fn visit<R>(&self, mut visit: impl FnMut(usize, LocatorRef) -> ControlFlow<R>) -> Option<R> {
+    pub(crate) fn visit<R>(
+        &self,
+        mut visit: impl FnMut(usize, LocatorRef) -> ControlFlow<R>,
+    ) -> Option<R> {
         let mut locator = self.head();
         let mut index = 0;
         loop {

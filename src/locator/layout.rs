@@ -55,7 +55,8 @@ pub(crate) struct LocatorItem {
 }
 
 /// Items that fit in one locator: 203 on 64-bit, 255 on 32-bit.
-pub(crate) const MAX_ITEMS: usize = (LOCATOR_SIZE - size_of::<LocatorHeader>()) / size_of::<LocatorItem>();
+pub(crate) const MAX_ITEMS: usize =
+    (LOCATOR_SIZE - size_of::<LocatorHeader>()) / size_of::<LocatorItem>();
 
 #[cfg(target_pointer_width = "64")]
 const _: () = {
@@ -182,7 +183,9 @@ impl LocatorRef {
         // SAFETY: `index < MAX_ITEMS` keeps the item inside the page.
         ItemRef(unsafe {
             NonNull::new_unchecked(
-                self.0.as_ptr().add(size_of::<LocatorHeader>() + index * size_of::<LocatorItem>()),
+                self.0
+                    .as_ptr()
+                    .add(size_of::<LocatorHeader>() + index * size_of::<LocatorItem>()),
             )
         })
     }
@@ -224,7 +227,11 @@ impl ItemRef {
     pub(crate) fn base_address(self) -> usize {
         // SAFETY: in bounds of a live locator; `read_unaligned` because the
         // 20-byte stride leaves the field 4-byte aligned only.
-        unsafe { std::ptr::read_unaligned(self.0.as_ptr().add(offset_of!(LocatorItem, base_address)) as *const usize) }
+        unsafe {
+            std::ptr::read_unaligned(
+                self.0.as_ptr().add(offset_of!(LocatorItem, base_address)) as *const usize
+            )
+        }
     }
 
     /// The buffer size; fixed once published.
@@ -341,10 +348,22 @@ mod tests {
         assert_eq!(&bytes[16..20], &1u32.to_le_bytes());
         assert_eq!(bytes[21], 2);
         let item_offset = size_of::<LocatorHeader>() + size_of::<LocatorItem>();
-        assert_eq!(&bytes[item_offset..item_offset + 8], &0x0102_0304_0506_0708usize.to_le_bytes());
-        assert_eq!(&bytes[item_offset + 8..item_offset + 12], &0x1000u32.to_le_bytes());
-        assert_eq!(&bytes[item_offset + 12..item_offset + 16], &0x20u32.to_le_bytes());
-        assert_eq!(&bytes[item_offset + 16..item_offset + 20], &1u32.to_le_bytes());
+        assert_eq!(
+            &bytes[item_offset..item_offset + 8],
+            &0x0102_0304_0506_0708usize.to_le_bytes()
+        );
+        assert_eq!(
+            &bytes[item_offset + 8..item_offset + 12],
+            &0x1000u32.to_le_bytes()
+        );
+        assert_eq!(
+            &bytes[item_offset + 12..item_offset + 16],
+            &0x20u32.to_le_bytes()
+        );
+        assert_eq!(
+            &bytes[item_offset + 16..item_offset + 20],
+            &1u32.to_le_bytes()
+        );
         assert_eq!(item.base_address(), 0x0102_0304_0506_0708);
         drop(page);
     }

@@ -119,29 +119,61 @@ impl Fit {
 #[inline]
 fn free_bytes(item: ItemRef) -> u32 {
     // Relaxed: a hint; the fit is re-checked after taking the item.
-    item.size().load(Ordering::Relaxed).saturating_sub(item.position().load(Ordering::Relaxed))
+    item.size()
+        .load(Ordering::Relaxed)
+        .saturating_sub(item.position().load(Ordering::Relaxed))
 }
 
-/// Takes `item` if the request fits in it, returning the aligned position.
+/// An item this thread has just taken, with what it read while taking it.
+#[derive(Clone, Copy)]
+struct Taken {
+    item: ItemRef,
+    base: usize,
+    size: u32,
+    /// The position after the take.
+    position: u32,
+    /// Where the request starts: `position` rounded up to the alignment.
+    aligned: u32,
+}
+
+/// Takes `item` if the request fits in it.
 #[inline]
-fn try_take(item: ItemRef, fit: &Fit) -> Option<u32> {
+fn try_take(item: ItemRef, fit: &Fit) -> Option<Taken> {
+    // Relaxed: a hint to avoid writing the cache line of a busy item.
+    if item.taken().load(Ordering::Relaxed) != 0 {
+        return None;
+    }
     let base = item.base_address();
     // Relaxed: the size is fixed once the item is published, and publication
     // was observed through an Acquire load of the item count.
     let size = item.size().load(Ordering::Relaxed);
-    // Relaxed pre-checks avoid writing the cache line of a busy or full item.
-    fit.position_in(base, size, item.position().load(Ordering::Relaxed))?;
-    if item.taken().load(Ordering::Relaxed) != 0 {
-        return None;
-    }
+    // Relaxed pre-check: avoids taking (and writing) items that cannot fit.
+    let seen = item.position().load(Ordering::Relaxed);
+    let aligned = fit.position_in(base, size, seen)?;
     // Acquire: pairs with the Release store of 0 by the previous holder, so
     // the position it last stored is visible to the re-check below.
-    if item.taken().compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
+    if item
+        .taken()
+        .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
         return None;
     }
     // Re-check: someone may have appended between the check and the take.
-    match fit.position_in(base, size, item.position().load(Ordering::Relaxed)) {
-        Some(position) => Some(position),
+    let position = item.position().load(Ordering::Relaxed);
+    let refit = if position == seen {
+        Some(aligned)
+    } else {
+        fit.position_in(base, size, position)
+    };
+    match refit {
+        Some(aligned) => Some(Taken {
+            item,
+            base,
+            size,
+            position,
+            aligned,
+        }),
         None => {
             // Release: hands the item back with everything we read ordered
             // before the next holder's take.
@@ -156,7 +188,11 @@ fn lock_header(locator: LocatorRef) {
     let mut spins = 0u32;
     // Acquire: everything the previous holder wrote under the lock (items,
     // counts, links) is visible once we hold it.
-    while locator.lock().compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
+    while locator
+        .lock()
+        .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
         spins += 1;
         if spins < 64 {
             std::hint::spin_loop();
@@ -175,7 +211,8 @@ fn unlock_header(locator: LocatorRef) {
 /// Maps and initialises a locator page that only this process knows.
 fn map_private_locator() -> Result<LocatorRef, ErrorKind> {
     let len = LOCATOR_SIZE.max(os::allocation_granularity());
-    let mapping = os::map_anywhere(len, Protection::ReadWrite).map_err(|errno| os::error_kind("mmap", errno))?;
+    let mapping = os::map_anywhere(len, Protection::ReadWrite)
+        .map_err(|errno| os::error_kind("mmap", errno))?;
     let address = mapping.address();
     // SAFETY: a fresh, page-aligned read/write mapping of at least
     // LOCATOR_SIZE bytes that is never unmapped.
@@ -194,11 +231,14 @@ impl Locator {
     /// back to a private one when the shared one cannot be trusted or made.
     pub(crate) fn open() -> Result<Locator, ErrorKind> {
         #[cfg(all(target_os = "linux", not(memory_buffers_unsupported)))]
-        let shared = rendezvous::find_or_create("/tmp", os::process_id()).map(|found| match found {
-            rendezvous::Rendezvous::Found(locator) | rendezvous::Rendezvous::Created(locator) => locator,
-        });
+        let shared =
+            rendezvous::find_or_create("/tmp", os::process_id()).map(|found| match found {
+                rendezvous::Rendezvous::Found(locator)
+                | rendezvous::Rendezvous::Created(locator) => locator,
+            });
         #[cfg(not(all(target_os = "linux", not(memory_buffers_unsupported))))]
-        let shared: Result<LocatorRef, PrivateLocatorReason> = Err(PrivateLocatorReason::Unsupported);
+        let shared: Result<LocatorRef, PrivateLocatorReason> =
+            Err(PrivateLocatorReason::Unsupported);
         let (head, kind) = match shared {
             Ok(head) => (head, LocatorKind::Shared),
             Err(reason) => (map_private_locator()?, LocatorKind::Private(reason)),
@@ -227,32 +267,41 @@ impl Locator {
     }
 
     /// Gets exclusive use of a buffer that fits `fit`, creating one if
-    /// needed.
+    /// needed. The caller has tried [`Locator::take_recent`] already.
     pub(crate) fn get_buffer(
         &'static self,
         owner: &'static ProcessState,
         request: &ValidRequest,
         fit: Fit,
     ) -> Result<LockedBuffer, ErrorKind> {
-        if let Some(buffer) = self.take_recent(owner, &fit) {
-            return Ok(buffer);
-        }
         if let Some(buffer) = self.take_any(owner, &fit) {
             return Ok(buffer);
         }
         self.register_new(owner, request, &fit)
     }
 
-    fn locked(&self, owner: &'static ProcessState, item: ItemRef, position: u32) -> LockedBuffer {
-        if item.position().load(Ordering::Relaxed) != position {
+    #[inline]
+    fn locked(&self, owner: &'static ProcessState, taken: Taken) -> LockedBuffer {
+        if taken.aligned != taken.position {
             // Alignment padding counts as used. Relaxed: ordered before the
             // eventual release of the item by its Release store.
-            item.position().store(position, Ordering::Relaxed);
+            taken
+                .item
+                .position()
+                .store(taken.aligned, Ordering::Relaxed);
         }
-        LockedBuffer::new(owner, item, position)
+        LockedBuffer::new(owner, taken.item, taken.base, taken.size, taken.aligned)
     }
 
-    fn take_recent(&'static self, owner: &'static ProcessState, fit: &Fit) -> Option<LockedBuffer> {
+    /// Takes one of the buffers this thread used last, if one fits: the
+    /// common case of many requests near the same place costs one
+    /// compare-and-swap, whatever the number of buffers.
+    #[inline]
+    pub(crate) fn take_recent(
+        &'static self,
+        owner: &'static ProcessState,
+        fit: &Fit,
+    ) -> Option<LockedBuffer> {
         let recent = RECENT.try_with(Cell::get).ok()?;
         if recent.locator != self.key() {
             return None;
@@ -263,8 +312,8 @@ impl Locator {
             let Some(item) = (unsafe { ItemRef::from_address(address) }) else {
                 break;
             };
-            if let Some(position) = try_take(item, fit) {
-                return Some(self.locked(owner, item, position));
+            if let Some(taken) = try_take(item, fit) {
+                return Some(self.locked(owner, taken));
             }
         }
         None
@@ -280,7 +329,11 @@ impl Locator {
                 };
             }
             let address = item.address();
-            let keep = recent.items.iter().position(|&known| known == address).unwrap_or(RECENT_ITEMS - 1);
+            let keep = recent
+                .items
+                .iter()
+                .position(|&known| known == address)
+                .unwrap_or(RECENT_ITEMS - 1);
             recent.items.copy_within(0..keep, 1);
             recent.items[0] = address;
             cell.set(recent);
@@ -288,7 +341,7 @@ impl Locator {
     }
 
     fn take_any(&'static self, owner: &'static ProcessState, fit: &Fit) -> Option<LockedBuffer> {
-        let (item, position) = self.index.visit(|index, locator| {
+        let taken = self.index.visit(|index, locator| {
             if !self.index.may_fit(index, locator, fit.size) {
                 return ControlFlow::Continue(());
             }
@@ -299,16 +352,16 @@ impl Locator {
                 let free = free_bytes(item);
                 max_free = max_free.max(free);
                 if free as usize >= fit.size {
-                    if let Some(position) = try_take(item, fit) {
-                        return ControlFlow::Break((item, position));
+                    if let Some(taken) = try_take(item, fit) {
+                        return ControlFlow::Break(taken);
                     }
                 }
             }
             self.index.record(index, count, max_free);
             ControlFlow::Continue(())
         })?;
-        self.remember(item);
-        Some(self.locked(owner, item, position))
+        self.remember(taken.item);
+        Some(self.locked(owner, taken))
     }
 
     fn register_new(
@@ -331,7 +384,9 @@ impl Locator {
         // Pages are mapped before the header lock is taken so that other
         // registrations never wait on a system call; the outcome is the same
         // as mapping under the lock.
-        let mapping = owner.address_space().map_nearest(placement, crate::settings::DEFAULT_RETRY_COUNT)?;
+        let mapping = owner
+            .address_space()
+            .map_nearest(placement, crate::settings::DEFAULT_RETRY_COUNT)?;
         let base = mapping.address();
         let (_, mut locator) = self.index.last();
         loop {
@@ -358,18 +413,22 @@ impl Locator {
                 unsafe { item.write_new(base, size, 0) };
                 // Release: publishes the item's fields to every Acquire load
                 // of the count.
-                locator.raw_item_count().store(count as u8 + 1, Ordering::Release);
+                locator
+                    .raw_item_count()
+                    .store(count as u8 + 1, Ordering::Release);
                 unlock_header(locator);
                 // Registered buffers are permanent.
                 mapping.leak();
                 self.remember(item);
-                return Ok(LockedBuffer::new(owner, item, 0));
+                return Ok(LockedBuffer::new(owner, item, base, size, 0));
             }
             match map_private_locator() {
                 Ok(next) => {
                     // Release: the next locator's initialised header is
                     // visible to whoever follows the link.
-                    locator.next_locator().store(next.address(), Ordering::Release);
+                    locator
+                        .next_locator()
+                        .store(next.address(), Ordering::Release);
                     unlock_header(locator);
                     locator = next;
                 }
@@ -399,8 +458,15 @@ impl Locator {
                     let base = item.base_address();
                     // Acquire: pairs with the Release position store of the
                     // appender, so the written bytes are ours to overwrite.
-                    let written = item.position().load(Ordering::Acquire).min(item.size().load(Ordering::Relaxed));
-                    if start >= base && base.checked_add(written as usize).is_some_and(|written_end| end <= written_end) {
+                    let written = item
+                        .position()
+                        .load(Ordering::Acquire)
+                        .min(item.size().load(Ordering::Relaxed));
+                    if start >= base
+                        && base
+                            .checked_add(written as usize)
+                            .is_some_and(|written_end| end <= written_end)
+                    {
                         return ControlFlow::Break(());
                     }
                 }

@@ -21,8 +21,8 @@
 //! but is ours (a dead process's leftover) is replaced atomically with
 //! `rename()`. Anything else falls back to a private locator.
 
-use super::layout::{LOCATOR_SIZE, LocatorRef};
 use super::PrivateLocatorReason;
+use super::layout::{LOCATOR_SIZE, LocatorRef};
 use crate::os::{self, Directory, FileKind, FileStatus};
 use std::fs::File;
 use std::ops::ControlFlow;
@@ -47,7 +47,9 @@ pub(crate) fn file_name(pid: u32) -> String {
 /// The process id a rendezvous (or temporary) file name belongs to.
 fn pid_of_file_name(name: &str) -> Option<u32> {
     let digits = name.strip_prefix(FILE_PREFIX)?;
-    let end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
+    let end = digits
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(digits.len());
     digits[..end].parse().ok()
 }
 
@@ -92,7 +94,8 @@ fn open_directories(base: &str) -> Result<Directory, PrivateLocatorReason> {
     let unavailable = |errno| PrivateLocatorReason::DirectoryUnavailable { errno };
     let mut directory = Directory::open_or_create(None, base, 0o1777).map_err(unavailable)?;
     for component in DIRECTORY_COMPONENTS {
-        directory = Directory::open_or_create(Some(&directory), component, 0o755).map_err(unavailable)?;
+        directory =
+            Directory::open_or_create(Some(&directory), component, 0o755).map_err(unavailable)?;
         let status = directory.status().map_err(unavailable)?;
         let trusted_owner = status.owner == user || status.owner == 0;
         if !trusted_owner || status.is_writable_by_others_without_sticky() {
@@ -109,7 +112,11 @@ enum Existing {
     Stale,
 }
 
-fn inspect_existing(directory: &Directory, name: &str, user: u32) -> Result<Existing, PrivateLocatorReason> {
+fn inspect_existing(
+    directory: &Directory,
+    name: &str,
+    user: u32,
+) -> Result<Existing, PrivateLocatorReason> {
     for check in 0..IN_PROGRESS_CHECKS {
         let file = match directory.open_existing(name) {
             Ok(file) => file,
@@ -125,7 +132,8 @@ fn inspect_existing(directory: &Directory, name: &str, user: u32) -> Result<Exis
                 };
             }
         };
-        let status = os::file_status(&file).map_err(|errno| PrivateLocatorReason::FileUnavailable { errno })?;
+        let status = os::file_status(&file)
+            .map_err(|errno| PrivateLocatorReason::FileUnavailable { errno })?;
         if status.owner != user {
             return Err(PrivateLocatorReason::FileNotTrusted);
         }
@@ -154,7 +162,8 @@ fn inspect_existing(directory: &Directory, name: &str, user: u32) -> Result<Exis
 
 /// Reads the *this address* field through a temporary view of the file.
 fn read_this_address(file: &File) -> Result<usize, PrivateLocatorReason> {
-    let view = os::map_file_shared(file, LOCATOR_SIZE).map_err(|errno| PrivateLocatorReason::FileUnavailable { errno })?;
+    let view = os::map_file_shared(file, LOCATOR_SIZE)
+        .map_err(|errno| PrivateLocatorReason::FileUnavailable { errno })?;
     // SAFETY: `view` is a fresh, page-aligned mapping of LOCATOR_SIZE bytes
     // that is unmapped below, after the last use of the reference.
     let this_address = unsafe { LocatorRef::from_address(view.address()) }.map_or(0, |locator| {
@@ -191,7 +200,9 @@ fn live_locator(this_address: usize, status: &FileStatus) -> Option<LocatorRef> 
     // SAFETY: the address is the start of a live mapping of the rendezvous
     // file, which its creator keeps for the life of the process, and at
     // least LOCATOR_SIZE bytes long and page-aligned.
-    found.then(|| unsafe { LocatorRef::from_address(this_address) }).flatten()
+    found
+        .then(|| unsafe { LocatorRef::from_address(this_address) })
+        .flatten()
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -223,7 +234,8 @@ fn publish_new(
             Err(errno) => return Err(unavailable(errno)),
         }
     };
-    let mapped = os::resize_file(&file, LOCATOR_SIZE as u64).and_then(|()| os::map_file_shared(&file, LOCATOR_SIZE));
+    let mapped = os::resize_file(&file, LOCATOR_SIZE as u64)
+        .and_then(|()| os::map_file_shared(&file, LOCATOR_SIZE));
     let mapping = match mapped {
         Ok(mapping) => mapping,
         Err(errno) => {
@@ -272,7 +284,9 @@ fn remove_stale_files(directory: &Directory, own_pid: u32, user: u32) {
     };
     for name in names {
         let Some(name) = name.to_str() else { continue };
-        let Some(pid) = pid_of_file_name(name) else { continue };
+        let Some(pid) = pid_of_file_name(name) else {
+            continue;
+        };
         if pid == own_pid || os::process_is_alive(pid) {
             continue;
         }
@@ -289,10 +303,19 @@ mod tests {
 
     #[test]
     fn file_names_follow_the_specification_and_parse_back() {
-        assert_eq!(file_name(1234), "Reloaded.Memory.Buffers.MemoryBuffer, PID 1234");
+        assert_eq!(
+            file_name(1234),
+            "Reloaded.Memory.Buffers.MemoryBuffer, PID 1234"
+        );
         assert_eq!(pid_of_file_name(&file_name(77)), Some(77));
-        assert_eq!(pid_of_file_name("Reloaded.Memory.Buffers.MemoryBuffer, PID 77.tmp3"), Some(77));
+        assert_eq!(
+            pid_of_file_name("Reloaded.Memory.Buffers.MemoryBuffer, PID 77.tmp3"),
+            Some(77)
+        );
         assert_eq!(pid_of_file_name("other"), None);
-        assert_eq!(pid_of_file_name("Reloaded.Memory.Buffers.MemoryBuffer, PID x"), None);
+        assert_eq!(
+            pid_of_file_name("Reloaded.Memory.Buffers.MemoryBuffer, PID x"),
+            None
+        );
     }
 }

@@ -35,7 +35,11 @@ mod active {
 
     pub(crate) fn check(point: FaultPoint) -> Result<(), i32> {
         let (mask, errno) = FAILING.with(Cell::get);
-        if mask & point as u32 != 0 { Err(errno) } else { Ok(()) }
+        if mask & point as u32 != 0 {
+            Err(errno)
+        } else {
+            Ok(())
+        }
     }
 
     /// Makes `points` fail with `EIO` on this thread until the guard drops.

@@ -32,7 +32,9 @@ pub(crate) fn is_unsupported(_errno: Errno) -> bool {
 }
 
 fn last_errno() -> Errno {
-    io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
 }
 
 pub(crate) fn query_granularity() -> usize {
@@ -210,7 +212,10 @@ pub(crate) fn flush_instruction_cache(address: usize, len: usize) {
         // SAFETY: `__clear_cache` only performs cache maintenance over the
         // range; it does not read or write the bytes.
         unsafe {
-            __clear_cache(address as *mut libc::c_char, (address + len) as *mut libc::c_char)
+            __clear_cache(
+                address as *mut libc::c_char,
+                (address + len) as *mut libc::c_char,
+            )
         };
     }
     let _ = (address, len);
@@ -243,7 +248,11 @@ impl ForkMarker {
                 // SAFETY: `page` is a fresh private mapping of `granularity`
                 // bytes owned by this marker.
                 let advised = unsafe {
-                    libc::madvise(page.address() as *mut libc::c_void, granularity, libc::MADV_WIPEONFORK)
+                    libc::madvise(
+                        page.address() as *mut libc::c_void,
+                        granularity,
+                        libc::MADV_WIPEONFORK,
+                    )
                 };
                 if advised == 0 {
                     let page = page.leak();
@@ -302,7 +311,8 @@ pub(crate) fn read_maps(
     visit: impl FnMut(&MapsEntry) -> ControlFlow<()>,
 ) -> Result<(), Errno> {
     fault::check(FaultPoint::ReadMaps)?;
-    let mut file = File::open("/proc/self/maps").map_err(|error| error.raw_os_error().unwrap_or(libc::EIO))?;
+    let mut file =
+        File::open("/proc/self/maps").map_err(|error| error.raw_os_error().unwrap_or(libc::EIO))?;
     maps::for_each_entry(|out| file.read(out), buffer, visit)
         .map_err(|error| error.raw_os_error().unwrap_or(libc::EIO))
 }
@@ -382,7 +392,11 @@ impl Directory {
     /// Opens (creating it if missing, with `mode` before the umask) the
     /// directory `name` inside `parent`, or the absolute path `name` when
     /// `parent` is `None`. Refuses symlinks.
-    pub(crate) fn open_or_create(parent: Option<&Directory>, name: &str, mode: u32) -> Result<Directory, Errno> {
+    pub(crate) fn open_or_create(
+        parent: Option<&Directory>,
+        name: &str,
+        mode: u32,
+    ) -> Result<Directory, Errno> {
         fault::check(FaultPoint::OpenRendezvous)?;
         let name = c_name(name)?;
         let parent_fd = parent.map_or(libc::AT_FDCWD, |parent| parent.fd.as_raw_fd());
@@ -422,7 +436,12 @@ impl Directory {
         let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
         // SAFETY: valid directory fd, NUL-terminated name, writable `stat`.
         let result = unsafe {
-            libc::fstatat(self.fd.as_raw_fd(), name.as_ptr(), stat.as_mut_ptr(), libc::AT_SYMLINK_NOFOLLOW)
+            libc::fstatat(
+                self.fd.as_raw_fd(),
+                name.as_ptr(),
+                stat.as_mut_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
         };
         if result != 0 {
             return Err(last_errno());
@@ -543,7 +562,8 @@ impl Directory {
 /// Sets the length of the file (`ftruncate`).
 pub(crate) fn resize_file(file: &File, len: u64) -> Result<(), Errno> {
     fault::check(FaultPoint::ResizeRendezvous)?;
-    file.set_len(len).map_err(|error| error.raw_os_error().unwrap_or(libc::EIO))
+    file.set_len(len)
+        .map_err(|error| error.raw_os_error().unwrap_or(libc::EIO))
 }
 
 /// Maps the first `len` bytes of `file` shared and read/write.

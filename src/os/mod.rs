@@ -11,8 +11,14 @@
 
 // `memory_buffers_unsupported` builds the stub on Linux too, so CI checks
 // that it still compiles.
-#[cfg_attr(all(target_os = "linux", not(memory_buffers_unsupported)), path = "linux.rs")]
-#[cfg_attr(any(not(target_os = "linux"), memory_buffers_unsupported), path = "unsupported.rs")]
+#[cfg_attr(
+    all(target_os = "linux", not(memory_buffers_unsupported)),
+    path = "linux.rs"
+)]
+#[cfg_attr(
+    any(not(target_os = "linux"), memory_buffers_unsupported),
+    path = "unsupported.rs"
+)]
 mod backend;
 
 pub(crate) mod fault;

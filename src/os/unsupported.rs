@@ -71,7 +71,11 @@ pub(crate) enum FixedMapping {
     Elsewhere,
 }
 
-pub(crate) fn map_fixed_noreplace(_address: usize, _len: usize, _protection: Protection) -> Result<FixedMapping, Errno> {
+pub(crate) fn map_fixed_noreplace(
+    _address: usize,
+    _len: usize,
+    _protection: Protection,
+) -> Result<FixedMapping, Errno> {
     Err(UNSUPPORTED)
 }
 
@@ -101,6 +105,9 @@ pub(crate) fn process_id() -> u32 {
     std::process::id()
 }
 
-pub(crate) fn read_maps(_buffer: &mut Vec<u8>, _visit: impl FnMut(&MapsEntry) -> ControlFlow<()>) -> Result<(), Errno> {
+pub(crate) fn read_maps(
+    _buffer: &mut Vec<u8>,
+    _visit: impl FnMut(&MapsEntry) -> ControlFlow<()>,
+) -> Result<(), Errno> {
     Err(UNSUPPORTED)
 }
