@@ -177,8 +177,8 @@ mod tests {
                 if insert { set.insert(start, start + length) } else { set.remove(start, start + length) }
                 for page in &mut pages[start..start + length] { *page = insert; }
             }
-            for page in 0..80 {
-                prop_assert_eq!(set.is_free(page, page + 1), !pages[page]);
+            for (page, &mapped) in pages.iter().enumerate() {
+                prop_assert_eq!(set.is_free(page, page + 1), !mapped);
             }
             let rebuilt = MappedRanges::from_ranges(set.iter());
             prop_assert_eq!(rebuilt, set);

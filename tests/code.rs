@@ -57,7 +57,14 @@ fn overwritten_code_returns_the_new_result() {
     let replacement = return_constant(2);
     // SAFETY: the source is a live array of the right length; no other
     // thread runs or rewrites this function.
-    unsafe { Buffers::overwrite_allocated_code(replacement.as_ptr(), function as *mut u8, replacement.len()) }.unwrap();
+    unsafe {
+        Buffers::overwrite_allocated_code(
+            replacement.as_ptr(),
+            function as *mut u8,
+            replacement.len(),
+        )
+    }
+    .unwrap();
     // SAFETY: a complete function was written over the old one.
     assert_eq!(unsafe { call_returning_u32(function) }, 2);
 
@@ -65,13 +72,21 @@ fn overwritten_code_returns_the_new_result() {
     let mut called_with = None;
     // SAFETY: as above; the callback writes only the target range.
     unsafe {
-        Buffers::overwrite_allocated_code_ex(third.as_ptr(), function as *mut u8, third.len(), |source, target, size| {
-            called_with = Some((source as usize, target as usize, size));
-            std::ptr::copy_nonoverlapping(source, target, size);
-        })
+        Buffers::overwrite_allocated_code_ex(
+            third.as_ptr(),
+            function as *mut u8,
+            third.len(),
+            |source, target, size| {
+                called_with = Some((source as usize, target as usize, size));
+                std::ptr::copy_nonoverlapping(source, target, size);
+            },
+        )
     }
     .unwrap();
-    assert_eq!(called_with, Some((third.as_ptr() as usize, function, third.len())));
+    assert_eq!(
+        called_with,
+        Some((third.as_ptr() as usize, function, third.len()))
+    );
     // SAFETY: as above.
     assert_eq!(unsafe { call_returning_u32(function) }, 3);
 }
@@ -83,7 +98,11 @@ fn overwriting_outside_the_buffers_is_refused() {
     // SAFETY: the call must refuse; if it did not, it would only write the
     // local array.
     let error = unsafe {
-        Buffers::overwrite_allocated_code(replacement.as_ptr(), not_a_buffer.as_mut_ptr(), replacement.len())
+        Buffers::overwrite_allocated_code(
+            replacement.as_ptr(),
+            not_a_buffer.as_mut_ptr(),
+            replacement.len(),
+        )
     }
     .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::OutsideBuffers);
@@ -95,20 +114,28 @@ fn overwriting_outside_the_buffers_is_refused() {
     let beyond = buffer.next_address();
     drop(buffer);
     // SAFETY: refused before any write.
-    let error = unsafe { Buffers::overwrite_allocated_code(replacement.as_ptr(), (written + 1) as *mut u8, 6) }.unwrap_err();
+    let error = unsafe {
+        Buffers::overwrite_allocated_code(replacement.as_ptr(), (written + 1) as *mut u8, 6)
+    }
+    .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::OutsideBuffers);
     // SAFETY: as above.
-    let error = unsafe { Buffers::overwrite_allocated_code(replacement.as_ptr(), beyond as *mut u8, 1) }.unwrap_err();
+    let error =
+        unsafe { Buffers::overwrite_allocated_code(replacement.as_ptr(), beyond as *mut u8, 1) }
+            .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::OutsideBuffers);
     // SAFETY: as above.
-    let error = unsafe { Buffers::overwrite_allocated_code(std::ptr::null(), written as *mut u8, 1) }.unwrap_err();
+    let error =
+        unsafe { Buffers::overwrite_allocated_code(std::ptr::null(), written as *mut u8, 1) }
+            .unwrap_err();
     assert!(error.invalid_request().is_some());
 }
 
 /// Writes `jmp rel32` to `destination` into `buffer`; returns its address.
 fn append_jump(buffer: &mut LockedBuffer, destination: usize) -> usize {
     let after_jump = buffer.next_address() as i64 + 5;
-    let displacement = i32::try_from(destination as i64 - after_jump).expect("destination within ±2 GiB");
+    let displacement =
+        i32::try_from(destination as i64 - after_jump).expect("destination within ±2 GiB");
     let mut jump = [0xe9, 0, 0, 0, 0];
     jump[1..].copy_from_slice(&displacement.to_le_bytes());
     buffer.append_code(&jump).unwrap()

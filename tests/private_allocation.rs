@@ -2,7 +2,8 @@
 //! `[min, max]`, nearest to the target first).
 
 use memory_buffers::{
-    BufferAllocatorSettings, Buffers, ErrorKind, InvalidRequest, allocation_granularity, highest_user_address,
+    BufferAllocatorSettings, Buffers, ErrorKind, InvalidRequest, allocation_granularity,
+    highest_user_address,
 };
 use std::sync::Mutex;
 
@@ -48,10 +49,16 @@ fn allocates_within_one_gib_of_a_function() {
     let allocation = Buffers::allocate_private_memory(&settings).unwrap();
     let start = allocation.base_address();
     let end = start + allocation.size() - 1;
-    assert!(start >= target - GIB && end <= target + GIB, "{allocation:?} target {target:#x}");
+    assert!(
+        start >= target - GIB && end <= target + GIB,
+        "{allocation:?} target {target:#x}"
+    );
     // Nearest first: with free space around any binary, the allocation is
     // far closer than the limit.
-    assert!(start.abs_diff(target) < 64 << 20, "{allocation:?} target {target:#x}");
+    assert!(
+        start.abs_diff(target) < 64 << 20,
+        "{allocation:?} target {target:#x}"
+    );
 }
 
 #[test]
@@ -71,7 +78,9 @@ fn allocates_near_the_top_of_user_space() {
 
 #[test]
 fn two_hundred_allocations_near_one_target_are_distinct_and_in_range() {
-    let _serial = MAPPING_SENSITIVE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _serial = MAPPING_SENSITIVE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let target = a_function_of_this_binary();
     let settings = BufferAllocatorSettings::from_proximity(GIB, target, 100);
     let allocations: Vec<_> = (0..200)
@@ -79,7 +88,12 @@ fn two_hundred_allocations_near_one_target_are_distinct_and_in_range() {
         .collect();
     let mut ranges: Vec<(usize, usize)> = allocations
         .iter()
-        .map(|allocation| (allocation.base_address(), allocation.base_address() + allocation.size()))
+        .map(|allocation| {
+            (
+                allocation.base_address(),
+                allocation.base_address() + allocation.size(),
+            )
+        })
         .collect();
     ranges.sort_unstable();
     for window in ranges.windows(2) {
@@ -90,16 +104,26 @@ fn two_hundred_allocations_near_one_target_are_distinct_and_in_range() {
         assert_eq!(end - start, allocation_granularity());
     }
     // Nearest first keeps them packed around the target.
-    let farthest = ranges.iter().map(|&(start, _)| start.abs_diff(target)).max().unwrap();
+    let farthest = ranges
+        .iter()
+        .map(|&(start, _)| start.abs_diff(target))
+        .max()
+        .unwrap();
     assert!(farthest < 64 << 20, "farthest {farthest:#x}");
 }
 
 #[test]
 fn a_dropped_allocation_is_gone_from_the_address_space() {
-    let _serial = MAPPING_SENSITIVE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let settings = BufferAllocatorSettings::from_proximity(GIB, a_function_of_this_binary(), 3 * 4096);
+    let _serial = MAPPING_SENSITIVE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let settings =
+        BufferAllocatorSettings::from_proximity(GIB, a_function_of_this_binary(), 3 * 4096);
     let allocation = Buffers::allocate_private_memory(&settings).unwrap();
-    let (start, end) = (allocation.base_address(), allocation.base_address() + allocation.size());
+    let (start, end) = (
+        allocation.base_address(),
+        allocation.base_address() + allocation.size(),
+    );
     assert!(is_mapped(start, end));
     drop(allocation);
     assert!(!is_mapped(start, end));
@@ -107,7 +131,9 @@ fn a_dropped_allocation_is_gone_from_the_address_space() {
 
 #[test]
 fn the_hole_next_to_the_target_is_taken_first() {
-    let _serial = MAPPING_SENSITIVE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _serial = MAPPING_SENSITIVE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let page = allocation_granularity();
     // Map 64 pages somewhere, then punch a one-page hole in the middle.
     // SAFETY: a fresh anonymous mapping at a kernel-chosen address.
@@ -126,8 +152,13 @@ fn the_hole_next_to_the_target_is_taken_first() {
     // SAFETY: the page is part of the mapping made just above.
     assert_eq!(unsafe { libc::munmap(hole as *mut libc::c_void, page) }, 0);
     let target = hole + page / 2;
-    let allocation = Buffers::allocate_private_memory(&BufferAllocatorSettings::from_proximity(GIB, target, page));
-    let base = allocation.as_ref().map(|allocation| allocation.base_address()).map_err(|error| *error);
+    let allocation = Buffers::allocate_private_memory(&BufferAllocatorSettings::from_proximity(
+        GIB, target, page,
+    ));
+    let base = allocation
+        .as_ref()
+        .map(|allocation| allocation.base_address())
+        .map_err(|error| *error);
     drop(allocation);
     // SAFETY: unmapping what this test mapped (the hole is free again).
     unsafe { libc::munmap(region, 64 * page) };
@@ -159,21 +190,42 @@ fn invalid(settings: BufferAllocatorSettings) -> Option<InvalidRequest> {
 #[test]
 fn every_invalid_request_returns_its_documented_error() {
     let base = BufferAllocatorSettings::default();
-    assert_eq!(invalid(BufferAllocatorSettings { size: 0, ..base }), Some(InvalidRequest::ZeroSize));
     assert_eq!(
-        invalid(BufferAllocatorSettings { size: usize::MAX, max_address: usize::MAX, ..base }),
+        invalid(BufferAllocatorSettings { size: 0, ..base }),
+        Some(InvalidRequest::ZeroSize)
+    );
+    assert_eq!(
+        invalid(BufferAllocatorSettings {
+            size: usize::MAX,
+            max_address: usize::MAX,
+            ..base
+        }),
         Some(InvalidRequest::SizeTooLarge)
     );
     assert_eq!(
-        invalid(BufferAllocatorSettings { min_address: 0x2000, max_address: 0x1000, ..base }),
+        invalid(BufferAllocatorSettings {
+            min_address: 0x2000,
+            max_address: 0x1000,
+            ..base
+        }),
         Some(InvalidRequest::MinAboveMax)
     );
     assert_eq!(
-        invalid(BufferAllocatorSettings { min_address: 0x10_0000, max_address: 0x10_0000 + 99, size: 101, ..base }),
+        invalid(BufferAllocatorSettings {
+            min_address: 0x10_0000,
+            max_address: 0x10_0000 + 99,
+            size: 101,
+            ..base
+        }),
         Some(InvalidRequest::RangeSmallerThanSize)
     );
     assert_eq!(
-        invalid(BufferAllocatorSettings { min_address: usize::MAX - 10, max_address: usize::MAX, size: 1, ..base }),
+        invalid(BufferAllocatorSettings {
+            min_address: usize::MAX - 10,
+            max_address: usize::MAX,
+            size: 1,
+            ..base
+        }),
         Some(InvalidRequest::RangeAboveUserSpace)
     );
 }
