@@ -1,0 +1,211 @@
+//! Private allocations: pages inside a range, owned by the caller.
+
+use crate::registry::HandleRegistry;
+use crate::settings::MemoryBuffersAllocatorSettings;
+use crate::status::*;
+use crate::{readable, size_t, take_handle, writable};
+use memory_buffers::{Buffers, PrivateAllocation};
+use std::ptr::NonNull;
+
+/// Read/write/execute pages owned by the caller (opaque).
+///
+/// Obtained from [`memory_buffers_allocate_private_memory`]; unmapped by
+/// [`memory_buffers_release_private_allocation`], or kept for the life of
+/// the process with [`memory_buffers_private_allocation_leak`].
+pub struct MemoryBuffersPrivateAllocation {
+    allocation: PrivateAllocation,
+}
+
+static ALLOCATIONS: HandleRegistry<MemoryBuffersPrivateAllocation> = HandleRegistry::new(
+    "the allocation handle is not live (not from this copy of the library, or already released)",
+    "the allocation handle is in use by another call",
+);
+
+/// Maps read/write/execute pages inside
+/// `[settings->min_address, settings->max_address]`, as near the middle of
+/// the range as possible, and writes the handle that owns them to
+/// `*allocation`. The size is rounded up to the allocation granularity.
+///
+/// # Errors
+///
+/// On any failure nothing is mapped and `*allocation` is set to `NULL`
+/// (when `allocation` is not `NULL`).
+///
+/// - [`MEMORY_BUFFERS_STATUS_NULL_POINTER`] if `settings` or `allocation` is
+///   `NULL`.
+/// - An invalid request code ([`MEMORY_BUFFERS_STATUS_ZERO_SIZE`],
+///   [`MEMORY_BUFFERS_STATUS_MIN_ABOVE_MAX`],
+///   [`MEMORY_BUFFERS_STATUS_RANGE_SMALLER_THAN_SIZE`],
+///   [`MEMORY_BUFFERS_STATUS_SIZE_TOO_LARGE`],
+///   [`MEMORY_BUFFERS_STATUS_RANGE_ABOVE_USER_SPACE`]) for bad settings.
+/// - [`MEMORY_BUFFERS_STATUS_NO_SPACE_IN_RANGE`] when no free, aligned range
+///   of the rounded size lies inside the range;
+///   [`MEMORY_BUFFERS_STATUS_EXECUTABLE_MEMORY_REFUSED`] or
+///   [`MEMORY_BUFFERS_STATUS_OS_ERROR`] when the kernel refuses.
+///
+/// # Safety
+///
+/// - `settings` must be `NULL` or valid for reading one, suitably aligned,
+///   `MemoryBuffersAllocatorSettings`.
+/// - `allocation` must be `NULL` or valid for writing one aligned pointer.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn memory_buffers_allocate_private_memory(
+    settings: *const MemoryBuffersAllocatorSettings,
+    allocation: *mut *mut MemoryBuffersPrivateAllocation,
+) -> MemoryBuffersStatus {
+    run("memory_buffers_allocate_private_memory", || {
+        let out = writable(allocation, "`allocation` is NULL")?;
+        // SAFETY: `out` is non-null and valid for an aligned write
+        // (contract). Cleared first so that a caller ignoring the status
+        // sees NULL.
+        unsafe { out.write(std::ptr::null_mut()) };
+        let settings = readable(settings, "`settings` is NULL")?;
+        // SAFETY: non-null and valid for an aligned read (contract).
+        let settings = unsafe { settings.read() };
+        let allocation = Buffers::allocate_private_memory(&settings.into())?;
+        let handle = ALLOCATIONS.insert(Box::new(MemoryBuffersPrivateAllocation { allocation }));
+        // SAFETY: as above.
+        unsafe { out.write(handle) };
+        Ok(())
+    })
+}
+
+/// Reads one property of a live allocation handle into `*out`.
+///
+/// # Safety
+///
+/// `out` must be `NULL` or valid for an aligned write of a `usize`.
+unsafe fn read_property(
+    allocation: *const MemoryBuffersPrivateAllocation,
+    out: *mut usize,
+    property: impl FnOnce(&PrivateAllocation) -> usize,
+) -> Result<(), Failure> {
+    let out = writable(out, "the output pointer is NULL")?;
+    let handle = ALLOCATIONS.check_out(allocation)?;
+    // SAFETY: `out` is non-null and valid for an aligned write (contract).
+    unsafe { out.write(property(&handle.allocation)) };
+    Ok(())
+}
+
+/// Writes the address of the allocation's first byte to `*base_address`.
+///
+/// # Errors
+///
+/// [`MEMORY_BUFFERS_STATUS_NULL_POINTER`] if `base_address` is `NULL`;
+/// [`MEMORY_BUFFERS_STATUS_INVALID_HANDLE`] if `allocation` is not a live
+/// handle of this copy of the library (including `NULL`);
+/// [`MEMORY_BUFFERS_STATUS_HANDLE_BUSY`] if another thread is using it.
+///
+/// # Safety
+///
+/// `base_address` must be `NULL` or valid for writing one aligned
+/// `uintptr_t`. `allocation` may be any value: it is looked up, never
+/// dereferenced.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn memory_buffers_private_allocation_base_address(
+    allocation: *const MemoryBuffersPrivateAllocation,
+    base_address: *mut usize,
+) -> MemoryBuffersStatus {
+    // SAFETY: forwarded from the caller's contract.
+    run(
+        "memory_buffers_private_allocation_base_address",
+        || unsafe { read_property(allocation, base_address, PrivateAllocation::base_address) },
+    )
+}
+
+/// Writes the allocation's length in bytes (the requested size rounded up
+/// to the allocation granularity) to `*size`.
+///
+/// # Errors
+///
+/// As for [`memory_buffers_private_allocation_base_address`].
+///
+/// # Safety
+///
+/// `size` must be `NULL` or valid for writing one aligned `size_t`.
+/// `allocation` may be any value.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn memory_buffers_private_allocation_size(
+    allocation: *const MemoryBuffersPrivateAllocation,
+    size: *mut size_t,
+) -> MemoryBuffersStatus {
+    // SAFETY: forwarded from the caller's contract.
+    run("memory_buffers_private_allocation_size", || unsafe {
+        read_property(allocation, size, PrivateAllocation::size)
+    })
+}
+
+/// Unmaps the allocation's pages and sets `*allocation` to `NULL`.
+///
+/// # Errors
+///
+/// - [`MEMORY_BUFFERS_STATUS_NULL_POINTER`] if `allocation` or `*allocation`
+///   is `NULL` — in particular on a second release through the same
+///   variable.
+/// - [`MEMORY_BUFFERS_STATUS_INVALID_HANDLE`] if `*allocation` is not a live
+///   handle of this copy of the library: already released through another
+///   copy of the pointer, or never handed out. `*allocation` is left
+///   unchanged.
+/// - [`MEMORY_BUFFERS_STATUS_HANDLE_BUSY`] if another thread is using the
+///   handle; it stays live and `*allocation` is unchanged.
+///
+/// # Safety
+///
+/// `allocation` must be `NULL` or valid for reading and writing one aligned
+/// pointer. `*allocation` may be any value: it is looked up, never
+/// dereferenced. Nothing may use the pages after this call.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn memory_buffers_release_private_allocation(
+    allocation: *mut *mut MemoryBuffersPrivateAllocation,
+) -> MemoryBuffersStatus {
+    run("memory_buffers_release_private_allocation", || {
+        // SAFETY: forwarded from the caller's contract.
+        let released = unsafe {
+            take_handle(
+                &ALLOCATIONS,
+                allocation,
+                "`allocation` is NULL",
+                "`*allocation` is NULL",
+            )
+        }?;
+        // Dropping the allocation unmaps its pages.
+        drop(released);
+        Ok(())
+    })
+}
+
+/// Gives up the handle without unmapping: the pages stay mapped for the life
+/// of the process. Sets `*allocation` to `NULL` and, when `base_address` is
+/// not `NULL`, writes the pages' address to `*base_address`.
+///
+/// # Errors
+///
+/// As for [`memory_buffers_release_private_allocation`].
+///
+/// # Safety
+///
+/// As for [`memory_buffers_release_private_allocation`]; `base_address`
+/// must be `NULL` or valid for writing one aligned `uintptr_t`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn memory_buffers_private_allocation_leak(
+    allocation: *mut *mut MemoryBuffersPrivateAllocation,
+    base_address: *mut usize,
+) -> MemoryBuffersStatus {
+    run("memory_buffers_private_allocation_leak", || {
+        // SAFETY: forwarded from the caller's contract.
+        let released = unsafe {
+            take_handle(
+                &ALLOCATIONS,
+                allocation,
+                "`allocation` is NULL",
+                "`*allocation` is NULL",
+            )
+        }?;
+        let address = released.allocation.leak();
+        if let Some(out) = NonNull::new(base_address) {
+            // SAFETY: non-null, and valid for an aligned write (contract).
+            unsafe { out.write(address) };
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,83 @@
+//! Builds C programs with the system C compiler against the checked-in
+//! header and the shared library cargo just built, runs them, and requires
+//! them to pass: `tests/c/abi_test.c`, which calls every exported function
+//! and checks each result, and the example in `README.md`. Both write
+//! x86-64 code and run it.
+
+#![cfg(all(target_os = "linux", target_arch = "x86_64"))]
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+/// Compiles `source` into a program linked against the library, runs it
+/// and returns its standard output; panics if either step fails.
+fn compile_and_run(source: &Path, name: &str) -> String {
+    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let library = common::built_shared_library();
+    let library_dir = library.parent().expect("the library is in a directory");
+    let program =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}_{}", std::process::id()));
+
+    let compile = Command::new("cc")
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-O1", "-o"])
+        .arg(&program)
+        .arg("-I")
+        .arg(crate_dir.join("../include"))
+        .arg(source)
+        .arg(&library)
+        .arg(format!("-Wl,-rpath,{}", library_dir.display()))
+        .output()
+        .expect("the C compiler `cc` runs");
+    assert!(
+        compile.status.success(),
+        "cc failed on {}:\n{}{}",
+        source.display(),
+        String::from_utf8_lossy(&compile.stdout),
+        String::from_utf8_lossy(&compile.stderr)
+    );
+
+    let run = Command::new(&program)
+        .output()
+        .expect("the C program starts");
+    let _ = std::fs::remove_file(&program);
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        run.status.success(),
+        "{} failed ({}):\n{stdout}{stderr}",
+        source.display(),
+        run.status
+    );
+    stdout
+}
+
+#[test]
+fn c_program_calls_every_function_and_all_checks_pass() {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/abi_test.c");
+    let stdout = compile_and_run(&source, "abi_test");
+    assert!(
+        stdout.contains("all checks passed"),
+        "unexpected output:\n{stdout}"
+    );
+}
+
+#[test]
+fn readme_example_compiles_and_runs() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md is readable");
+    let start = readme.find("```c\n").expect("the README has a C example") + "```c\n".len();
+    let length = readme[start..]
+        .find("```")
+        .expect("the C example is closed");
+    let source = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("readme_example_{}.c", std::process::id()));
+    std::fs::write(&source, &readme[start..start + length]).expect("the example can be written");
+    let stdout = compile_and_run(&source, "readme_example");
+    let _ = std::fs::remove_file(&source);
+    assert!(
+        stdout.contains("returns 42"),
+        "unexpected output:\n{stdout}"
+    );
+}
