@@ -83,7 +83,8 @@ impl LockedBuffer {
     /// Reserves `len` bytes at the position, returning their address.
     fn reserve(&self, len: usize) -> Result<usize, Error> {
         let start = self.next_address();
-        let fail = |kind| Error::new(kind, start, self.base_address + self.size as usize - 1, len);
+        let last = (self.base_address + self.size as usize).saturating_sub(1);
+        let fail = |kind| Error::new(kind, start, last, len);
         if self.owner.is_stale() {
             return Err(fail(ErrorKind::ProcessForked));
         }

@@ -36,6 +36,8 @@ impl LocatorIndex {
     pub(crate) fn new(head: LocatorRef) -> LocatorIndex {
         let chain: Box<[AtomicUsize]> =
             (0..INDEXED_LOCATORS).map(|_| AtomicUsize::new(0)).collect();
+        // Relaxed: the index is shared only after construction, through the
+        // `OnceLock` that publishes the locator.
         chain[0].store(head.address(), Ordering::Relaxed);
         LocatorIndex {
             head,

@@ -39,6 +39,13 @@ const FILE_PREFIX: &str = "Reloaded.Memory.Buffers.MemoryBuffer, PID ";
 /// it the old way, without `link()`) is re-checked before it is replaced.
 const IN_PROGRESS_CHECKS: u32 = 3;
 
+/// Length of the rendezvous file: the allocation granularity, as `SPEC.md`
+/// states (4096 bytes with 4 KiB pages). With larger pages the bytes after
+/// the locator are left unused on Linux.
+fn file_len() -> usize {
+    LOCATOR_SIZE.max(os::allocation_granularity())
+}
+
 /// The rendezvous file name for a process.
 pub(crate) fn file_name(pid: u32) -> String {
     format!("{FILE_PREFIX}{pid}")
@@ -140,7 +147,7 @@ fn inspect_existing(
         if status.kind != FileKind::Regular {
             return Ok(Existing::Stale);
         }
-        let this_address = if status.size == LOCATOR_SIZE as u64 {
+        let this_address = if status.size == file_len() as u64 {
             read_this_address(&file)?
         } else {
             0
@@ -162,7 +169,7 @@ fn inspect_existing(
 
 /// Reads the *this address* field through a temporary view of the file.
 fn read_this_address(file: &File) -> Result<usize, PrivateLocatorReason> {
-    let view = os::map_file_shared(file, LOCATOR_SIZE)
+    let view = os::map_file_shared(file, file_len())
         .map_err(|errno| PrivateLocatorReason::FileUnavailable { errno })?;
     // SAFETY: `view` is a fresh, page-aligned mapping of LOCATOR_SIZE bytes
     // that is unmapped below, after the last use of the reference.
@@ -234,8 +241,8 @@ fn publish_new(
             Err(errno) => return Err(unavailable(errno)),
         }
     };
-    let mapped = os::resize_file(&file, LOCATOR_SIZE as u64)
-        .and_then(|()| os::map_file_shared(&file, LOCATOR_SIZE));
+    let mapped = os::resize_file(&file, file_len() as u64)
+        .and_then(|()| os::map_file_shared(&file, file_len()));
     let mapping = match mapped {
         Ok(mapping) => mapping,
         Err(errno) => {
