@@ -183,8 +183,16 @@ impl Buffers {
     }
 
     /// Makes code just written at `[address, address + size)` safe to
-    /// execute. A no-op on x86-64.
-    pub fn flush_instruction_cache(address: usize, size: usize) {
+    /// execute. A no-op on x86-64, whose instruction cache is coherent with
+    /// data writes; required on AArch64. [`LockedBuffer::append_code`] and
+    /// the overwrite functions already do this for their own writes.
+    ///
+    /// # Safety
+    ///
+    /// The whole range must be mapped in this process: on AArch64, cache
+    /// maintenance on an unmapped address faults.
+    #[allow(unsafe_code)]
+    pub unsafe fn flush_instruction_cache(address: usize, size: usize) {
         os::flush_instruction_cache(address, size);
     }
 

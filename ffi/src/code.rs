@@ -136,7 +136,8 @@ pub unsafe extern "C" fn memory_buffers_flush_instruction_cache(
     size: size_t,
 ) -> MemoryBuffersStatus {
     run("memory_buffers_flush_instruction_cache", || {
-        Buffers::flush_instruction_cache(address, size);
+        // SAFETY: the caller guarantees the range is mapped (see above).
+        unsafe { Buffers::flush_instruction_cache(address, size) };
         Ok(())
     })
 }

@@ -214,7 +214,7 @@ pub(crate) fn flush_instruction_cache(address: usize, len: usize) {
         unsafe {
             __clear_cache(
                 address as *mut libc::c_char,
-                (address + len) as *mut libc::c_char,
+                address.saturating_add(len) as *mut libc::c_char,
             )
         };
     }
