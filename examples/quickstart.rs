@@ -11,7 +11,10 @@ extern "C" fn answer() -> u32 {
 }
 
 /// Appends `jmp rel32` to `destination`; returns the jump's address.
-fn append_jump(buffer: &mut LockedBuffer, destination: usize) -> Result<usize, Box<dyn std::error::Error>> {
+fn append_jump(
+    buffer: &mut LockedBuffer,
+    destination: usize,
+) -> Result<usize, Box<dyn std::error::Error>> {
     let after_jump = buffer.next_address() as i64 + 5;
     let displacement = i32::try_from(destination as i64 - after_jump)?;
     let mut jump = [0xe9, 0, 0, 0, 0];
@@ -27,9 +30,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut buffer = Buffers::get_buffer(&BufferSearchSettings::from_proximity(reach, target, 5))?;
     let trampoline = append_jump(&mut buffer, target)?;
     drop(buffer);
-    println!("locator:     {:?} at {:#x}", Buffers::locator_kind()?, Buffers::locator_address()?);
+    println!(
+        "locator:     {:?} at {:#x}",
+        Buffers::locator_kind()?,
+        Buffers::locator_address()?
+    );
     println!("target:      {target:#x} (fn answer)");
-    println!("trampoline:  {trampoline:#x}, {} bytes from the target", trampoline.abs_diff(target));
+    println!(
+        "trampoline:  {trampoline:#x}, {} bytes from the target",
+        trampoline.abs_diff(target)
+    );
 
     #[cfg(target_arch = "x86_64")]
     {
@@ -39,7 +49,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("called through the trampoline: {}", through_trampoline());
     }
 
-    let private = Buffers::allocate_private_memory(&BufferAllocatorSettings::from_proximity(reach, target, 4096))?;
+    let private = Buffers::allocate_private_memory(&BufferAllocatorSettings::from_proximity(
+        reach, target, 4096,
+    ))?;
     println!(
         "private:     {:#x} ({} bytes), {} bytes from the target",
         private.base_address(),

@@ -98,6 +98,7 @@ impl Buffers {
     ///
     /// [`ErrorKind::InvalidRequest`] for a bad alignment, otherwise as for
     /// [`Buffers::get_buffer`].
+    #[inline]
     pub fn get_buffer_aligned(
         settings: &BufferSearchSettings,
         alignment: usize,
@@ -110,17 +111,16 @@ impl Buffers {
         if settings.size != 0
             && alignment.is_power_of_two()
             && alignment <= os::allocation_granularity()
+            && let Some(locator) = owner.existing_locator()
         {
-            if let Some(locator) = owner.existing_locator() {
-                let fit = Fit {
-                    min: settings.min_address,
-                    max: settings.max_address,
-                    size: settings.size,
-                    alignment,
-                };
-                if let Some(buffer) = locator.take_recent(owner, &fit) {
-                    return Ok(buffer);
-                }
+            let fit = Fit {
+                min: settings.min_address,
+                max: settings.max_address,
+                size: settings.size,
+                alignment,
+            };
+            if let Some(buffer) = locator.take_recent(owner, &fit) {
+                return Ok(buffer);
             }
         }
         Self::get_buffer_slow(owner, settings, alignment)

@@ -153,6 +153,7 @@ impl std::fmt::Debug for LockedBuffer {
 }
 
 impl Drop for LockedBuffer {
+    #[inline]
     fn drop(&mut self) {
         // In a forked child the item lives in the parent's shared locator;
         // releasing it there would hand the parent's buffer to a second

@@ -104,10 +104,10 @@ pub(crate) fn for_each_entry(
             Err(error) => return Err(error),
         };
         if count == 0 {
-            if filled > 0 {
-                if let Some(entry) = parse_maps_line(&buffer[..filled]) {
-                    let _ = visit(&entry);
-                }
+            if filled > 0
+                && let Some(entry) = parse_maps_line(&buffer[..filled])
+            {
+                let _ = visit(&entry);
             }
             return Ok(());
         }
@@ -117,10 +117,10 @@ pub(crate) fn for_each_entry(
             .iter()
             .position(|&byte| byte == b'\n')
         {
-            if let Some(entry) = parse_maps_line(&buffer[line_start..line_start + length]) {
-                if visit(&entry).is_break() {
-                    return Ok(());
-                }
+            if let Some(entry) = parse_maps_line(&buffer[line_start..line_start + length])
+                && visit(&entry).is_break()
+            {
+                return Ok(());
             }
             line_start += length + 1;
         }

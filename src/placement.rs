@@ -67,7 +67,9 @@ pub(crate) struct NearestCandidates<'a> {
 impl<'a> NearestCandidates<'a> {
     pub(crate) fn new(mapped: &'a MappedRanges, request: PlacementRequest) -> Self {
         debug_assert!(request.granularity.is_power_of_two());
-        debug_assert!(request.block_len > 0 && request.block_len % request.granularity == 0);
+        debug_assert!(
+            request.block_len > 0 && request.block_len.is_multiple_of(request.granularity)
+        );
         debug_assert!(request.range_len >= 1 && request.range_len <= request.block_len);
         debug_assert!(request.min <= request.max && request.highest_address < usize::MAX);
         let pivot = request.pivot();

@@ -86,12 +86,11 @@ impl MappedRanges {
             .range(..=start)
             .next_back()
             .map(|(&s, &e)| (s, e))
+            && left_end >= start
         {
-            if left_end >= start {
-                new_start = left_start;
-                new_end = new_end.max(left_end);
-                self.ranges.remove(&left_start);
-            }
+            new_start = left_start;
+            new_end = new_end.max(left_end);
+            self.ranges.remove(&left_start);
         }
         // Absorb every range starting inside or touching `[start, new_end]`.
         while let Some((next_start, next_end)) =

@@ -15,6 +15,7 @@ pub const fn highest_user_address() -> usize {
 }
 
 /// The unit in which memory is mapped: the page size on Linux.
+#[inline]
 pub fn allocation_granularity() -> usize {
     os::allocation_granularity()
 }

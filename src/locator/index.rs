@@ -82,12 +82,12 @@ impl LocatorIndex {
                 // Acquire pairs with the Release store that linked the next
                 // locator after initialising it.
                 let next = locator.next_locator().load(Ordering::Acquire);
-                if next != 0 {
-                    if let Some(slot) = self.chain.get(next_index) {
-                        // Release: readers of the slot see the locator the
-                        // way we saw it. Racing stores write the same value.
-                        slot.store(next, Ordering::Release);
-                    }
+                if next != 0
+                    && let Some(slot) = self.chain.get(next_index)
+                {
+                    // Release: readers of the slot see the locator the
+                    // way we saw it. Racing stores write the same value.
+                    slot.store(next, Ordering::Release);
                 }
                 next
             };

@@ -78,8 +78,8 @@ const _: () = {
 const _: () = {
     assert!(offset_of!(LocatorHeader, next_locator) % size_of::<usize>() == 0);
     assert!(offset_of!(LocatorHeader, lock) % 4 == 0);
-    assert!(size_of::<LocatorHeader>() % 4 == 0);
-    assert!(size_of::<LocatorItem>() % 4 == 0);
+    assert!(size_of::<LocatorHeader>().is_multiple_of(4));
+    assert!(size_of::<LocatorItem>().is_multiple_of(4));
     assert!(offset_of!(LocatorItem, size) % 4 == 0);
     assert!(offset_of!(LocatorItem, position) % 4 == 0);
     assert!(offset_of!(LocatorItem, taken) % 4 == 0);
@@ -105,7 +105,7 @@ impl LocatorRef {
     /// mapped for the rest of the process, and hold a locator (or be about to
     /// be initialised with [`LocatorRef::initialise`] before any other use).
     pub(crate) unsafe fn from_address(address: usize) -> Option<LocatorRef> {
-        if address % size_of::<usize>() != 0 {
+        if !address.is_multiple_of(size_of::<usize>()) {
             return None;
         }
         NonNull::new(address as *mut u8).map(LocatorRef)
@@ -116,7 +116,7 @@ impl LocatorRef {
     }
 
     fn atomic_u32(self, offset: usize) -> &'static AtomicU32 {
-        debug_assert!(offset % 4 == 0 && offset + 4 <= LOCATOR_SIZE);
+        debug_assert!(offset.is_multiple_of(4) && offset + 4 <= LOCATOR_SIZE);
         // SAFETY: the page is mapped for the rest of the process
         // (`from_address`), the offset is inside it and 4-byte aligned
         // (const assertions above), and all access to these bytes is atomic.
@@ -124,7 +124,7 @@ impl LocatorRef {
     }
 
     fn atomic_usize(self, offset: usize) -> &'static AtomicUsize {
-        debug_assert!(offset % size_of::<usize>() == 0);
+        debug_assert!(offset.is_multiple_of(size_of::<usize>()));
         // SAFETY: as in `atomic_u32`, with pointer alignment.
         unsafe { &*(self.0.as_ptr().add(offset) as *const AtomicUsize) }
     }

@@ -306,12 +306,26 @@ impl Locator {
         if recent.locator != self.key() {
             return None;
         }
-        for &address in &recent.items {
-            // SAFETY: recorded by `remember` from an item of this locator,
-            // whose pages are never unmapped.
-            let Some(item) = (unsafe { ItemRef::from_address(address) }) else {
-                break;
-            };
+        // The most recent item inline; the others out of line.
+        // SAFETY: recorded by `remember` from an item of this locator, whose
+        // pages are never unmapped.
+        let item = unsafe { ItemRef::from_address(recent.items[0]) }?;
+        match try_take(item, fit) {
+            Some(taken) => Some(self.locked(owner, taken)),
+            None => self.take_older(owner, fit, &recent.items[1..]),
+        }
+    }
+
+    #[inline(never)]
+    fn take_older(
+        &'static self,
+        owner: &'static ProcessState,
+        fit: &Fit,
+        items: &[usize],
+    ) -> Option<LockedBuffer> {
+        for &address in items {
+            // SAFETY: as in `take_recent`.
+            let item = unsafe { ItemRef::from_address(address) }?;
             if let Some(taken) = try_take(item, fit) {
                 return Some(self.locked(owner, taken));
             }
@@ -351,10 +365,10 @@ impl Locator {
                 let item = locator.item(slot);
                 let free = free_bytes(item);
                 max_free = max_free.max(free);
-                if free as usize >= fit.size {
-                    if let Some(taken) = try_take(item, fit) {
-                        return ControlFlow::Break(taken);
-                    }
+                if free as usize >= fit.size
+                    && let Some(taken) = try_take(item, fit)
+                {
+                    return ControlFlow::Break(taken);
                 }
             }
             self.index.record(index, count, max_free);

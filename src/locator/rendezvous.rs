@@ -186,7 +186,7 @@ fn read_this_address(file: &File) -> Result<usize, PrivateLocatorReason> {
 /// Returns the locator at `this_address` if that address starts a live
 /// shared mapping, at offset 0, of the file described by `status`.
 fn live_locator(this_address: usize, status: &FileStatus) -> Option<LocatorRef> {
-    if this_address % LOCATOR_SIZE != 0 {
+    if !this_address.is_multiple_of(LOCATOR_SIZE) {
         return None;
     }
     let mut found = false;

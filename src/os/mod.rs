@@ -37,6 +37,7 @@ static LOWEST_ADDRESS: AtomicUsize = AtomicUsize::new(0);
 /// Read from the system once; later calls are one relaxed load. Relaxed is
 /// enough: the value is a plain number that is the same whichever thread
 /// reads it first, so racing initialisations store the same value.
+#[inline]
 pub(crate) fn allocation_granularity() -> usize {
     match GRANULARITY.load(Ordering::Relaxed) {
         0 => {
