@@ -50,18 +50,35 @@ impl PlacementRequest {
     }
 }
 
+/// Where one side of the outward walk stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cursor {
+    /// No candidates left on this side.
+    Done,
+    /// This start address is a free candidate.
+    Free(usize),
+    /// No free candidate lies between the pivot and this start address; the
+    /// search on this side continues here.
+    Searching(usize),
+}
+
 /// Candidate start addresses, nearest to the pivot first; on equal distance
 /// the lower address comes first.
+///
+/// Each side of the pivot is searched one mapped range at a time, and only
+/// as far as the other side's best candidate: a side crowded with gaps too
+/// small for the block costs nothing while the other side has a nearer
+/// fit.
 pub(crate) struct NearestCandidates<'a> {
     mapped: &'a MappedRanges,
     request: PlacementRequest,
     lowest: usize,
     highest: usize,
     pivot: usize,
-    /// Next free candidate at or below the pivot.
-    down: Option<usize>,
-    /// Next free candidate above the pivot.
-    up: Option<usize>,
+    /// The walk at or below the pivot.
+    down: Cursor,
+    /// The walk above the pivot.
+    up: Cursor,
 }
 
 impl<'a> NearestCandidates<'a> {
@@ -79,19 +96,21 @@ impl<'a> NearestCandidates<'a> {
             lowest: 0,
             highest: 0,
             pivot,
-            down: None,
-            up: None,
+            down: Cursor::Done,
+            up: Cursor::Done,
         };
         if let Some((lowest, highest)) = request.start_bounds() {
             candidates.lowest = lowest;
             candidates.highest = highest;
-            let down = (pivot >= lowest).then(|| pivot.min(highest));
-            let up = pivot
-                .checked_add(request.granularity)
-                .map(|above| above.max(lowest))
-                .filter(|&above| above <= highest);
-            candidates.down = down.and_then(|start| candidates.free_at_or_below(start));
-            candidates.up = up.and_then(|start| candidates.free_at_or_above(start));
+            if pivot >= lowest {
+                candidates.down = Cursor::Searching(pivot.min(highest));
+            }
+            if let Some(above) = pivot.checked_add(request.granularity) {
+                let above = above.max(lowest);
+                if above <= highest {
+                    candidates.up = Cursor::Searching(above);
+                }
+            }
         }
         candidates
     }
@@ -101,33 +120,49 @@ impl<'a> NearestCandidates<'a> {
         start + self.request.block_len
     }
 
-    /// The highest free candidate `<= start`.
-    fn free_at_or_below(&self, mut start: usize) -> Option<usize> {
-        loop {
-            if start < self.lowest {
-                return None;
-            }
-            match self.mapped.last_overlapping(start, self.block_end(start)) {
-                None => return Some(start),
-                Some((mapped_start, _)) => {
-                    let below = mapped_start.checked_sub(self.request.block_len)?;
-                    start = align_down(below, self.request.granularity);
-                }
-            }
+    /// One step of the downward walk from `start`: a free candidate, or
+    /// where to continue below the mapping in the way.
+    fn step_down(&self, start: usize) -> Cursor {
+        if start < self.lowest {
+            return Cursor::Done;
+        }
+        match self.mapped.last_overlapping(start, self.block_end(start)) {
+            None => Cursor::Free(start),
+            Some((mapped_start, _)) => match mapped_start.checked_sub(self.request.block_len) {
+                Some(below) => Cursor::Searching(align_down(below, self.request.granularity)),
+                None => Cursor::Done,
+            },
         }
     }
 
-    /// The lowest free candidate `>= start`.
-    fn free_at_or_above(&self, mut start: usize) -> Option<usize> {
-        loop {
-            if start > self.highest {
-                return None;
-            }
-            match self.mapped.last_overlapping(start, self.block_end(start)) {
-                None => return Some(start),
-                Some((_, mapped_end)) => start = align_up(mapped_end, self.request.granularity)?,
-            }
+    /// One step of the upward walk from `start`.
+    fn step_up(&self, start: usize) -> Cursor {
+        if start > self.highest {
+            return Cursor::Done;
         }
+        match self.mapped.last_overlapping(start, self.block_end(start)) {
+            None => Cursor::Free(start),
+            Some((_, mapped_end)) => match align_up(mapped_end, self.request.granularity) {
+                Some(above) => Cursor::Searching(above),
+                None => Cursor::Done,
+            },
+        }
+    }
+
+    fn yield_down(&mut self, start: usize) -> Option<usize> {
+        self.down = match start.checked_sub(self.request.granularity) {
+            Some(below) => Cursor::Searching(below),
+            None => Cursor::Done,
+        };
+        Some(start)
+    }
+
+    fn yield_up(&mut self, start: usize) -> Option<usize> {
+        self.up = match start.checked_add(self.request.granularity) {
+            Some(above) => Cursor::Searching(above),
+            None => Cursor::Done,
+        };
+        Some(start)
     }
 }
 
@@ -135,25 +170,34 @@ impl Iterator for NearestCandidates<'_> {
     type Item = usize;
 
     fn next(&mut self) -> Option<usize> {
-        let take_down = match (self.down, self.up) {
-            (None, None) => return None,
-            (Some(_), None) => true,
-            (None, Some(_)) => false,
-            (Some(down), Some(up)) => self.pivot - down <= up - self.pivot,
-        };
-        let granularity = self.request.granularity;
-        if take_down {
-            let found = self.down?;
-            self.down = found
-                .checked_sub(granularity)
-                .and_then(|below| self.free_at_or_below(below));
-            Some(found)
-        } else {
-            let found = self.up?;
-            self.up = found
-                .checked_add(granularity)
-                .and_then(|above| self.free_at_or_above(above));
-            Some(found)
+        // Distances from the pivot: down positions are at or below it, up
+        // positions above it. A `Searching` position bounds every remaining
+        // candidate on its side from below; ties go to the lower address.
+        loop {
+            let pivot = self.pivot;
+            match (self.down, self.up) {
+                (Cursor::Done, Cursor::Done) => return None,
+                (Cursor::Free(down), Cursor::Done) => return self.yield_down(down),
+                (Cursor::Done, Cursor::Free(up)) => return self.yield_up(up),
+                (Cursor::Free(down), Cursor::Free(up)) => {
+                    return if pivot - down <= up - pivot {
+                        self.yield_down(down)
+                    } else {
+                        self.yield_up(up)
+                    };
+                }
+                (Cursor::Searching(down), Cursor::Free(up)) if pivot - down > up - pivot => {
+                    return self.yield_up(up);
+                }
+                (Cursor::Free(down), Cursor::Searching(up)) if up - pivot >= pivot - down => {
+                    return self.yield_down(down);
+                }
+                (Cursor::Searching(down), Cursor::Searching(up)) if up - pivot < pivot - down => {
+                    self.up = self.step_up(up);
+                }
+                (Cursor::Searching(down), _) => self.down = self.step_down(down),
+                (_, Cursor::Searching(up)) => self.up = self.step_up(up),
+            }
         }
     }
 }

@@ -30,7 +30,16 @@ pub(crate) struct LocatorIndex {
     chain: Box<[AtomicUsize]>,
     /// `(count + 1) << 32 | max_free` for each cached locator, 0 if unknown.
     summaries: Box<[AtomicU64]>,
+    /// The highest `i` with `chain[i]` known: where to start looking for
+    /// the end of the chain.
+    known_last: AtomicUsize,
+    /// Leading locators that are full and whose items have no free byte
+    /// left; final, since positions only grow. Scans start after them.
+    exhausted: AtomicUsize,
 }
+
+/// The summary of a full locator none of whose items has a free byte.
+const EXHAUSTED: u64 = (MAX_ITEMS as u64 + 1) << 32;
 
 impl LocatorIndex {
     pub(crate) fn new(head: LocatorRef) -> LocatorIndex {
@@ -43,6 +52,8 @@ impl LocatorIndex {
             head,
             chain,
             summaries: (0..INDEXED_LOCATORS).map(|_| AtomicU64::new(0)).collect(),
+            known_last: AtomicUsize::new(0),
+            exhausted: AtomicUsize::new(0),
         }
     }
 
@@ -61,10 +72,27 @@ impl LocatorIndex {
     /// chain order, until it breaks.
     pub(crate) fn visit<R>(
         &self,
+        visit: impl FnMut(usize, LocatorRef) -> ControlFlow<R>,
+    ) -> Option<R> {
+        self.visit_from(0, visit)
+    }
+
+    /// Like [`LocatorIndex::visit`], starting at position `start` if its
+    /// address is cached (at the head otherwise).
+    pub(crate) fn visit_from<R>(
+        &self,
+        start: usize,
         mut visit: impl FnMut(usize, LocatorRef) -> ControlFlow<R>,
     ) -> Option<R> {
-        let mut locator = self.head();
-        let mut index = 0;
+        // Acquire pairs with the Release store that cached the address.
+        let cached = self
+            .chain
+            .get(start)
+            .map_or(0, |slot| slot.load(Ordering::Acquire));
+        let (mut index, mut locator) = match self.locator_from(cached) {
+            Some(locator) => (start, locator),
+            None => (0, self.head()),
+        };
         loop {
             if let ControlFlow::Break(result) = visit(index, locator) {
                 return Some(result);
@@ -88,6 +116,8 @@ impl LocatorIndex {
                     // Release: readers of the slot see the locator the
                     // way we saw it. Racing stores write the same value.
                     slot.store(next, Ordering::Release);
+                    // Relaxed: only a starting point for `last`.
+                    self.known_last.fetch_max(next_index, Ordering::Relaxed);
                 }
                 next
             };
@@ -99,7 +129,8 @@ impl LocatorIndex {
     /// The last locator of the chain and its position.
     pub(crate) fn last(&self) -> (usize, LocatorRef) {
         let mut last = (0, self.head());
-        self.visit(|index, locator| {
+        // Relaxed: any cached position is a valid place to start walking.
+        self.visit_from(self.known_last.load(Ordering::Relaxed), |index, locator| {
             last = (index, locator);
             ControlFlow::<()>::Continue(())
         });
@@ -132,6 +163,106 @@ impl LocatorIndex {
             let summary = ((count as u64 + 1) << 32) | u64::from(max_free);
             // Relaxed: a hint; any value stored is a valid upper bound.
             slot.store(summary, Ordering::Relaxed);
+            if summary == EXHAUSTED {
+                self.advance_exhausted();
+            }
         }
+    }
+
+    /// Where scans for free space may start: every locator before it is
+    /// exhausted for good.
+    #[inline]
+    pub(crate) fn first_with_space(&self) -> usize {
+        // Relaxed: a hint; the value only grows and is always valid.
+        self.exhausted.load(Ordering::Relaxed)
+    }
+
+    fn advance_exhausted(&self) {
+        // Relaxed throughout: each step is justified by a final summary,
+        // whichever thread wrote it.
+        let mut first = self.exhausted.load(Ordering::Relaxed);
+        while self
+            .summaries
+            .get(first)
+            .is_some_and(|slot| slot.load(Ordering::Relaxed) == EXHAUSTED)
+        {
+            match self.exhausted.compare_exchange(
+                first,
+                first + 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => first += 1,
+                Err(current) => first = current,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::locator::layout::LOCATOR_SIZE;
+
+    /// Two chained locators in heap pages that outlive the test.
+    fn chain_of_two() -> (LocatorRef, LocatorRef) {
+        let pages: &'static mut [u64] =
+            Box::leak(vec![0u64; 2 * LOCATOR_SIZE / 8].into_boxed_slice());
+        let first_address = pages.as_mut_ptr() as usize;
+        let second_address = first_address + LOCATOR_SIZE;
+        // SAFETY: two leaked, 8-aligned LOCATOR_SIZE regions used only here.
+        let (first, second) = unsafe {
+            (
+                LocatorRef::from_address(first_address).unwrap(),
+                LocatorRef::from_address(second_address).unwrap(),
+            )
+        };
+        // SAFETY: nobody else sees the pages.
+        unsafe {
+            first.initialise(first_address);
+            second.initialise(second_address);
+        }
+        first
+            .next_locator()
+            .store(second_address, Ordering::Release);
+        (first, second)
+    }
+
+    #[test]
+    fn the_chain_is_walked_and_its_end_found() {
+        let (first, second) = chain_of_two();
+        let index = LocatorIndex::new(first);
+        let mut seen = Vec::new();
+        index.visit(|position, locator| {
+            seen.push((position, locator));
+            ControlFlow::<()>::Continue(())
+        });
+        assert_eq!(seen, vec![(0, first), (1, second)]);
+        assert_eq!(index.last(), (1, second));
+        assert_eq!(
+            index.visit_from(1, |position, _| ControlFlow::Break(position)),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn summaries_skip_only_what_cannot_fit() {
+        let (first, _) = chain_of_two();
+        let index = LocatorIndex::new(first);
+        first.raw_item_count().store(3, Ordering::Release);
+        index.record(0, 3, 100);
+        assert!(index.may_fit(0, first, 100));
+        assert!(!index.may_fit(0, first, 101));
+        // A new item invalidates the bound.
+        first.raw_item_count().store(4, Ordering::Release);
+        assert!(index.may_fit(0, first, 101));
+        assert_eq!(index.first_with_space(), 0);
+        // A full locator with no free byte is skipped for good.
+        first
+            .raw_item_count()
+            .store(MAX_ITEMS as u8, Ordering::Release);
+        index.record(0, MAX_ITEMS, 0);
+        assert_eq!(index.first_with_space(), 1);
+        assert!(!index.may_fit(0, first, 1));
     }
 }

@@ -73,7 +73,7 @@ pub(crate) struct Locator {
 }
 
 /// Items a thread remembers having used, most recent first.
-const RECENT_ITEMS: usize = 4;
+const RECENT_ITEMS: usize = 8;
 
 #[derive(Clone, Copy)]
 struct RecentItems {
@@ -355,25 +355,27 @@ impl Locator {
     }
 
     fn take_any(&'static self, owner: &'static ProcessState, fit: &Fit) -> Option<LockedBuffer> {
-        let taken = self.index.visit(|index, locator| {
-            if !self.index.may_fit(index, locator, fit.size) {
-                return ControlFlow::Continue(());
-            }
-            let count = locator.item_count();
-            let mut max_free = 0;
-            for slot in 0..count {
-                let item = locator.item(slot);
-                let free = free_bytes(item);
-                max_free = max_free.max(free);
-                if free as usize >= fit.size
-                    && let Some(taken) = try_take(item, fit)
-                {
-                    return ControlFlow::Break(taken);
+        let taken = self
+            .index
+            .visit_from(self.index.first_with_space(), |index, locator| {
+                if !self.index.may_fit(index, locator, fit.size) {
+                    return ControlFlow::Continue(());
                 }
-            }
-            self.index.record(index, count, max_free);
-            ControlFlow::Continue(())
-        })?;
+                let count = locator.item_count();
+                let mut max_free = 0;
+                for slot in 0..count {
+                    let item = locator.item(slot);
+                    let free = free_bytes(item);
+                    max_free = max_free.max(free);
+                    if free as usize >= fit.size
+                        && let Some(taken) = try_take(item, fit)
+                    {
+                        return ControlFlow::Break(taken);
+                    }
+                }
+                self.index.record(index, count, max_free);
+                ControlFlow::Continue(())
+            })?;
         self.remember(taken.item);
         Some(self.locked(owner, taken))
     }
