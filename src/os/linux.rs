@@ -400,30 +400,41 @@ impl Directory {
         fault::check(FaultPoint::OpenRendezvous)?;
         let name = c_name(name)?;
         let parent_fd = parent.map_or(libc::AT_FDCWD, |parent| parent.fd.as_raw_fd());
-        // SAFETY: `name` is a valid NUL-terminated string; `parent_fd` is an
-        // open directory or `AT_FDCWD`.
+        let open = || {
+            // SAFETY: `name` is a valid NUL-terminated string and `parent_fd`
+            // an open directory or `AT_FDCWD`; `O_NOFOLLOW` refuses a
+            // symlink in place of the directory and `O_DIRECTORY` anything
+            // that is not one.
+            let fd = unsafe {
+                libc::openat(
+                    parent_fd,
+                    name.as_ptr(),
+                    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                )
+            };
+            if fd < 0 {
+                Err(last_errno())
+            } else {
+                // SAFETY: `openat` returned a new descriptor nothing else owns.
+                Ok(Directory {
+                    fd: unsafe { OwnedFd::from_raw_fd(fd) },
+                })
+            }
+        };
+        // The directory exists in every process but the first: open first,
+        // create only when it is missing.
+        match open() {
+            Err(libc::ENOENT) => {}
+            other => return other,
+        }
+        // SAFETY: as above.
         if unsafe { libc::mkdirat(parent_fd, name.as_ptr(), mode) } != 0 {
             let errno = last_errno();
             if errno != libc::EEXIST {
                 return Err(errno);
             }
         }
-        // SAFETY: as above; `O_NOFOLLOW` refuses a symlink in place of the
-        // directory and `O_DIRECTORY` anything that is not one.
-        let fd = unsafe {
-            libc::openat(
-                parent_fd,
-                name.as_ptr(),
-                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            return Err(last_errno());
-        }
-        // SAFETY: `openat` returned a new descriptor that nothing else owns.
-        Ok(Directory {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
+        open()
     }
 
     pub(crate) fn status(&self) -> Result<FileStatus, Errno> {
