@@ -21,8 +21,8 @@ const JUMP_REACH: usize = 0x7fff_0000;
 /// Buffers registered (besides the fitting one) for the crowded case.
 const REGISTERED: usize = 1_000;
 /// Distinct narrow requests cycled through to defeat the per-thread cache of
-/// the four most recently used buffers.
-const ROTATING: usize = 5;
+/// the eight most recently used buffers.
+const ROTATING: usize = 12;
 
 fn cas_pair(c: &mut Criterion) {
     let lock = AtomicU32::new(0);
@@ -130,7 +130,7 @@ fn summary() {
                 20.0,
             ),
             row(
-                "  same, thread cache missed (5 rotating)",
+                "  same, thread cache missed (12 rotating)",
                 "get_buffer_1000_registered_recent_miss",
                 20.0,
             ),

@@ -12,12 +12,51 @@
 //!   same; a full locator's count never changes, so its bound is final. A
 //!   request larger than the bound skips the locator without touching it.
 //!
+//! - for each item, whether its free bytes have fallen below a few fixed
+//!   thresholds (1, 16, 64, 256, 1024 bytes). Free space only shrinks, so
+//!   once below, always below: a scan for 100 bytes skips every item known
+//!   to have fewer than 64 free bytes with one bit test per 64 items.
+//!
 //! Other library copies in the process keep working on the shared pages
 //! unchanged; anything they add shows up as a longer chain or a new count.
 
 use super::layout::{LocatorRef, MAX_ITEMS};
+use std::alloc::{Layout, alloc_zeroed, handle_alloc_error};
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// Types for which all-zero bytes are a valid value.
+///
+/// # Safety
+///
+/// Implementors must be valid when every byte is zero.
+unsafe trait Zeroable {}
+
+// SAFETY: an atomic integer has the bit validity of its integer; 0 is valid.
+unsafe impl Zeroable for AtomicU64 {}
+// SAFETY: as above.
+unsafe impl Zeroable for AtomicUsize {}
+
+/// `len` zeroed values from `alloc_zeroed`, whose large blocks the kernel
+/// backs with zero pages on first touch: an index sized for thousands of
+/// locators costs memory only for the locators that exist.
+fn zeroed_slice<T: Zeroable>(len: usize) -> Box<[T]> {
+    let Ok(layout) = Layout::array::<T>(len) else {
+        // Only reachable with absurd constants; same outcome as `Vec`.
+        panic!("index too large");
+    };
+    if layout.size() == 0 {
+        return Vec::new().into_boxed_slice();
+    }
+    // SAFETY: the layout has a non-zero size.
+    let pointer = unsafe { alloc_zeroed(layout) }.cast::<T>();
+    if pointer.is_null() {
+        handle_alloc_error(layout);
+    }
+    // SAFETY: the block was allocated with the layout of `[T; len]`, which
+    // is what `Box<[T]>` frees it with, and zero bytes are a valid `T`.
+    unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(pointer, len)) }
+}
 
 /// Locators whose address and summary are cached; later ones are reached
 /// by following `next_locator` (832,000 buffers in, so rarely).
@@ -36,24 +75,55 @@ pub(crate) struct LocatorIndex {
     /// Leading locators that are full and whose items have no free byte
     /// left; final, since positions only grow. Scans start after them.
     exhausted: AtomicUsize,
+    /// For cached locator `i`, threshold `t` and word `w`, bit `b` of
+    /// `below[(i * THRESHOLDS.len() + t) * BITMAP_WORDS + w]` is set once
+    /// item `64 * w + b` was seen with fewer than `THRESHOLDS[t]` free
+    /// bytes. Zeroed memory the kernel maps lazily, so untouched locators
+    /// cost no memory.
+    below: Box<[AtomicU64]>,
 }
+
+/// Which bitmap a request of `size` bytes may skip by: the highest
+/// threshold not above the size.
+#[inline]
+pub(crate) fn skip_class(size: usize) -> usize {
+    THRESHOLDS
+        .iter()
+        .rposition(|&threshold| threshold as usize <= size)
+        .unwrap_or(0)
+}
+
+/// Free bytes an item skipped by `class` may still have (at most).
+#[inline]
+pub(crate) fn skipped_free_bound(class: usize) -> u32 {
+    THRESHOLDS[class] - 1
+}
+
+/// Free-byte thresholds of the per-item bitmaps, ascending.
+const THRESHOLDS: [u32; 5] = [1, 16, 64, 256, 1024];
+
+/// 64-bit words per bitmap: enough bits for every item of a locator.
+pub(crate) const BITMAP_WORDS: usize = MAX_ITEMS.div_ceil(64);
+
+/// Bitmap words per locator: one bitmap per threshold.
+const WORDS_PER_LOCATOR: usize = THRESHOLDS.len() * BITMAP_WORDS;
 
 /// The summary of a full locator none of whose items has a free byte.
 const EXHAUSTED: u64 = (MAX_ITEMS as u64 + 1) << 32;
 
 impl LocatorIndex {
     pub(crate) fn new(head: LocatorRef) -> LocatorIndex {
-        let chain: Box<[AtomicUsize]> =
-            (0..INDEXED_LOCATORS).map(|_| AtomicUsize::new(0)).collect();
+        let chain: Box<[AtomicUsize]> = zeroed_slice(INDEXED_LOCATORS);
         // Relaxed: the index is shared only after construction, through the
         // `OnceLock` that publishes the locator.
         chain[0].store(head.address(), Ordering::Relaxed);
         LocatorIndex {
             head,
             chain,
-            summaries: (0..INDEXED_LOCATORS).map(|_| AtomicU64::new(0)).collect(),
+            summaries: zeroed_slice(INDEXED_LOCATORS),
             known_last: AtomicUsize::new(0),
             exhausted: AtomicUsize::new(0),
+            below: zeroed_slice(INDEXED_LOCATORS * WORDS_PER_LOCATOR),
         }
     }
 
@@ -169,6 +239,38 @@ impl LocatorIndex {
         }
     }
 
+    /// Items of bitmap word `word` of locator `index` that cannot hold a
+    /// request of skip class `class` (see [`skip_class`]).
+    #[inline]
+    pub(crate) fn too_small(&self, index: usize, class: usize, word: usize) -> u64 {
+        let at = (index * THRESHOLDS.len() + class) * BITMAP_WORDS + word;
+        // Relaxed: each bit is a final fact about one item; see module docs.
+        self.below
+            .get(at)
+            .map_or(0, |bits| bits.load(Ordering::Relaxed))
+    }
+
+    /// Records that item `slot` of locator `index` had `free` free bytes.
+    #[inline]
+    pub(crate) fn note_free(&self, index: usize, slot: usize, free: u32) {
+        if index >= INDEXED_LOCATORS || free >= THRESHOLDS[THRESHOLDS.len() - 1] {
+            return;
+        }
+        let (word, bit) = (slot / 64, 1u64 << (slot % 64));
+        for (class, &threshold) in THRESHOLDS.iter().enumerate().rev() {
+            if free >= threshold {
+                break;
+            }
+            let bits = &self.below[(index * THRESHOLDS.len() + class) * BITMAP_WORDS + word];
+            // Relaxed: a final fact; the load avoids writing a shared line
+            // when the bit is already known.
+            if bits.load(Ordering::Relaxed) & bit != 0 {
+                break;
+            }
+            bits.fetch_or(bit, Ordering::Relaxed);
+        }
+    }
+
     /// Where scans for free space may start: every locator before it is
     /// exhausted for good.
     #[inline]
@@ -264,5 +366,29 @@ mod tests {
         index.record(0, MAX_ITEMS, 0);
         assert_eq!(index.first_with_space(), 1);
         assert!(!index.may_fit(0, first, 1));
+    }
+
+    #[test]
+    fn items_below_a_threshold_are_skipped_by_requests_above_it() {
+        let (first, _) = chain_of_two();
+        let index = LocatorIndex::new(first);
+        assert_eq!(
+            (
+                skip_class(1),
+                skip_class(15),
+                skip_class(16),
+                skip_class(100)
+            ),
+            (0, 0, 1, 2)
+        );
+        assert_eq!(skip_class(1 << 20), 4);
+        index.note_free(0, 70, 10);
+        index.note_free(0, 3, 0);
+        // 10 free bytes: too small for 16 and above, not for 1.
+        assert_eq!(index.too_small(0, skip_class(16), 1), 1 << 6);
+        assert_eq!(index.too_small(0, skip_class(1), 1), 0);
+        assert_eq!(index.too_small(0, skip_class(1), 0), 1 << 3);
+        assert_eq!(index.too_small(0, skip_class(2000), 0), 1 << 3);
+        assert_eq!(skipped_free_bound(skip_class(100)), 63);
     }
 }

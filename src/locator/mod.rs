@@ -355,25 +355,41 @@ impl Locator {
     }
 
     fn take_any(&'static self, owner: &'static ProcessState, fit: &Fit) -> Option<LockedBuffer> {
+        let class = index::skip_class(fit.size);
         let taken = self
             .index
-            .visit_from(self.index.first_with_space(), |index, locator| {
-                if !self.index.may_fit(index, locator, fit.size) {
+            .visit_from(self.index.first_with_space(), |position, locator| {
+                if !self.index.may_fit(position, locator, fit.size) {
                     return ControlFlow::Continue(());
                 }
                 let count = locator.item_count();
-                let mut max_free = 0;
-                for slot in 0..count {
-                    let item = locator.item(slot);
-                    let free = free_bytes(item);
-                    max_free = max_free.max(free);
-                    if free as usize >= fit.size
-                        && let Some(taken) = try_take(item, fit)
-                    {
-                        return ControlFlow::Break(taken);
+                // Items skipped by the bitmaps have fewer free bytes than this.
+                let mut max_free = index::skipped_free_bound(class);
+                for word in 0..index::BITMAP_WORDS {
+                    let first = word * 64;
+                    if first >= count {
+                        break;
+                    }
+                    let in_use = match count - first {
+                        64.. => u64::MAX,
+                        used => (1u64 << used) - 1,
+                    };
+                    let mut candidates = in_use & !self.index.too_small(position, class, word);
+                    while candidates != 0 {
+                        let slot = first + candidates.trailing_zeros() as usize;
+                        candidates &= candidates - 1;
+                        let item = locator.item(slot);
+                        let free = free_bytes(item);
+                        self.index.note_free(position, slot, free);
+                        max_free = max_free.max(free);
+                        if free as usize >= fit.size
+                            && let Some(taken) = try_take(item, fit)
+                        {
+                            return ControlFlow::Break(taken);
+                        }
                     }
                 }
-                self.index.record(index, count, max_free);
+                self.index.record(position, count, max_free);
                 ControlFlow::Continue(())
             })?;
         self.remember(taken.item);
