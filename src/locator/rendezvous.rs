@@ -220,6 +220,54 @@ enum Publish {
     Replace,
 }
 
+/// A locator file being prepared, not yet visible under the rendezvous name.
+enum Draft {
+    /// Created with `O_TMPFILE`: no name until published.
+    Unnamed(File),
+    /// Created under a unique temporary name (file systems without
+    /// `O_TMPFILE`, and replacing a stale file, which needs `rename`).
+    Named(String, File),
+}
+
+impl Draft {
+    fn file(&self) -> &File {
+        match self {
+            Draft::Unnamed(file) | Draft::Named(_, file) => file,
+        }
+    }
+
+    /// Removes the temporary name, if any.
+    fn discard(self, directory: &Directory) {
+        if let Draft::Named(temporary, _) = self {
+            let _ = directory.remove(&temporary);
+        }
+    }
+}
+
+/// Whether an `errno` from the unnamed-file path means "not available here"
+/// rather than a real failure.
+fn unnamed_unsupported(errno: os::Errno) -> bool {
+    matches!(
+        errno,
+        libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL | libc::ENOENT
+    )
+}
+
+fn create_named_draft(directory: &Directory, pid: u32) -> Result<Draft, os::Errno> {
+    /// Distinguishes temporary files of concurrent attempts in one process.
+    static ATTEMPT: AtomicU32 = AtomicU32::new(0);
+    loop {
+        // Relaxed: the counter only has to hand out distinct numbers.
+        let attempt = ATTEMPT.fetch_add(1, Ordering::Relaxed);
+        let temporary = format!("{FILE_PREFIX}{pid}.tmp{attempt}");
+        match directory.create_new(&temporary) {
+            Ok(file) => return Ok(Draft::Named(temporary, file)),
+            Err(libc::EEXIST) if attempt < 1 << 20 => continue,
+            Err(errno) => return Err(errno),
+        }
+    }
+}
+
 /// Creates, initialises and publishes a new locator file. Returns `None`
 /// when an exclusive publish lost to another instance.
 fn publish_new(
@@ -228,56 +276,69 @@ fn publish_new(
     pid: u32,
     publish: Publish,
 ) -> Result<Option<LocatorRef>, PrivateLocatorReason> {
-    /// Distinguishes temporary files of concurrent attempts in one process.
-    static ATTEMPT: AtomicU32 = AtomicU32::new(0);
     let unavailable = |errno| PrivateLocatorReason::FileUnavailable { errno };
-    let (temporary, file) = loop {
-        // Relaxed: the counter only has to hand out distinct numbers.
-        let attempt = ATTEMPT.fetch_add(1, Ordering::Relaxed);
-        let temporary = format!("{FILE_PREFIX}{pid}.tmp{attempt}");
-        match directory.create_new(&temporary) {
-            Ok(file) => break (temporary, file),
-            Err(libc::EEXIST) if attempt < 1 << 20 => continue,
-            Err(errno) => return Err(unavailable(errno)),
-        }
-    };
-    let mapped = os::resize_file(&file, file_len() as u64)
-        .and_then(|()| os::map_file_shared(&file, file_len()));
-    let mapping = match mapped {
-        Ok(mapping) => mapping,
-        Err(errno) => {
-            let _ = directory.remove(&temporary);
-            return Err(unavailable(errno));
-        }
-    };
-    // SAFETY: a fresh shared mapping of LOCATOR_SIZE bytes, page-aligned,
-    // that is kept for the life of the process once published.
-    let address = mapping.address();
-    // SAFETY: as above; the mapping is leaked once published.
-    let Some(locator) = (unsafe { LocatorRef::from_address(address) }) else {
-        return Err(unavailable(libc::EINVAL));
-    };
-    // SAFETY: the file is not published yet, so no one else can see it.
-    unsafe { locator.initialise(address) };
-    let published = match publish {
-        Publish::Exclusive => directory.link(&temporary, name).map(|()| {
-            let _ = directory.remove(&temporary);
-        }),
-        Publish::Replace => directory.rename(&temporary, name),
-    };
-    match published {
-        Ok(()) => {
-            mapping.leak();
-            Ok(Some(locator))
-        }
-        Err(errno) => {
-            // Nobody else learned this mapping's address: unmap it.
-            drop(mapping);
-            let _ = directory.remove(&temporary);
-            if errno == libc::EEXIST {
-                Ok(None)
-            } else {
-                Err(unavailable(errno))
+    // An unnamed file needs no temporary name and no unlink afterwards, but
+    // can only be linked to a free name, not renamed over a stale file.
+    let mut use_unnamed = publish == Publish::Exclusive;
+    loop {
+        let draft = if use_unnamed {
+            match directory.create_unnamed() {
+                Ok(file) => Draft::Unnamed(file),
+                Err(errno) if unnamed_unsupported(errno) => {
+                    use_unnamed = false;
+                    continue;
+                }
+                Err(errno) => return Err(unavailable(errno)),
+            }
+        } else {
+            create_named_draft(directory, pid).map_err(unavailable)?
+        };
+        let mapped = os::resize_file(draft.file(), file_len() as u64)
+            .and_then(|()| os::map_file_shared(draft.file(), file_len()));
+        let mapping = match mapped {
+            Ok(mapping) => mapping,
+            Err(errno) => {
+                draft.discard(directory);
+                return Err(unavailable(errno));
+            }
+        };
+        let address = mapping.address();
+        // SAFETY: a fresh shared mapping of at least LOCATOR_SIZE bytes,
+        // page-aligned, kept for the life of the process once published.
+        let Some(locator) = (unsafe { LocatorRef::from_address(address) }) else {
+            draft.discard(directory);
+            return Err(unavailable(libc::EINVAL));
+        };
+        // SAFETY: the file is not published yet, so no one else can see it.
+        unsafe { locator.initialise(address) };
+        let published = match (&draft, publish) {
+            (Draft::Unnamed(file), _) => directory.link_unnamed(file, name),
+            (Draft::Named(temporary, _), Publish::Exclusive) => directory.link(temporary, name),
+            (Draft::Named(temporary, _), Publish::Replace) => directory.rename(temporary, name),
+        };
+        let renamed = matches!((&draft, publish), (Draft::Named(..), Publish::Replace));
+        match published {
+            Ok(()) => {
+                if !renamed {
+                    draft.discard(directory);
+                }
+                mapping.leak();
+                return Ok(Some(locator));
+            }
+            Err(errno) => {
+                // Nobody else learned this mapping's address: unmap it.
+                drop(mapping);
+                let unnamed = matches!(draft, Draft::Unnamed(_));
+                draft.discard(directory);
+                if errno == libc::EEXIST {
+                    return Ok(None);
+                }
+                if unnamed && unnamed_unsupported(errno) {
+                    // No `/proc` to link through: use a temporary name.
+                    use_unnamed = false;
+                    continue;
+                }
+                return Err(unavailable(errno));
             }
         }
     }

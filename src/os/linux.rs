@@ -493,6 +493,38 @@ impl Directory {
         self.open_at(name, libc::O_CREAT | libc::O_EXCL)
     }
 
+    /// Creates an unnamed regular file in this directory (`O_TMPFILE`),
+    /// readable and writable by the owner only, to be named later with
+    /// [`Directory::link_unnamed`]. Fails with `EOPNOTSUPP`, `EISDIR` or
+    /// `EINVAL` where the kernel or file system lacks `O_TMPFILE`.
+    pub(crate) fn create_unnamed(&self) -> Result<File, Errno> {
+        self.open_at(".", libc::O_TMPFILE)
+    }
+
+    /// Names a file from [`Directory::create_unnamed`] `to`; fails with
+    /// `EEXIST` if `to` exists, so publishing this way is exclusive.
+    pub(crate) fn link_unnamed(&self, file: &File, to: &str) -> Result<(), Errno> {
+        let from = c_name(&format!("/proc/self/fd/{}", file.as_raw_fd()))?;
+        let to = c_name(to)?;
+        // SAFETY: NUL-terminated paths and a valid directory fd;
+        // `AT_SYMLINK_FOLLOW` resolves the `/proc` magic link to the open
+        // file itself, which needs no privilege.
+        let result = unsafe {
+            libc::linkat(
+                libc::AT_FDCWD,
+                from.as_ptr(),
+                self.fd.as_raw_fd(),
+                to.as_ptr(),
+                libc::AT_SYMLINK_FOLLOW,
+            )
+        };
+        if result == 0 {
+            Ok(())
+        } else {
+            Err(last_errno())
+        }
+    }
+
     /// Gives the file `from` the additional name `to`; fails with `EEXIST`
     /// if `to` exists, so publishing a file this way is exclusive.
     pub(crate) fn link(&self, from: &str, to: &str) -> Result<(), Errno> {
