@@ -155,9 +155,8 @@ impl Buffers {
             size: request.size,
             alignment,
         };
-        if let Some(buffer) = locator.take_recent(owner, &fit) {
-            return Ok(buffer);
-        }
+        // The fast path above already tried this thread's recent buffers
+        // (or there were none: the locator did not exist yet).
         locator.get_buffer(owner, &request, fit).map_err(fail)
     }
 
