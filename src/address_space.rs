@@ -155,6 +155,15 @@ mod tests {
     }
 
     #[test]
+    fn without_proc_placement_degrades_to_probing() {
+        let mut space = AddressSpace::new();
+        let _unreadable = fault::fail(&[FaultPoint::ReadMaps]);
+        let mapping = space.map_nearest(request(), 1).unwrap();
+        assert!(!space.loaded);
+        space.unmap(mapping, os::allocation_granularity());
+    }
+
+    #[test]
     fn mappings_are_recorded_and_forgotten() {
         let mut space = AddressSpace::new();
         let mapping = space.map_nearest(request(), 1).unwrap();
