@@ -1,1 +1,758 @@
 //! Fault-injection tests (see `os::fault`).
+//!
+//! Each test makes chosen system calls fail on its own thread and checks that
+//! the failure becomes an error value or the documented fallback, never a
+//! panic, and that nothing is left behind: no mapping at the address that
+//! was being claimed, no rendezvous file or temporary, no view of a file.
+//!
+//! Rendezvous tests never touch the real `/tmp/.reloaded`: each one works in
+//! a fresh base directory under `/tmp` with a made-up process id. Placement
+//! tests that need an exact address work far from anything the kernel or the
+//! other tests map (around 42 TiB), so parallel tests cannot disturb them.
+//!
+//! Global state (the process state and its locator) is created before any
+//! fault is switched on, so that a fault meant for one test cannot turn the
+//! whole test process's locator into a private one.
+
+#![allow(unsafe_code)]
+
+use crate::address_space::AddressSpace;
+use crate::error::ErrorKind;
+use crate::locator::layout::{LOCATOR_SIZE, LocatorRef};
+use crate::locator::rendezvous::{self, Rendezvous};
+use crate::locator::{Fit, Locator, LocatorKind, PrivateLocatorReason};
+use crate::maps::parse_maps_line;
+use crate::os::fault::{FaultPoint, fail};
+use crate::placement::{NearestCandidates, PlacementRequest};
+use crate::range_set::MappedRanges;
+use crate::settings::{BufferAllocatorSettings, BufferSearchSettings, highest_user_address};
+use crate::{Buffers, os, process};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+const PAGE: usize = 4096;
+
+/// Start of the quiet area used by tests that need exact addresses; each
+/// such test has its own 4 GiB slot above it.
+const QUIET_AREA: usize = 0x2a00_0000_0000;
+
+fn quiet_slot(slot: usize) -> usize {
+    QUIET_AREA + slot * 0x1_0000_0000
+}
+
+/// Creates the process state and its locator with no fault active.
+fn warm_up() {
+    let state = process::current();
+    state
+        .locator()
+        .expect("the test process must have a locator");
+}
+
+/// The mappings of the running process, as `(start, end, line)`.
+fn mappings() -> Vec<(usize, usize, String)> {
+    let text =
+        std::fs::read_to_string("/proc/self/maps").expect("/proc/self/maps must be readable");
+    text.lines()
+        .map(|line| {
+            let entry =
+                parse_maps_line(line.as_bytes()).expect("every line of /proc/self/maps must parse");
+            (entry.start, entry.end, line.to_owned())
+        })
+        .collect()
+}
+
+/// Mappings overlapping `[start, end)`.
+fn mapped_in(start: usize, end: usize) -> Vec<(usize, usize, String)> {
+    mappings()
+        .into_iter()
+        .filter(|&(s, e, _)| s < end && start < e)
+        .collect()
+}
+
+/// Number of mappings whose path contains `fragment`.
+fn mappings_naming(fragment: &str) -> usize {
+    mappings()
+        .iter()
+        .filter(|(_, _, line)| line.contains(fragment))
+        .count()
+}
+
+/// A private anonymous read/write mapping made with plain `mmap`, so that
+/// tests have an occupant the library did not create. Unmapped on drop.
+struct Occupant {
+    address: usize,
+    len: usize,
+}
+
+impl Occupant {
+    /// Maps `len` bytes at exactly `address`, filled with `pattern`.
+    fn at(address: usize, len: usize, pattern: u8) -> Occupant {
+        // SAFETY: `MAP_FIXED_NOREPLACE` cannot replace anything; the result
+        // is checked below.
+        let result = unsafe {
+            libc::mmap(
+                address as *mut libc::c_void,
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+                -1,
+                0,
+            )
+        };
+        assert_eq!(
+            result as usize, address,
+            "the quiet area must be free at {address:#x}"
+        );
+        // SAFETY: the mapping was just created for this value, is `len`
+        // bytes long and writable.
+        unsafe { std::ptr::write_bytes(address as *mut u8, pattern, len) };
+        Occupant { address, len }
+    }
+
+    /// Maps one page wherever the kernel likes.
+    fn anywhere(pattern: u8) -> Occupant {
+        // SAFETY: a null hint lets the kernel choose a free range.
+        let result = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                PAGE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(result, libc::MAP_FAILED);
+        let address = result as usize;
+        // SAFETY: as in `at`.
+        unsafe { std::ptr::write_bytes(address as *mut u8, pattern, PAGE) };
+        Occupant { address, len: PAGE }
+    }
+
+    fn holds(&self, pattern: u8) -> bool {
+        // SAFETY: the mapping lives as long as `self` and is readable.
+        let bytes = unsafe { std::slice::from_raw_parts(self.address as *const u8, self.len) };
+        bytes.iter().all(|&byte| byte == pattern)
+    }
+}
+
+impl Drop for Occupant {
+    fn drop(&mut self) {
+        // SAFETY: the range was mapped by this value alone.
+        unsafe { libc::munmap(self.address as *mut libc::c_void, self.len) };
+    }
+}
+
+fn placement(min: usize, max: usize, block_len: usize) -> PlacementRequest {
+    PlacementRequest {
+        min,
+        max,
+        block_len,
+        range_len: block_len,
+        granularity: os::allocation_granularity(),
+        lowest_address: os::lowest_mappable_address(),
+        highest_address: highest_user_address(),
+    }
+}
+
+#[test]
+fn refused_mmap_makes_private_allocation_fail_with_an_os_error() {
+    warm_up();
+    let settings = BufferAllocatorSettings::from_proximity(0x1000_0000, quiet_slot(0), 3 * PAGE);
+    let _failing = fail(&[FaultPoint::MapMemory]);
+    let error = Buffers::allocate_private_memory(&settings).expect_err("mmap is refused");
+    assert_eq!(
+        error.kind(),
+        ErrorKind::Os {
+            call: "mmap",
+            errno: libc::EIO
+        }
+    );
+    assert_eq!(
+        (error.min_address(), error.max_address(), error.size()),
+        (settings.min_address, settings.max_address, 3 * PAGE)
+    );
+    assert_eq!(error.errno(), Some(libc::EIO));
+}
+
+#[test]
+fn refused_mmap_makes_map_nearest_fail_and_leaves_the_candidate_unmapped() {
+    warm_up();
+    let target = quiet_slot(1);
+    let request = placement(target - 0x10_0000, target + 0x10_0000, 2 * PAGE);
+    let mut ranges = Vec::new();
+    for (start, end, _) in mappings() {
+        ranges.push((start, end));
+    }
+    let known = MappedRanges::from_ranges(ranges);
+    let candidate = NearestCandidates::new(&known, request)
+        .next()
+        .expect("the quiet area has room");
+    assert_eq!(
+        candidate, target,
+        "the first candidate is the target's own page"
+    );
+    assert!(mapped_in(candidate, candidate + request.block_len).is_empty());
+
+    let mut space = AddressSpace::new();
+    {
+        let _failing = fail(&[FaultPoint::MapMemory]);
+        let error = space.map_nearest(request, 3).expect_err("mmap is refused");
+        assert_eq!(
+            error,
+            ErrorKind::Os {
+                call: "mmap",
+                errno: libc::EIO
+            }
+        );
+    }
+    assert!(mapped_in(candidate, candidate + request.block_len).is_empty());
+    // The refusal did not poison the view: without the fault the same
+    // request lands on the same candidate.
+    let mapping = space.map_nearest(request, 3).expect("mmap works again");
+    assert_eq!(mapping.address(), candidate);
+    assert_eq!(mapped_in(candidate, candidate + request.block_len).len(), 1);
+    space.unmap(mapping, request.block_len);
+    assert!(mapped_in(candidate, candidate + request.block_len).is_empty());
+}
+
+#[test]
+fn refused_mmap_makes_a_new_shared_buffer_fail_with_an_os_error() {
+    warm_up();
+    // No buffer exists this far up, so the request must map new pages.
+    let target = quiet_slot(2);
+    let settings = BufferSearchSettings::from_proximity(0x100_0000, target, 64);
+    {
+        let _failing = fail(&[FaultPoint::MapMemory]);
+        let error = Buffers::get_buffer(&settings).expect_err("mmap is refused");
+        assert_eq!(
+            error.kind(),
+            ErrorKind::Os {
+                call: "mmap",
+                errno: libc::EIO
+            }
+        );
+    }
+    assert!(mapped_in(settings.min_address, settings.max_address + 1).is_empty());
+    // The failure left no lock held and no half-registered item: the same
+    // request now succeeds, and a second one finds the buffer again.
+    let mut buffer = Buffers::get_buffer(&settings).expect("mmap works again");
+    let written = buffer.append_bytes(&[0x5a; 8]).expect("the bytes fit");
+    assert!(written >= settings.min_address && written + 7 <= settings.max_address);
+    let base = buffer.base_address();
+    drop(buffer);
+    let again = Buffers::get_buffer(&settings).expect("the buffer is found again");
+    assert_eq!(again.base_address(), base);
+    assert_eq!(again.position(), 8);
+}
+
+#[test]
+fn unreadable_proc_maps_degrades_to_probing_next_to_an_occupied_target() {
+    warm_up();
+    let target = quiet_slot(3);
+    let occupant = Occupant::at(target, PAGE, 0xa5);
+    // Pivot = the occupant's page; with no map to read, placement must
+    // probe it, be refused with EEXIST, and take the nearest page below
+    // (ties go to the lower address).
+    let request = placement(target - 8 * PAGE, target + 9 * PAGE - 1, PAGE);
+    let mut space = AddressSpace::new();
+    let mapping = {
+        let _failing = fail(&[FaultPoint::ReadMaps]);
+        space
+            .map_nearest(request, 3)
+            .expect("probing finds a free page")
+    };
+    assert_eq!(
+        space.known_ranges(),
+        1,
+        "only what was learned by probing is known"
+    );
+    assert_eq!(mapping.address(), target - PAGE);
+    assert!(occupant.holds(0xa5), "the occupant was not replaced");
+    assert_eq!(mapped_in(target, target + PAGE).len(), 1);
+    space.unmap(mapping, PAGE);
+    assert!(mapped_in(target - PAGE, target).is_empty());
+    drop(occupant);
+}
+
+#[test]
+fn unreadable_proc_maps_still_allows_private_allocation_through_the_api() {
+    warm_up();
+    let target = refused_mmap_makes_private_allocation_fail_with_an_os_error as *const () as usize;
+    let settings = BufferAllocatorSettings::from_proximity(0x7fff_0000, target, PAGE);
+    let _failing = fail(&[FaultPoint::ReadMaps]);
+    let allocation =
+        Buffers::allocate_private_memory(&settings).expect("allocation works without /proc");
+    assert!(allocation.base_address() >= settings.min_address);
+    assert!(allocation.base_address() + PAGE - 1 <= settings.max_address);
+    // SAFETY: the allocation is PAGE writable bytes owned by this test.
+    unsafe { std::ptr::write_bytes(allocation.as_ptr(), 0x77, PAGE) };
+}
+
+#[test]
+fn a_fully_occupied_range_reports_no_space_and_leaves_the_occupant_intact() {
+    warm_up();
+    let start = quiet_slot(4);
+    let occupant = Occupant::at(start, 4 * PAGE, 0x3c);
+    let before = mapped_in(start, start + 4 * PAGE);
+    for failing_maps in [true, false] {
+        let mut space = AddressSpace::new();
+        let _failing = failing_maps.then(|| fail(&[FaultPoint::ReadMaps]));
+        let error = space
+            .map_nearest(placement(start, start + 4 * PAGE - 1, PAGE), 2)
+            .expect_err("every candidate is occupied");
+        assert_eq!(error, ErrorKind::NoSpaceInRange);
+    }
+    assert!(occupant.holds(0x3c));
+    assert_eq!(mapped_in(start, start + 4 * PAGE), before);
+}
+
+/// A fresh base directory under `/tmp` and a made-up process id for one
+/// rendezvous test; the directory tree is removed on drop.
+struct TempBase {
+    path: PathBuf,
+    pid: u32,
+}
+
+impl TempBase {
+    fn new() -> TempBase {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        // Relaxed: only distinct numbers are needed.
+        let serial = NEXT.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.subsec_nanos());
+        let path = PathBuf::from(format!(
+            "/tmp/memory-buffers-fault-tests-{}-{serial}-{nanos}",
+            std::process::id()
+        ));
+        // Above `i32::MAX`, so never a live process: stale-file cleanup
+        // treats files of other fake ids in the same directory as dead.
+        let pid = 3_000_000_000 + serial;
+        TempBase { path, pid }
+    }
+
+    fn base(&self) -> &str {
+        self.path.to_str().expect("the path is ASCII")
+    }
+
+    fn directory(&self) -> PathBuf {
+        self.path.join(".reloaded").join("memory.buffers")
+    }
+
+    fn file(&self) -> PathBuf {
+        self.directory().join(rendezvous::file_name(self.pid))
+    }
+
+    fn create_directories(&self) {
+        std::fs::create_dir_all(self.directory()).expect("the directories can be created");
+    }
+
+    fn entries(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.directory())
+            .map(|entries| {
+                entries
+                    .map(|entry| {
+                        entry
+                            .expect("readable entry")
+                            .file_name()
+                            .to_string_lossy()
+                            .into_owned()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    /// Mappings of any file below this base.
+    fn mappings(&self) -> usize {
+        mappings_naming(self.base())
+    }
+
+    fn find_or_create(&self) -> Result<Rendezvous, PrivateLocatorReason> {
+        rendezvous::find_or_create(self.base(), self.pid)
+    }
+
+    fn create(&self) -> LocatorRef {
+        match self.find_or_create() {
+            Ok(Rendezvous::Created(locator)) => locator,
+            other => panic!("expected a new locator, got {other:?}"),
+        }
+    }
+
+    /// The *this address* field as stored in the file.
+    fn stored_address(&self) -> usize {
+        let bytes = std::fs::read(self.file()).expect("the rendezvous file is readable");
+        assert_eq!(bytes.len(), LOCATOR_SIZE);
+        usize::from_le_bytes(
+            bytes[..size_of::<usize>()]
+                .try_into()
+                .expect("pointer-sized"),
+        )
+    }
+}
+
+impl Drop for TempBase {
+    fn drop(&mut self) {
+        // Best effort: a leftover directory under /tmp is harmless.
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+fn file_unavailable_eio() -> PrivateLocatorReason {
+    PrivateLocatorReason::FileUnavailable { errno: libc::EIO }
+}
+
+#[test]
+fn an_unopenable_rendezvous_directory_is_reported_and_nothing_is_created() {
+    let base = TempBase::new();
+    let result = {
+        let _failing = fail(&[FaultPoint::OpenRendezvous]);
+        base.find_or_create()
+    };
+    assert_eq!(
+        result,
+        Err(PrivateLocatorReason::DirectoryUnavailable { errno: libc::EIO })
+    );
+    assert!(!base.path.exists());
+    assert_eq!(base.mappings(), 0);
+}
+
+#[test]
+fn a_failing_ftruncate_reports_file_unavailable_and_leaves_no_file_or_mapping() {
+    let base = TempBase::new();
+    let result = {
+        let _failing = fail(&[FaultPoint::ResizeRendezvous]);
+        base.find_or_create()
+    };
+    assert_eq!(result, Err(file_unavailable_eio()));
+    assert!(
+        base.directory().is_dir(),
+        "the directories were created before the failure"
+    );
+    assert_eq!(
+        base.entries(),
+        Vec::<String>::new(),
+        "the temporary file was removed"
+    );
+    assert_eq!(base.mappings(), 0);
+}
+
+#[test]
+fn a_failing_rendezvous_mmap_reports_file_unavailable_and_leaves_no_file_or_mapping() {
+    let base = TempBase::new();
+    let result = {
+        let _failing = fail(&[FaultPoint::MapRendezvous]);
+        base.find_or_create()
+    };
+    assert_eq!(result, Err(file_unavailable_eio()));
+    assert_eq!(base.entries(), Vec::<String>::new());
+    assert_eq!(base.mappings(), 0);
+}
+
+#[test]
+fn a_failing_view_of_an_existing_rendezvous_is_reported_and_leaves_only_the_creators_mapping() {
+    let base = TempBase::new();
+    let created = base.create();
+    assert_eq!(base.mappings(), 1);
+    let result = {
+        let _failing = fail(&[FaultPoint::MapRendezvous]);
+        base.find_or_create()
+    };
+    assert_eq!(result, Err(file_unavailable_eio()));
+    assert_eq!(base.mappings(), 1);
+    assert_eq!(
+        base.stored_address(),
+        created.address(),
+        "the file was not replaced"
+    );
+}
+
+#[test]
+fn the_shared_locator_falls_back_to_a_private_one_that_works() {
+    warm_up();
+    let locator = {
+        let _failing = fail(&[FaultPoint::OpenRendezvous]);
+        Locator::open().expect("a private locator can always be mapped")
+    };
+    assert_eq!(
+        locator.kind(),
+        LocatorKind::Private(PrivateLocatorReason::DirectoryUnavailable { errno: libc::EIO })
+    );
+    // Buffers need a `'static` locator. Kept in a static rather than
+    // leaked, so that LeakSanitizer still sees it referenced.
+    static FALLBACK: std::sync::OnceLock<Locator> = std::sync::OnceLock::new();
+    let locator: &'static Locator = FALLBACK.get_or_init(|| locator);
+    let settings = BufferSearchSettings::from_proximity(0x100_0000, quiet_slot(5), 32);
+    let request = settings.validate().expect("valid settings");
+    let fit = Fit {
+        min: request.min,
+        max: request.max,
+        size: request.size,
+        alignment: 1,
+    };
+    let owner = process::current();
+    let mut buffer = locator
+        .get_buffer(owner, &request, fit)
+        .expect("the private locator hands out buffers");
+    let address = buffer.append_bytes(&[1, 2, 3, 4]).expect("the bytes fit");
+    assert!(address >= request.min && address + 3 <= request.max);
+    drop(buffer);
+    assert!(locator.contains_written(address, 4));
+    let again = locator
+        .get_buffer(owner, &request, fit)
+        .expect("the buffer is found again");
+    assert_eq!(again.next_address(), address + 4);
+}
+
+#[test]
+fn without_memory_for_a_private_locator_the_mmap_error_is_returned() {
+    warm_up();
+    let _failing = fail(&[FaultPoint::OpenRendezvous, FaultPoint::MapMemory]);
+    let error = Locator::open().err().expect("no locator can be made");
+    assert_eq!(
+        error,
+        ErrorKind::Os {
+            call: "mmap",
+            errno: libc::EIO
+        }
+    );
+}
+
+#[test]
+fn a_created_rendezvous_is_found_again_at_the_same_address() {
+    let base = TempBase::new();
+    let created = base.create();
+    assert_eq!(created.address() % LOCATOR_SIZE, 0);
+    assert_eq!(
+        created.this_address().load(Ordering::Relaxed),
+        created.address()
+    );
+    assert_eq!(created.item_count(), 0);
+    assert_eq!(created.lock().load(Ordering::Relaxed), 0);
+    assert_eq!(base.stored_address(), created.address());
+    assert_eq!(
+        base.entries(),
+        vec![rendezvous::file_name(base.pid)],
+        "no temporary is left"
+    );
+    assert_eq!(base.mappings(), 1);
+    for _ in 0..3 {
+        assert_eq!(base.find_or_create(), Ok(Rendezvous::Found(created)));
+    }
+    assert_eq!(
+        base.mappings(),
+        1,
+        "the views used to read the file were unmapped"
+    );
+}
+
+#[test]
+fn a_rendezvous_with_a_zeroed_address_is_taken_over() {
+    let base = TempBase::new();
+    let first = base.create();
+    first.this_address().store(0, Ordering::Relaxed);
+    let second = base.create();
+    assert_ne!(second, first);
+    assert_eq!(base.stored_address(), second.address());
+    assert_eq!(base.find_or_create(), Ok(Rendezvous::Found(second)));
+    assert_eq!(base.entries(), vec![rendezvous::file_name(base.pid)]);
+}
+
+#[test]
+fn a_rendezvous_pointing_at_another_mapping_is_taken_over() {
+    let base = TempBase::new();
+    let first = base.create();
+    // A live, page-aligned, writable mapping of this process, but not of
+    // the rendezvous file: using it as a locator would corrupt it.
+    let decoy = Occupant::anywhere(0xee);
+    first.this_address().store(decoy.address, Ordering::Relaxed);
+    let second = base.create();
+    assert_ne!(second.address(), decoy.address);
+    assert!(decoy.holds(0xee), "the decoy was not written");
+    assert_eq!(base.find_or_create(), Ok(Rendezvous::Found(second)));
+}
+
+#[test]
+fn a_rendezvous_pointing_at_another_processes_locator_is_taken_over() {
+    // Two rendezvous files, both live mappings in this process: the second
+    // file naming the first file's locator must not be trusted, because the
+    // address is not a mapping of the second file.
+    let one = TempBase::new();
+    let two = TempBase::new();
+    let first = one.create();
+    let second = two.create();
+    second
+        .this_address()
+        .store(first.address(), Ordering::Relaxed);
+    let replaced = two.create();
+    assert_ne!(replaced, first);
+    assert_ne!(replaced, second);
+    assert_eq!(one.find_or_create(), Ok(Rendezvous::Found(first)));
+    assert_eq!(two.find_or_create(), Ok(Rendezvous::Found(replaced)));
+}
+
+#[test]
+fn an_empty_or_short_rendezvous_file_is_taken_over() {
+    for length in [0, 24, LOCATOR_SIZE - 1] {
+        let base = TempBase::new();
+        base.create_directories();
+        std::fs::write(base.file(), vec![0x41u8; length]).expect("the file can be written");
+        let created = base.create();
+        assert_eq!(base.stored_address(), created.address());
+        assert_eq!(base.mappings(), 1);
+    }
+}
+
+#[test]
+fn a_planted_symlink_is_replaced_without_touching_its_target() {
+    let base = TempBase::new();
+    base.create_directories();
+    let victim = base.path.join("victim");
+    std::fs::write(&victim, b"precious").expect("the victim can be written");
+    std::os::unix::fs::symlink(&victim, base.file()).expect("the symlink can be planted");
+    let created = base.create();
+    assert_eq!(
+        std::fs::read(&victim).expect("the victim is readable"),
+        b"precious"
+    );
+    let metadata = std::fs::symlink_metadata(base.file()).expect("the rendezvous exists");
+    assert!(
+        metadata.file_type().is_file(),
+        "the symlink was replaced by a regular file"
+    );
+    assert_eq!(base.stored_address(), created.address());
+}
+
+#[test]
+fn a_world_writable_rendezvous_directory_is_not_trusted() {
+    use std::os::unix::fs::PermissionsExt;
+    let base = TempBase::new();
+    base.create_directories();
+    std::fs::set_permissions(base.directory(), std::fs::Permissions::from_mode(0o777))
+        .expect("the mode can be changed");
+    assert_eq!(
+        base.find_or_create(),
+        Err(PrivateLocatorReason::DirectoryNotTrusted)
+    );
+    assert_eq!(base.entries(), Vec::<String>::new());
+    // With the sticky bit others can no longer remove our file: trusted.
+    std::fs::set_permissions(base.directory(), std::fs::Permissions::from_mode(0o1777))
+        .expect("the mode can be changed");
+    base.create();
+}
+
+/// Changes the owner of `path` (not following symlinks).
+fn change_owner(path: &Path, user: u32) {
+    let name = std::ffi::CString::new(path.to_str().expect("ASCII path")).expect("no NUL");
+    // SAFETY: `name` is a valid NUL-terminated path; `lchown` has no other
+    // preconditions.
+    let result = unsafe { libc::lchown(name.as_ptr(), user, user) };
+    assert_eq!(
+        result,
+        0,
+        "lchown failed: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+#[test]
+#[ignore = "needs root to give a file to another user; .ci/sanitizers runs it"]
+fn files_and_directories_of_another_user_are_not_trusted() {
+    const STRANGER: u32 = 54_321;
+    let base = TempBase::new();
+    base.create_directories();
+    std::fs::write(base.file(), [0u8; LOCATOR_SIZE]).expect("the file can be written");
+    change_owner(&base.file(), STRANGER);
+    assert_eq!(
+        base.find_or_create(),
+        Err(PrivateLocatorReason::FileNotTrusted)
+    );
+    assert_eq!(base.mappings(), 0);
+    // Someone else's symlink is not ours to replace either.
+    std::fs::remove_file(base.file()).expect("the file can be removed");
+    std::os::unix::fs::symlink("/nonexistent", base.file()).expect("the symlink can be planted");
+    change_owner(&base.file(), STRANGER);
+    assert_eq!(
+        base.find_or_create(),
+        Err(PrivateLocatorReason::FileNotTrusted)
+    );
+    std::fs::remove_file(base.file()).expect("the symlink can be removed");
+    change_owner(&base.directory(), STRANGER);
+    assert_eq!(
+        base.find_or_create(),
+        Err(PrivateLocatorReason::DirectoryNotTrusted)
+    );
+}
+
+/// Runs `find_or_create` on `threads` threads released together and
+/// returns every outcome.
+fn race_find_or_create(
+    base: &TempBase,
+    threads: usize,
+) -> Vec<Result<Rendezvous, PrivateLocatorReason>> {
+    let barrier = std::sync::Barrier::new(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    barrier.wait();
+                    base.find_or_create()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| handle.join().expect("no panic"))
+            .collect()
+    })
+}
+
+fn locator_of(outcome: &Result<Rendezvous, PrivateLocatorReason>) -> LocatorRef {
+    match outcome {
+        Ok(Rendezvous::Found(locator) | Rendezvous::Created(locator)) => *locator,
+        Err(reason) => panic!("no shared locator: {reason:?}"),
+    }
+}
+
+#[test]
+fn instances_starting_together_share_one_new_locator() {
+    for _ in 0..20 {
+        let base = TempBase::new();
+        let outcomes = race_find_or_create(&base, 4);
+        let created = outcomes
+            .iter()
+            .filter(|outcome| matches!(outcome, Ok(Rendezvous::Created(_))))
+            .count();
+        assert_eq!(created, 1, "exactly one instance creates: {outcomes:?}");
+        let first = locator_of(&outcomes[0]);
+        assert!(
+            outcomes.iter().all(|outcome| locator_of(outcome) == first),
+            "{outcomes:?}"
+        );
+        assert_eq!(base.stored_address(), first.address());
+        assert_eq!(base.entries(), vec![rendezvous::file_name(base.pid)]);
+    }
+}
+
+/// Known bug (reported with issue 7): `find_or_create` takes over a stale
+/// file with `rename()`, which is not conditional, so two instances that
+/// both judged the file stale each publish and each return `Created` with
+/// its own locator: the process ends up with two registries. Ignored until
+/// the takeover is serialised; run it with `--ignored` to reproduce.
+#[test]
+#[ignore = "known bug: concurrent takeover of a stale rendezvous file yields two locators"]
+fn instances_taking_over_a_stale_file_together_share_one_locator() {
+    for _ in 0..20 {
+        let base = TempBase::new();
+        base.create().this_address().store(0, Ordering::Relaxed);
+        let outcomes = race_find_or_create(&base, 4);
+        let first = locator_of(&outcomes[0]);
+        assert!(
+            outcomes.iter().all(|outcome| locator_of(outcome) == first),
+            "instances ended up with different locators: {outcomes:?}"
+        );
+    }
+}

@@ -1,1 +1,237 @@
 //! Pure internals exposed to fuzz targets (feature `internals`); not a stable API.
+//!
+//! The maps parser, the placement arithmetic and the request validation are
+//! plain functions over plain data, which makes them good fuzzing targets,
+//! but they are `pub(crate)` so that the public API stays small. This module
+//! offers thin `pub` copies of their types and forwarding functions for the
+//! fuzz targets in `fuzz/`. Nothing here is covered by semver.
+
+use crate::error::{Error, InvalidRequest};
+use crate::settings::{BufferAllocatorSettings, BufferSearchSettings};
+use crate::{address, maps, placement, range_set};
+use std::io;
+use std::ops::ControlFlow;
+
+/// One line of `/proc/self/maps`, without the path (see `maps::MapsEntry`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapsEntry {
+    /// First address of the mapping.
+    pub start: usize,
+    /// One past the last address of the mapping.
+    pub end: usize,
+    /// Offset into the mapped file.
+    pub offset: u64,
+    /// Major number of the file's device.
+    pub dev_major: u32,
+    /// Minor number of the file's device.
+    pub dev_minor: u32,
+    /// The file's inode, 0 for anonymous memory.
+    pub inode: u64,
+}
+
+impl From<&maps::MapsEntry> for MapsEntry {
+    fn from(entry: &maps::MapsEntry) -> Self {
+        MapsEntry {
+            start: entry.start,
+            end: entry.end,
+            offset: entry.offset,
+            dev_major: entry.dev_major,
+            dev_minor: entry.dev_minor,
+            inode: entry.inode,
+        }
+    }
+}
+
+/// Parses one maps line (without its newline); `None` if malformed.
+pub fn parse_maps_line(line: &[u8]) -> Option<MapsEntry> {
+    maps::parse_maps_line(line).as_ref().map(MapsEntry::from)
+}
+
+/// Reads maps text through `read` and visits every well-formed line; see
+/// `maps::for_each_entry`.
+///
+/// # Errors
+///
+/// The first error `read` returns other than `Interrupted`.
+pub fn for_each_entry(
+    read: impl FnMut(&mut [u8]) -> io::Result<usize>,
+    buffer: &mut Vec<u8>,
+    mut visit: impl FnMut(&MapsEntry) -> ControlFlow<()>,
+) -> io::Result<()> {
+    maps::for_each_entry(read, buffer, |entry| visit(&MapsEntry::from(entry)))
+}
+
+/// Disjoint address ranges believed mapped (see `range_set::MappedRanges`).
+#[derive(Clone, Debug, Default)]
+pub struct MappedRanges(range_set::MappedRanges);
+
+impl MappedRanges {
+    /// Builds the set from half-open ranges in any order; empty or reversed
+    /// ranges are dropped and overlapping ones merged.
+    pub fn from_ranges(ranges: impl IntoIterator<Item = (usize, usize)>) -> Self {
+        MappedRanges(range_set::MappedRanges::from_ranges(ranges))
+    }
+
+    /// Marks `[start, end)` as mapped.
+    pub fn insert(&mut self, start: usize, end: usize) {
+        self.0.insert(start, end);
+    }
+
+    /// Marks `[start, end)` as free.
+    pub fn remove(&mut self, start: usize, end: usize) {
+        self.0.remove(start, end);
+    }
+
+    /// Whether `[start, end)` overlaps nothing in the set.
+    pub fn is_free(&self, start: usize, end: usize) -> bool {
+        self.0.last_overlapping(start, end).is_none()
+    }
+
+    /// Number of disjoint ranges.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.len() == 0
+    }
+}
+
+/// What a new mapping must satisfy (see `placement::PlacementRequest`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlacementRequest {
+    /// Lowest address the leading `range_len` bytes may use.
+    pub min: usize,
+    /// Highest address (inclusive) the leading `range_len` bytes may use.
+    pub max: usize,
+    /// Bytes to map: a non-zero multiple of `granularity`.
+    pub block_len: usize,
+    /// Leading bytes that must lie inside `[min, max]`: `1 ..= block_len`.
+    pub range_len: usize,
+    /// Alignment of every candidate: a power of two.
+    pub granularity: usize,
+    /// Lowest mappable address.
+    pub lowest_address: usize,
+    /// Highest user-space address (inclusive): below `usize::MAX`.
+    pub highest_address: usize,
+}
+
+impl PlacementRequest {
+    /// The request as the crate sees it, if it meets the documented
+    /// preconditions of `NearestCandidates::new` (which the crate's callers
+    /// always meet: they build requests from validated settings).
+    fn checked(&self) -> Option<placement::PlacementRequest> {
+        let valid = self.granularity.is_power_of_two()
+            && self.block_len > 0
+            && self.block_len & (self.granularity - 1) == 0
+            && (1..=self.block_len).contains(&self.range_len)
+            && self.min <= self.max
+            && self.highest_address < usize::MAX;
+        valid.then_some(placement::PlacementRequest {
+            min: self.min,
+            max: self.max,
+            block_len: self.block_len,
+            range_len: self.range_len,
+            granularity: self.granularity,
+            lowest_address: self.lowest_address,
+            highest_address: self.highest_address,
+        })
+    }
+
+    /// The granule candidates are ordered around, if the request is valid.
+    pub fn pivot(&self) -> Option<usize> {
+        self.checked().map(|request| request.pivot())
+    }
+}
+
+/// Candidate start addresses for `request` around `mapped`, nearest to the
+/// pivot first; `None` if the request breaks its preconditions.
+pub fn nearest_candidates<'a>(
+    mapped: &'a MappedRanges,
+    request: &PlacementRequest,
+) -> Option<impl Iterator<Item = usize> + 'a> {
+    Some(placement::NearestCandidates::new(
+        &mapped.0,
+        request.checked()?,
+    ))
+}
+
+/// A request whose range and size have been checked (see
+/// `address::ValidRequest`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ValidRequest {
+    /// Lowest address.
+    pub min: usize,
+    /// Highest address (inclusive), clamped to user space.
+    pub max: usize,
+    /// Requested size.
+    pub size: usize,
+    /// Size rounded up to the granularity.
+    pub rounded_size: usize,
+}
+
+impl From<address::ValidRequest> for ValidRequest {
+    fn from(request: address::ValidRequest) -> Self {
+        ValidRequest {
+            min: request.min,
+            max: request.max,
+            size: request.size,
+            rounded_size: request.rounded_size,
+        }
+    }
+}
+
+/// Checks a `[min, max]` / `size` request (see `address::validate_request`).
+///
+/// # Errors
+///
+/// Why the request is invalid.
+pub fn validate_request(
+    min: usize,
+    max: usize,
+    size: usize,
+    granularity: usize,
+    highest_user_address: usize,
+) -> Result<ValidRequest, InvalidRequest> {
+    address::validate_request(min, max, size, granularity, highest_user_address)
+        .map(ValidRequest::from)
+}
+
+/// Checks an alignment against the granularity.
+///
+/// # Errors
+///
+/// Why the alignment is invalid.
+pub fn validate_alignment(alignment: usize, granularity: usize) -> Result<(), InvalidRequest> {
+    address::validate_alignment(alignment, granularity)
+}
+
+/// `[target - proximity, target + proximity]`, saturating.
+pub fn proximity_range(
+    proximity: usize,
+    target: usize,
+    highest_user_address: usize,
+) -> (usize, usize) {
+    address::proximity_range(proximity, target, highest_user_address)
+}
+
+/// Validates allocator settings as `Buffers::allocate_private_memory` does.
+///
+/// # Errors
+///
+/// The error the allocation would return before any system call.
+pub fn validate_allocator_settings(
+    settings: &BufferAllocatorSettings,
+) -> Result<ValidRequest, Error> {
+    settings.validate().map(ValidRequest::from)
+}
+
+/// Validates search settings as `Buffers::get_buffer` does.
+///
+/// # Errors
+///
+/// The error the request would return before any system call.
+pub fn validate_search_settings(settings: &BufferSearchSettings) -> Result<ValidRequest, Error> {
+    settings.validate().map(ValidRequest::from)
+}
