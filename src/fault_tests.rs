@@ -737,13 +737,11 @@ fn instances_starting_together_share_one_new_locator() {
     }
 }
 
-/// Known bug (reported with issue 7): `find_or_create` takes over a stale
-/// file with `rename()`, which is not conditional, so two instances that
-/// both judged the file stale each publish and each return `Created` with
-/// its own locator: the process ends up with two registries. Ignored until
-/// the takeover is serialised; run it with `--ignored` to reproduce.
+/// Taking over a stale file replaces it with `rename()`, which is not
+/// conditional: without turns (a `flock` on the directory), two instances
+/// that both judged the file stale would each publish their own locator and
+/// the process would end up with two registries.
 #[test]
-#[ignore = "known bug: concurrent takeover of a stale rendezvous file yields two locators"]
 fn instances_taking_over_a_stale_file_together_share_one_locator() {
     for _ in 0..20 {
         let base = TempBase::new();

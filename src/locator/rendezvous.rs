@@ -46,6 +46,10 @@ fn file_len() -> usize {
     LOCATOR_SIZE.max(os::allocation_granularity())
 }
 
+/// How long a takeover waits for another instance's takeover to finish. A
+/// lock held longer (by another user, say) is ignored rather than waited on.
+const TAKEOVER_PATIENCE: Duration = Duration::from_millis(250);
+
 /// The rendezvous file name for a process.
 pub(crate) fn file_name(pid: u32) -> String {
     format!("{FILE_PREFIX}{pid}")
@@ -86,7 +90,16 @@ pub(crate) fn find_or_create(base: &str, pid: u32) -> Result<Rendezvous, Private
                 // Another instance published first: inspect theirs.
             }
             Existing::Stale => {
-                if let Some(locator) = publish_new(&directory, &name, pid, Publish::Replace)? {
+                // Replacing is not exclusive the way `link` is: two instances
+                // that both judged the file stale would each rename their own
+                // over it. Take turns, and look again once it is our turn.
+                let _turn = directory.lock_exclusive(TAKEOVER_PATIENCE);
+                let publish = match inspect_existing(&directory, &name, user)? {
+                    Existing::Valid(locator) => return Ok(Rendezvous::Found(locator)),
+                    Existing::Missing => Publish::Exclusive,
+                    Existing::Stale => Publish::Replace,
+                };
+                if let Some(locator) = publish_new(&directory, &name, pid, publish)? {
                     remove_stale_files(&directory, pid, user);
                     return Ok(Rendezvous::Created(locator));
                 }

@@ -19,6 +19,7 @@ use std::ops::ControlFlow;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 /// An `errno` value.
 pub(crate) type Errno = i32;
@@ -493,6 +494,25 @@ impl Directory {
         self.open_at(name, libc::O_CREAT | libc::O_EXCL)
     }
 
+    /// Takes an exclusive `flock` on this directory, waiting at most
+    /// `patience`. Returns `None` if the lock is not had by then (another
+    /// user may hold it forever: callers go on without it) or if the
+    /// file system does not support it.
+    pub(crate) fn lock_exclusive(&self, patience: Duration) -> Option<DirectoryLock<'_>> {
+        let deadline = Instant::now() + patience;
+        loop {
+            // SAFETY: `flock` on a directory descriptor we own.
+            if unsafe { libc::flock(self.fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return Some(DirectoryLock { directory: self });
+            }
+            let errno = last_errno();
+            if errno != libc::EWOULDBLOCK && errno != libc::EINTR || Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// Creates an unnamed regular file in this directory (`O_TMPFILE`),
     /// readable and writable by the owner only, to be named later with
     /// [`Directory::link_unnamed`]. Fails with `EOPNOTSUPP`, `EISDIR` or
@@ -599,6 +619,19 @@ impl Directory {
         // SAFETY: `stream` is valid and closed exactly once.
         unsafe { libc::closedir(stream) };
         Ok(names)
+    }
+}
+
+/// An exclusive `flock` on a [`Directory`], released on drop.
+pub(crate) struct DirectoryLock<'a> {
+    directory: &'a Directory,
+}
+
+impl Drop for DirectoryLock<'_> {
+    fn drop(&mut self) {
+        // SAFETY: unlocking a descriptor we own; failure leaves the lock to
+        // be released when the descriptor closes, moments later.
+        unsafe { libc::flock(self.directory.fd.as_raw_fd(), libc::LOCK_UN) };
     }
 }
 
