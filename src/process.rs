@@ -28,7 +28,7 @@ pub(crate) struct ProcessState {
 }
 
 /// The state of the current process; null until first use. Only ever holds
-/// pointers from `Box::leak`, which are never freed.
+/// pointers from `Box::into_raw` that are never freed once published.
 static CURRENT: AtomicPtr<ProcessState> = AtomicPtr::new(std::ptr::null_mut());
 
 impl ProcessState {
@@ -94,7 +94,7 @@ pub(crate) fn current() -> &'static ProcessState {
     // seen initialised.
     let pointer = CURRENT.load(Ordering::Acquire);
     if !pointer.is_null() {
-        // SAFETY: non-null values of `CURRENT` come from `Box::leak` and are
+        // SAFETY: non-null values of `CURRENT` come from `Box::into_raw` and are
         // never freed, so the reference is valid for `'static`.
         let state = unsafe { &*pointer };
         if !state.is_stale() {
@@ -106,17 +106,20 @@ pub(crate) fn current() -> &'static ProcessState {
 
 #[cold]
 fn replace_state(seen: *mut ProcessState) -> &'static ProcessState {
-    let fresh: &'static mut ProcessState = Box::leak(Box::new(ProcessState::new()));
-    let fresh_pointer: *mut ProcessState = fresh;
+    let fresh_pointer = Box::into_raw(Box::new(ProcessState::new()));
     // AcqRel: Release publishes the new state's fields to later Acquire
     // loads; Acquire makes a competing winner's fields visible to us.
     match CURRENT.compare_exchange(seen, fresh_pointer, Ordering::AcqRel, Ordering::Acquire) {
-        Ok(_) => fresh,
+        // SAFETY: published just now and never freed from here on.
+        Ok(_) => unsafe { &*fresh_pointer },
         Err(winner) => {
-            // Another thread installed a state first. Ours was never
-            // shared; it holds only a marker page, so leaking it costs one
-            // page once per lost race, which happens at most once per thread
-            // per process lifetime. Use the winner unless it is stale too.
+            // Another thread installed a state first. Ours was never shared,
+            // so it is freed here; only its fork-marker page stays mapped
+            // (one page per lost race, at most once per thread and fork).
+            // SAFETY: `fresh_pointer` came from `Box::into_raw` above and was
+            // never published, so this is its only owner.
+            drop(unsafe { Box::from_raw(fresh_pointer) });
+            // Use the winner unless it is stale too.
             // SAFETY: see `current`.
             let winner_state = unsafe { &*winner };
             if winner_state.is_stale() {
