@@ -32,6 +32,15 @@ pub(crate) fn is_unsupported(_errno: Errno) -> bool {
     false
 }
 
+/// `Ok` for a system call that returned 0, the `errno` otherwise.
+fn zero_or_errno(result: libc::c_int) -> Result<(), Errno> {
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(last_errno())
+    }
+}
+
 fn last_errno() -> Errno {
     io::Error::last_os_error()
         .raw_os_error()
@@ -529,7 +538,7 @@ impl Directory {
         // SAFETY: NUL-terminated paths and a valid directory fd;
         // `AT_SYMLINK_FOLLOW` resolves the `/proc` magic link to the open
         // file itself, which needs no privilege.
-        let result = unsafe {
+        zero_or_errno(unsafe {
             libc::linkat(
                 libc::AT_FDCWD,
                 from.as_ptr(),
@@ -537,12 +546,7 @@ impl Directory {
                 to.as_ptr(),
                 libc::AT_SYMLINK_FOLLOW,
             )
-        };
-        if result == 0 {
-            Ok(())
-        } else {
-            Err(last_errno())
-        }
+        })
     }
 
     /// Gives the file `from` the additional name `to`; fails with `EEXIST`
@@ -552,11 +556,7 @@ impl Directory {
         let fd = self.fd.as_raw_fd();
         // SAFETY: valid directory fd and NUL-terminated names; flags 0 does
         // not follow a symlink at `from`.
-        if unsafe { libc::linkat(fd, from.as_ptr(), fd, to.as_ptr(), 0) } == 0 {
-            Ok(())
-        } else {
-            Err(last_errno())
-        }
+        zero_or_errno(unsafe { libc::linkat(fd, from.as_ptr(), fd, to.as_ptr(), 0) })
     }
 
     /// Renames `from` to `to`, replacing `to` atomically.
@@ -564,22 +564,14 @@ impl Directory {
         let (from, to) = (c_name(from)?, c_name(to)?);
         let fd = self.fd.as_raw_fd();
         // SAFETY: valid directory fd and NUL-terminated names.
-        if unsafe { libc::renameat(fd, from.as_ptr(), fd, to.as_ptr()) } == 0 {
-            Ok(())
-        } else {
-            Err(last_errno())
-        }
+        zero_or_errno(unsafe { libc::renameat(fd, from.as_ptr(), fd, to.as_ptr()) })
     }
 
     /// Removes the entry `name` (not a directory).
     pub(crate) fn remove(&self, name: &str) -> Result<(), Errno> {
         let name = c_name(name)?;
         // SAFETY: valid directory fd and NUL-terminated name.
-        if unsafe { libc::unlinkat(self.fd.as_raw_fd(), name.as_ptr(), 0) } == 0 {
-            Ok(())
-        } else {
-            Err(last_errno())
-        }
+        zero_or_errno(unsafe { libc::unlinkat(self.fd.as_raw_fd(), name.as_ptr(), 0) })
     }
 
     /// Names of the entries, without `.` and `..`.
