@@ -79,32 +79,26 @@ pub(crate) fn find_or_create(base: &str, pid: u32) -> Result<Rendezvous, Private
     let directory = open_directories(base)?;
     let name = file_name(pid);
     let user = os::effective_user_id();
+    // Held from the first stale sighting to the end of the call.
+    let mut turn = None;
     for _ in 0..8 {
-        match inspect_existing(&directory, &name, user)? {
+        let publish = match inspect_existing(&directory, &name, user)? {
             Existing::Valid(locator) => return Ok(Rendezvous::Found(locator)),
-            Existing::Missing => {
-                if let Some(locator) = publish_new(&directory, &name, pid, Publish::Exclusive)? {
-                    remove_stale_files(&directory, pid, user);
-                    return Ok(Rendezvous::Created(locator));
-                }
-                // Another instance published first: inspect theirs.
-            }
-            Existing::Stale => {
+            Existing::Missing => Publish::Exclusive,
+            Existing::Stale if turn.is_none() => {
                 // Replacing is not exclusive the way `link` is: two instances
                 // that both judged the file stale would each rename their own
                 // over it. Take turns, and look again once it is our turn.
-                let _turn = directory.lock_exclusive(TAKEOVER_PATIENCE);
-                let publish = match inspect_existing(&directory, &name, user)? {
-                    Existing::Valid(locator) => return Ok(Rendezvous::Found(locator)),
-                    Existing::Missing => Publish::Exclusive,
-                    Existing::Stale => Publish::Replace,
-                };
-                if let Some(locator) = publish_new(&directory, &name, pid, publish)? {
-                    remove_stale_files(&directory, pid, user);
-                    return Ok(Rendezvous::Created(locator));
-                }
+                turn = Some(directory.lock_exclusive(TAKEOVER_PATIENCE));
+                continue;
             }
+            Existing::Stale => Publish::Replace,
+        };
+        if let Some(locator) = publish_new(&directory, &name, pid, publish)? {
+            remove_stale_files(&directory, pid, user);
+            return Ok(Rendezvous::Created(locator));
         }
+        // Another instance published first: look at theirs.
     }
     Err(PrivateLocatorReason::FileContended)
 }
