@@ -135,6 +135,9 @@ fn the_hole_next_to_the_target_is_taken_first() {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let page = allocation_granularity();
+    // Make the library read the address map now, so that no first read can
+    // fall between the two calls below and see the region without its hole.
+    drop(Buffers::allocate_private_memory(&BufferAllocatorSettings::default()).unwrap());
     // Map 64 pages somewhere, then punch a one-page hole in the middle.
     // SAFETY: a fresh anonymous mapping at a kernel-chosen address.
     let region = unsafe {
