@@ -8,8 +8,15 @@ use memory_buffers::{
 use std::sync::Mutex;
 
 /// Tests that read `/proc/self/maps` or punch holes must not see other tests'
-/// mappings come and go, so they run one at a time.
+/// mappings come and go (another test near the same target would take a page
+/// the moment it is freed), so every test in this file runs alone.
 static MAPPING_SENSITIVE: Mutex<()> = Mutex::new(());
+
+fn alone() -> std::sync::MutexGuard<'static, ()> {
+    MAPPING_SENSITIVE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 const GIB: usize = 1 << 30;
 
@@ -31,6 +38,7 @@ fn is_mapped(start: usize, end: usize) -> bool {
 
 #[test]
 fn allocates_inside_the_first_two_gib() {
+    let _alone = alone();
     let settings = BufferAllocatorSettings {
         min_address: 0,
         max_address: 0x7fff_ffff,
@@ -44,6 +52,7 @@ fn allocates_inside_the_first_two_gib() {
 
 #[test]
 fn allocates_within_one_gib_of_a_function() {
+    let _alone = alone();
     let target = a_function_of_this_binary();
     let settings = BufferAllocatorSettings::from_proximity(GIB, target, 4096);
     let allocation = Buffers::allocate_private_memory(&settings).unwrap();
@@ -63,6 +72,7 @@ fn allocates_within_one_gib_of_a_function() {
 
 #[test]
 fn allocates_near_the_top_of_user_space() {
+    let _alone = alone();
     let top = highest_user_address();
     let settings = BufferAllocatorSettings {
         min_address: top - GIB,
@@ -78,9 +88,7 @@ fn allocates_near_the_top_of_user_space() {
 
 #[test]
 fn two_hundred_allocations_near_one_target_are_distinct_and_in_range() {
-    let _serial = MAPPING_SENSITIVE
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _alone = alone();
     let target = a_function_of_this_binary();
     let settings = BufferAllocatorSettings::from_proximity(GIB, target, 100);
     let allocations: Vec<_> = (0..200)
@@ -114,9 +122,7 @@ fn two_hundred_allocations_near_one_target_are_distinct_and_in_range() {
 
 #[test]
 fn a_dropped_allocation_is_gone_from_the_address_space() {
-    let _serial = MAPPING_SENSITIVE
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _alone = alone();
     let settings =
         BufferAllocatorSettings::from_proximity(GIB, a_function_of_this_binary(), 3 * 4096);
     let allocation = Buffers::allocate_private_memory(&settings).unwrap();
@@ -131,9 +137,7 @@ fn a_dropped_allocation_is_gone_from_the_address_space() {
 
 #[test]
 fn the_hole_next_to_the_target_is_taken_first() {
-    let _serial = MAPPING_SENSITIVE
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _alone = alone();
     let page = allocation_granularity();
     // Make the library read the address map now, so that no first read can
     // fall between the two calls below and see the region without its hole.
@@ -170,6 +174,7 @@ fn the_hole_next_to_the_target_is_taken_first() {
 
 #[test]
 fn the_memory_is_readable_writable_and_released() {
+    let _alone = alone();
     let allocation = Buffers::allocate_private_memory(&BufferAllocatorSettings::default()).unwrap();
     let pointer = allocation.as_ptr();
     // SAFETY: the allocation owns `size` bytes of read/write memory.
@@ -192,6 +197,7 @@ fn invalid(settings: BufferAllocatorSettings) -> Option<InvalidRequest> {
 
 #[test]
 fn every_invalid_request_returns_its_documented_error() {
+    let _alone = alone();
     let base = BufferAllocatorSettings::default();
     assert_eq!(
         invalid(BufferAllocatorSettings { size: 0, ..base }),
@@ -235,6 +241,7 @@ fn every_invalid_request_returns_its_documented_error() {
 
 #[test]
 fn a_range_without_a_free_page_reports_no_space() {
+    let _alone = alone();
     // Page-sized range starting mid-page: no aligned page fits in it.
     let target = a_function_of_this_binary();
     let settings = BufferAllocatorSettings {
@@ -249,6 +256,7 @@ fn a_range_without_a_free_page_reports_no_space() {
 
 #[test]
 fn a_max_above_user_space_is_clamped() {
+    let _alone = alone();
     let allocation = Buffers::allocate_private_memory(&BufferAllocatorSettings {
         max_address: usize::MAX,
         ..Default::default()
