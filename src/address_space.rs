@@ -110,8 +110,8 @@ impl AddressSpace {
 
     /// Unmaps a mapping made by [`AddressSpace::map_nearest`] and records
     /// that its range is free again.
-    pub(crate) fn unmap(&mut self, mapping: OwnedMapping, len: usize) {
-        let start = mapping.address();
+    pub(crate) fn unmap(&mut self, mapping: OwnedMapping) {
+        let (start, len) = (mapping.address(), mapping.len());
         drop(mapping);
         self.mapped.remove(start, start.saturating_add(len));
     }
@@ -160,7 +160,7 @@ mod tests {
         let _unreadable = fault::fail(&[FaultPoint::ReadMaps]);
         let mapping = space.map_nearest(request(), 1).unwrap();
         assert!(!space.loaded);
-        space.unmap(mapping, os::allocation_granularity());
+        space.unmap(mapping);
     }
 
     #[test]
@@ -169,7 +169,7 @@ mod tests {
         let mapping = space.map_nearest(request(), 1).unwrap();
         let start = mapping.address();
         assert!(!space.mapped.is_free(start, start + 1));
-        space.unmap(mapping, os::allocation_granularity());
+        space.unmap(mapping);
         assert!(
             space
                 .mapped

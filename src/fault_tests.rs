@@ -212,7 +212,7 @@ fn refused_mmap_makes_map_nearest_fail_and_leaves_the_candidate_unmapped() {
     let mapping = space.map_nearest(request, 3).expect("mmap works again");
     assert_eq!(mapping.address(), candidate);
     assert_eq!(mapped_in(candidate, candidate + request.block_len).len(), 1);
-    space.unmap(mapping, request.block_len);
+    space.unmap(mapping);
     assert!(mapped_in(candidate, candidate + request.block_len).is_empty());
 }
 
@@ -270,7 +270,7 @@ fn unreadable_proc_maps_degrades_to_probing_next_to_an_occupied_target() {
     assert_eq!(mapping.address(), target - PAGE);
     assert!(occupant.holds(0xa5), "the occupant was not replaced");
     assert_eq!(mapped_in(target, target + PAGE).len(), 1);
-    space.unmap(mapping, PAGE);
+    space.unmap(mapping);
     assert!(mapped_in(target - PAGE, target).is_empty());
     drop(occupant);
 }

@@ -66,7 +66,7 @@ impl Drop for PrivateAllocation {
             // thread that does not exist in the child.
             drop(mapping);
         } else {
-            self.owner.address_space().unmap(mapping, self.size);
+            self.owner.address_space().unmap(mapping);
         }
     }
 }

@@ -466,14 +466,14 @@ impl Locator {
                 }
                 Err(kind) => {
                     unlock_header(locator);
-                    owner.address_space().unmap(mapping, block_len);
+                    owner.address_space().unmap(mapping);
                     return Err(kind);
                 }
             }
         }
         // A corrupt next pointer: give the pages back rather than register
         // them where no one can find them.
-        owner.address_space().unmap(mapping, block_len);
+        owner.address_space().unmap(mapping);
         Err(ErrorKind::NoSpaceInRange)
     }
 

@@ -123,6 +123,10 @@ impl OwnedMapping {
         self.address
     }
 
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
     /// Keeps the pages mapped for the rest of the process.
     pub(crate) fn leak(self) -> usize {
         let address = self.address;
