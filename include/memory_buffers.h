@@ -148,6 +148,17 @@ typedef struct {
 // A reason this version of the C interface has no code for.
 #define MEMORY_BUFFERS_PRIVATE_LOCATOR_REASON_OTHER 7
 
+// Windows: the named section could not be created, opened or mapped;
+// `os_error` holds the Win32 error code.
+#define MEMORY_BUFFERS_PRIVATE_LOCATOR_REASON_SECTION_UNAVAILABLE 8
+
+// Windows: a section with this process's name exists with the wrong size.
+#define MEMORY_BUFFERS_PRIVATE_LOCATOR_REASON_SECTION_WRONG_SIZE 9
+
+// Windows: a section with this process's name exists, but its *this
+// address* could not be proven to be a live view of it in this process.
+#define MEMORY_BUFFERS_PRIVATE_LOCATOR_REASON_SECTION_NOT_PROVEN 10
+
 // The call succeeded and wrote its results.
 #define MEMORY_BUFFERS_STATUS_OK 0
 

@@ -122,6 +122,17 @@ mod tests {
     use super::*;
     use crate::os::fault::{self, FaultPoint};
 
+    /// Errors that mean "no execute right", and one that means "no memory".
+    #[cfg(unix)]
+    const EXECUTE_REFUSALS: [i32; 2] = [libc::EACCES, libc::EPERM];
+    #[cfg(unix)]
+    const OUT_OF_MEMORY: i32 = libc::ENOMEM;
+    /// `ERROR_DYNAMIC_CODE_BLOCKED`; `ERROR_NOT_ENOUGH_MEMORY`.
+    #[cfg(windows)]
+    const EXECUTE_REFUSALS: [i32; 1] = [1655];
+    #[cfg(windows)]
+    const OUT_OF_MEMORY: i32 = 8;
+
     fn request() -> PlacementRequest {
         PlacementRequest {
             min: 0,
@@ -137,19 +148,19 @@ mod tests {
     #[test]
     fn a_refused_execute_right_is_reported_as_such() {
         let mut space = AddressSpace::new();
-        for errno in [libc::EACCES, libc::EPERM] {
+        for errno in EXECUTE_REFUSALS {
             let _refused = fault::fail_with(&[FaultPoint::MapMemory], errno);
             assert_eq!(
                 space.map_nearest(request(), 1).unwrap_err(),
                 ErrorKind::ExecutableMemoryRefused
             );
         }
-        let _failing = fault::fail_with(&[FaultPoint::MapMemory], libc::ENOMEM);
+        let _failing = fault::fail_with(&[FaultPoint::MapMemory], OUT_OF_MEMORY);
         assert_eq!(
             space.map_nearest(request(), 1).unwrap_err(),
             ErrorKind::Os {
                 call: "mmap",
-                errno: libc::ENOMEM
+                errno: OUT_OF_MEMORY
             }
         );
     }

@@ -37,6 +37,8 @@ mod buffers;
 mod error;
 mod locator;
 mod locked_buffer;
+// The maps-file parser is pure and tested everywhere; only Linux reads one.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 mod maps;
 mod os;
 mod placement;
@@ -45,7 +47,7 @@ mod process;
 mod range_set;
 mod settings;
 
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux"))]
 mod fault_tests;
 #[cfg(feature = "internals")]
 #[doc(hidden)]

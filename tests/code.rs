@@ -12,7 +12,8 @@ fn return_constant(value: u32) -> [u8; 6] {
     [0xb8, bytes[0], bytes[1], bytes[2], bytes[3], 0xc3]
 }
 
-/// `lea eax, [rdi + rsi]; ret` (System V: the first two integer arguments).
+/// `lea eax, [rdi + rsi]; ret`: the first two integer arguments of the System
+/// V convention, which `extern "sysv64"` selects on Windows too.
 const ADD_ARGUMENTS: [u8; 4] = [0x8d, 0x04, 0x37, 0xc3];
 
 fn buffer_near(target: usize, size: usize) -> LockedBuffer {
@@ -41,7 +42,7 @@ fn written_code_runs() {
     // SAFETY: both functions were written above and buffers stay mapped.
     unsafe {
         assert_eq!(call_returning_u32(constant), 42);
-        let add: extern "C" fn(i32, i32) -> i32 = std::mem::transmute(add);
+        let add: extern "sysv64" fn(i32, i32) -> i32 = std::mem::transmute(add);
         assert_eq!(add(40, 2), 42);
         assert_eq!(add(-7, 3), -4);
     }

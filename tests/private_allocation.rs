@@ -6,6 +6,9 @@ use memory_buffers::{
     highest_user_address,
 };
 use std::sync::Mutex;
+use support::{RegionWithHole, is_mapped};
+
+mod support;
 
 /// Tests that read `/proc/self/maps` or punch holes must not see other tests'
 /// mappings come and go (another test near the same target would take a page
@@ -22,18 +25,6 @@ const GIB: usize = 1 << 30;
 
 fn a_function_of_this_binary() -> usize {
     a_function_of_this_binary as *const () as usize
-}
-
-/// Whether any line of `/proc/self/maps` overlaps `[start, end)`.
-fn is_mapped(start: usize, end: usize) -> bool {
-    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-    maps.lines().any(|line| {
-        let range = line.split(' ').next().unwrap();
-        let (low, high) = range.split_once('-').unwrap();
-        let low = usize::from_str_radix(low, 16).unwrap();
-        let high = usize::from_str_radix(high, 16).unwrap();
-        low < end && start < high
-    })
 }
 
 #[test]
@@ -83,7 +74,10 @@ fn allocates_near_the_top_of_user_space() {
     let allocation = Buffers::allocate_private_memory(&settings).unwrap();
     assert!(allocation.base_address() >= top - GIB);
     assert!(allocation.base_address() + allocation.size() - 1 <= top);
-    assert_eq!(allocation.size(), 8192);
+    assert_eq!(
+        allocation.size(),
+        8192usize.next_multiple_of(allocation_granularity())
+    );
 }
 
 #[test]
@@ -142,33 +136,23 @@ fn the_hole_next_to_the_target_is_taken_first() {
     // Make the library read the address map now, so that no first read can
     // fall between the two calls below and see the region without its hole.
     drop(Buffers::allocate_private_memory(&BufferAllocatorSettings::default()).unwrap());
-    // Map 64 pages somewhere, then punch a one-page hole in the middle.
-    // SAFETY: a fresh anonymous mapping at a kernel-chosen address.
-    let region = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            64 * page,
-            libc::PROT_READ,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(region, libc::MAP_FAILED);
-    let hole = region as usize + 32 * page;
-    // SAFETY: the page is part of the mapping made just above.
-    assert_eq!(unsafe { libc::munmap(hole as *mut libc::c_void, page) }, 0);
+    // Map 64 granules somewhere, leaving the middle one free.
+    let region = RegionWithHole::new(64, page);
+    let hole = region.hole;
     let target = hole + page / 2;
+    // Placement aims at the middle of the range, so keep the range centred
+    // on the target: Windows maps the region low, where ±1 GiB would be cut
+    // off at 0.
+    let reach = GIB.min(target - page);
     let allocation = Buffers::allocate_private_memory(&BufferAllocatorSettings::from_proximity(
-        GIB, target, page,
+        reach, target, page,
     ));
     let base = allocation
         .as_ref()
         .map(|allocation| allocation.base_address())
         .map_err(|error| *error);
     drop(allocation);
-    // SAFETY: unmapping what this test mapped (the hole is free again).
-    unsafe { libc::munmap(region, 64 * page) };
+    drop(region);
     assert_eq!(base, Ok(hole));
 }
 

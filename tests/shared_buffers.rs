@@ -2,9 +2,12 @@
 //! and the concurrency promise.
 
 use memory_buffers::{
-    BufferSearchSettings, Buffers, ErrorKind, InvalidRequest, LocatorKind, highest_user_address,
+    BufferSearchSettings, Buffers, ErrorKind, InvalidRequest, LocatorKind, allocation_granularity,
+    highest_user_address,
 };
 use std::collections::HashSet;
+
+mod support;
 
 const MIB: usize = 1 << 20;
 const GIB: usize = 1 << 30;
@@ -17,34 +20,9 @@ fn target() -> usize {
 fn a_second_discovery_finds_the_same_locator() {
     let first = Buffers::locator_address().unwrap();
     assert_eq!(Buffers::locator_kind().unwrap(), LocatorKind::Shared);
-    // Do what a second library instance does: open the rendezvous file, map
-    // it, read "this address" from the header, unmap.
-    let path = format!(
-        "/tmp/.reloaded/memory.buffers/Reloaded.Memory.Buffers.MemoryBuffer, PID {}",
-        std::process::id()
-    );
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .unwrap();
-    assert_eq!(file.metadata().unwrap().len(), 4096);
-    // SAFETY: a shared read-only view of the 4096-byte file, unmapped below.
-    let view = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            4096,
-            libc::PROT_READ,
-            libc::MAP_SHARED,
-            std::os::fd::AsRawFd::as_raw_fd(&file),
-            0,
-        )
-    };
-    assert_ne!(view, libc::MAP_FAILED);
-    // SAFETY: the view is 4096 readable bytes; the field is at offset 0.
-    let this_address = unsafe { std::ptr::read_unaligned(view as *const usize) };
-    // SAFETY: unmapping the view made above.
-    unsafe { libc::munmap(view, 4096) };
+    // Do what a second library instance does: open the rendezvous file (or
+    // section), map it, read "this address" from the header, unmap.
+    let this_address = support::this_address_through_a_second_view();
     assert_eq!(this_address, first);
     assert_eq!(Buffers::locator_address().unwrap(), first);
 }
@@ -181,7 +159,7 @@ fn invalid_requests_return_errors() {
         Some(InvalidRequest::AlignmentNotPowerOfTwo)
     );
     assert_eq!(
-        reason(valid, 8192),
+        reason(valid, 2 * allocation_granularity()),
         Some(InvalidRequest::AlignmentAboveGranularity)
     );
 }

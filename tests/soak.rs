@@ -7,7 +7,8 @@
 //! release the buffer; now and then they take a private allocation instead.
 //! Meanwhile interferer threads map and unmap their own pages near the same
 //! targets with plain `mmap(MAP_FIXED_NOREPLACE)` / `munmap`, so the
-//! library's cached view of the address space is constantly out of date.
+//! library's cached view of the address space is constantly out of date
+//! (`VirtualAlloc` at an exact address / `VirtualFree` on Windows).
 //!
 //! Checked at the end (and along the way):
 //!
@@ -21,6 +22,12 @@ use memory_buffers::{BufferAllocatorSettings, BufferSearchSettings, Buffers, Err
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+mod support;
+
+/// The unit the interferers map in: where the system lets a mapping start.
+#[cfg(windows)]
+const PAGE: usize = 65536;
+#[cfg(not(windows))]
 const PAGE: usize = 4096;
 
 /// Appends a thread may record; bounds memory use however fast it runs.
@@ -196,9 +203,7 @@ fn interfere(seed: u64, targets: &[(usize, usize)], stop: &AtomicBool) -> usize 
             intact,
             "the library wrote into an interferer's pages at {address:#x}"
         );
-        // SAFETY: the range was mapped by this thread alone.
-        let result = unsafe { libc::munmap(address as *mut libc::c_void, len) };
-        assert_eq!(result, 0);
+        support::unmap_exact(address, len);
     };
     // Relaxed: the flag carries no data; the threads are joined afterwards.
     while !stop.load(Ordering::Relaxed) {
@@ -207,30 +212,12 @@ fn interfere(seed: u64, targets: &[(usize, usize)], stop: &AtomicBool) -> usize 
         let offset = random.below(2 * spread) as i64 - spread as i64;
         let address = (target as i64 + offset) as usize & !(PAGE - 1);
         let len = PAGE * (1 + random.below(8) as usize);
-        // SAFETY: `MAP_FIXED_NOREPLACE` never replaces an existing mapping;
-        // the result is checked before use.
-        let result = unsafe {
-            libc::mmap(
-                address as *mut libc::c_void,
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
-                -1,
-                0,
-            )
-        };
-        if result != libc::MAP_FAILED {
-            if result as usize != address {
-                // An old kernel treated the flag as a hint: not ours to keep.
-                // SAFETY: the kernel just made this mapping for us.
-                unsafe { libc::munmap(result, len) };
-            } else {
-                let fill = random.next() as u8;
-                // SAFETY: a fresh writable mapping of `len` bytes.
-                unsafe { std::ptr::write_bytes(address as *mut u8, fill, len) };
-                live.push((address, len, fill));
-                mapped += 1;
-            }
+        if support::map_exact(address, len) {
+            let fill = random.next() as u8;
+            // SAFETY: a fresh writable mapping of `len` bytes.
+            unsafe { std::ptr::write_bytes(address as *mut u8, fill, len) };
+            live.push((address, len, fill));
+            mapped += 1;
         }
         if live.len() > 32 {
             let oldest = live.remove(random.below(live.len() as u64) as usize);

@@ -38,6 +38,17 @@ pub const MEMORY_BUFFERS_PRIVATE_LOCATOR_REASON_UNSUPPORTED: MemoryBuffersPrivat
 /// A reason this version of the C interface has no code for.
 pub const MEMORY_BUFFERS_PRIVATE_LOCATOR_REASON_OTHER: MemoryBuffersPrivateLocatorReason =
     MemoryBuffersPrivateLocatorReason(7);
+/// Windows: the named section could not be created, opened or mapped;
+/// `os_error` holds the Win32 error code.
+pub const MEMORY_BUFFERS_PRIVATE_LOCATOR_REASON_SECTION_UNAVAILABLE:
+    MemoryBuffersPrivateLocatorReason = MemoryBuffersPrivateLocatorReason(8);
+/// Windows: a section with this process's name exists with the wrong size.
+pub const MEMORY_BUFFERS_PRIVATE_LOCATOR_REASON_SECTION_WRONG_SIZE:
+    MemoryBuffersPrivateLocatorReason = MemoryBuffersPrivateLocatorReason(9);
+/// Windows: a section with this process's name exists, but its *this
+/// address* could not be proven to be a live view of it in this process.
+pub const MEMORY_BUFFERS_PRIVATE_LOCATOR_REASON_SECTION_NOT_PROVEN:
+    MemoryBuffersPrivateLocatorReason = MemoryBuffersPrivateLocatorReason(10);
 
 /// Which locator this copy of the library uses.
 #[repr(C)]
@@ -88,6 +99,16 @@ impl From<LocatorKind> for MemoryBuffersLocatorKind {
                 }
                 PrivateLocatorReason::Unsupported => {
                     private(MEMORY_BUFFERS_PRIVATE_LOCATOR_REASON_UNSUPPORTED, 0)
+                }
+                PrivateLocatorReason::SectionUnavailable { errno } => private(
+                    MEMORY_BUFFERS_PRIVATE_LOCATOR_REASON_SECTION_UNAVAILABLE,
+                    errno,
+                ),
+                PrivateLocatorReason::SectionWrongSize { .. } => {
+                    private(MEMORY_BUFFERS_PRIVATE_LOCATOR_REASON_SECTION_WRONG_SIZE, 0)
+                }
+                PrivateLocatorReason::SectionNotProven => {
+                    private(MEMORY_BUFFERS_PRIVATE_LOCATOR_REASON_SECTION_NOT_PROVEN, 0)
                 }
                 _ => private(MEMORY_BUFFERS_PRIVATE_LOCATOR_REASON_OTHER, 0),
             },

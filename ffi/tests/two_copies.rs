@@ -1,12 +1,12 @@
 //! Two copies of the shared library, under two file names, loaded into one
-//! process with `dlopen`, share one locator and therefore one set of
+//! process with `dlopen` (`LoadLibrary` on Windows), share one locator and therefore one set of
 //! buffers. The test binary itself links the Rust library as well, a third
 //! instance that must agree with both.
 //!
 //! This file holds a single test on purpose: no other test of this binary
 //! may take buffers while it reasons about which buffer goes to whom.
 
-#![cfg(target_os = "linux")]
+#![cfg(any(target_os = "linux", windows))]
 
 mod common;
 
@@ -204,7 +204,14 @@ impl Drop for TempDir {
     }
 }
 
-fn copy_library(into: &Path, file_name: &str) -> PathBuf {
+/// Copies the built library to `into` as `stem` with this system's prefix
+/// and suffix (`libstem.so`, `stem.dll`).
+fn copy_library(into: &Path, stem: &str) -> PathBuf {
+    let file_name = format!(
+        "{}{stem}{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    );
     let target = into.join(file_name);
     std::fs::copy(common::built_shared_library(), &target).expect("the library can be copied");
     target
@@ -219,8 +226,8 @@ fn two_loaded_copies_share_the_locator_and_its_buffers() {
         std::process::id()
     )));
     std::fs::create_dir_all(&dir.0).expect("the temporary directory can be created");
-    let a = LoadedCopy::load(&copy_library(&dir.0, "libmemory_buffers_copy_a.so"), "A");
-    let b = LoadedCopy::load(&copy_library(&dir.0, "libmemory_buffers_copy_b.so"), "B");
+    let a = LoadedCopy::load(&copy_library(&dir.0, "memory_buffers_copy_a"), "A");
+    let b = LoadedCopy::load(&copy_library(&dir.0, "memory_buffers_copy_b"), "B");
 
     // Two instances, not one library loaded twice under two names.
     assert_ne!(a.get_buffer as usize, b.get_buffer as usize);

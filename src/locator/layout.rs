@@ -15,7 +15,7 @@
 
 use std::mem::{offset_of, size_of};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicUsize, Ordering};
 
 /// Size of every locator in bytes.
 pub(crate) const LOCATOR_SIZE: usize = 4096;
@@ -86,6 +86,45 @@ const _: () = {
     assert!(size_of::<LocatorHeader>() + MAX_ITEMS * size_of::<LocatorItem>() <= LOCATOR_SIZE);
 };
 
+/// Most bytes one ready-made buffer gets: when the first locator's mapping
+/// is longer than a locator (64 KiB on Windows), the bytes after the first
+/// [`LOCATOR_SIZE`] are registered as buffers of at most this size.
+#[cfg_attr(not(windows), allow(dead_code))]
+pub(crate) const READY_MADE_BUFFER_SIZE: usize = 16384;
+
+/// The `(offset, len)` of each ready-made buffer in a first locator mapping
+/// of `mapping_len` bytes, in item order; none if the mapping is one
+/// locator long. Offsets are from the start of the mapping.
+///
+/// Only Windows creates such a mapping: on Linux the rendezvous file is one
+/// 4 KiB page, mapped without execute rights.
+#[cfg_attr(not(windows), allow(dead_code))]
+pub(crate) fn ready_made_buffers(mapping_len: usize) -> impl Iterator<Item = (usize, usize)> {
+    let spare = mapping_len.saturating_sub(LOCATOR_SIZE);
+    (0..spare.div_ceil(READY_MADE_BUFFER_SIZE).min(MAX_ITEMS)).map(move |index| {
+        let offset = index * READY_MADE_BUFFER_SIZE;
+        (
+            LOCATOR_SIZE + offset,
+            (spare - offset).min(READY_MADE_BUFFER_SIZE),
+        )
+    })
+}
+
+/// Where a process-local probe may briefly write while holding the header
+/// lock, to prove that two addresses are views of the same locator: on
+/// 64-bit targets the 12 bytes after the last item, which no field uses;
+/// on 32-bit targets, where items fill the page, the reserved header bytes.
+/// Both are zero outside the probe.
+#[cfg(target_pointer_width = "64")]
+pub(crate) const PROBE_OFFSET: usize =
+    size_of::<LocatorHeader>() + MAX_ITEMS * size_of::<LocatorItem>();
+#[cfg(not(target_pointer_width = "64"))]
+pub(crate) const PROBE_OFFSET: usize = offset_of!(LocatorHeader, reserved);
+
+const _: () = {
+    assert!(PROBE_OFFSET.is_multiple_of(2) && PROBE_OFFSET + 2 <= LOCATOR_SIZE);
+};
+
 /// A locator page that lives for the rest of the process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct LocatorRef(NonNull<u8>);
@@ -145,6 +184,45 @@ impl LocatorRef {
         // long; zeroing it clears every item and reserved byte.
         unsafe { std::ptr::write_bytes(self.0.as_ptr(), 0, LOCATOR_SIZE) };
         self.this_address().store(this_address, Ordering::Relaxed);
+    }
+
+    /// Writes a fresh header for the first locator of a process, mapped
+    /// `mapping_len` bytes long at `this_address`: the bytes after the
+    /// first [`LOCATOR_SIZE`] become ready-made buffers (free, position 0),
+    /// as `SPEC.md` requires. *This address* is stored last, with Release,
+    /// so an instance that reads it with Acquire sees the finished header.
+    ///
+    /// # Safety
+    ///
+    /// As [`LocatorRef::initialise`]; in addition `mapping_len` bytes from
+    /// `this_address` must be mapped read/write for the rest of the process.
+    #[cfg_attr(not(windows), allow(dead_code))]
+    pub(crate) unsafe fn initialise_first(self, this_address: usize, mapping_len: usize) {
+        // SAFETY: forwarded to the caller; *this address* is written below.
+        unsafe { self.initialise(0) };
+        let mut count = 0;
+        for (offset, len) in ready_made_buffers(mapping_len) {
+            // SAFETY: the page is not published yet (caller), and
+            // `ready_made_buffers` yields at most MAX_ITEMS items.
+            unsafe {
+                self.item(count)
+                    .write_new(this_address + offset, len as u32, 0)
+            };
+            // Free, unlike a newly registered item, which its creator holds.
+            self.item(count).taken().store(0, Ordering::Relaxed);
+            count += 1;
+        }
+        self.raw_item_count().store(count as u8, Ordering::Relaxed);
+        // Release: publishes the items and count above with the address.
+        self.this_address().store(this_address, Ordering::Release);
+    }
+
+    /// The probe word at [`PROBE_OFFSET`].
+    #[cfg_attr(not(windows), allow(dead_code))]
+    pub(crate) fn probe(self) -> &'static AtomicU16 {
+        // SAFETY: inside the page (const assertion above), 2-byte aligned in
+        // a page-aligned locator, and only ever accessed atomically.
+        unsafe { &*(self.0.as_ptr().add(PROBE_OFFSET) as *const AtomicU16) }
     }
 
     /// The "this address" field.
@@ -365,6 +443,85 @@ mod tests {
             &1u32.to_le_bytes()
         );
         assert_eq!(item.base_address(), 0x0102_0304_0506_0708);
+        drop(page);
+    }
+
+    #[test]
+    fn a_windows_sized_first_mapping_gets_the_specified_ready_made_buffers() {
+        let buffers: Vec<_> = ready_made_buffers(65536).collect();
+        assert_eq!(
+            buffers,
+            [
+                (4096, 16384),
+                (20480, 16384),
+                (36864, 16384),
+                (53248, 12288)
+            ]
+        );
+        assert_eq!(ready_made_buffers(4096).count(), 0);
+        assert_eq!(ready_made_buffers(0).count(), 0);
+        assert_eq!(
+            ready_made_buffers(4096 + 1).collect::<Vec<_>>(),
+            [(4096, 1)]
+        );
+        // Never more items than a locator holds, however long the mapping.
+        assert_eq!(ready_made_buffers(usize::MAX).count(), MAX_ITEMS);
+    }
+
+    #[test]
+    fn a_first_locator_registers_its_ready_made_buffers_free() {
+        let mut page = vec![0u64; LOCATOR_SIZE / 8];
+        let address = page.as_mut_ptr() as usize;
+        // SAFETY: as in the tests above; the ready-made buffers are only
+        // registered, never written.
+        let locator = unsafe { LocatorRef::from_address(address) }.unwrap();
+        // SAFETY: nothing else sees the page.
+        unsafe { locator.initialise_first(0x10_0000, 65536) };
+        assert_eq!(locator.this_address().load(Ordering::Relaxed), 0x10_0000);
+        assert_eq!(locator.item_count(), 4);
+        for (index, (offset, len)) in ready_made_buffers(65536).enumerate() {
+            let item = locator.item(index);
+            assert_eq!(item.base_address(), 0x10_0000 + offset);
+            assert_eq!(item.size().load(Ordering::Relaxed) as usize, len);
+            assert_eq!(item.position().load(Ordering::Relaxed), 0);
+            assert_eq!(item.taken().load(Ordering::Relaxed), 0);
+        }
+        assert_eq!(locator.probe().load(Ordering::Relaxed), 0);
+        drop(page);
+    }
+
+    #[test]
+    fn the_probe_word_changes_no_field_of_a_full_locator() {
+        let mut page = vec![0u64; LOCATOR_SIZE / 8];
+        let address = page.as_mut_ptr() as usize;
+        // SAFETY: as in the tests above.
+        let locator = unsafe { LocatorRef::from_address(address) }.unwrap();
+        // SAFETY: nothing else sees the page.
+        unsafe { locator.initialise(address) };
+        locator.next_locator().store(usize::MAX, Ordering::Relaxed);
+        locator
+            .raw_item_count()
+            .store(MAX_ITEMS as u8, Ordering::Relaxed);
+        for index in 0..MAX_ITEMS {
+            // SAFETY: the items are not published to anyone else.
+            unsafe {
+                locator
+                    .item(index)
+                    .write_new(usize::MAX - index, u32::MAX, 7)
+            };
+        }
+        // SAFETY: reading the page through its own pointer.
+        let before =
+            unsafe { std::slice::from_raw_parts(address as *const u8, LOCATOR_SIZE) }.to_vec();
+        locator.probe().store(0xffff, Ordering::Relaxed);
+        // SAFETY: as above.
+        let after = unsafe { std::slice::from_raw_parts(address as *const u8, LOCATOR_SIZE) };
+        let changed: Vec<usize> = (0..LOCATOR_SIZE)
+            .filter(|&offset| before[offset] != after[offset])
+            .collect();
+        assert_eq!(changed, [PROBE_OFFSET, PROBE_OFFSET + 1]);
+        #[cfg(target_pointer_width = "64")]
+        assert!(PROBE_OFFSET >= size_of::<LocatorHeader>() + MAX_ITEMS * size_of::<LocatorItem>());
         drop(page);
     }
 

@@ -15,6 +15,8 @@ mod index;
 pub(crate) mod layout;
 #[cfg(all(target_os = "linux", not(memory_buffers_unsupported)))]
 pub(crate) mod rendezvous;
+#[cfg(all(windows, not(memory_buffers_unsupported)))]
+pub(crate) mod rendezvous_windows;
 
 use crate::address::{ValidRequest, align_up};
 use crate::error::ErrorKind;
@@ -25,7 +27,7 @@ use crate::process::ProcessState;
 use index::LocatorIndex;
 use layout::{ItemRef, LOCATOR_SIZE, LocatorRef, MAX_ITEMS};
 use std::cell::Cell;
-use std::ops::ControlFlow;
+use std::ops::{ControlFlow, Range};
 use std::sync::atomic::Ordering;
 
 /// Which locator the library uses, and why.
@@ -64,12 +66,31 @@ pub enum PrivateLocatorReason {
     FileContended,
     /// Shared locators are not implemented on this operating system.
     Unsupported,
+    /// Windows: the named section could not be created, opened or mapped.
+    SectionUnavailable {
+        /// The Win32 error code of the failing call.
+        errno: i32,
+    },
+    /// Windows: a section with this process's name exists but is not one
+    /// locator-granule long (another process made it).
+    SectionWrongSize {
+        /// Its length in bytes, as mapped.
+        len: usize,
+    },
+    /// Windows: a section with this process's name exists, but its *this
+    /// address* could not be proven to be a live view of it in this
+    /// process (a garbage header, an address elsewhere, or a header lock
+    /// that stayed held).
+    SectionNotProven,
 }
 
 /// The locator of one process, with its local accelerators.
 pub(crate) struct Locator {
     kind: LocatorKind,
     index: LocatorIndex,
+    /// Buffers based in this range are never handed out: ready-made
+    /// buffers another library mapped without execute rights.
+    unusable: Range<usize>,
 }
 
 /// Items a thread remembers having used, most recent first.
@@ -234,23 +255,23 @@ impl Locator {
         let shared =
             rendezvous::find_or_create("/tmp", os::process_id()).map(|found| match found {
                 rendezvous::Rendezvous::Found(locator)
-                | rendezvous::Rendezvous::Created(locator) => locator,
+                | rendezvous::Rendezvous::Created(locator) => (locator, 0..0),
             });
-        #[cfg(not(all(target_os = "linux", not(memory_buffers_unsupported))))]
-        let shared: Result<LocatorRef, PrivateLocatorReason> =
+        #[cfg(all(windows, not(memory_buffers_unsupported)))]
+        let shared = rendezvous_windows::find_or_create(os::process_id())
+            .map(|found| (found.head, found.non_executable));
+        #[cfg(not(all(any(target_os = "linux", windows), not(memory_buffers_unsupported))))]
+        let shared: Result<(LocatorRef, Range<usize>), PrivateLocatorReason> =
             Err(PrivateLocatorReason::Unsupported);
-        let (head, kind) = match shared {
-            Ok(head) => (head, LocatorKind::Shared),
-            Err(reason) => (map_private_locator()?, LocatorKind::Private(reason)),
+        let (head, unusable, kind) = match shared {
+            Ok((head, unusable)) => (head, unusable, LocatorKind::Shared),
+            Err(reason) => (map_private_locator()?, 0..0, LocatorKind::Private(reason)),
         };
-        Ok(Locator::with_head(head, kind))
-    }
-
-    fn with_head(head: LocatorRef, kind: LocatorKind) -> Locator {
-        Locator {
+        Ok(Locator {
             kind,
             index: LocatorIndex::new(head),
-        }
+            unusable,
+        })
     }
 
     pub(crate) fn kind(&self) -> LocatorKind {
@@ -383,6 +404,7 @@ impl Locator {
                         self.index.note_free(position, slot, free);
                         max_free = max_free.max(free);
                         if free as usize >= fit.size
+                            && !self.unusable.contains(&item.base_address())
                             && let Some(taken) = try_take(item, fit)
                         {
                             return ControlFlow::Break(taken);

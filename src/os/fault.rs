@@ -18,6 +18,7 @@ pub(crate) enum FaultPoint {
     /// Opening or creating the rendezvous directory or file.
     OpenRendezvous = 1 << 2,
     /// `ftruncate` of the rendezvous file.
+    #[cfg_attr(not(unix), allow(dead_code))]
     ResizeRendezvous = 1 << 3,
     /// `mmap` of the rendezvous file.
     MapRendezvous = 1 << 4,
@@ -42,10 +43,17 @@ mod active {
         }
     }
 
-    /// Makes `points` fail with `EIO` on this thread until the guard drops.
+    /// An input/output error: `EIO`, or `ERROR_IO_DEVICE` on Windows.
+    #[cfg(unix)]
+    const IO_ERROR: i32 = libc::EIO;
+    #[cfg(windows)]
+    const IO_ERROR: i32 = 1117;
+
+    /// Makes `points` fail with an input/output error on this thread until
+    /// the guard drops.
     #[must_use]
     pub(crate) fn fail(points: &[FaultPoint]) -> FailingGuard {
-        fail_with(points, libc::EIO)
+        fail_with(points, IO_ERROR)
     }
 
     /// Makes `points` fail with `errno` on this thread until the guard

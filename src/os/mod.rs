@@ -15,8 +15,9 @@
     all(target_os = "linux", not(memory_buffers_unsupported)),
     path = "linux.rs"
 )]
+#[cfg_attr(all(windows, not(memory_buffers_unsupported)), path = "windows.rs")]
 #[cfg_attr(
-    any(not(target_os = "linux"), memory_buffers_unsupported),
+    any(not(any(target_os = "linux", windows)), memory_buffers_unsupported),
     path = "unsupported.rs"
 )]
 mod backend;

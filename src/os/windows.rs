@@ -1,0 +1,529 @@
+//! Windows backend of the OS layer.
+//!
+//! The same items as `linux.rs`, on the Win32 memory API through
+//! `windows-sys`. Windows differs from Linux in ways that make parts of this
+//! file simpler:
+//!
+//! - `VirtualAlloc(address, MEM_RESERVE | MEM_COMMIT)` at an exact address
+//!   fails with `ERROR_INVALID_ADDRESS` when anything is reserved there, so
+//!   claiming never replaces memory (what `MAP_FIXED_NOREPLACE` gives on
+//!   Linux).
+//! - The address space is read with a `VirtualQuery` walk instead of a maps
+//!   file; each region that is not `MEM_FREE` becomes one [`MapsEntry`], so
+//!   placement is the same code on both systems.
+//! - There is no `fork`, so the fork marker never fires.
+//! - The rendezvous is a named, pagefile-backed section rather than a file
+//!   in `/tmp`; this file offers the calls, `locator/rendezvous_windows.rs`
+//!   the protocol.
+//!
+//! Reservations start at multiples of the allocation granularity (64 KiB),
+//! which is therefore what [`query_granularity`] returns, not the page size.
+//!
+//! # References
+//!
+//! `VirtualAlloc`, `VirtualQuery`, `CreateFileMappingW`, `MapViewOfFile`,
+//! `FlushInstructionCache` and `ReadProcessMemory` in the Win32 API
+//! documentation.
+
+use super::fault::{self, FaultPoint};
+use crate::maps::MapsEntry;
+use std::ffi::c_void;
+use std::ops::ControlFlow;
+use windows_sys::Win32::Foundation::{
+    CloseHandle, ERROR_ALREADY_EXISTS, ERROR_DYNAMIC_CODE_BLOCKED, ERROR_INVALID_ADDRESS,
+    ERROR_INVALID_PARAMETER, GetLastError, HANDLE, INVALID_HANDLE_VALUE,
+};
+use windows_sys::Win32::System::Diagnostics::Debug::{FlushInstructionCache, ReadProcessMemory};
+use windows_sys::Win32::System::Memory::{
+    CreateFileMappingW, FILE_MAP_ALL_ACCESS, FILE_MAP_EXECUTE, MEM_COMMIT, MEM_FREE, MEM_MAPPED,
+    MEM_RELEASE, MEM_RESERVE, MEMORY_BASIC_INFORMATION, MEMORY_MAPPED_VIEW_ADDRESS, MapViewOfFile,
+    PAGE_EXECUTE_READWRITE, PAGE_GUARD, PAGE_NOCACHE, PAGE_READWRITE, PAGE_WRITECOMBINE,
+    UnmapViewOfFile, VirtualAlloc, VirtualFree, VirtualQuery,
+};
+use windows_sys::Win32::System::SystemInformation::{GetSystemInfo, SYSTEM_INFO};
+use windows_sys::Win32::System::Threading::GetCurrentProcess;
+
+/// A Win32 error code (`GetLastError`), stored as `i32` like an `errno` so
+/// that `std::io::Error::from_raw_os_error` describes it.
+pub(crate) type Errno = i32;
+
+/// The error number for an invalid argument.
+pub(crate) const INVALID_ARGUMENT: Errno = ERROR_INVALID_PARAMETER as Errno;
+
+/// Windows implements every call; nothing is reported as unsupported.
+pub(crate) fn is_unsupported(_errno: Errno) -> bool {
+    false
+}
+
+fn last_error() -> Errno {
+    // SAFETY: `GetLastError` only reads this thread's last-error value.
+    let code = unsafe { GetLastError() };
+    code as Errno
+}
+
+fn system_info() -> SYSTEM_INFO {
+    // SAFETY: an all-zero `SYSTEM_INFO` is a valid value of this plain C
+    // struct (integers, pointers and a union of integers).
+    let mut info: SYSTEM_INFO = unsafe { std::mem::zeroed() };
+    // SAFETY: `info` is writable memory of the right type; the call cannot
+    // fail.
+    unsafe { GetSystemInfo(&mut info) };
+    info
+}
+
+/// The allocation granularity: where reservations may start (64 KiB on
+/// every Windows release so far).
+pub(crate) fn query_granularity() -> usize {
+    match system_info().dwAllocationGranularity as usize {
+        granularity if granularity.is_power_of_two() && granularity >= 4096 => granularity,
+        _ => 65536,
+    }
+}
+
+/// The lowest address a reservation may start at (64 KiB).
+pub(crate) fn query_lowest_address() -> usize {
+    system_info().lpMinimumApplicationAddress as usize
+}
+
+/// The highest user-space address of a 64-bit process on Windows 8.1 and
+/// later (128 TiB less 64 KiB); 32-bit processes without large-address
+/// awareness stop below 2 GiB. Older systems stop lower: what they lack is
+/// reported as occupied by [`read_maps`], so placement never aims there.
+pub(crate) const fn highest_user_address() -> usize {
+    #[cfg(target_pointer_width = "64")]
+    {
+        0x7fff_fffe_ffff
+    }
+    #[cfg(not(target_pointer_width = "64"))]
+    {
+        0x7ffe_ffff
+    }
+}
+
+/// The highest user-space address this system really has.
+fn highest_address_of_system() -> usize {
+    system_info().lpMaximumApplicationAddress as usize
+}
+
+/// Access rights of a mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Protection {
+    ReadWrite,
+    ReadWriteExecute,
+}
+
+impl Protection {
+    fn flags(self) -> u32 {
+        match self {
+            Protection::ReadWrite => PAGE_READWRITE,
+            Protection::ReadWriteExecute => PAGE_EXECUTE_READWRITE,
+        }
+    }
+}
+
+/// Whether an error from `VirtualAlloc` means the process may not create
+/// executable memory (Arbitrary Code Guard), not that memory ran out.
+pub(crate) fn is_execute_refusal(errno: Errno) -> bool {
+    errno == ERROR_DYNAMIC_CODE_BLOCKED as Errno
+}
+
+/// Whether an error from an exact-address `VirtualAlloc` means "something is
+/// already reserved there".
+pub(crate) fn is_occupied(errno: Errno) -> bool {
+    errno == ERROR_INVALID_ADDRESS as Errno
+}
+
+/// A reservation this library made, released when dropped unless leaked.
+#[derive(Debug)]
+pub(crate) struct OwnedMapping {
+    address: usize,
+    len: usize,
+}
+
+impl OwnedMapping {
+    pub(crate) fn address(&self) -> usize {
+        self.address
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Keeps the pages for the rest of the process.
+    pub(crate) fn leak(self) -> usize {
+        let address = self.address;
+        std::mem::forget(self);
+        address
+    }
+}
+
+impl Drop for OwnedMapping {
+    fn drop(&mut self) {
+        // SAFETY: the reservation was made for this value alone, which is
+        // being dropped, so nothing can reach the pages any more.
+        // `MEM_RELEASE` of a base we reserved fails only for invalid
+        // arguments, which these are not; a destructor must not panic, so
+        // the result is ignored.
+        unsafe { VirtualFree(self.address as *mut c_void, 0, MEM_RELEASE) };
+    }
+}
+
+/// The outcome of asking for memory at an exact address.
+#[derive(Debug)]
+pub(crate) enum FixedMapping {
+    /// The pages are reserved and committed at the requested address.
+    Mapped(OwnedMapping),
+    /// The system placed them elsewhere (it rounds an unaligned address
+    /// down); they have been released.
+    Elsewhere,
+}
+
+/// Reserves and commits `len` bytes at exactly `address`. Fails with
+/// `ERROR_INVALID_ADDRESS` if any part of the range is reserved already:
+/// existing memory is never replaced.
+pub(crate) fn map_fixed_noreplace(
+    address: usize,
+    len: usize,
+    protection: Protection,
+) -> Result<FixedMapping, Errno> {
+    fault::check(FaultPoint::MapMemory)?;
+    // SAFETY: `VirtualAlloc` with `MEM_RESERVE` at an explicit address fails
+    // instead of touching an existing reservation, so no memory the process
+    // uses can be affected.
+    let result = unsafe {
+        VirtualAlloc(
+            address as *const c_void,
+            len,
+            MEM_RESERVE | MEM_COMMIT,
+            protection.flags(),
+        )
+    };
+    if result.is_null() {
+        return Err(last_error());
+    }
+    let mapping = OwnedMapping {
+        address: result as usize,
+        len,
+    };
+    if mapping.address == address {
+        Ok(FixedMapping::Mapped(mapping))
+    } else {
+        // Dropping releases what nobody else knows about.
+        drop(mapping);
+        Ok(FixedMapping::Elsewhere)
+    }
+}
+
+/// Reserves and commits `len` bytes wherever the system likes.
+pub(crate) fn map_anywhere(len: usize, protection: Protection) -> Result<OwnedMapping, Errno> {
+    fault::check(FaultPoint::MapMemory)?;
+    // SAFETY: a null address lets the system choose a free range; existing
+    // memory is untouched.
+    let result = unsafe {
+        VirtualAlloc(
+            std::ptr::null(),
+            len,
+            MEM_RESERVE | MEM_COMMIT,
+            protection.flags(),
+        )
+    };
+    if result.is_null() {
+        Err(last_error())
+    } else {
+        Ok(OwnedMapping {
+            address: result as usize,
+            len,
+        })
+    }
+}
+
+/// Makes freshly written code in `[address, address + len)` visible to
+/// instruction fetch.
+pub(crate) fn flush_instruction_cache(address: usize, len: usize) {
+    // SAFETY: `FlushInstructionCache` only performs cache maintenance for
+    // the range in this process; it does not read or write the bytes, and
+    // the pseudo-handle of the current process needs no closing.
+    unsafe { FlushInstructionCache(GetCurrentProcess(), address as *const c_void, len) };
+}
+
+/// Runs `write` while `[address, address + len)` is writable. Buffers are
+/// mapped read/write/execute (a process with Arbitrary Code Guard refuses
+/// that when they are created), so this only calls `write`.
+pub(crate) fn with_code_writable<R>(_address: usize, _len: usize, write: impl FnOnce() -> R) -> R {
+    write()
+}
+
+/// Windows has no `fork`: a process never finds itself a copy of another.
+pub(crate) struct ForkMarker;
+
+impl ForkMarker {
+    pub(crate) fn new() -> ForkMarker {
+        ForkMarker
+    }
+
+    #[inline]
+    pub(crate) fn is_forked(&self) -> bool {
+        false
+    }
+}
+
+pub(crate) fn process_id() -> u32 {
+    std::process::id()
+}
+
+/// What `VirtualQuery` says about the region containing an address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Region {
+    /// First address of the region (pages with the same state and rights).
+    pub(crate) start: usize,
+    /// Bytes in the region.
+    pub(crate) len: usize,
+    /// Where the reservation the region belongs to starts.
+    pub(crate) allocation_base: usize,
+    /// A view of a section (`MEM_MAPPED`), committed.
+    pub(crate) is_committed_view: bool,
+    /// Not `MEM_FREE`.
+    pub(crate) is_reserved: bool,
+    /// Readable and writable now, without guard or caching quirks.
+    pub(crate) is_read_write: bool,
+    /// Executable as well.
+    pub(crate) is_executable: bool,
+}
+
+/// Describes the region containing `address`, or `None` above the highest
+/// user address.
+pub(crate) fn query_region(address: usize) -> Option<Region> {
+    // SAFETY: all-zero is a valid value of this plain C struct.
+    let mut info: MEMORY_BASIC_INFORMATION = unsafe { std::mem::zeroed() };
+    // SAFETY: `VirtualQuery` only describes the address space and writes at
+    // most `size_of` bytes into `info`.
+    let written = unsafe {
+        VirtualQuery(
+            address as *const c_void,
+            &mut info,
+            std::mem::size_of::<MEMORY_BASIC_INFORMATION>(),
+        )
+    };
+    if written == 0 {
+        return None;
+    }
+    let quirks = PAGE_GUARD | PAGE_NOCACHE | PAGE_WRITECOMBINE;
+    let rights = info.Protect & !quirks;
+    let committed = info.State == MEM_COMMIT;
+    Some(Region {
+        start: info.BaseAddress as usize,
+        len: info.RegionSize,
+        allocation_base: info.AllocationBase as usize,
+        is_committed_view: committed && info.Type == MEM_MAPPED,
+        is_reserved: info.State != MEM_FREE,
+        is_read_write: committed
+            && info.Protect & quirks == 0
+            && (rights == PAGE_READWRITE || rights == PAGE_EXECUTE_READWRITE),
+        is_executable: committed && rights == PAGE_EXECUTE_READWRITE,
+    })
+}
+
+/// Walks the address space with `VirtualQuery`, calling `visit` with each
+/// run of reserved regions (merged) until it breaks. The space above what
+/// this system offers, up to [`highest_user_address`], is reported as one
+/// more occupied run so that placement never aims there. `_buffer` exists
+/// for the Linux signature.
+pub(crate) fn read_maps(
+    _buffer: &mut Vec<u8>,
+    mut visit: impl FnMut(&MapsEntry) -> ControlFlow<()>,
+) -> Result<(), Errno> {
+    fault::check(FaultPoint::ReadMaps)?;
+    let entry = |start: usize, end: usize| MapsEntry {
+        start,
+        end,
+        offset: 0,
+        dev_major: 0,
+        dev_minor: 0,
+        inode: 0,
+    };
+    let top = highest_address_of_system();
+    let mut address = query_lowest_address();
+    // A run of reserved regions not yet reported.
+    let mut run: Option<(usize, usize)> = None;
+    while address <= top {
+        let Some(region) = query_region(address) else {
+            break;
+        };
+        let end = region.start.saturating_add(region.len.max(1));
+        if region.is_reserved {
+            run = match run {
+                Some((start, run_end)) if run_end == region.start => Some((start, end)),
+                Some((start, run_end)) => {
+                    if visit(&entry(start, run_end)).is_break() {
+                        return Ok(());
+                    }
+                    Some((region.start, end))
+                }
+                None => Some((region.start, end)),
+            };
+        }
+        if end <= address {
+            break;
+        }
+        address = end;
+    }
+    if let Some((start, end)) = run
+        && visit(&entry(start, end)).is_break()
+    {
+        return Ok(());
+    }
+    let beyond = top.saturating_add(1);
+    if beyond <= highest_user_address() {
+        let _ = visit(&entry(beyond, highest_user_address().saturating_add(1)));
+    }
+    Ok(())
+}
+
+/// Copies `out.len()` bytes of this process's memory at `address` into
+/// `out`, failing (not faulting) if any of it is not readable. Used to look
+/// at an address that has not been proven to be ours yet.
+pub(crate) fn read_memory(address: usize, out: &mut [u8]) -> Result<(), Errno> {
+    let mut read = 0usize;
+    // SAFETY: `ReadProcessMemory` on the current process copies into `out`,
+    // which is writable for its length, and reports unreadable source
+    // memory as an error instead of faulting.
+    let ok = unsafe {
+        ReadProcessMemory(
+            GetCurrentProcess(),
+            address as *const c_void,
+            out.as_mut_ptr().cast(),
+            out.len(),
+            &mut read,
+        )
+    };
+    if ok == 0 {
+        Err(last_error())
+    } else if read != out.len() {
+        Err(ERROR_INVALID_ADDRESS as Errno)
+    } else {
+        Ok(())
+    }
+}
+
+/// A handle to a named section (file mapping object), closed on drop
+/// unless leaked.
+#[derive(Debug)]
+pub(crate) struct NamedSection {
+    handle: HANDLE,
+    /// Whether the section existed before this handle was opened.
+    existed: bool,
+}
+
+impl NamedSection {
+    /// Opens the pagefile-backed section `name`, creating it `len` bytes
+    /// long and read/write/execute if it does not exist. Creating and
+    /// opening are one call, so two threads cannot both create it.
+    pub(crate) fn create_or_open(name: &str, len: usize) -> Result<NamedSection, Errno> {
+        fault::check(FaultPoint::OpenRendezvous)?;
+        if name.contains('\0') {
+            return Err(INVALID_ARGUMENT);
+        }
+        let wide: Vec<u16> = name.encode_utf16().chain(std::iter::once(0)).collect();
+        let len = len as u64;
+        // SAFETY: `wide` is a NUL-terminated UTF-16 string that outlives the
+        // call; `INVALID_HANDLE_VALUE` asks for a pagefile-backed section;
+        // null security attributes mean the default descriptor.
+        let handle = unsafe {
+            CreateFileMappingW(
+                INVALID_HANDLE_VALUE,
+                std::ptr::null(),
+                PAGE_EXECUTE_READWRITE,
+                (len >> 32) as u32,
+                len as u32,
+                wide.as_ptr(),
+            )
+        };
+        // Read before any other call can change it.
+        let error = last_error();
+        if handle.is_null() {
+            return Err(error);
+        }
+        Ok(NamedSection {
+            handle,
+            existed: error == ERROR_ALREADY_EXISTS as Errno,
+        })
+    }
+
+    /// Whether the section existed before [`NamedSection::create_or_open`].
+    pub(crate) fn existed(&self) -> bool {
+        self.existed
+    }
+
+    /// Maps the whole section read/write, and executable too if
+    /// `executable`.
+    pub(crate) fn map_view(&self, executable: bool) -> Result<SectionView, Errno> {
+        fault::check(FaultPoint::MapRendezvous)?;
+        let access = if executable {
+            FILE_MAP_ALL_ACCESS | FILE_MAP_EXECUTE
+        } else {
+            FILE_MAP_ALL_ACCESS
+        };
+        // SAFETY: a new view of a section we hold a handle to, at an address
+        // the system chooses; nothing existing is affected.
+        let view = unsafe { MapViewOfFile(self.handle, access, 0, 0, 0) };
+        if view.Value.is_null() {
+            return Err(last_error());
+        }
+        let address = view.Value as usize;
+        let len = query_region(address).map_or(0, |region| region.len);
+        Ok(SectionView { address, len })
+    }
+
+    /// Keeps the handle open for the rest of the process, so the name stays
+    /// reachable: a section's name disappears with its last handle, even
+    /// while views of it remain.
+    pub(crate) fn leak(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for NamedSection {
+    fn drop(&mut self) {
+        // SAFETY: the handle is ours and closed exactly once; views of the
+        // section stay valid after it closes.
+        unsafe { CloseHandle(self.handle) };
+    }
+}
+
+/// A view of a [`NamedSection`] in this process, unmapped on drop unless
+/// leaked.
+#[derive(Debug)]
+pub(crate) struct SectionView {
+    address: usize,
+    /// Bytes in the view, as `VirtualQuery` reports them.
+    len: usize,
+}
+
+impl SectionView {
+    pub(crate) fn address(&self) -> usize {
+        self.address
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Keeps the view for the rest of the process.
+    pub(crate) fn leak(self) -> usize {
+        let address = self.address;
+        std::mem::forget(self);
+        address
+    }
+}
+
+impl Drop for SectionView {
+    fn drop(&mut self) {
+        // SAFETY: the view was mapped for this value alone, and every
+        // reference into it has ended (callers copy what they read).
+        unsafe {
+            UnmapViewOfFile(MEMORY_MAPPED_VIEW_ADDRESS {
+                Value: self.address as *mut c_void,
+            })
+        };
+    }
+}

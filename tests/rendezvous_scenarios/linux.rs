@@ -1,0 +1,466 @@
+//! Child-process tests of the rendezvous: each scenario runs in a fresh
+//! process (so the locator is created anew) with its own private `/tmp`
+//! (a tmpfs in a new mount namespace), prepares what it is about (a stale
+//! file, a symlink, another user's file...), then asks for a buffer.
+//!
+//! This is a `harness = false` test: run without arguments it spawns itself
+//! once per scenario and reports; with `MEMORY_BUFFERS_SCENARIO` set it is
+//! the child. Mount namespaces and `chown` need root (CI runs as root);
+//! without root the scenarios are reported as skipped, by name.
+
+use memory_buffers::{BufferSearchSettings, Buffers, ErrorKind, LocatorKind, PrivateLocatorReason};
+use std::ffi::CString;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::path::PathBuf;
+use std::process::Command;
+
+const SCENARIO_VARIABLE: &str = "MEMORY_BUFFERS_SCENARIO";
+const NOBODY: u32 = 65534;
+const DIRECTORY: &str = "/tmp/.reloaded/memory.buffers";
+
+type Outcome = Result<(), String>;
+
+macro_rules! check {
+    ($condition:expr, $($message:tt)+) => {
+        if !$condition {
+            return Err(format!($($message)+));
+        }
+    };
+}
+
+fn own_file() -> PathBuf {
+    PathBuf::from(format!(
+        "{DIRECTORY}/Reloaded.Memory.Buffers.MemoryBuffer, PID {}",
+        std::process::id()
+    ))
+}
+
+fn file_for(pid: u32) -> PathBuf {
+    PathBuf::from(format!(
+        "{DIRECTORY}/Reloaded.Memory.Buffers.MemoryBuffer, PID {pid}"
+    ))
+}
+
+fn locator_file_with_this_address(this_address: usize) -> Vec<u8> {
+    let mut bytes = vec![0u8; 4096];
+    bytes[..8].copy_from_slice(&this_address.to_le_bytes());
+    bytes
+}
+
+fn this_address_in_file() -> Result<usize, String> {
+    let bytes = fs::read(own_file()).map_err(|error| format!("read rendezvous file: {error}"))?;
+    check!(
+        bytes.len() == 4096,
+        "rendezvous file is {} bytes",
+        bytes.len()
+    );
+    Ok(usize::from_le_bytes(bytes[..8].try_into().unwrap()))
+}
+
+fn call(name: &str, result: libc::c_int) -> Outcome {
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(format!("{name}: {}", std::io::Error::last_os_error()))
+    }
+}
+
+fn mount_tmpfs(path: &str, flags: libc::c_ulong) -> Outcome {
+    let (source, target, kind) = (
+        CString::new("tmpfs").unwrap(),
+        CString::new(path).unwrap(),
+        CString::new("tmpfs").unwrap(),
+    );
+    // SAFETY: valid NUL-terminated strings; no data argument.
+    call("mount tmpfs", unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            kind.as_ptr(),
+            flags,
+            std::ptr::null(),
+        )
+    })
+}
+
+/// Gives this process a private, empty `/tmp`.
+fn isolate_tmp() -> Outcome {
+    // SAFETY: unshare has no memory-safety preconditions.
+    call("unshare(CLONE_NEWNS)", unsafe {
+        libc::unshare(libc::CLONE_NEWNS)
+    })?;
+    let root = CString::new("/").unwrap();
+    // SAFETY: valid string; makes mounts below `/` private to this namespace
+    // so nothing leaks to the host.
+    call("make / private", unsafe {
+        libc::mount(
+            std::ptr::null(),
+            root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        )
+    })?;
+    mount_tmpfs("/tmp", 0)
+}
+
+fn chown(path: &std::path::Path, user: u32) -> Outcome {
+    let path = CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: valid NUL-terminated path; lchown does not follow symlinks.
+    call("lchown", unsafe { libc::lchown(path.as_ptr(), user, user) })
+}
+
+/// Gets a buffer, appends to it and checks the bytes.
+fn buffer_works() -> Outcome {
+    let mut buffer = Buffers::get_buffer(&BufferSearchSettings::default())
+        .map_err(|error| format!("get_buffer: {error}"))?;
+    let address = buffer
+        .append_bytes(b"works")
+        .map_err(|error| format!("append: {error}"))?;
+    // SAFETY: the bytes were just appended to a buffer that is never unmapped.
+    let written = unsafe { std::slice::from_raw_parts(address as *const u8, 5) };
+    check!(written == b"works", "appended bytes differ");
+    Ok(())
+}
+
+fn expect_shared_and_published() -> Outcome {
+    buffer_works()?;
+    let kind = Buffers::locator_kind().map_err(|error| error.to_string())?;
+    check!(
+        kind == LocatorKind::Shared,
+        "expected a shared locator, got {kind:?}"
+    );
+    let locator = Buffers::locator_address().map_err(|error| error.to_string())?;
+    let published = this_address_in_file()?;
+    check!(
+        published == locator,
+        "file names {published:#x}, locator is {locator:#x}"
+    );
+    let metadata = fs::symlink_metadata(own_file()).map_err(|error| error.to_string())?;
+    check!(
+        metadata.file_type().is_file(),
+        "rendezvous entry is not a regular file"
+    );
+    check!(
+        metadata.permissions().mode() & 0o777 == 0o600,
+        "mode {:o}",
+        metadata.permissions().mode()
+    );
+    Ok(())
+}
+
+fn expect_private(matches: impl Fn(PrivateLocatorReason) -> bool) -> Outcome {
+    buffer_works()?;
+    match Buffers::locator_kind().map_err(|error| error.to_string())? {
+        LocatorKind::Private(reason) if matches(reason) => Ok(()),
+        other => Err(format!("unexpected locator kind {other:?}")),
+    }
+}
+
+fn stale_file(this_address: usize) -> Outcome {
+    fs::create_dir_all(DIRECTORY).map_err(|error| error.to_string())?;
+    fs::write(own_file(), locator_file_with_this_address(this_address))
+        .map_err(|error| error.to_string())?;
+    expect_shared_and_published()?;
+    check!(
+        Buffers::locator_address().unwrap() != this_address,
+        "the stale address was trusted"
+    );
+    Ok(())
+}
+
+fn fresh() -> Outcome {
+    expect_shared_and_published()?;
+    let bytes = fs::read(own_file()).unwrap();
+    check!(bytes[8..16] == [0; 8], "next locator is set");
+    check!(bytes[16..20] == [0; 4], "header lock is held");
+    check!(bytes[20] & 7 == 0, "version is not 0");
+    check!(bytes[21] >= 1, "no item counted after a get_buffer");
+    let metadata = fs::metadata(own_file()).unwrap();
+    // SAFETY: geteuid cannot fail.
+    check!(
+        metadata.uid() == unsafe { libc::geteuid() },
+        "file not owned by us"
+    );
+    Ok(())
+}
+
+fn stale_unrelated_memory() -> Outcome {
+    // SAFETY: a fresh anonymous page at a kernel-chosen address.
+    let page = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    check!(page != libc::MAP_FAILED, "mmap failed");
+    // SAFETY: the page is 4096 writable bytes owned by this function.
+    unsafe { page.cast::<u8>().write_bytes(0x5a, 4096) };
+    stale_file(page as usize)?;
+    // SAFETY: as above; reading it back.
+    let bytes = unsafe { std::slice::from_raw_parts(page.cast::<u8>(), 4096) };
+    check!(
+        bytes.iter().all(|&byte| byte == 0x5a),
+        "unrelated memory was written"
+    );
+    Ok(())
+}
+
+fn empty_file() -> Outcome {
+    fs::create_dir_all(DIRECTORY).unwrap();
+    fs::File::create(own_file()).unwrap();
+    expect_shared_and_published()
+}
+
+fn symlink_in_place_of_the_file() -> Outcome {
+    fs::create_dir_all(DIRECTORY).unwrap();
+    fs::write("/tmp/victim", b"victim").unwrap();
+    symlink("/tmp/victim", own_file()).unwrap();
+    expect_shared_and_published()?;
+    check!(
+        fs::read("/tmp/victim").unwrap() == b"victim",
+        "the symlink target was modified"
+    );
+    Ok(())
+}
+
+fn file_of_another_user() -> Outcome {
+    fs::create_dir_all(DIRECTORY).unwrap();
+    let planted = locator_file_with_this_address(0x4141_4141_0000);
+    fs::write(own_file(), &planted).unwrap();
+    chown(&own_file(), NOBODY)?;
+    expect_private(|reason| reason == PrivateLocatorReason::FileNotTrusted)?;
+    check!(
+        fs::read(own_file()).unwrap() == planted,
+        "another user's file was modified"
+    );
+    Ok(())
+}
+
+fn directory_not_writable() -> Outcome {
+    fs::create_dir_all(DIRECTORY).unwrap();
+    mount_tmpfs(DIRECTORY, libc::MS_RDONLY)?;
+    expect_private(
+        |reason| matches!(reason, PrivateLocatorReason::FileUnavailable { errno } | PrivateLocatorReason::DirectoryUnavailable { errno } if errno == libc::EROFS),
+    )
+}
+
+fn reloaded_is_a_regular_file() -> Outcome {
+    fs::write("/tmp/.reloaded", b"not a directory").unwrap();
+    expect_private(|reason| {
+        reason
+            == PrivateLocatorReason::DirectoryUnavailable {
+                errno: libc::ENOTDIR,
+            }
+    })
+}
+
+fn directory_of_another_user() -> Outcome {
+    fs::create_dir_all(DIRECTORY).unwrap();
+    chown(std::path::Path::new(DIRECTORY), NOBODY)?;
+    expect_private(|reason| reason == PrivateLocatorReason::DirectoryNotTrusted)
+}
+
+fn stale_files_of_dead_processes_are_removed() -> Outcome {
+    fs::create_dir_all(DIRECTORY).unwrap();
+    let mut child = Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let ours = file_for(dead);
+    fs::write(&ours, locator_file_with_this_address(0x1000)).unwrap();
+    let temporary = PathBuf::from(format!("{}.tmp7", ours.display()));
+    fs::write(&temporary, b"").unwrap();
+    let theirs = file_for(dead + 1_000_000);
+    fs::write(&theirs, b"").unwrap();
+    chown(&theirs, NOBODY)?;
+    let alive = file_for(1);
+    fs::write(&alive, b"").unwrap();
+    expect_shared_and_published()?;
+    check!(!ours.exists(), "a stale file of ours was kept");
+    check!(
+        !temporary.exists(),
+        "a stale temporary file of ours was kept"
+    );
+    check!(theirs.exists(), "another user's file was removed");
+    check!(alive.exists(), "a live process's file was removed");
+    Ok(())
+}
+
+fn fork_gives_the_child_its_own_locator() -> Outcome {
+    let settings = BufferSearchSettings::default();
+    let mut held = Buffers::get_buffer(&settings).map_err(|error| error.to_string())?;
+    held.append_bytes(b"parent").unwrap();
+    let parent_locator = Buffers::locator_address().unwrap();
+    // SAFETY: the locator page is mapped for the life of the process.
+    let before = unsafe { std::slice::from_raw_parts(parent_locator as *const u8, 4096) }.to_vec();
+    // SAFETY: this process is single-threaded (a harness = false test), so
+    // the child may run arbitrary code.
+    let pid = unsafe { libc::fork() };
+    check!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let child = || -> Outcome {
+            let error = held.append_bytes(b"child").unwrap_err();
+            check!(
+                error.kind() == ErrorKind::ProcessForked,
+                "inherited guard appended: {error}"
+            );
+            drop(held);
+            // A range no inherited buffer covers forces a registration.
+            let mut buffer = Buffers::get_buffer(&BufferSearchSettings {
+                min_address: 0,
+                max_address: 0x7fff_ffff,
+                size: 64,
+            })
+            .map_err(|error| error.to_string())?;
+            buffer.append_bytes(b"child").unwrap();
+            let child_locator = Buffers::locator_address().unwrap();
+            check!(
+                child_locator != parent_locator,
+                "the child uses the parent's locator"
+            );
+            expect_shared_and_published()
+        };
+        let status = match child() {
+            Ok(()) => 0,
+            Err(message) => {
+                eprintln!("child: {message}");
+                1
+            }
+        };
+        // SAFETY: `_exit` ends the forked child without running the parent's
+        // atexit handlers or destructors twice.
+        unsafe { libc::_exit(status) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for the child just forked.
+    check!(
+        unsafe { libc::waitpid(pid, &mut status, 0) } == pid,
+        "waitpid failed"
+    );
+    check!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child failed with status {status}"
+    );
+    // SAFETY: as above.
+    let after = unsafe { std::slice::from_raw_parts(parent_locator as *const u8, 4096) };
+    check!(
+        after == before.as_slice(),
+        "the child changed the parent's locator"
+    );
+    held.append_bytes(b"still ours")
+        .map_err(|error| error.to_string())?;
+    let other = Buffers::get_buffer(&settings).unwrap();
+    check!(
+        other.base_address() != held.base_address(),
+        "the child released the parent's buffer"
+    );
+    Ok(())
+}
+
+/// A named child-process scenario.
+type Scenario = (&'static str, fn() -> Outcome);
+
+const SCENARIOS: &[Scenario] = &[
+    ("fresh_process_creates_and_publishes_the_locator", fresh),
+    ("stale_file_with_an_unmapped_address_is_taken_over", || {
+        stale_file(0x1000_0000_0000)
+    }),
+    ("stale_file_with_a_zero_address_is_taken_over", || {
+        stale_file(0)
+    }),
+    (
+        "stale_file_naming_unrelated_memory_is_taken_over",
+        stale_unrelated_memory,
+    ),
+    ("empty_file_is_taken_over", empty_file),
+    (
+        "symlink_in_place_of_the_file_is_replaced_not_followed",
+        symlink_in_place_of_the_file,
+    ),
+    (
+        "file_of_another_user_falls_back_to_private",
+        file_of_another_user,
+    ),
+    (
+        "directory_not_writable_falls_back_to_private",
+        directory_not_writable,
+    ),
+    (
+        "reloaded_being_a_regular_file_falls_back_to_private",
+        reloaded_is_a_regular_file,
+    ),
+    (
+        "directory_of_another_user_falls_back_to_private",
+        directory_of_another_user,
+    ),
+    (
+        "stale_files_of_dead_processes_are_removed",
+        stale_files_of_dead_processes_are_removed,
+    ),
+    (
+        "forked_child_gets_its_own_locator",
+        fork_gives_the_child_its_own_locator,
+    ),
+];
+
+fn run_child(name: &str) -> ! {
+    let outcome = match SCENARIOS.iter().find(|(scenario, _)| *scenario == name) {
+        None => Err(format!("unknown scenario {name}")),
+        Some((_, run)) => isolate_tmp().and_then(|()| run()),
+    };
+    match outcome {
+        Ok(()) => std::process::exit(0),
+        Err(message) => {
+            eprintln!("{name}: {message}");
+            std::process::exit(1)
+        }
+    }
+}
+
+pub fn main() {
+    if let Ok(name) = std::env::var(SCENARIO_VARIABLE) {
+        run_child(&name);
+    }
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|argument| !argument.starts_with('-'))
+        .collect();
+    // SAFETY: geteuid cannot fail.
+    let is_root = unsafe { libc::geteuid() } == 0;
+    let executable = std::env::current_exe().unwrap();
+    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
+    for (name, _) in SCENARIOS {
+        if !filter.is_empty() && !filter.iter().any(|wanted| name.contains(wanted.as_str())) {
+            continue;
+        }
+        if !is_root {
+            println!("test {name} ... skipped (needs root for mount namespaces and chown)");
+            skipped += 1;
+            continue;
+        }
+        let output = Command::new(&executable)
+            .env(SCENARIO_VARIABLE, name)
+            .output()
+            .unwrap();
+        if output.status.success() {
+            println!("test {name} ... ok");
+            passed += 1;
+        } else {
+            println!(
+                "test {name} ... FAILED ({})\n{}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+            failed += 1;
+        }
+    }
+    println!("\nscenarios: {passed} passed, {failed} failed, {skipped} skipped");
+    if failed > 0 {
+        std::process::exit(1);
+    }
+}

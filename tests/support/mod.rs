@@ -1,0 +1,350 @@
+//! What the integration tests need to know about the address space, and to
+//! change in it, on each operating system: the library's own OS layer is
+//! private, and tests should not trust it to check itself anyway.
+
+#![allow(dead_code, unsafe_code)]
+
+/// Whether any mapping or reservation overlaps `[start, end)`.
+#[cfg(target_os = "linux")]
+pub fn is_mapped(start: usize, end: usize) -> bool {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    maps.lines().any(|line| {
+        let range = line.split(' ').next().unwrap();
+        let (low, high) = range.split_once('-').unwrap();
+        let low = usize::from_str_radix(low, 16).unwrap();
+        let high = usize::from_str_radix(high, 16).unwrap();
+        low < end && start < high
+    })
+}
+
+/// Whether any mapping or reservation overlaps `[start, end)`.
+#[cfg(windows)]
+pub fn is_mapped(start: usize, end: usize) -> bool {
+    let mut address = start;
+    while address < end {
+        let region = windows::query(address);
+        if region.State != windows_sys::Win32::System::Memory::MEM_FREE {
+            return true;
+        }
+        address = region.BaseAddress as usize + region.RegionSize;
+    }
+    false
+}
+
+/// `count` read-only granules somewhere, except that the one in the middle
+/// (granule `count / 2`) is left free. Released on drop.
+pub struct RegionWithHole {
+    pub start: usize,
+    pub hole: usize,
+    granule: usize,
+    count: usize,
+}
+
+#[cfg(target_os = "linux")]
+impl RegionWithHole {
+    pub fn new(count: usize, granule: usize) -> RegionWithHole {
+        // SAFETY: a fresh anonymous mapping at a kernel-chosen address.
+        let region = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                count * granule,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(region, libc::MAP_FAILED);
+        let hole = region as usize + count / 2 * granule;
+        // SAFETY: the page is part of the mapping made just above.
+        assert_eq!(
+            unsafe { libc::munmap(hole as *mut libc::c_void, granule) },
+            0
+        );
+        RegionWithHole {
+            start: region as usize,
+            hole,
+            granule,
+            count,
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for RegionWithHole {
+    fn drop(&mut self) {
+        // SAFETY: unmapping what `new` mapped (the hole may hold a test's
+        // allocation, which the test has dropped by now).
+        unsafe { libc::munmap(self.start as *mut libc::c_void, self.count * self.granule) };
+    }
+}
+
+#[cfg(windows)]
+impl RegionWithHole {
+    /// A reservation cannot be split on Windows, so one granule is reserved
+    /// at a time over a range that was free a moment ago (tests that use
+    /// this run alone).
+    pub fn new(count: usize, granule: usize) -> RegionWithHole {
+        let start = windows::reserve(0, count * granule).expect("reserve the region");
+        windows::release(start);
+        let hole = start + count / 2 * granule;
+        for index in 0..count {
+            let address = start + index * granule;
+            if address != hole {
+                assert_eq!(windows::reserve(address, granule), Some(address));
+            }
+        }
+        RegionWithHole {
+            start,
+            hole,
+            granule,
+            count,
+        }
+    }
+}
+
+#[cfg(windows)]
+impl Drop for RegionWithHole {
+    fn drop(&mut self) {
+        for index in 0..self.count {
+            let address = self.start + index * self.granule;
+            if address != self.hole {
+                windows::release(address);
+            }
+        }
+    }
+}
+
+/// Maps `len` read/write bytes at exactly `address` without replacing
+/// anything; false if anything is in the way.
+#[cfg(target_os = "linux")]
+pub fn map_exact(address: usize, len: usize) -> bool {
+    // SAFETY: `MAP_FIXED_NOREPLACE` never replaces an existing mapping; the
+    // result is checked before use.
+    let result = unsafe {
+        libc::mmap(
+            address as *mut libc::c_void,
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    if result == libc::MAP_FAILED {
+        return false;
+    }
+    if result as usize != address {
+        // An old kernel treated the flag as a hint: not ours to keep.
+        // SAFETY: the kernel just made this mapping for us.
+        unsafe { libc::munmap(result, len) };
+        return false;
+    }
+    true
+}
+
+/// Unmaps what [`map_exact`] mapped.
+#[cfg(target_os = "linux")]
+pub fn unmap_exact(address: usize, len: usize) {
+    // SAFETY: the range was mapped by the caller alone.
+    let result = unsafe { libc::munmap(address as *mut libc::c_void, len) };
+    assert_eq!(result, 0);
+}
+
+/// Maps `len` read/write bytes at exactly `address` without replacing
+/// anything; false if anything is in the way.
+#[cfg(windows)]
+pub fn map_exact(address: usize, len: usize) -> bool {
+    windows::commit(address, len) == Some(address)
+}
+
+/// Unmaps what [`map_exact`] mapped.
+#[cfg(windows)]
+pub fn unmap_exact(address: usize, _len: usize) {
+    windows::release(address);
+}
+
+/// *This address* of the process's shared locator, read the way a second
+/// library instance reads it: through a view of its own of the rendezvous
+/// file (Linux) or named section (Windows), which is then unmapped.
+#[cfg(target_os = "linux")]
+pub fn this_address_through_a_second_view() -> usize {
+    let path = format!(
+        "/tmp/.reloaded/memory.buffers/Reloaded.Memory.Buffers.MemoryBuffer, PID {}",
+        std::process::id()
+    );
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    assert_eq!(file.metadata().unwrap().len(), 4096);
+    // SAFETY: a shared read-only view of the 4096-byte file, unmapped below.
+    let view = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            0,
+        )
+    };
+    assert_ne!(view, libc::MAP_FAILED);
+    // SAFETY: the view is 4096 readable bytes; the field is at offset 0.
+    let this_address = unsafe { std::ptr::read_unaligned(view as *const usize) };
+    // SAFETY: unmapping the view made above.
+    unsafe { libc::munmap(view, 4096) };
+    this_address
+}
+
+#[cfg(windows)]
+pub fn this_address_through_a_second_view() -> usize {
+    let name = format!(
+        "/Reloaded.Memory.Buffers.MemoryBuffer, PID {}",
+        std::process::id()
+    );
+    let section = windows::open_section(&name).expect("the named section exists");
+    let view = section.view();
+    assert_eq!(windows::query(view).RegionSize, 65536);
+    // SAFETY: the view is 64 KiB of readable bytes; the field is at offset 0.
+    unsafe { std::ptr::read_unaligned(view as *const usize) }
+}
+
+/// Win32 calls the Windows tests make themselves.
+#[cfg(windows)]
+pub mod windows {
+    use std::ffi::c_void;
+    use windows_sys::Win32::Foundation::{CloseHandle, HANDLE, INVALID_HANDLE_VALUE};
+    use windows_sys::Win32::System::Memory::{
+        CreateFileMappingW, FILE_MAP_ALL_ACCESS, MEM_COMMIT, MEM_RELEASE, MEM_RESERVE,
+        MEMORY_BASIC_INFORMATION, MEMORY_MAPPED_VIEW_ADDRESS, MapViewOfFile, OpenFileMappingW,
+        PAGE_EXECUTE_READWRITE, PAGE_READONLY, PAGE_READWRITE, UnmapViewOfFile, VirtualAlloc,
+        VirtualFree, VirtualQuery,
+    };
+
+    pub fn query(address: usize) -> MEMORY_BASIC_INFORMATION {
+        // SAFETY: all-zero is a valid value of this plain C struct.
+        let mut info: MEMORY_BASIC_INFORMATION = unsafe { std::mem::zeroed() };
+        // SAFETY: VirtualQuery only writes `info`.
+        let written = unsafe {
+            VirtualQuery(
+                address as *const c_void,
+                &mut info,
+                std::mem::size_of::<MEMORY_BASIC_INFORMATION>(),
+            )
+        };
+        assert_ne!(written, 0, "VirtualQuery({address:#x})");
+        info
+    }
+
+    /// Reserves `len` bytes (read-only when committed) at `address`, or
+    /// anywhere if 0.
+    pub fn reserve(address: usize, len: usize) -> Option<usize> {
+        // SAFETY: MEM_RESERVE never replaces an existing reservation.
+        let result =
+            unsafe { VirtualAlloc(address as *const c_void, len, MEM_RESERVE, PAGE_READONLY) };
+        (!result.is_null()).then_some(result as usize)
+    }
+
+    /// Reserves and commits `len` read/write bytes at `address`; a result
+    /// elsewhere (an unaligned address is rounded down) is released.
+    pub fn commit(address: usize, len: usize) -> Option<usize> {
+        // SAFETY: MEM_RESERVE never replaces an existing reservation.
+        let result = unsafe {
+            VirtualAlloc(
+                address as *const c_void,
+                len,
+                MEM_RESERVE | MEM_COMMIT,
+                PAGE_READWRITE,
+            )
+        };
+        if result.is_null() {
+            return None;
+        }
+        if result as usize != address {
+            release(result as usize);
+            return None;
+        }
+        Some(address)
+    }
+
+    pub fn release(address: usize) {
+        // SAFETY: releases a reservation the test made.
+        unsafe { VirtualFree(address as *mut c_void, 0, MEM_RELEASE) };
+    }
+
+    fn wide(name: &str) -> Vec<u16> {
+        name.encode_utf16().chain(std::iter::once(0)).collect()
+    }
+
+    /// A handle to a named section and one read/write view of it, both
+    /// closed on drop.
+    pub struct Section {
+        handle: HANDLE,
+        view: usize,
+    }
+
+    impl Section {
+        pub fn view(&self) -> usize {
+            self.view
+        }
+
+        /// Keeps the handle and the view for the rest of the process, as
+        /// a library that created the section would.
+        pub fn keep(self) -> usize {
+            let view = self.view;
+            std::mem::forget(self);
+            view
+        }
+
+        fn from_handle(handle: HANDLE) -> Option<Section> {
+            if handle.is_null() {
+                return None;
+            }
+            // SAFETY: maps the whole section read/write.
+            let view = unsafe { MapViewOfFile(handle, FILE_MAP_ALL_ACCESS, 0, 0, 0) };
+            assert!(!view.Value.is_null(), "MapViewOfFile");
+            Some(Section {
+                handle,
+                view: view.Value as usize,
+            })
+        }
+    }
+
+    impl Drop for Section {
+        fn drop(&mut self) {
+            // SAFETY: the view and handle are this value's own.
+            unsafe {
+                UnmapViewOfFile(MEMORY_MAPPED_VIEW_ADDRESS {
+                    Value: self.view as *mut c_void,
+                });
+                CloseHandle(self.handle);
+            }
+        }
+    }
+
+    pub fn open_section(name: &str) -> Option<Section> {
+        let name = wide(name);
+        // SAFETY: a NUL-terminated name.
+        Section::from_handle(unsafe { OpenFileMappingW(FILE_MAP_ALL_ACCESS, 0, name.as_ptr()) })
+    }
+
+    /// Creates a pagefile-backed section of `len` bytes, as another
+    /// process of the session could.
+    pub fn create_section(name: &str, len: usize) -> Section {
+        let name = wide(name);
+        // SAFETY: a NUL-terminated name and default security.
+        let handle = unsafe {
+            CreateFileMappingW(
+                INVALID_HANDLE_VALUE,
+                std::ptr::null(),
+                PAGE_EXECUTE_READWRITE,
+                0,
+                len as u32,
+                name.as_ptr(),
+            )
+        };
+        Section::from_handle(handle).expect("CreateFileMappingW")
+    }
+}
