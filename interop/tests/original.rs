@@ -1,0 +1,234 @@
+//! `memory-buffers` and the original crate (reloaded-memory-buffers 4.1.0)
+//! linked into one process share one locator, whichever starts first, and
+//! each respects the other's locks: a buffer one of them holds is never
+//! handed out by the other, and bytes one appends are never overwritten by
+//! the other.
+//!
+//! A `harness = false` test: each scenario runs in a fresh child process
+//! (the locator is per process, and who creates it is the point).
+
+use memory_buffers::{BufferSearchSettings, Buffers, LocatorKind};
+use reloaded_memory_buffers::buffers::Buffers as OriginalBuffers;
+use reloaded_memory_buffers::structs::SafeLocatorItem;
+use reloaded_memory_buffers::structs::params::BufferSearchSettings as OriginalSettings;
+use std::process::Command;
+
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+const SCENARIO_VARIABLE: &str = "MEMORY_BUFFERS_SCENARIO";
+const GIB: usize = 1 << 30;
+
+type Outcome = Result<(), String>;
+
+macro_rules! check {
+    ($condition:expr, $($message:tt)+) => {
+        if !$condition {
+            return Err(format!($($message)+));
+        }
+    };
+}
+
+fn target() -> usize {
+    target as *const () as usize
+}
+
+fn original_get(size: u32) -> Result<SafeLocatorItem, String> {
+    OriginalBuffers::get_buffer(&OriginalSettings::from_proximity(
+        GIB,
+        target(),
+        size as usize,
+    ))
+    .map_err(|error| format!("the original's get_buffer: {error:?}"))
+}
+
+/// The base address of the original's held item.
+fn original_base(item: &SafeLocatorItem) -> usize {
+    // SAFETY: the item points into the live locator while it is held.
+    unsafe { (*item.item.get()).base_address.value }
+}
+
+/// Where the original's held item sits (the item, not its buffer).
+fn original_item_address(item: &SafeLocatorItem) -> usize {
+    item.item.get() as usize
+}
+
+fn ours(size: usize) -> BufferSearchSettings {
+    BufferSearchSettings::from_proximity(GIB, target(), size)
+}
+
+/// Appends `pattern` through the original and returns where it went.
+fn original_append(item: &SafeLocatorItem, pattern: &[u8]) -> usize {
+    // SAFETY: the item is held and was found with room for the pattern.
+    unsafe { item.append_bytes(pattern) }
+}
+
+fn intact(address: usize, pattern: &[u8]) -> bool {
+    // SAFETY: appended bytes stay mapped for the life of the process.
+    unsafe { std::slice::from_raw_parts(address as *const u8, pattern.len()) == pattern }
+}
+
+/// The two libraries hold buffers at the same time and append; neither
+/// hands out what the other holds, and all bytes stay.
+fn hold_and_append_in_turns(head: usize) -> Outcome {
+    let theirs = original_get(64)?;
+    let their_base = original_base(&theirs);
+    let their_bytes = original_append(&theirs, b"written by the original");
+    let mut held = Vec::new();
+    let mut our_writes = Vec::new();
+    for round in 0..8u8 {
+        let mut buffer =
+            Buffers::get_buffer(&ours(64)).map_err(|error| format!("ours: {error}"))?;
+        check!(
+            buffer.base_address() != their_base,
+            "this crate handed out the buffer the original holds"
+        );
+        let pattern = [round; 24];
+        let address = buffer
+            .append_bytes(&pattern)
+            .map_err(|error| format!("append: {error}"))?;
+        our_writes.push((address, pattern));
+        held.push(buffer);
+    }
+    // Anywhere in the address space, so the ready-made buffers are in range.
+    #[cfg(windows)]
+    for _ in 0..5 {
+        let anywhere = BufferSearchSettings {
+            size: 64,
+            ..Default::default()
+        };
+        let buffer = Buffers::get_buffer(&anywhere).map_err(|error| format!("ours: {error}"))?;
+        check!(
+            support::windows::query(buffer.base_address()).Protect
+                == windows_sys::Win32::System::Memory::PAGE_EXECUTE_READWRITE,
+            "this crate handed out a buffer at {:#x} that cannot run code",
+            buffer.base_address()
+        );
+        held.push(buffer);
+    }
+    for _ in 0..8 {
+        let other = original_get(64)?;
+        let base = original_base(&other);
+        check!(
+            held.iter().all(|buffer| buffer.base_address() != base),
+            "the original handed out a buffer this crate holds"
+        );
+        check!(
+            base != their_base,
+            "the original handed out its own held buffer"
+        );
+    }
+    drop(held);
+    drop(theirs);
+    // Released by both: now either may take any of them, and appends
+    // continue after what is there.
+    for _ in 0..4 {
+        let item = original_get(64)?;
+        original_append(&item, &[0xee; 16]);
+        let mut buffer =
+            Buffers::get_buffer(&ours(64)).map_err(|error| format!("ours: {error}"))?;
+        buffer
+            .append_bytes(&[0xdd; 16])
+            .map_err(|error| format!("append: {error}"))?;
+    }
+    check!(
+        intact(their_bytes, b"written by the original"),
+        "the original's bytes were overwritten"
+    );
+    for (address, pattern) in our_writes {
+        check!(
+            intact(address, &pattern),
+            "this crate's bytes were overwritten"
+        );
+    }
+    let _ = head;
+    Ok(())
+}
+
+fn the_original_creates_the_locator_and_this_crate_finds_it() -> Outcome {
+    let first = original_get(64)?;
+    drop(first);
+    let head = support::this_address_through_a_second_view();
+    check!(
+        Buffers::locator_kind() == Ok(LocatorKind::Shared),
+        "this crate did not accept the original's locator: {:?}",
+        Buffers::locator_kind()
+    );
+    let ours_head = Buffers::locator_address().map_err(|error| format!("{error}"))?;
+    check!(
+        ours_head == head,
+        "this crate uses {ours_head:#x}, the original {head:#x}"
+    );
+    hold_and_append_in_turns(head)
+}
+
+fn this_crate_creates_the_locator_and_the_original_finds_it() -> Outcome {
+    let head = Buffers::locator_address().map_err(|error| format!("{error}"))?;
+    check!(
+        Buffers::locator_kind() == Ok(LocatorKind::Shared),
+        "not shared"
+    );
+    let theirs = original_get(64)?;
+    let item = original_item_address(&theirs);
+    // With no chained locator yet, the original's item is in our head.
+    check!(
+        (head..head + 4096).contains(&item),
+        "the original's item at {item:#x} is not in this crate's locator at {head:#x}"
+    );
+    check!(
+        support::this_address_through_a_second_view() == head,
+        "the rendezvous names another locator"
+    );
+    drop(theirs);
+    hold_and_append_in_turns(head)
+}
+
+const SCENARIOS: &[(&str, fn() -> Outcome)] = &[
+    (
+        "the_original_creates_the_locator_and_this_crate_finds_it",
+        the_original_creates_the_locator_and_this_crate_finds_it,
+    ),
+    (
+        "this_crate_creates_the_locator_and_the_original_finds_it",
+        this_crate_creates_the_locator_and_the_original_finds_it,
+    ),
+];
+
+fn main() {
+    if let Ok(name) = std::env::var(SCENARIO_VARIABLE) {
+        let Some((_, scenario)) = SCENARIOS.iter().find(|(known, _)| *known == name) else {
+            eprintln!("unknown scenario {name}");
+            std::process::exit(2)
+        };
+        match scenario() {
+            Ok(()) => std::process::exit(0),
+            Err(message) => {
+                eprintln!("{message}");
+                std::process::exit(1)
+            }
+        }
+    }
+    let executable = std::env::current_exe().expect("the test has a path");
+    let (mut passed, mut failed) = (0, 0);
+    for (name, _) in SCENARIOS {
+        let output = Command::new(&executable)
+            .env(SCENARIO_VARIABLE, name)
+            .output()
+            .expect("the test can run itself");
+        if output.status.success() {
+            println!("test {name} ... ok");
+            passed += 1;
+        } else {
+            println!(
+                "test {name} ... FAILED ({})\n{}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+            failed += 1;
+        }
+    }
+    println!("\ninterop: {passed} passed, {failed} failed");
+    if failed > 0 {
+        std::process::exit(1);
+    }
+}
