@@ -183,7 +183,10 @@ fn this_crate_creates_the_locator_and_the_original_finds_it() -> Outcome {
     hold_and_append_in_turns(head)
 }
 
-const SCENARIOS: &[(&str, fn() -> Outcome)] = &[
+/// Each scenario with the name it is run and reported by.
+type Scenario = (&'static str, fn() -> Outcome);
+
+const SCENARIOS: &[Scenario] = &[
     (
         "the_original_creates_the_locator_and_this_crate_finds_it",
         the_original_creates_the_locator_and_this_crate_finds_it,
