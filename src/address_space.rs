@@ -93,7 +93,7 @@ impl AddressSpace {
                     Err(errno) if os::is_execute_refusal(errno) => {
                         return Err(ErrorKind::ExecutableMemoryRefused);
                     }
-                    Err(errno) => return Err(os::error_kind("mmap", errno)),
+                    Err(errno) => return Err(os::error_kind(os::MAP_CALL, errno)),
                 }
                 // Something we did not know about occupies (part of) the
                 // block: remember it so the next candidate skips past it.
@@ -159,7 +159,7 @@ mod tests {
         assert_eq!(
             space.map_nearest(request(), 1).unwrap_err(),
             ErrorKind::Os {
-                call: "mmap",
+                call: os::MAP_CALL,
                 errno: OUT_OF_MEMORY
             }
         );

@@ -24,6 +24,15 @@
 //! assert!(trampoline.abs_diff(target) < 0x7fff_0000);
 //! # Ok::<(), memory_buffers::Error>(())
 //! ```
+//!
+//! # Platforms
+//!
+//! Linux (x86-64, and AArch64 with instruction-cache flushes) and Windows
+//! (x86-64; tested under Wine). On Linux the shared locator is found
+//! through a file in `/tmp/.reloaded/memory.buffers`, on Windows through the
+//! named section `/Reloaded.Memory.Buffers.MemoryBuffer, PID <pid>`, both as
+//! the original library does it. Other systems compile, and every call
+//! returns [`ErrorKind::Unsupported`].
 
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]

@@ -4,7 +4,8 @@ use crate::address::{ValidRequest, proximity_range, validate_request};
 use crate::error::{Error, ErrorKind};
 use crate::os;
 
-/// Re-reads of `/proc/self/maps` a request may make before it reports
+/// Re-reads of the address map (`/proc/self/maps`, a `VirtualQuery` walk on
+/// Windows) a request may make before it reports
 /// [`ErrorKind::NoSpaceInRange`], unless the caller sets another count.
 pub const DEFAULT_RETRY_COUNT: u32 = 3;
 
@@ -14,7 +15,8 @@ pub const fn highest_user_address() -> usize {
     os::highest_user_address()
 }
 
-/// The unit in which memory is mapped: the page size on Linux.
+/// The unit in which memory is mapped: the page size on Linux, 64 KiB (where
+/// reservations may start) on Windows.
 #[inline]
 pub fn allocation_granularity() -> usize {
     os::allocation_granularity()

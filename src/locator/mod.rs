@@ -233,12 +233,12 @@ fn unlock_header(locator: LocatorRef) {
 fn map_private_locator() -> Result<LocatorRef, ErrorKind> {
     let len = LOCATOR_SIZE.max(os::allocation_granularity());
     let mapping = os::map_anywhere(len, Protection::ReadWrite)
-        .map_err(|errno| os::error_kind("mmap", errno))?;
+        .map_err(|errno| os::error_kind(os::MAP_CALL, errno))?;
     let address = mapping.address();
     // SAFETY: a fresh, page-aligned read/write mapping of at least
     // LOCATOR_SIZE bytes that is never unmapped.
     let locator = unsafe { LocatorRef::from_address(address) }.ok_or(ErrorKind::Os {
-        call: "mmap",
+        call: os::MAP_CALL,
         errno: os::INVALID_ARGUMENT,
     })?;
     // SAFETY: nobody else knows the page yet.

@@ -19,6 +19,9 @@ pub(crate) const UNSUPPORTED: Errno = -1;
 /// The error number for an invalid argument.
 pub(crate) const INVALID_ARGUMENT: Errno = -2;
 
+/// The call that maps memory, as error messages name it.
+pub(crate) const MAP_CALL: &str = "mmap";
+
 pub(crate) fn query_granularity() -> usize {
     4096
 }

@@ -246,7 +246,10 @@ fn a_header_lock_held_forever_gives_a_private_locator() -> Outcome {
     Ok(())
 }
 
-const SCENARIOS: &[(&str, fn() -> Outcome)] = &[
+/// Each scenario with the name it is run and reported by.
+type Scenario = (&'static str, fn() -> Outcome);
+
+const SCENARIOS: &[Scenario] = &[
     (
         "a_fresh_process_creates_the_section_with_ready_made_buffers",
         creates_the_section_with_ready_made_buffers,
