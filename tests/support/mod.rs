@@ -164,6 +164,31 @@ pub fn unmap_exact(address: usize, _len: usize) {
     windows::release(address);
 }
 
+/// Why the top gibibyte of user space cannot be mapped here, if it cannot.
+///
+/// QEMU user mode runs AArch64 code in the host's address space: on an
+/// x86-64 host the guest's 48-bit space is cut at the host's 47 bits, and
+/// QEMU treats `MAP_FIXED_NOREPLACE` above that as a hint, returning memory
+/// elsewhere (as a kernel older than 4.17 would). The library sees the
+/// pages land elsewhere, gives them back and reports `NoSpaceInRange`,
+/// which is right; the test cannot show placement there.
+pub fn top_of_user_space_unreachable() -> Option<&'static str> {
+    #[cfg(target_os = "linux")]
+    {
+        let top = memory_buffers::highest_user_address();
+        let probe = (top - (1 << 29)) & !0xffff;
+        if map_exact(probe, 65536) {
+            unmap_exact(probe, 65536);
+        } else if !is_mapped(probe, probe + 65536) {
+            return Some(
+                "the top of user space cannot be mapped here (QEMU user mode on a host with \
+                 a smaller address space treats MAP_FIXED_NOREPLACE there as a hint)",
+            );
+        }
+    }
+    None
+}
+
 /// *This address* of the process's shared locator, read the way a second
 /// library instance reads it: through a view of its own of the rendezvous
 /// file (Linux) or named section (Windows), which is then unmapped.
