@@ -22,7 +22,7 @@ use crate::locator::layout::{LOCATOR_SIZE, LocatorRef};
 use crate::locator::rendezvous::{self, Rendezvous};
 use crate::locator::{Fit, Locator, LocatorKind, PrivateLocatorReason};
 use crate::maps::parse_maps_line;
-use crate::os::fault::{FaultPoint, fail};
+use crate::os::fault::{FaultPoint, fail, fail_with};
 use crate::placement::{NearestCandidates, PlacementRequest};
 use crate::range_set::MappedRanges;
 use crate::settings::{BufferAllocatorSettings, BufferSearchSettings, highest_user_address};
@@ -438,6 +438,41 @@ fn a_failing_ftruncate_reports_file_unavailable_and_leaves_no_file_or_mapping() 
         "the temporary file was removed"
     );
     assert_eq!(base.mappings(), 0);
+}
+
+#[test]
+fn a_full_file_system_reports_enospc_before_the_file_is_mapped() {
+    let base = TempBase::new();
+    let result = {
+        let _failing = fail_with(&[FaultPoint::AllocateRendezvous], libc::ENOSPC);
+        base.find_or_create()
+    };
+    assert_eq!(
+        result,
+        Err(PrivateLocatorReason::FileUnavailable {
+            errno: libc::ENOSPC
+        })
+    );
+    assert_eq!(base.entries(), Vec::<String>::new());
+    assert_eq!(base.mappings(), 0, "nothing was mapped");
+}
+
+#[test]
+fn an_existing_file_whose_blocks_cannot_be_had_is_not_read_through_a_mapping() {
+    let base = TempBase::new();
+    let created = base.create();
+    let result = {
+        let _failing = fail_with(&[FaultPoint::AllocateRendezvous], libc::ENOSPC);
+        base.find_or_create()
+    };
+    assert_eq!(
+        result,
+        Err(PrivateLocatorReason::FileUnavailable {
+            errno: libc::ENOSPC
+        })
+    );
+    assert_eq!(base.mappings(), 1, "only the creator's mapping");
+    assert_eq!(base.stored_address(), created.address());
 }
 
 #[test]

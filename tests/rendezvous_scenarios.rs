@@ -67,19 +67,28 @@ fn call(name: &str, result: libc::c_int) -> Outcome {
 }
 
 fn mount_tmpfs(path: &str, flags: libc::c_ulong) -> Outcome {
+    mount_tmpfs_with(path, flags, None)
+}
+
+/// Mounts a tmpfs at `path` with the mount options `options` (`size=4k`...).
+fn mount_tmpfs_with(path: &str, flags: libc::c_ulong, options: Option<&str>) -> Outcome {
     let (source, target, kind) = (
         CString::new("tmpfs").unwrap(),
         CString::new(path).unwrap(),
         CString::new("tmpfs").unwrap(),
     );
-    // SAFETY: valid NUL-terminated strings; no data argument.
+    let options = options.map(|options| CString::new(options).unwrap());
+    // SAFETY: valid NUL-terminated strings; the data argument is a
+    // NUL-terminated option string or null.
     call("mount tmpfs", unsafe {
         libc::mount(
             source.as_ptr(),
             target.as_ptr(),
             kind.as_ptr(),
             flags,
-            std::ptr::null(),
+            options
+                .as_ref()
+                .map_or(std::ptr::null(), |options| options.as_ptr().cast()),
         )
     })
 }
@@ -250,6 +259,38 @@ fn directory_not_writable() -> Outcome {
     )
 }
 
+/// Issue 11, item 1: the rendezvous directory is a tmpfs of one page, and
+/// that page is used. The file's blocks must be refused with `ENOSPC` before
+/// anything is written through its mapping (which would be `SIGBUS`).
+fn full_file_system() -> Outcome {
+    fs::create_dir_all(DIRECTORY).unwrap();
+    mount_tmpfs_with(DIRECTORY, 0, Some("size=4k"))?;
+    let mut filler = Vec::new();
+    filler.resize(4096, 0x5a);
+    fs::write(format!("{DIRECTORY}/filler"), &filler)
+        .map_err(|error| format!("filling the tmpfs: {error}"))?;
+    check!(
+        fs::write(format!("{DIRECTORY}/more"), b"x").is_err(),
+        "the tmpfs is not full"
+    );
+    let _ = fs::remove_file(format!("{DIRECTORY}/more"));
+    expect_private(|reason| {
+        reason
+            == PrivateLocatorReason::FileUnavailable {
+                errno: libc::ENOSPC,
+            }
+    })?;
+    let names: Vec<_> = fs::read_dir(DIRECTORY)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    check!(
+        names == ["filler"],
+        "files left in the full directory: {names:?}"
+    );
+    Ok(())
+}
+
 fn reloaded_is_a_regular_file() -> Outcome {
     fs::write("/tmp/.reloaded", b"not a directory").unwrap();
     expect_private(|reason| {
@@ -389,6 +430,10 @@ const SCENARIOS: &[Scenario] = &[
     (
         "directory_not_writable_falls_back_to_private",
         directory_not_writable,
+    ),
+    (
+        "full_file_system_falls_back_to_private_without_sigbus",
+        full_file_system,
     ),
     (
         "reloaded_being_a_regular_file_falls_back_to_private",

@@ -155,6 +155,10 @@ fn inspect_existing(
             return Ok(Existing::Stale);
         }
         let this_address = if status.size == file_len() as u64 {
+            // Reading a sparse file through a mapping can fault too on a
+            // full tmpfs: make sure its blocks exist first.
+            os::allocate_existing_file(&file, file_len() as u64)
+                .map_err(|errno| PrivateLocatorReason::FileUnavailable { errno })?;
             read_this_address(&file)?
         } else {
             0
@@ -300,7 +304,10 @@ fn publish_new(
         } else {
             create_named_draft(directory, pid).map_err(unavailable)?
         };
+        // The blocks are allocated before the mapping is written: on a full
+        // file system a write through the mapping would raise `SIGBUS`.
         let mapped = os::resize_file(draft.file(), file_len() as u64)
+            .and_then(|()| os::allocate_new_file(draft.file(), file_len() as u64))
             .and_then(|()| os::map_file_shared(draft.file(), file_len()));
         let mapping = match mapped {
             Ok(mapping) => mapping,

@@ -21,6 +21,8 @@ pub(crate) enum FaultPoint {
     ResizeRendezvous = 1 << 3,
     /// `mmap` of the rendezvous file.
     MapRendezvous = 1 << 4,
+    /// `fallocate` of the rendezvous file.
+    AllocateRendezvous = 1 << 5,
 }
 
 #[cfg(any(test, feature = "fault-injection"))]
