@@ -57,7 +57,9 @@ typedef struct {
   size_t size;
   // How many times the address space map may be re-read when the cached
   // view turns out to be out of date;
-  // [`MEMORY_BUFFERS_DEFAULT_RETRY_COUNT`] is a good value.
+  // [`MEMORY_BUFFERS_DEFAULT_RETRY_COUNT`] is a good value. Values above
+  // 64 count as 64, and no re-read is made once a fresh read shows no
+  // free candidate, so even an uninitialised value cannot hang the caller.
   uint32_t retry_count;
 } MemoryBuffersAllocatorSettings;
 

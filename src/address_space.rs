@@ -20,6 +20,13 @@ use std::ops::ControlFlow;
 /// view is evidently out of date near the target.
 const MISSES_BEFORE_REFRESH: u32 = 32;
 
+/// Re-reads of the map one request may make, whatever its `retry_count`:
+/// a C caller's uninitialised field (or `u32::MAX`) must not keep the host
+/// busy for days. Each re-read is followed by up to
+/// [`MISSES_BEFORE_REFRESH`] refused candidates, so a request costs at most
+/// this many reads of the map and 32 times as many `mmap` calls.
+pub(crate) const MAX_REFRESHES: u32 = 64;
+
 /// The cached view of the address space.
 pub(crate) struct AddressSpace {
     /// Ranges believed mapped. May be stale in both directions; see the
@@ -29,6 +36,9 @@ pub(crate) struct AddressSpace {
     loaded: bool,
     /// Reused read buffer for `/proc/self/maps`.
     read_buffer: Vec<u8>,
+    /// Reads of the map so far, successful or not (tests only).
+    #[cfg(test)]
+    reads: u32,
 }
 
 impl AddressSpace {
@@ -37,11 +47,17 @@ impl AddressSpace {
             mapped: MappedRanges::new(),
             loaded: false,
             read_buffer: Vec::new(),
+            #[cfg(test)]
+            reads: 0,
         }
     }
 
     /// Replaces the cached view with a fresh read of `/proc/self/maps`.
     pub(crate) fn refresh(&mut self) -> Result<(), os::Errno> {
+        #[cfg(test)]
+        {
+            self.reads += 1;
+        }
         let mut ranges = Vec::with_capacity(self.mapped.len() + 64);
         os::read_maps(&mut self.read_buffer, |entry| {
             ranges.push((entry.start, entry.end));
@@ -58,24 +74,46 @@ impl AddressSpace {
         self.mapped.len()
     }
 
+    /// Reads of the map so far (tests only).
+    #[cfg(test)]
+    pub(crate) fn reads(&self) -> u32 {
+        self.reads
+    }
+
     /// Maps `request.block_len` read/write/execute bytes at the free
     /// candidate nearest to the middle of the range and returns the address.
+    ///
+    /// The map is re-read at most `retry_count` times (and never more than
+    /// [`MAX_REFRESHES`]), and not at all once a fresh picture shows no
+    /// candidate: re-reading cannot make room that the kernel says is not
+    /// there.
     pub(crate) fn map_nearest(
         &mut self,
         request: PlacementRequest,
         retry_count: u32,
     ) -> Result<OwnedMapping, ErrorKind> {
+        // Whether the cached view was just read and no candidate has been
+        // refused since: then "no candidate" is the kernel's answer.
+        let mut fresh = false;
         if !self.loaded {
             // Without `/proc` the cached view stays empty and placement
             // degrades to probing with `MAP_FIXED_NOREPLACE`, which is slower
             // but still never maps over anything.
             let _ = self.refresh();
+            fresh = true;
         }
+        let retry_count = retry_count.min(MAX_REFRESHES);
         let mut refreshes = 0;
         loop {
             let mut misses = 0;
             while misses < MISSES_BEFORE_REFRESH {
                 let Some(start) = NearestCandidates::new(&self.mapped, request).next() else {
+                    if fresh {
+                        // Re-reading would show the same picture (or, with
+                        // no `/proc`, probing has ruled out every candidate
+                        // already).
+                        return Err(ErrorKind::NoSpaceInRange);
+                    }
                     break;
                 };
                 let end = start + request.block_len;
@@ -99,12 +137,14 @@ impl AddressSpace {
                 // block: remember it so the next candidate skips past it.
                 self.mapped.insert(start, end);
                 misses += 1;
+                fresh = false;
             }
             if refreshes >= retry_count {
                 return Err(ErrorKind::NoSpaceInRange);
             }
             refreshes += 1;
             let _ = self.refresh();
+            fresh = true;
         }
     }
 

@@ -307,6 +307,38 @@ fn a_fully_occupied_range_reports_no_space_and_leaves_the_occupant_intact() {
     assert_eq!(mapped_in(start, start + 4 * PAGE), before);
 }
 
+/// Issue 11, item 7: `retry_count = u32::MAX` on a full range used to
+/// re-read the map four billion times. It must stop after the first fresh
+/// picture without a candidate, with or without `/proc`.
+#[test]
+fn a_huge_retry_count_on_a_full_range_stops_after_one_fresh_picture() {
+    warm_up();
+    let start = quiet_slot(6);
+    let occupant = Occupant::at(start, 4 * PAGE, 0x4d);
+    let (done, outcome) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reads = Vec::new();
+        for failing_maps in [false, true] {
+            let mut space = AddressSpace::new();
+            let _failing = failing_maps.then(|| fail(&[FaultPoint::ReadMaps]));
+            let error = space
+                .map_nearest(placement(start, start + 4 * PAGE - 1, PAGE), u32::MAX)
+                .expect_err("every candidate is occupied");
+            assert_eq!(error, ErrorKind::NoSpaceInRange);
+            reads.push(space.reads());
+        }
+        let _ = done.send(reads);
+    });
+    let reads = outcome
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("map_nearest returns within 20 s");
+    assert!(
+        reads.iter().all(|&reads| reads <= 2),
+        "reads of the map: {reads:?}"
+    );
+    assert!(occupant.holds(0x4d));
+}
+
 /// A fresh base directory under `/tmp` and a made-up process id for one
 /// rendezvous test; the directory tree is removed on drop.
 struct TempBase {
