@@ -58,11 +58,20 @@ impl AddressSpace {
         {
             self.reads += 1;
         }
-        let mut ranges = Vec::with_capacity(self.mapped.len() + 64);
+        let mut ranges = Vec::new();
+        let mut out_of_memory = ranges.try_reserve(self.mapped.len() + 64).is_err();
         os::read_maps(&mut self.read_buffer, |entry| {
+            // Fallible: the host's allocator may be at its limit.
+            if ranges.try_reserve(1).is_err() {
+                out_of_memory = true;
+                return ControlFlow::Break(());
+            }
             ranges.push((entry.start, entry.end));
             ControlFlow::Continue(())
         })?;
+        if out_of_memory {
+            return Err(os::OUT_OF_MEMORY);
+        }
         self.mapped = MappedRanges::from_ranges(ranges);
         self.loaded = true;
         Ok(())

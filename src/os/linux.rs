@@ -27,6 +27,9 @@ pub(crate) type Errno = i32;
 /// The error number for an invalid argument.
 pub(crate) const INVALID_ARGUMENT: Errno = libc::EINVAL;
 
+/// The error number for "not enough memory".
+pub(crate) const OUT_OF_MEMORY: Errno = libc::ENOMEM;
+
 /// Linux implements every call; nothing is reported as unsupported.
 pub(crate) fn is_unsupported(_errno: Errno) -> bool {
     false

@@ -19,6 +19,9 @@ pub(crate) const UNSUPPORTED: Errno = -1;
 /// The error number for an invalid argument.
 pub(crate) const INVALID_ARGUMENT: Errno = -2;
 
+/// The error number for "not enough memory".
+pub(crate) const OUT_OF_MEMORY: Errno = -3;
+
 pub(crate) fn query_granularity() -> usize {
     4096
 }
