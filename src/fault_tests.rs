@@ -507,6 +507,129 @@ fn an_existing_file_whose_blocks_cannot_be_had_is_not_read_through_a_mapping() {
     assert_eq!(base.stored_address(), created.address());
 }
 
+/// A signal delivered to one thread every `interval`, until dropped, with a
+/// handler that does nothing and no `SA_RESTART`: every blocking call of
+/// that thread is interrupted again and again, as under a sampling profiler.
+struct SignalStorm {
+    timer: libc::timer_t,
+}
+
+extern "C" fn ignore_signal(_signal: libc::c_int) {}
+
+impl SignalStorm {
+    fn on_this_thread(interval: std::time::Duration) -> SignalStorm {
+        let signal = libc::SIGRTMIN() + 5;
+        // SAFETY: a zeroed `sigaction` is valid; the handler is an
+        // async-signal-safe function that does nothing. The signal is one no
+        // other code in the test process uses.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = ignore_signal as *const () as usize;
+            action.sa_flags = 0;
+            libc::sigemptyset(&mut action.sa_mask);
+            assert_eq!(libc::sigaction(signal, &action, std::ptr::null_mut()), 0);
+        }
+        // SAFETY: a zeroed `sigevent` is valid; the fields set make the
+        // timer signal this thread.
+        let mut event: libc::sigevent = unsafe { std::mem::zeroed() };
+        event.sigev_notify = libc::SIGEV_THREAD_ID;
+        event.sigev_signo = signal;
+        // SAFETY: `gettid` has no preconditions.
+        event.sigev_notify_thread_id = unsafe { libc::gettid() };
+        let mut timer: libc::timer_t = std::ptr::null_mut();
+        // SAFETY: valid pointers to a `sigevent` and a `timer_t`.
+        assert_eq!(
+            unsafe { libc::timer_create(libc::CLOCK_MONOTONIC, &mut event, &mut timer) },
+            0
+        );
+        let period = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: interval.as_nanos() as libc::c_long,
+        };
+        let spec = libc::itimerspec {
+            it_interval: period,
+            it_value: period,
+        };
+        // SAFETY: `timer` was just created; `spec` is valid.
+        assert_eq!(
+            unsafe { libc::timer_settime(timer, 0, &spec, std::ptr::null_mut()) },
+            0
+        );
+        SignalStorm { timer }
+    }
+}
+
+impl Drop for SignalStorm {
+    fn drop(&mut self) {
+        // SAFETY: deleting the timer created in `on_this_thread`; pending
+        // signals are harmless (the handler does nothing).
+        unsafe { libc::timer_delete(self.timer) };
+    }
+}
+
+/// Issue 11, item 6: with a signal every 50 µs, the 1 ms sleeps of the
+/// stale-file check and of the takeover lock must still end; the
+/// whole takeover must take milliseconds, not forever.
+#[test]
+fn a_stale_file_is_taken_over_under_a_signal_storm() {
+    let base = TempBase::new();
+    base.create_directories();
+    std::fs::write(base.file(), b"").expect("an empty stale file");
+    let base = std::sync::Arc::new(base);
+    let (done, outcome) = std::sync::mpsc::channel();
+    let worker = {
+        let base = std::sync::Arc::clone(&base);
+        std::thread::spawn(move || {
+            let storm = SignalStorm::on_this_thread(std::time::Duration::from_micros(50));
+            let started = std::time::Instant::now();
+            let result = base.find_or_create();
+            let elapsed = started.elapsed();
+            drop(storm);
+            let _ = done.send((result.is_ok(), elapsed));
+        })
+    };
+    let (created, elapsed) = outcome
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the takeover ends within 20 s under the storm");
+    worker.join().expect("the worker does not panic");
+    assert!(created, "the stale file is taken over");
+    assert!(
+        elapsed < std::time::Duration::from_secs(5),
+        "took {elapsed:?}"
+    );
+}
+
+#[test]
+fn the_directory_lock_wait_is_bounded_under_a_signal_storm() {
+    let base = TempBase::new();
+    base.create_directories();
+    let directory = os::Directory::open_or_create(None, base.directory().to_str().unwrap(), 0o700)
+        .expect("the directory opens");
+    let other = os::Directory::open_or_create(None, base.directory().to_str().unwrap(), 0o700)
+        .expect("the directory opens twice");
+    let held = directory
+        .lock_exclusive(std::time::Duration::ZERO)
+        .expect("the first lock is free");
+    let (done, outcome) = std::sync::mpsc::channel();
+    // Not a scoped thread: if the wait never ended, the test must fail at
+    // the timeout rather than hang joining it.
+    std::thread::spawn(move || {
+        let _storm = SignalStorm::on_this_thread(std::time::Duration::from_micros(50));
+        let started = std::time::Instant::now();
+        let second = other.lock_exclusive(std::time::Duration::from_millis(50));
+        let _ = done.send((second.is_none(), started.elapsed()));
+    });
+    let (refused, elapsed) = outcome
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the wait ends within 20 s under the storm");
+    assert!(refused, "the lock is held by the other descriptor");
+    assert!(
+        elapsed < std::time::Duration::from_secs(2),
+        "waited {elapsed:?}"
+    );
+    drop(held);
+}
+
 #[test]
 fn a_failing_rendezvous_mmap_reports_file_unavailable_and_leaves_no_file_or_mapping() {
     let base = TempBase::new();

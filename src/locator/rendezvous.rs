@@ -172,7 +172,9 @@ fn inspect_existing(
         // Empty, short or zeroed: possibly being written right now by a
         // library that creates the file in place. Give it a moment.
         if check + 1 < IN_PROGRESS_CHECKS {
-            std::thread::sleep(Duration::from_millis(1));
+            // A monotonic, signal-proof sleep: `std::thread::sleep` never
+            // ends under a signal every 50 µs.
+            os::sleep(Duration::from_millis(1));
         }
     }
     Ok(Existing::Stale)

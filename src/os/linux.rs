@@ -19,7 +19,7 @@ use std::ops::ControlFlow;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// An `errno` value.
 pub(crate) type Errno = i32;
@@ -41,6 +41,17 @@ fn zero_or_errno(result: libc::c_int) -> Result<(), Errno> {
         Ok(())
     } else {
         Err(last_errno())
+    }
+}
+
+/// Calls `call` (a system call returning -1 with `errno` on failure) again
+/// while it fails with `EINTR`: a signal storm must not turn into errors.
+fn retry_interrupted(mut call: impl FnMut() -> libc::c_int) -> libc::c_int {
+    loop {
+        let result = call();
+        if result != -1 || last_errno() != libc::EINTR {
+            return result;
+        }
     }
 }
 
@@ -309,6 +320,57 @@ pub(crate) fn effective_user_id() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+/// Now on the monotonic clock (`CLOCK_MONOTONIC`), as a time since an
+/// arbitrary start; never goes back, whatever happens to the wall clock.
+pub(crate) fn monotonic_now() -> Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid, writable `timespec`; `CLOCK_MONOTONIC`
+    // always exists on Linux, so the call cannot fail.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    Duration::new(
+        u64::try_from(now.tv_sec).unwrap_or(0),
+        u32::try_from(now.tv_nsec).unwrap_or(0),
+    )
+}
+
+/// Sleeps until the monotonic clock reads `deadline`.
+///
+/// The deadline is absolute, so a signal storm cannot stretch the wait: a
+/// relative sleep restarted after each signal (what `std::thread::sleep`
+/// does) gets the timer slack added every time and, with a signal every
+/// 50 µs, never completes. Here an interrupted sleep is resumed towards the
+/// same deadline, and returns at once once it has passed.
+pub(crate) fn sleep_until(deadline: Duration) {
+    let target = libc::timespec {
+        tv_sec: libc::time_t::try_from(deadline.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: deadline.subsec_nanos().into(),
+    };
+    loop {
+        // SAFETY: `target` is a valid `timespec`; with `TIMER_ABSTIME` the
+        // remaining-time pointer is not used and may be null. The error is
+        // returned, not set in `errno`.
+        let result = unsafe {
+            libc::clock_nanosleep(
+                libc::CLOCK_MONOTONIC,
+                libc::TIMER_ABSTIME,
+                &target,
+                std::ptr::null_mut(),
+            )
+        };
+        if result != libc::EINTR || monotonic_now() >= deadline {
+            return;
+        }
+    }
+}
+
+/// Sleeps for `duration` on the monotonic clock; see [`sleep_until`].
+pub(crate) fn sleep(duration: Duration) {
+    sleep_until(monotonic_now().saturating_add(duration));
+}
+
 /// Whether a process with this id exists (it may belong to another user).
 pub(crate) fn process_is_alive(pid: u32) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else {
@@ -422,13 +484,13 @@ impl Directory {
             // an open directory or `AT_FDCWD`; `O_NOFOLLOW` refuses a
             // symlink in place of the directory and `O_DIRECTORY` anything
             // that is not one.
-            let fd = unsafe {
+            let fd = retry_interrupted(|| unsafe {
                 libc::openat(
                     parent_fd,
                     name.as_ptr(),
                     libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
                 )
-            };
+            });
             if fd < 0 {
                 Err(last_errno())
             } else {
@@ -483,14 +545,14 @@ impl Directory {
         let name = c_name(name)?;
         // SAFETY: valid directory fd and NUL-terminated name; the mode is
         // only used with `O_CREAT`.
-        let fd = unsafe {
+        let fd = retry_interrupted(|| unsafe {
             libc::openat(
                 self.fd.as_raw_fd(),
                 name.as_ptr(),
                 flags | libc::O_RDWR | libc::O_NOFOLLOW | libc::O_CLOEXEC,
                 0o600 as libc::c_uint,
             )
-        };
+        });
         if fd < 0 {
             return Err(last_errno());
         }
@@ -515,17 +577,20 @@ impl Directory {
     /// user may hold it forever: callers go on without it) or if the
     /// file system does not support it.
     pub(crate) fn lock_exclusive(&self, patience: Duration) -> Option<DirectoryLock<'_>> {
-        let deadline = Instant::now() + patience;
+        // Monotonic deadlines throughout: every wait is bounded even under
+        // a storm of signals (see `sleep_until`).
+        let deadline = monotonic_now().saturating_add(patience);
         loop {
             // SAFETY: `flock` on a directory descriptor we own.
             if unsafe { libc::flock(self.fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
                 return Some(DirectoryLock { directory: self });
             }
             let errno = last_errno();
-            if errno != libc::EWOULDBLOCK && errno != libc::EINTR || Instant::now() >= deadline {
+            let now = monotonic_now();
+            if errno != libc::EWOULDBLOCK && errno != libc::EINTR || now >= deadline {
                 return None;
             }
-            std::thread::sleep(Duration::from_millis(1));
+            sleep_until(now.saturating_add(Duration::from_millis(1)).min(deadline));
         }
     }
 
