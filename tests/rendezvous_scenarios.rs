@@ -398,7 +398,18 @@ fn stale_files_of_dead_processes_are_removed() -> Outcome {
     chown(&theirs, NOBODY)?;
     let alive = file_for(1);
     fs::write(&alive, b"").unwrap();
+    // Issue 11, item 10: same user, dead pid, but not a name the library
+    // makes: never deleted.
+    let kept = PathBuf::from(format!("{}.keep", ours.display()));
+    fs::write(&kept, b"keep me").unwrap();
+    let spaced = PathBuf::from(format!("{} notes", ours.display()));
+    fs::write(&spaced, b"keep me too").unwrap();
     expect_shared_and_published()?;
+    check!(kept.exists(), "a .keep file of ours was removed");
+    check!(
+        spaced.exists(),
+        "a file that only starts like ours was removed"
+    );
     check!(!ours.exists(), "a stale file of ours was kept");
     check!(
         !temporary.exists(),

@@ -55,13 +55,34 @@ pub(crate) fn file_name(pid: u32) -> String {
     format!("{FILE_PREFIX}{pid}")
 }
 
-/// The process id a rendezvous (or temporary) file name belongs to.
+/// The process id a rendezvous file name (`…PID <pid>`) or one of this
+/// library's temporary names (`…PID <pid>.tmp<n>`) belongs to; `None` for
+/// any other name, even one that merely starts like them (`…PID 123.keep`):
+/// cleanup deletes only names it could have made itself.
 fn pid_of_file_name(name: &str) -> Option<u32> {
-    let digits = name.strip_prefix(FILE_PREFIX)?;
-    let end = digits
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(digits.len());
-    digits[..end].parse().ok()
+    let rest = name.strip_prefix(FILE_PREFIX)?;
+    let (digits, suffix) = match rest.split_once('.') {
+        Some((digits, suffix)) => (digits, Some(suffix)),
+        None => (rest, None),
+    };
+    let pid: u32 = canonical_number(digits)?;
+    match suffix {
+        None => Some(pid),
+        Some(suffix) => {
+            canonical_number::<u32>(suffix.strip_prefix("tmp")?)?;
+            Some(pid)
+        }
+    }
+}
+
+/// `text` as a number, if it is exactly how `format!` writes one (ASCII
+/// digits, no sign, no leading zero).
+fn canonical_number<T: std::str::FromStr + std::fmt::Display>(text: &str) -> Option<T> {
+    if text.is_empty() || !text.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    let number: T = text.parse().ok()?;
+    (number.to_string() == text).then_some(number)
 }
 
 /// How the locator was obtained.
@@ -397,6 +418,34 @@ mod tests {
             Some(77)
         );
         assert_eq!(pid_of_file_name("other"), None);
+    }
+
+    /// Issue 11, item 10: cleanup deleted same-user files that merely
+    /// started with the prefix.
+    #[test]
+    fn only_exact_rendezvous_and_temporary_names_belong_to_a_process() {
+        for name in [
+            "Reloaded.Memory.Buffers.MemoryBuffer, PID 123.keep",
+            "Reloaded.Memory.Buffers.MemoryBuffer, PID 123 backup",
+            "Reloaded.Memory.Buffers.MemoryBuffer, PID 123.tmp",
+            "Reloaded.Memory.Buffers.MemoryBuffer, PID 123.tmp4.old",
+            "Reloaded.Memory.Buffers.MemoryBuffer, PID 123.tmpx",
+            "Reloaded.Memory.Buffers.MemoryBuffer, PID 0123",
+            "Reloaded.Memory.Buffers.MemoryBuffer, PID +123",
+            "Reloaded.Memory.Buffers.MemoryBuffer, PID 123~",
+            "Reloaded.Memory.Buffers.MemoryBuffer, PID 99999999999",
+            "Reloaded.Memory.Buffers.MemoryBuffer, PID ",
+        ] {
+            assert_eq!(pid_of_file_name(name), None, "{name}");
+        }
+        assert_eq!(
+            pid_of_file_name("Reloaded.Memory.Buffers.MemoryBuffer, PID 123.tmp0"),
+            Some(123)
+        );
+        assert_eq!(
+            pid_of_file_name("Reloaded.Memory.Buffers.MemoryBuffer, PID 0"),
+            Some(0)
+        );
         assert_eq!(
             pid_of_file_name("Reloaded.Memory.Buffers.MemoryBuffer, PID x"),
             None
