@@ -368,6 +368,111 @@ fn endless_proc_maps() -> Outcome {
     Ok(())
 }
 
+/// Runs `work` in a forked child as `user` (real and effective user and
+/// group ids) with `umask`; `Err` with the child's message if it fails.
+fn as_user(user: u32, umask: libc::mode_t, work: fn() -> Outcome) -> Outcome {
+    let (read_end, write_end) = {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors.
+        call("pipe", unsafe { libc::pipe(fds.as_mut_ptr()) })?;
+        (fds[0], fds[1])
+    };
+    // SAFETY: this process is single-threaded (a harness = false test).
+    let pid = unsafe { libc::fork() };
+    check!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let outcome = (|| {
+            // SAFETY: plain system calls on our own credentials.
+            unsafe {
+                libc::umask(umask);
+                call("setgroups", libc::setgroups(0, std::ptr::null()))?;
+                call("setgid", libc::setgid(user))?;
+                call("setuid", libc::setuid(user))?;
+            }
+            work()
+        })();
+        let message = outcome.err().unwrap_or_default();
+        // SAFETY: writing our own buffer to our own pipe, then leaving the
+        // child without running the parent's destructors.
+        unsafe {
+            libc::write(write_end, message.as_ptr().cast(), message.len());
+            libc::_exit(i32::from(!message.is_empty()));
+        }
+    }
+    // SAFETY: closing our copy of the write end.
+    unsafe { libc::close(write_end) };
+    let mut message = Vec::new();
+    let mut chunk = [0u8; 512];
+    loop {
+        // SAFETY: reading into a local buffer from our pipe.
+        let count = unsafe { libc::read(read_end, chunk.as_mut_ptr().cast(), chunk.len()) };
+        if count <= 0 {
+            break;
+        }
+        message.extend_from_slice(&chunk[..count as usize]);
+    }
+    // SAFETY: closing our read end and reaping our child.
+    let mut status = 0;
+    unsafe {
+        libc::close(read_end);
+        libc::waitpid(pid, &mut status, 0);
+    }
+    check!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "as user {user}: {} ({status})",
+        String::from_utf8_lossy(&message)
+    );
+    Ok(())
+}
+
+fn mode_of(path: &str) -> Result<u32, String> {
+    Ok(fs::symlink_metadata(path)
+        .map_err(|error| format!("{path}: {error}"))?
+        .permissions()
+        .mode()
+        & 0o7777)
+}
+
+fn directories_are_shared_sticky() -> Outcome {
+    for path in ["/tmp/.reloaded", DIRECTORY] {
+        let mode = mode_of(path)?;
+        check!(mode == 0o1777, "{path} has mode {mode:o}, not 1777");
+    }
+    Ok(())
+}
+
+/// Issue 11, item 12: root (with a strict umask) uses the library first;
+/// then `nobody` must still share: the directories are 01777.
+fn second_user_after_root() -> Outcome {
+    // SAFETY: umask cannot fail.
+    unsafe { libc::umask(0o077) };
+    expect_shared_and_published()?;
+    directories_are_shared_sticky()?;
+    as_user(NOBODY, 0o022, expect_shared_and_published)
+}
+
+/// Issue 11, item 12: an ordinary user creates the directories, then
+/// `nobody` shares too.
+fn second_user_after_another_user() -> Outcome {
+    as_user(4242, 0o022, || {
+        expect_shared_and_published()?;
+        directories_are_shared_sticky()
+    })?;
+    as_user(NOBODY, 0o077, expect_shared_and_published)
+}
+
+/// An older version left `0755` directories of root: root's next use opens
+/// them up, and `nobody` then shares.
+fn directories_left_0755_are_opened_up_by_their_owner() -> Outcome {
+    fs::create_dir_all(DIRECTORY).unwrap();
+    for path in ["/tmp/.reloaded", DIRECTORY] {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    expect_shared_and_published()?;
+    directories_are_shared_sticky()?;
+    as_user(NOBODY, 0o022, expect_shared_and_published)
+}
+
 fn reloaded_is_a_regular_file() -> Outcome {
     fs::write("/tmp/.reloaded", b"not a directory").unwrap();
     expect_private(|reason| {
@@ -530,6 +635,18 @@ const SCENARIOS: &[Scenario] = &[
     (
         "endless_proc_maps_is_an_error_not_an_abort",
         endless_proc_maps,
+    ),
+    (
+        "second_user_shares_after_root_created_the_directories",
+        second_user_after_root,
+    ),
+    (
+        "second_user_shares_after_another_user_created_the_directories",
+        second_user_after_another_user,
+    ),
+    (
+        "directories_left_0755_are_opened_up_by_their_owner",
+        directories_left_0755_are_opened_up_by_their_owner,
     ),
     (
         "reloaded_being_a_regular_file_falls_back_to_private",

@@ -124,15 +124,39 @@ pub(crate) fn find_or_create(base: &str, pid: u32) -> Result<Rendezvous, Private
     Err(PrivateLocatorReason::FileContended)
 }
 
+/// Mode of the directories the library creates: every user's processes
+/// rendezvous there (each in files of their own), so, like `/tmp`, anyone
+/// may create entries and only an entry's owner may remove them.
+const DIRECTORY_MODE: u32 = 0o1777;
+
 fn open_directories(base: &str) -> Result<Directory, PrivateLocatorReason> {
     let user = os::effective_user_id();
     let unavailable = |errno| PrivateLocatorReason::DirectoryUnavailable { errno };
-    let mut directory = Directory::open_or_create(None, base, 0o1777).map_err(unavailable)?;
+    let mut directory =
+        Directory::open_or_create(None, base, DIRECTORY_MODE).map_err(unavailable)?;
     for component in DIRECTORY_COMPONENTS {
-        directory =
-            Directory::open_or_create(Some(&directory), component, 0o755).map_err(unavailable)?;
-        let status = directory.status().map_err(unavailable)?;
-        let trusted_owner = status.owner == user || status.owner == 0;
+        directory = Directory::open_or_create(Some(&directory), component, DIRECTORY_MODE)
+            .map_err(unavailable)?;
+        let mut status = directory.status().map_err(unavailable)?;
+        if status.owner == user
+            && !status.is_shared_sticky()
+            && !status.is_writable_by_others_without_sticky()
+        {
+            // Ours, but made by an older version (0755) or under a umask:
+            // open it to other users, or they all get private locators.
+            // Best effort: a read-only file system keeps the old mode. (A
+            // directory others could already write to without the sticky
+            // bit is not repaired but refused below: they may have
+            // tampered with it.)
+            if directory.set_mode(DIRECTORY_MODE).is_ok() {
+                status = directory.status().map_err(unavailable)?;
+            }
+        }
+        // Root's, ours, or another user's shared sticky directory: in all
+        // three nobody else can remove or replace our files (the owner of a
+        // shared directory could delete them, but not forge them: files are
+        // checked to be ours).
+        let trusted_owner = status.owner == user || status.owner == 0 || status.is_shared_sticky();
         if !trusted_owner || status.is_writable_by_others_without_sticky() {
             return Err(PrivateLocatorReason::DirectoryNotTrusted);
         }

@@ -440,6 +440,13 @@ impl FileStatus {
     pub(crate) fn is_writable_by_others_without_sticky(&self) -> bool {
         self.mode & 0o022 != 0 && self.mode & libc::S_ISVTX == 0
     }
+
+    /// Whether this is a directory every user may create entries in, with
+    /// the sticky bit (like `/tmp`): only an entry's owner (or the
+    /// directory's) can remove or rename it.
+    pub(crate) fn is_shared_sticky(&self) -> bool {
+        self.mode & 0o7777 == 0o1777
+    }
 }
 
 fn status_of_fd(fd: libc::c_int) -> Result<FileStatus, Errno> {
@@ -468,9 +475,9 @@ fn c_name(name: &str) -> Result<CString, Errno> {
 }
 
 impl Directory {
-    /// Opens (creating it if missing, with `mode` before the umask) the
-    /// directory `name` inside `parent`, or the absolute path `name` when
-    /// `parent` is `None`. Refuses symlinks.
+    /// Opens (creating it if missing, with exactly `mode` whatever the
+    /// umask) the directory `name` inside `parent`, or the absolute path
+    /// `name` when `parent` is `None`. Refuses symlinks.
     pub(crate) fn open_or_create(
         parent: Option<&Directory>,
         name: &str,
@@ -512,8 +519,20 @@ impl Directory {
             if errno != libc::EEXIST {
                 return Err(errno);
             }
+            // Someone else created it: its mode is theirs to have chosen.
+            return open();
         }
-        open()
+        let directory = open()?;
+        // The umask took bits away from `mode` (0755 from 01777 with the
+        // usual 022): set it exactly, or other users cannot share.
+        directory.set_mode(mode)?;
+        Ok(directory)
+    }
+
+    /// Sets the permission bits (and sticky bit) of this directory.
+    pub(crate) fn set_mode(&self, mode: u32) -> Result<(), Errno> {
+        // SAFETY: `fchmod` on a descriptor we own.
+        zero_or_errno(unsafe { libc::fchmod(self.fd.as_raw_fd(), mode) })
     }
 
     pub(crate) fn status(&self) -> Result<FileStatus, Errno> {
