@@ -765,6 +765,98 @@ fn a_rendezvous_pointing_at_another_mapping_is_taken_over() {
     assert_eq!(base.find_or_create(), Ok(Rendezvous::Found(second)));
 }
 
+/// Issue 11, item 9: without `/proc`, a second instance judged the live
+/// file stale and replaced it: two instances, two registries, both
+/// "shared". Now the page is checked through `process_vm_readv`.
+#[test]
+fn without_proc_a_live_rendezvous_is_found_not_replaced() {
+    let base = TempBase::new();
+    let created = base.create();
+    for _ in 0..3 {
+        let _unreadable = fail(&[FaultPoint::ReadMaps]);
+        assert_eq!(base.find_or_create(), Ok(Rendezvous::Found(created)));
+    }
+    assert_eq!(base.stored_address(), created.address());
+    assert_eq!(base.mappings(), 1, "the check's views were unmapped");
+    assert_eq!(created.lock().load(Ordering::Relaxed), 0, "lock released");
+    assert_eq!(
+        (
+            created.reserved(0).load(Ordering::Relaxed),
+            created.reserved(1).load(Ordering::Relaxed)
+        ),
+        (0, 0),
+        "the check value was cleared"
+    );
+}
+
+#[test]
+fn without_proc_a_rendezvous_naming_unmapped_or_unrelated_memory_is_taken_over() {
+    let base = TempBase::new();
+    let first = base.create();
+    // Unmapped: the quiet area is empty.
+    first.this_address().store(quiet_slot(7), Ordering::Relaxed);
+    let second = {
+        let _unreadable = fail(&[FaultPoint::ReadMaps]);
+        base.create()
+    };
+    assert_ne!(second, first);
+    // Mapped, but not the file: read, never written.
+    let decoy = Occupant::anywhere(0x11);
+    second
+        .this_address()
+        .store(decoy.address, Ordering::Relaxed);
+    let third = {
+        let _unreadable = fail(&[FaultPoint::ReadMaps]);
+        base.create()
+    };
+    assert!(decoy.holds(0x11), "the decoy was not written");
+    // Another rendezvous file's live locator: not this file's page.
+    let other = TempBase::new();
+    let foreign = other.create();
+    third
+        .this_address()
+        .store(foreign.address(), Ordering::Relaxed);
+    let fourth = {
+        let _unreadable = fail(&[FaultPoint::ReadMaps]);
+        base.create()
+    };
+    assert_ne!(fourth, foreign);
+    assert_eq!(foreign.lock().load(Ordering::Relaxed), 0);
+    assert_eq!(base.find_or_create(), Ok(Rendezvous::Found(fourth)));
+}
+
+#[test]
+fn without_proc_or_process_vm_readv_a_possibly_live_rendezvous_is_not_replaced() {
+    let base = TempBase::new();
+    let created = base.create();
+    let result = {
+        let _blind = fail(&[FaultPoint::ReadMaps, FaultPoint::ReadOwnMemory]);
+        base.find_or_create()
+    };
+    assert_eq!(result, Err(file_unavailable_eio()));
+    assert_eq!(base.stored_address(), created.address());
+}
+
+/// Issue 11, item 9: a file of ours that cannot be opened (read-only after
+/// a umask of 0277) was taken for stale and replaced.
+#[test]
+fn a_rendezvous_file_of_ours_that_cannot_be_opened_is_not_taken_over() {
+    let base = TempBase::new();
+    let created = base.create();
+    let result = {
+        let _refused = fail_with(&[FaultPoint::OpenRendezvousFile], libc::EACCES);
+        base.find_or_create()
+    };
+    assert_eq!(
+        result,
+        Err(PrivateLocatorReason::FileUnavailable {
+            errno: libc::EACCES
+        })
+    );
+    assert_eq!(base.stored_address(), created.address());
+    assert_eq!(base.find_or_create(), Ok(Rendezvous::Found(created)));
+}
+
 #[test]
 fn a_rendezvous_pointing_at_another_processes_locator_is_taken_over() {
     // Two rendezvous files, both live mappings in this process: the second

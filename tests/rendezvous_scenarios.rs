@@ -473,6 +473,17 @@ fn directories_left_0755_are_opened_up_by_their_owner() -> Outcome {
     as_user(NOBODY, 0o022, expect_shared_and_published)
 }
 
+/// Issue 11, item 9: under a umask of 0277 the file came out read-only
+/// (0400), so a second library in the process could not open it and took
+/// it over. Its mode is set explicitly now (`expect_shared_and_published`
+/// checks 0600).
+fn strict_umask() -> Outcome {
+    // SAFETY: umask cannot fail.
+    unsafe { libc::umask(0o277) };
+    expect_shared_and_published()?;
+    directories_are_shared_sticky()
+}
+
 fn reloaded_is_a_regular_file() -> Outcome {
     fs::write("/tmp/.reloaded", b"not a directory").unwrap();
     expect_private(|reason| {
@@ -647,6 +658,10 @@ const SCENARIOS: &[Scenario] = &[
     (
         "directories_left_0755_are_opened_up_by_their_owner",
         directories_left_0755_are_opened_up_by_their_owner,
+    ),
+    (
+        "umask_0277_still_gives_a_0600_file_and_1777_directories",
+        strict_umask,
     ),
     (
         "reloaded_being_a_regular_file_falls_back_to_private",

@@ -162,6 +162,14 @@ impl LocatorRef {
         self.atomic_u32(offset_of!(LocatorHeader, lock))
     }
 
+    /// Reserved header byte `index` (0 or 1). Always 0 at rest; the
+    /// rendezvous writes a check value there for an instant, under the
+    /// header lock, to prove two views show the same page.
+    pub(crate) fn reserved(self, index: usize) -> &'static AtomicU8 {
+        debug_assert!(index < 2);
+        self.atomic_u8(offset_of!(LocatorHeader, reserved) + index.min(1))
+    }
+
     /// The raw item count; may exceed [`MAX_ITEMS`] if another library
     /// wrote garbage, so use [`LocatorRef::item_count`] for indexing.
     pub(crate) fn raw_item_count(self) -> &'static AtomicU8 {

@@ -11,7 +11,11 @@
 //!   others unless sticky;
 //! - the file must be a regular file owned by this user, 4096 bytes long,
 //!   and its *this address* must be a live mapping of that very file (same
-//!   device, inode and offset 0) in this process.
+//!   device, inode and offset 0) in this process: checked in
+//!   `/proc/self/maps`, or without `/proc` by seeing a check value written
+//!   through our own view appear at that address (see
+//!   `same_page_without_proc`). A file that cannot be checked is never
+//!   replaced: the library uses a private locator instead.
 //!
 //! A new locator is written to a uniquely named file created with
 //! `O_CREAT | O_EXCL`, initialised, and only then published under the
@@ -34,6 +38,10 @@ const DIRECTORY_COMPONENTS: [&str; 2] = [".reloaded", "memory.buffers"];
 
 /// Prefix of every rendezvous file name; the process id follows.
 const FILE_PREFIX: &str = "Reloaded.Memory.Buffers.MemoryBuffer, PID ";
+
+/// Mode of the rendezvous file: read/write for its owner only (every
+/// instance in the process opens it read/write).
+const FILE_MODE: u32 = 0o600;
 
 /// Times a file that looks half-written (another library may be creating
 /// it the old way, without `link()`) is re-checked before it is replaced.
@@ -181,11 +189,17 @@ fn inspect_existing(
             Ok(file) => file,
             Err(errno) if errno == libc::ENOENT => return Ok(Existing::Missing),
             // A symlink (`ELOOP`), directory or other non-file: replace it
-            // if it is ours, otherwise leave it alone.
+            // if it is ours, otherwise leave it alone. A regular file of
+            // ours that cannot be opened (read-only after a umask of 0277,
+            // no descriptor left) may be a live locator: it cannot be
+            // validated, so it is never taken over.
             Err(errno) => {
                 return match directory.entry_status(name) {
-                    Ok(status) if status.owner == user => Ok(Existing::Stale),
-                    Ok(_) => Err(PrivateLocatorReason::FileNotTrusted),
+                    Ok(status) if status.owner != user => Err(PrivateLocatorReason::FileNotTrusted),
+                    Ok(status) if status.kind == FileKind::Regular => {
+                        Err(PrivateLocatorReason::FileUnavailable { errno })
+                    }
+                    Ok(_) => Ok(Existing::Stale),
                     Err(libc::ENOENT) => Ok(Existing::Missing),
                     Err(_) => Err(PrivateLocatorReason::FileUnavailable { errno }),
                 };
@@ -209,10 +223,13 @@ fn inspect_existing(
             0
         };
         if this_address != 0 {
-            return Ok(match live_locator(this_address, &status) {
-                Some(locator) => Existing::Valid(locator),
-                None => Existing::Stale,
-            });
+            return match live_locator(&file, this_address, &status) {
+                Liveness::Live(locator) => Ok(Existing::Valid(locator)),
+                Liveness::Dead => Ok(Existing::Stale),
+                // Possibly live: replacing it could split the process in
+                // two registries. Use a private one instead.
+                Liveness::Unknown(errno) => Err(PrivateLocatorReason::FileUnavailable { errno }),
+            };
         }
         // Empty, short or zeroed: possibly being written right now by a
         // library that creates the file in place. Give it a moment.
@@ -241,15 +258,27 @@ fn read_this_address(file: &File) -> Result<usize, PrivateLocatorReason> {
     Ok(this_address)
 }
 
-/// Returns the locator at `this_address` if that address starts a live
-/// shared mapping, at offset 0, of the file described by `status`.
-fn live_locator(this_address: usize, status: &FileStatus) -> Option<LocatorRef> {
+/// Whether a file's *this address* is its live locator in this process.
+enum Liveness {
+    /// A live shared mapping of the file, at offset 0: use it.
+    Live(LocatorRef),
+    /// Proven not to be: the file is a leftover (or forged).
+    Dead,
+    /// Could not be told (no `/proc` and no `process_vm_readv`); the errno
+    /// of the last check tried.
+    Unknown(os::Errno),
+}
+
+/// Checks that `this_address` starts a live shared mapping, at offset 0, of
+/// the file described by `status`: in `/proc/self/maps`, or, when that
+/// cannot be read, by [`same_page_without_proc`].
+fn live_locator(file: &File, this_address: usize, status: &FileStatus) -> Liveness {
     if !this_address.is_multiple_of(LOCATOR_SIZE) {
-        return None;
+        return Liveness::Dead;
     }
     let mut found = false;
     let mut buffer = Vec::new();
-    os::read_maps(&mut buffer, |entry| {
+    let read = os::read_maps(&mut buffer, |entry| {
         if entry.start <= this_address && this_address < entry.end {
             found = entry.start == this_address
                 && entry.end - entry.start >= LOCATOR_SIZE
@@ -260,14 +289,102 @@ fn live_locator(this_address: usize, status: &FileStatus) -> Option<LocatorRef> 
             return ControlFlow::Break(());
         }
         ControlFlow::Continue(())
-    })
-    .ok()?;
+    });
+    if read.is_err() {
+        return same_page_without_proc(file, this_address);
+    }
     // SAFETY: the address is the start of a live mapping of the rendezvous
     // file, which its creator keeps for the life of the process, and at
     // least LOCATOR_SIZE bytes long and page-aligned.
-    found
+    match found
         .then(|| unsafe { LocatorRef::from_address(this_address) })
         .flatten()
+    {
+        Some(locator) => Liveness::Live(locator),
+        None => Liveness::Dead,
+    }
+}
+
+/// Header lock attempts before giving up on checking without `/proc`.
+const HEADER_LOCK_ATTEMPTS: u32 = 1000;
+
+/// Checks, without `/proc`, that `this_address` shows the same page as a
+/// fresh view of `file`.
+///
+/// Nothing is ever written at `this_address`: it is only read, with
+/// `process_vm_readv`, which reports an unmapped address as `EFAULT`
+/// instead of faulting. Through our own view of the file we take the header
+/// lock (so, by the protocol, nobody else changes the header), write a check
+/// value into the two reserved header bytes, and read the header at
+/// `this_address`: if it shows the lock held, the check value and its own
+/// address, it is the same page. The reserved bytes go back to 0 and the
+/// lock is released before returning. An unreadable address, or one showing
+/// other bytes, is proven not to be the live locator.
+fn same_page_without_proc(file: &File, this_address: usize) -> Liveness {
+    let header = |out: &mut [u8; 32]| os::read_own_memory(this_address, out);
+    let mut seen = [0u8; 32];
+    match header(&mut seen) {
+        Ok(()) => {}
+        Err(libc::EFAULT) => return Liveness::Dead,
+        Err(errno) => return Liveness::Unknown(errno),
+    }
+    let view = match os::map_file_shared(file, file_len()) {
+        Ok(view) => view,
+        Err(errno) => return Liveness::Unknown(errno),
+    };
+    // SAFETY: `view` is a fresh, page-aligned mapping of at least
+    // LOCATOR_SIZE bytes that outlives every use of `ours` below.
+    let Some(ours) = (unsafe { LocatorRef::from_address(view.address()) }) else {
+        return Liveness::Unknown(libc::EINVAL);
+    };
+    // Acquire, as in `lock_header`; bounded, since the holder may be a
+    // process that died holding it in a leftover file.
+    let mut locked = false;
+    for attempt in 0..HEADER_LOCK_ATTEMPTS {
+        if ours
+            .lock()
+            .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            locked = true;
+            break;
+        }
+        if attempt > 16 {
+            std::thread::yield_now();
+        }
+    }
+    if !locked {
+        return Liveness::Unknown(libc::EBUSY);
+    }
+    // Any non-zero value that the page at `this_address` would not show by
+    // chance: the low bits of our view's address (distinct per view).
+    let check = [0xa5, ((view.address() >> 12) as u8) | 1];
+    // Relaxed: the stores and the read below are ordered by the system
+    // call in between; nobody else reads these bytes.
+    ours.reserved(0).store(check[0], Ordering::Relaxed);
+    ours.reserved(1).store(check[1], Ordering::Relaxed);
+    let read = header(&mut seen);
+    ours.reserved(0).store(0, Ordering::Relaxed);
+    ours.reserved(1).store(0, Ordering::Relaxed);
+    // Release, as in `unlock_header`.
+    ours.lock().store(0, Ordering::Release);
+    drop(view);
+    let width = std::mem::size_of::<usize>();
+    let (lock_at, reserved_at) = (2 * width, 2 * width + 6);
+    let same = read.is_ok()
+        && seen[..width] == this_address.to_ne_bytes()
+        && seen[lock_at..lock_at + 4] == 1u32.to_ne_bytes()
+        && seen[reserved_at..reserved_at + 2] == check;
+    match read {
+        // SAFETY: the address shows the live page of the rendezvous file
+        // (the check value written through our view appeared there), which
+        // its creator keeps mapped for the life of the process; it is
+        // page-aligned (checked by the caller).
+        Ok(()) if same => unsafe { LocatorRef::from_address(this_address) }
+            .map_or(Liveness::Unknown(libc::EINVAL), Liveness::Live),
+        Ok(()) | Err(libc::EFAULT) => Liveness::Dead,
+        Err(errno) => Liveness::Unknown(errno),
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -351,9 +468,12 @@ fn publish_new(
         } else {
             create_named_draft(directory, pid).map_err(unavailable)?
         };
+        // The mode exactly: a umask of 0277 would leave the file read-only,
+        // and another library in this process could not open it to share.
         // The blocks are allocated before the mapping is written: on a full
         // file system a write through the mapping would raise `SIGBUS`.
-        let mapped = os::resize_file(draft.file(), file_len() as u64)
+        let mapped = os::set_file_mode(draft.file(), FILE_MODE)
+            .and_then(|()| os::resize_file(draft.file(), file_len() as u64))
             .and_then(|()| os::allocate_new_file(draft.file(), file_len() as u64))
             .and_then(|()| os::map_file_shared(draft.file(), file_len()));
         let mapping = match mapped {

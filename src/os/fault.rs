@@ -23,6 +23,10 @@ pub(crate) enum FaultPoint {
     MapRendezvous = 1 << 4,
     /// `fallocate` of the rendezvous file.
     AllocateRendezvous = 1 << 5,
+    /// Opening an existing rendezvous file.
+    OpenRendezvousFile = 1 << 6,
+    /// Reading this process's memory with `process_vm_readv`.
+    ReadOwnMemory = 1 << 7,
 }
 
 #[cfg(any(test, feature = "fault-injection"))]

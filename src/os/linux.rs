@@ -582,6 +582,7 @@ impl Directory {
     /// Opens the existing regular file `name` read/write; a symlink fails
     /// with `ELOOP`.
     pub(crate) fn open_existing(&self, name: &str) -> Result<File, Errno> {
+        fault::check(FaultPoint::OpenRendezvousFile)?;
         self.open_at(name, 0)
     }
 
@@ -715,6 +716,38 @@ impl Drop for DirectoryLock<'_> {
         // SAFETY: unlocking a descriptor we own; failure leaves the lock to
         // be released when the descriptor closes, moments later.
         unsafe { libc::flock(self.directory.fd.as_raw_fd(), libc::LOCK_UN) };
+    }
+}
+
+/// Sets the permission bits of `file` exactly (`fchmod`), whatever the
+/// umask took away when it was created.
+pub(crate) fn set_file_mode(file: &File, mode: u32) -> Result<(), Errno> {
+    // SAFETY: `fchmod` on a descriptor we own.
+    zero_or_errno(unsafe { libc::fchmod(file.as_raw_fd(), mode) })
+}
+
+/// Copies `out.len()` bytes of this process's memory at `address` into
+/// `out` with `process_vm_readv`, which reports an unmapped or unreadable
+/// address as `EFAULT` instead of faulting. Needs no `/proc`; a seccomp
+/// filter may refuse it (`ENOSYS`, `EPERM`).
+pub(crate) fn read_own_memory(address: usize, out: &mut [u8]) -> Result<(), Errno> {
+    fault::check(FaultPoint::ReadOwnMemory)?;
+    let local = libc::iovec {
+        iov_base: out.as_mut_ptr().cast(),
+        iov_len: out.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: address as *mut libc::c_void,
+        iov_len: out.len(),
+    };
+    // SAFETY: `local` describes `out`, which is writable for its length;
+    // the remote range is only read by the kernel, which checks it.
+    let read = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+    match usize::try_from(read) {
+        Ok(read) if read == out.len() => Ok(()),
+        // A short read: the range ends in unmapped memory.
+        Ok(_) => Err(libc::EFAULT),
+        Err(_) => Err(last_errno()),
     }
 }
 
