@@ -607,6 +607,78 @@ fn fork_gives_the_child_its_own_locator() -> Outcome {
     Ok(())
 }
 
+/// Issue 11, item 4: a same-user hard link of the parent's file, placed
+/// under the child's id, let a forked child adopt the parent's locator
+/// through the mapping it inherited; the child then registered pages that
+/// exist only in its own memory, and the parent crashed on its next append.
+fn forked_child_and_a_hard_link_of_the_parents_file() -> Outcome {
+    let settings = BufferSearchSettings::default();
+    let mut held = Buffers::get_buffer(&settings).map_err(|error| error.to_string())?;
+    held.append_bytes(b"parent").unwrap();
+    drop(held);
+    let parent_locator = Buffers::locator_address().unwrap();
+    // SAFETY: single-threaded (harness = false), so the child may run
+    // arbitrary code.
+    let pid = unsafe { libc::fork() };
+    check!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let child = || -> Outcome {
+            fs::hard_link(file_for(parent_pid()), own_file())
+                .map_err(|error| format!("hard link: {error}"))?;
+            // A range no inherited buffer covers forces a registration.
+            let mut buffer = Buffers::get_buffer(&BufferSearchSettings {
+                min_address: 0,
+                max_address: 0x7fff_ffff,
+                size: 64,
+            })
+            .map_err(|error| error.to_string())?;
+            buffer.append_bytes(b"child").unwrap();
+            let child_locator = Buffers::locator_address().unwrap();
+            check!(
+                child_locator != parent_locator,
+                "the child adopted the parent's locator"
+            );
+            Ok(())
+        };
+        let status = match child() {
+            Ok(()) => 0,
+            Err(message) => {
+                eprintln!("child: {message}");
+                1
+            }
+        };
+        // SAFETY: ends the forked child without running destructors twice.
+        unsafe { libc::_exit(status) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for the child just forked.
+    check!(
+        unsafe { libc::waitpid(pid, &mut status, 0) } == pid,
+        "waitpid failed"
+    );
+    check!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child failed with status {status}"
+    );
+    // Every buffer the parent's locator lists must be the parent's own: a
+    // request for the child's range appends without crashing.
+    let mut again = Buffers::get_buffer(&BufferSearchSettings {
+        min_address: 0,
+        max_address: 0x7fff_ffff,
+        size: 64,
+    })
+    .map_err(|error| error.to_string())?;
+    again
+        .append_bytes(b"parent again")
+        .map_err(|error| error.to_string())?;
+    expect_shared_and_published()
+}
+
+fn parent_pid() -> u32 {
+    // SAFETY: getppid cannot fail.
+    unsafe { libc::getppid() as u32 }
+}
+
 /// A named child-process scenario.
 type Scenario = (&'static str, fn() -> Outcome);
 
@@ -678,6 +750,10 @@ const SCENARIOS: &[Scenario] = &[
     (
         "forked_child_gets_its_own_locator",
         fork_gives_the_child_its_own_locator,
+    ),
+    (
+        "forked_child_never_adopts_the_parents_locator_through_a_hard_link",
+        forked_child_and_a_hard_link_of_the_parents_file,
     ),
 ];
 

@@ -483,6 +483,15 @@ fn publish_new(
                 return Err(unavailable(errno));
             }
         };
+        // A forked child must never use this locator as its own (it would
+        // register pages that exist only in the child): with the mapping
+        // left out of children, the address is dead there, whatever file
+        // sits under the child's id (a hard link of ours, say).
+        if let Err(errno) = os::exclude_from_fork(&mapping) {
+            drop(mapping);
+            draft.discard(directory);
+            return Err(unavailable(errno));
+        }
         let address = mapping.address();
         // SAFETY: a fresh shared mapping of at least LOCATOR_SIZE bytes,
         // page-aligned, kept for the life of the process once published.

@@ -751,6 +751,22 @@ pub(crate) fn read_own_memory(address: usize, out: &mut [u8]) -> Result<(), Errn
     }
 }
 
+/// Keeps `mapping` out of children made by `fork` (`MADV_DONTFORK`): in a
+/// child the address is simply unmapped. Used for the shared locator this
+/// process publishes, so that no child can ever take its parent's locator
+/// for its own (a child finds the address dead and makes its own).
+pub(crate) fn exclude_from_fork(mapping: &OwnedMapping) -> Result<(), Errno> {
+    // SAFETY: advice on a mapping we own; `MADV_DONTFORK` changes only what
+    // a future child inherits, not this process's memory.
+    zero_or_errno(unsafe {
+        libc::madvise(
+            mapping.address() as *mut libc::c_void,
+            mapping.len(),
+            libc::MADV_DONTFORK,
+        )
+    })
+}
+
 /// Sets the length of the file (`ftruncate`).
 pub(crate) fn resize_file(file: &File, len: u64) -> Result<(), Errno> {
     fault::check(FaultPoint::ResizeRendezvous)?;
