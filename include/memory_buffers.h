@@ -150,6 +150,10 @@ typedef struct {
 // A reason this version of the C interface has no code for.
 #define MEMORY_BUFFERS_PRIVATE_LOCATOR_REASON_OTHER 7
 
+// The rendezvous file for this process id is held by another live process
+// (the same id in another PID namespace, or a forked child's parent).
+#define MEMORY_BUFFERS_PRIVATE_LOCATOR_REASON_FILE_IN_USE 8
+
 // The call succeeded and wrote its results.
 #define MEMORY_BUFFERS_STATUS_OK 0
 

@@ -403,8 +403,11 @@ impl TempBase {
         mappings_naming(self.base())
     }
 
+    /// Finds or creates the locator, as a creator that dies at once as far
+    /// as the liveness lock goes (the lock is dropped; the mapping stays),
+    /// so that tests can turn the file stale by changing it.
     fn find_or_create(&self) -> Result<Rendezvous, PrivateLocatorReason> {
-        rendezvous::find_or_create(self.base(), self.pid)
+        rendezvous::find_or_create_holding(self.base(), self.pid).map(|(found, _lock)| found)
     }
 
     fn create(&self) -> LocatorRef {
@@ -855,6 +858,69 @@ fn a_rendezvous_file_of_ours_that_cannot_be_opened_is_not_taken_over() {
     );
     assert_eq!(base.stored_address(), created.address());
     assert_eq!(base.find_or_create(), Ok(Rendezvous::Found(created)));
+}
+
+/// Issue 11, item 3: a process in another PID namespace sharing `/tmp`
+/// looks dead here (`kill` says `ESRCH`; the fake ids are above
+/// `i32::MAX`), and cleanup used to delete its live file. A file whose
+/// liveness lock is held is kept; one without it is judged as before.
+#[test]
+fn cleanup_keeps_files_whose_owner_holds_the_liveness_lock() {
+    let base = TempBase::new();
+    let elsewhere = base.pid + 1_000_000;
+    let (found, lock) =
+        rendezvous::find_or_create_holding(base.base(), elsewhere).expect("the other process");
+    assert!(matches!(found, Rendezvous::Created(_)));
+    let lock = lock.expect("tmpfs and ext4 have open-file-description locks");
+    let gone = base.pid + 2_000_000;
+    let (_, dead_lock) =
+        rendezvous::find_or_create_holding(base.base(), gone).expect("a process that dies");
+    drop(dead_lock);
+    let legacy = base
+        .directory()
+        .join(rendezvous::file_name(base.pid + 3_000_000));
+    std::fs::write(&legacy, [0u8; LOCATOR_SIZE]).expect("a file without a lock");
+    base.create();
+    let entries = base.entries();
+    assert!(
+        entries.contains(&rendezvous::file_name(elsewhere)),
+        "the locked file was removed: {entries:?}"
+    );
+    assert!(
+        !entries.contains(&rendezvous::file_name(gone)),
+        "{entries:?}"
+    );
+    assert!(
+        !legacy.exists(),
+        "a file without a lock is judged by kill: {entries:?}"
+    );
+    drop(lock);
+}
+
+/// Issue 11, item 11: two processes with one id in two PID namespaces that
+/// share `/tmp`. The later one sees a file whose address is not its own
+/// mapping (played here by pointing it at unmapped memory) but whose lock
+/// is held: someone else's live file. It takes a private locator and leaves
+/// the file alone instead of taking it over.
+#[test]
+fn a_live_file_of_another_process_with_the_same_id_is_left_alone() {
+    let base = TempBase::new();
+    let (found, lock) =
+        rendezvous::find_or_create_holding(base.base(), base.pid).expect("the first process");
+    let Rendezvous::Created(theirs) = found else {
+        panic!("expected a new locator, got {found:?}");
+    };
+    let lock = lock.expect("tmpfs and ext4 have open-file-description locks");
+    // As the second process sees it: not a mapping of its own.
+    theirs
+        .this_address()
+        .store(quiet_slot(8), Ordering::Relaxed);
+    assert_eq!(base.find_or_create(), Err(PrivateLocatorReason::FileInUse));
+    assert_eq!(base.stored_address(), quiet_slot(8), "the file was kept");
+    // Once the owner is gone, the file is stale and taken over.
+    drop(lock);
+    let ours = base.create();
+    assert_eq!(base.stored_address(), ours.address());
 }
 
 #[test]

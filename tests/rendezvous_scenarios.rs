@@ -674,6 +674,108 @@ fn forked_child_and_a_hard_link_of_the_parents_file() -> Outcome {
     expect_shared_and_published()
 }
 
+/// Runs `work` as process 1 of a new PID namespace (a grandchild of this
+/// process, sharing its mount namespace and so its `/tmp`), with `stdin`
+/// as its standard input; returns the forked child's pid to wait for.
+fn in_new_pid_namespace(stdin: libc::c_int, work: fn() -> Outcome) -> Result<libc::pid_t, String> {
+    // SAFETY: single-threaded (harness = false).
+    let child = unsafe { libc::fork() };
+    check!(child >= 0, "fork failed");
+    if child > 0 {
+        return Ok(child);
+    }
+    let code = (|| -> Result<i32, String> {
+        // SAFETY: plain system calls; the new namespace applies to children.
+        call("unshare(CLONE_NEWPID)", unsafe {
+            libc::unshare(libc::CLONE_NEWPID)
+        })?;
+        // SAFETY: single-threaded, as above.
+        let grandchild = unsafe { libc::fork() };
+        check!(grandchild >= 0, "fork failed");
+        if grandchild == 0 {
+            // SAFETY: replacing our standard input with the given pipe.
+            unsafe { libc::dup2(stdin, 0) };
+            let code = match work() {
+                Ok(()) if std::process::id() == 1 => 0,
+                Ok(()) => {
+                    eprintln!("not process 1 of a new namespace");
+                    1
+                }
+                Err(message) => {
+                    eprintln!("pid 1 of a new namespace: {message}");
+                    1
+                }
+            };
+            // SAFETY: leaves without running the parent's destructors.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(grandchild, &mut status, 0) };
+        Ok(if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else {
+            1
+        })
+    })()
+    .unwrap_or_else(|message| {
+        eprintln!("{message}");
+        1
+    });
+    // SAFETY: as above.
+    unsafe { libc::_exit(code) };
+}
+
+fn exited_cleanly(pid: libc::pid_t) -> bool {
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+    waited == pid && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
+}
+
+/// Issue 11, items 3 and 11: two processes that are both process 1, in two
+/// PID namespaces sharing one `/tmp`. The first creates `…PID 1`; the
+/// second must see a live file it cannot own and take a private locator,
+/// not take the file over; the first still finds its own file afterwards.
+fn same_pid_in_two_pid_namespaces() -> Outcome {
+    let mut first_pipe = [0; 2];
+    let mut ready_pipe = [0; 2];
+    // SAFETY: room for two descriptors each.
+    call("pipe", unsafe { libc::pipe(first_pipe.as_mut_ptr()) })?;
+    call("pipe", unsafe { libc::pipe(ready_pipe.as_mut_ptr()) })?;
+    static READY: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+    READY.store(ready_pipe[1], std::sync::atomic::Ordering::Relaxed);
+    let first = in_new_pid_namespace(first_pipe[0], || {
+        expect_shared_and_published()?;
+        // Tell the scenario we are set up, then wait until it says go.
+        let fd = READY.load(std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: writing one byte to our pipe; reading one from stdin.
+        unsafe {
+            libc::write(fd, b"r".as_ptr().cast(), 1);
+            let mut byte = 0u8;
+            libc::read(0, (&raw mut byte).cast(), 1);
+        }
+        expect_shared_and_published()
+    })?;
+    let mut byte = 0u8;
+    // SAFETY: reading one byte from our pipe (0 at end of file).
+    let got = unsafe { libc::read(ready_pipe[0], (&raw mut byte).cast(), 1) };
+    check!(got == 1, "the first process did not get ready");
+    let second = in_new_pid_namespace(0, || {
+        expect_private(|reason| reason == PrivateLocatorReason::FileInUse)
+    })?;
+    let second_ok = exited_cleanly(second);
+    // SAFETY: releasing the first process.
+    unsafe { libc::write(first_pipe[1], b"g".as_ptr().cast(), 1) };
+    let first_ok = exited_cleanly(first);
+    check!(
+        second_ok,
+        "the second process 1 did not get a private locator"
+    );
+    check!(first_ok, "the first process 1 lost its file");
+    Ok(())
+}
+
 fn parent_pid() -> u32 {
     // SAFETY: getppid cannot fail.
     unsafe { libc::getppid() as u32 }
@@ -750,6 +852,10 @@ const SCENARIOS: &[Scenario] = &[
     (
         "forked_child_gets_its_own_locator",
         fork_gives_the_child_its_own_locator,
+    ),
+    (
+        "same_pid_in_two_pid_namespaces_does_not_take_over_the_live_file",
+        same_pid_in_two_pid_namespaces,
     ),
     (
         "forked_child_never_adopts_the_parents_locator_through_a_hard_link",

@@ -38,6 +38,10 @@ pub const MEMORY_BUFFERS_PRIVATE_LOCATOR_REASON_UNSUPPORTED: MemoryBuffersPrivat
 /// A reason this version of the C interface has no code for.
 pub const MEMORY_BUFFERS_PRIVATE_LOCATOR_REASON_OTHER: MemoryBuffersPrivateLocatorReason =
     MemoryBuffersPrivateLocatorReason(7);
+/// The rendezvous file for this process id is held by another live process
+/// (the same id in another PID namespace, or a forked child's parent).
+pub const MEMORY_BUFFERS_PRIVATE_LOCATOR_REASON_FILE_IN_USE: MemoryBuffersPrivateLocatorReason =
+    MemoryBuffersPrivateLocatorReason(8);
 
 /// Which locator this copy of the library uses.
 #[repr(C)]
@@ -85,6 +89,9 @@ impl From<LocatorKind> for MemoryBuffersLocatorKind {
                 ),
                 PrivateLocatorReason::FileContended => {
                     private(MEMORY_BUFFERS_PRIVATE_LOCATOR_REASON_FILE_CONTENDED, 0)
+                }
+                PrivateLocatorReason::FileInUse => {
+                    private(MEMORY_BUFFERS_PRIVATE_LOCATOR_REASON_FILE_IN_USE, 0)
                 }
                 PrivateLocatorReason::Unsupported => {
                     private(MEMORY_BUFFERS_PRIVATE_LOCATOR_REASON_UNSUPPORTED, 0)

@@ -24,6 +24,14 @@
 //! half-initialised file. A file for this process id that fails the checks
 //! but is ours (a dead process's leftover) is replaced atomically with
 //! `rename()`. Anything else falls back to a private locator.
+//!
+//! A process id alone does not say whose a file is: a process in another
+//! PID namespace sharing `/tmp` can have the same id, or look dead to
+//! `kill`. So the creator holds a shared open-file-description lock on its
+//! file for as long as its locator is mapped (see [`LivenessLock`]). A file
+//! whose lock is held is never removed by cleanup, and never taken over:
+//! whoever finds it and cannot validate it uses a private locator
+//! ([`PrivateLocatorReason::FileInUse`]).
 
 use super::PrivateLocatorReason;
 use super::layout::{LOCATOR_SIZE, LocatorRef};
@@ -102,9 +110,55 @@ pub(crate) enum Rendezvous {
     Created(LocatorRef),
 }
 
+/// The shared lock this process holds on the rendezvous file it published
+/// (see [`os::hold_liveness_lock`]). While it is held, other processes know
+/// the file's owner is alive, whatever PID namespace they see it from:
+/// stale-file cleanup leaves it alone, and a process with the same id
+/// elsewhere does not take it over.
+///
+/// The lock belongs to the open file that the locator's mapping was made
+/// from, and the mapping keeps that open file alive: the lock lasts exactly
+/// as long as the mapping, which is the life of the process (the kernel
+/// drops both at exit or `exec`, even after a crash; a forked child gets
+/// neither, see [`os::exclude_from_fork`]). Dropping this value releases
+/// the lock (tests use that to play a creator that died).
+#[derive(Debug)]
+pub(crate) struct LivenessLock(Option<File>);
+
+impl LivenessLock {
+    /// Closes the descriptor but keeps the lock, which the mapping holds.
+    fn keep_for_life(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for LivenessLock {
+    fn drop(&mut self) {
+        if let Some(file) = self.0.take() {
+            // Best effort; the descriptor closes right after.
+            let _ = os::release_liveness_lock(&file);
+        }
+    }
+}
+
 /// Finds or creates the shared locator of process `pid` below `base`
-/// (normally `/tmp`).
+/// (normally `/tmp`). A file this call publishes stays locked for the life
+/// of the process.
 pub(crate) fn find_or_create(base: &str, pid: u32) -> Result<Rendezvous, PrivateLocatorReason> {
+    let (rendezvous, lock) = find_or_create_holding(base, pid)?;
+    if let Some(lock) = lock {
+        lock.keep_for_life();
+    }
+    Ok(rendezvous)
+}
+
+/// [`find_or_create`], handing back the lock of a file this call published
+/// (none where the file system has no such locks) instead of keeping it:
+/// tests drop it to play a creator that has died.
+pub(crate) fn find_or_create_holding(
+    base: &str,
+    pid: u32,
+) -> Result<(Rendezvous, Option<LivenessLock>), PrivateLocatorReason> {
     let directory = open_directories(base)?;
     let name = file_name(pid);
     let user = os::effective_user_id();
@@ -112,7 +166,7 @@ pub(crate) fn find_or_create(base: &str, pid: u32) -> Result<Rendezvous, Private
     let mut turn = None;
     for _ in 0..8 {
         let publish = match inspect_existing(&directory, &name, user)? {
-            Existing::Valid(locator) => return Ok(Rendezvous::Found(locator)),
+            Existing::Valid(locator) => return Ok((Rendezvous::Found(locator), None)),
             Existing::Missing => Publish::Exclusive,
             Existing::Stale if turn.is_none() => {
                 // Replacing is not exclusive the way `link` is: two instances
@@ -123,9 +177,9 @@ pub(crate) fn find_or_create(base: &str, pid: u32) -> Result<Rendezvous, Private
             }
             Existing::Stale => Publish::Replace,
         };
-        if let Some(locator) = publish_new(&directory, &name, pid, publish)? {
+        if let Some((locator, lock)) = publish_new(&directory, &name, pid, publish)? {
             remove_stale_files(&directory, pid, user);
-            return Ok(Rendezvous::Created(locator));
+            return Ok((Rendezvous::Created(locator), lock));
         }
         // Another instance published first: look at theirs.
     }
@@ -211,7 +265,7 @@ fn inspect_existing(
             return Err(PrivateLocatorReason::FileNotTrusted);
         }
         if status.kind != FileKind::Regular {
-            return Ok(Existing::Stale);
+            return stale_unless_locked(&file);
         }
         let this_address = if status.size == file_len() as u64 {
             // Reading a sparse file through a mapping can fault too on a
@@ -225,7 +279,7 @@ fn inspect_existing(
         if this_address != 0 {
             return match live_locator(&file, this_address, &status) {
                 Liveness::Live(locator) => Ok(Existing::Valid(locator)),
-                Liveness::Dead => Ok(Existing::Stale),
+                Liveness::Dead => stale_unless_locked(&file),
                 // Possibly live: replacing it could split the process in
                 // two registries. Use a private one instead.
                 Liveness::Unknown(errno) => Err(PrivateLocatorReason::FileUnavailable { errno }),
@@ -239,7 +293,23 @@ fn inspect_existing(
             os::sleep(Duration::from_millis(1));
         }
     }
-    Ok(Existing::Stale)
+    match directory.open_existing(name) {
+        Ok(file) => stale_unless_locked(&file),
+        Err(_) => Ok(Existing::Stale),
+    }
+}
+
+/// A file that is not this process's live locator is stale, unless another
+/// process holds its liveness lock: then it is someone's live file (a
+/// process with the same id in another PID namespace, or the parent of a
+/// forked child, through a hard link), and replacing it would break them.
+/// Files without the lock (older libraries, file systems without such
+/// locks) are judged as before.
+fn stale_unless_locked(file: &File) -> Result<Existing, PrivateLocatorReason> {
+    match os::is_locked_elsewhere(file) {
+        Ok(true) => Err(PrivateLocatorReason::FileInUse),
+        Ok(false) | Err(_) => Ok(Existing::Stale),
+    }
 }
 
 /// Reads the *this address* field through a temporary view of the file.
@@ -413,8 +483,24 @@ impl Draft {
 
     /// Removes the temporary name, if any.
     fn discard(self, directory: &Directory) {
-        if let Draft::Named(temporary, _) = self {
-            let _ = directory.remove(&temporary);
+        drop(self.remove_name(directory));
+    }
+
+    /// Removes the temporary name, if any, and returns the open file.
+    fn remove_name(self, directory: &Directory) -> File {
+        match self {
+            Draft::Unnamed(file) => file,
+            Draft::Named(temporary, file) => {
+                let _ = directory.remove(&temporary);
+                file
+            }
+        }
+    }
+
+    /// The open file; its temporary name, if any, has been renamed away.
+    fn into_file(self) -> File {
+        match self {
+            Draft::Unnamed(file) | Draft::Named(_, file) => file,
         }
     }
 }
@@ -443,14 +529,16 @@ fn create_named_draft(directory: &Directory, pid: u32) -> Result<Draft, os::Errn
     }
 }
 
-/// Creates, initialises and publishes a new locator file. Returns `None`
-/// when an exclusive publish lost to another instance.
+/// Creates, initialises and publishes a new locator file, with its
+/// liveness lock if the file system has such locks. Returns `None` when an
+/// exclusive publish lost to another instance.
+#[allow(clippy::type_complexity)]
 fn publish_new(
     directory: &Directory,
     name: &str,
     pid: u32,
     publish: Publish,
-) -> Result<Option<LocatorRef>, PrivateLocatorReason> {
+) -> Result<Option<(LocatorRef, Option<LivenessLock>)>, PrivateLocatorReason> {
     let unavailable = |errno| PrivateLocatorReason::FileUnavailable { errno };
     // An unnamed file needs no temporary name and no unlink afterwards, but
     // can only be linked to a free name, not renamed over a stale file.
@@ -472,6 +560,9 @@ fn publish_new(
         // and another library in this process could not open it to share.
         // The blocks are allocated before the mapping is written: on a full
         // file system a write through the mapping would raise `SIGBUS`.
+        // Locked from the start, so that cleanup by a process that cannot
+        // see ours (another PID namespace) leaves even the temporary alone.
+        let locked = os::hold_liveness_lock(draft.file()).is_ok();
         let mapped = os::set_file_mode(draft.file(), FILE_MODE)
             .and_then(|()| os::resize_file(draft.file(), file_len() as u64))
             .and_then(|()| os::allocate_new_file(draft.file(), file_len() as u64))
@@ -509,11 +600,13 @@ fn publish_new(
         let renamed = matches!((&draft, publish), (Draft::Named(..), Publish::Replace));
         match published {
             Ok(()) => {
-                if !renamed {
-                    draft.discard(directory);
-                }
+                let file = if renamed {
+                    draft.into_file()
+                } else {
+                    draft.remove_name(directory)
+                };
                 mapping.leak();
-                return Ok(Some(locator));
+                return Ok(Some((locator, locked.then_some(LivenessLock(Some(file))))));
             }
             Err(errno) => {
                 // Nobody else learned this mapping's address: unmap it.
@@ -536,6 +629,11 @@ fn publish_new(
 
 /// Removes rendezvous files (and temporaries) of processes that no longer
 /// exist, if this user owns them. Best effort: failures are ignored.
+///
+/// A process in another PID namespace sharing `/tmp` looks dead here
+/// (`kill` answers `ESRCH`), so a file whose liveness lock is held is never
+/// removed, whatever its name says; only files without it (left by older
+/// libraries) fall back to asking `kill`.
 fn remove_stale_files(directory: &Directory, own_pid: u32, user: u32) {
     let Ok(names) = directory.entry_names() else {
         return;
@@ -545,7 +643,13 @@ fn remove_stale_files(directory: &Directory, own_pid: u32, user: u32) {
         let Some(pid) = pid_of_file_name(name) else {
             continue;
         };
-        if pid == own_pid || os::process_is_alive(pid) {
+        if pid == own_pid {
+            continue;
+        }
+        let locked = directory
+            .open_existing(name)
+            .is_ok_and(|file| os::is_locked_elsewhere(&file).unwrap_or(false));
+        if locked || os::process_is_alive(pid) {
             continue;
         }
         if matches!(directory.entry_status(name), Ok(status) if status.owner == user && status.kind != FileKind::Directory)

@@ -751,6 +751,54 @@ pub(crate) fn read_own_memory(address: usize, out: &mut [u8]) -> Result<(), Errn
     }
 }
 
+fn whole_file_lock(kind: libc::c_int) -> libc::flock {
+    libc::flock {
+        l_type: kind as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: 0,
+        l_len: 0,
+        // Must be 0 for open-file-description locks.
+        l_pid: 0,
+    }
+}
+
+/// Takes a shared open-file-description lock (`F_OFD_SETLK`) on the whole
+/// of `file`. It lasts as long as the open file description: while a
+/// descriptor of it is open *or a mapping made from it exists* (a mapping
+/// holds a reference to the open file). Closing other descriptors of the
+/// same file does not drop it, unlike a POSIX record lock, and the kernel
+/// drops it when the process exits or `exec`s. Other processes (in any PID
+/// namespace) can test it with [`is_locked_elsewhere`].
+pub(crate) fn hold_liveness_lock(file: &File) -> Result<(), Errno> {
+    let lock = whole_file_lock(libc::F_RDLCK);
+    // SAFETY: `fcntl` on a descriptor we own with a valid `flock`.
+    let result =
+        retry_interrupted(|| unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &lock) });
+    zero_or_errno(result)
+}
+
+/// Releases the lock taken with [`hold_liveness_lock`] on this open file.
+pub(crate) fn release_liveness_lock(file: &File) -> Result<(), Errno> {
+    let lock = whole_file_lock(libc::F_UNLCK);
+    // SAFETY: `fcntl` on a descriptor we own with a valid `flock`.
+    let result =
+        retry_interrupted(|| unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &lock) });
+    zero_or_errno(result)
+}
+
+/// Whether an open file description other than `file`'s holds a lock on
+/// it (`F_OFD_GETLK`, which tests without taking anything). Fails where the
+/// kernel (before 3.15) or the file system has no such locks.
+pub(crate) fn is_locked_elsewhere(file: &File) -> Result<bool, Errno> {
+    let mut lock = whole_file_lock(libc::F_WRLCK);
+    // SAFETY: `fcntl` on a descriptor we own with a valid, writable `flock`.
+    let result = retry_interrupted(|| unsafe {
+        libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut lock)
+    });
+    zero_or_errno(result)?;
+    Ok(lock.l_type != libc::F_UNLCK as libc::c_short)
+}
+
 /// Keeps `mapping` out of children made by `fork` (`MADV_DONTFORK`): in a
 /// child the address is simply unmapped. Used for the shared locator this
 /// process publishes, so that no child can ever take its parent's locator
