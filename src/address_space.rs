@@ -144,8 +144,20 @@ impl AddressSpace {
                 }
                 // Something we did not know about occupies (part of) the
                 // block: remember it so the next candidate skips past it.
-                self.mapped.insert(start, end);
-                misses += 1;
+                // Without `/proc`, learn the whole occupied run instead, so
+                // that the next candidate lies beyond it, however long.
+                let run = (!self.loaded)
+                    .then(|| occupied_run(start, end, request.granularity))
+                    .flatten();
+                match run {
+                    Some((run_start, run_end)) => self.mapped.insert(run_start, run_end),
+                    None => self.mapped.insert(start, end),
+                }
+                // Learning whole runs cannot go on forever (there are only
+                // so many mappings); stepping block by block could.
+                if run.is_none() {
+                    misses += 1;
+                }
                 fresh = false;
             }
             if refreshes >= retry_count {
@@ -164,6 +176,63 @@ impl AddressSpace {
         drop(mapping);
         self.mapped.remove(start, start.saturating_add(len));
     }
+}
+
+/// The run of contiguously mapped pages that overlaps `[start, end)`,
+/// found without `/proc` by asking the kernel whether ranges are mapped
+/// ([`os::is_mapped`]) with steps that double, then halve: `O(log n)` calls
+/// for a run of `n` pages. `None` if the kernel cannot be asked (then the
+/// caller falls back to the block alone) or nothing in the block is mapped
+/// (any more).
+///
+/// Probing without `/proc` used to step over one block per refused
+/// candidate, and gave up after a few dozen blocks on each side; skipping
+/// whole runs finds a free block anywhere in the range, and the number of
+/// refused candidates is bounded by the number of mapped runs in it.
+fn occupied_run(start: usize, end: usize, granularity: usize) -> Option<(usize, usize)> {
+    let page = os::allocation_granularity().min(granularity).max(1);
+    // One past the last address a range may reach: a length that reaches
+    // further could wrap inside the kernel's page rounding.
+    let limit = os::highest_user_address().saturating_add(1);
+    let fits = |address: usize, len: usize| address.checked_add(len).is_some_and(|e| e <= limit);
+    let mapped = |address: usize, len: usize| os::is_mapped(address, len);
+    let mut first = None;
+    let mut probe = start;
+    while probe < end {
+        if mapped(probe, page).ok()? {
+            first = Some(probe);
+            break;
+        }
+        probe = probe.checked_add(page)?;
+    }
+    let first = first?;
+    // Forward: the first unmapped page after `first`.
+    let mut run_end = first;
+    let mut step = page;
+    while fits(run_end, step) && mapped(run_end, step).ok()? {
+        run_end += step;
+        step = step.saturating_mul(2);
+    }
+    while step > page {
+        step /= 2;
+        if fits(run_end, step) && mapped(run_end, step).ok()? {
+            run_end += step;
+        }
+    }
+    // Backward: the first page of the run.
+    let mut run_start = first;
+    let mut step = page;
+    while run_start >= step && mapped(run_start - step, step).ok()? {
+        run_start -= step;
+        step = step.saturating_mul(2);
+    }
+    while step > page {
+        step /= 2;
+        if run_start >= step && mapped(run_start - step, step).ok()? {
+            run_start -= step;
+        }
+    }
+    Some((run_start, run_end.max(first + page)))
 }
 
 #[cfg(test)]

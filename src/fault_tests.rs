@@ -339,6 +339,50 @@ fn a_huge_retry_count_on_a_full_range_stops_after_one_fresh_picture() {
     assert!(occupant.holds(0x4d));
 }
 
+/// Issue 11, item 5: without `/proc`, probing gave up after a few dozen
+/// pages on each side (32 refused candidates per "refresh", 3 refreshes).
+/// 150 occupied pages on each side of the target, in many separate
+/// mappings, must not hide the free page just past them.
+#[test]
+fn without_proc_probing_finds_a_free_page_far_beyond_the_occupied_ones() {
+    warm_up();
+    let target = quiet_slot(9);
+    // Alternating protections keep neighbouring mappings apart, as the
+    // many small mappings near code are.
+    let occupants: Vec<Occupant> = (0..30)
+        .map(|block| Occupant::at(target - 150 * PAGE + block * 10 * PAGE, 10 * PAGE, 0x42))
+        .collect();
+    for (block, occupant) in occupants.iter().enumerate() {
+        if block % 2 == 1 {
+            // SAFETY: our own mapping; read-only keeps its bytes readable.
+            unsafe {
+                libc::mprotect(
+                    occupant.address as *mut libc::c_void,
+                    occupant.len,
+                    libc::PROT_READ,
+                )
+            };
+        }
+    }
+    let mut space = AddressSpace::new();
+    let mapping = {
+        let _unreadable = fail(&[FaultPoint::ReadMaps]);
+        space
+            .map_nearest(
+                placement(target - 400 * PAGE, target + 400 * PAGE, PAGE),
+                crate::settings::DEFAULT_RETRY_COUNT,
+            )
+            .expect("a free page lies 150 pages from the target")
+    };
+    assert_eq!(
+        mapping.address(),
+        target + 150 * PAGE,
+        "the nearest free page"
+    );
+    assert!(occupants.iter().all(|occupant| occupant.holds(0x42)));
+    space.unmap(mapping);
+}
+
 /// A fresh base directory under `/tmp` and a made-up process id for one
 /// rendezvous test; the directory tree is removed on drop.
 struct TempBase {

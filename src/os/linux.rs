@@ -384,6 +384,23 @@ pub(crate) fn process_is_alive(pid: u32) -> bool {
     result == 0 || last_errno() != libc::ESRCH
 }
 
+/// Whether every page of `[address, address + len)` is mapped, asked with
+/// `msync(MS_ASYNC)`, which does nothing to the pages but fails with
+/// `ENOMEM` when part of the range is unmapped. Needs no `/proc` and no
+/// buffer, whatever the length. `address` must be page-aligned.
+pub(crate) fn is_mapped(address: usize, len: usize) -> Result<bool, Errno> {
+    // SAFETY: `MS_ASYNC` without `MS_INVALIDATE` only checks the range
+    // (and schedules nothing on modern kernels); no memory is touched.
+    let result = unsafe { libc::msync(address as *mut libc::c_void, len, libc::MS_ASYNC) };
+    if result == 0 {
+        return Ok(true);
+    }
+    match last_errno() {
+        libc::ENOMEM => Ok(false),
+        errno => Err(errno),
+    }
+}
+
 /// Reads `/proc/self/maps`, calling `visit` for each line until it breaks.
 pub(crate) fn read_maps(
     buffer: &mut Vec<u8>,

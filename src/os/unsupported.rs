@@ -118,3 +118,7 @@ pub(crate) fn read_maps(
 ) -> Result<(), Errno> {
     Err(UNSUPPORTED)
 }
+
+pub(crate) fn is_mapped(_address: usize, _len: usize) -> Result<bool, Errno> {
+    Err(UNSUPPORTED)
+}
