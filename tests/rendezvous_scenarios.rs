@@ -867,6 +867,19 @@ const SCENARIOS: &[Scenario] = &[
 /// without one they use the real `/tmp` with their own process id.
 const WITHOUT_ROOT: &[&str] = &["tight_address_space_limit_gives_a_buffer_not_an_abort"];
 
+/// Scenarios that lower `RLIMIT_AS`.
+const LIMITS_ADDRESS_SPACE: &[&str] = &[
+    "tight_address_space_limit_gives_a_buffer_not_an_abort",
+    "endless_proc_maps_is_an_error_not_an_abort",
+];
+
+/// Whether `.ci/sanitizers` runs this binary (it sets these variables).
+fn under_a_sanitizer() -> bool {
+    ["ASAN_OPTIONS", "TSAN_OPTIONS", "MSAN_OPTIONS"]
+        .iter()
+        .any(|variable| std::env::var_os(variable).is_some())
+}
+
 fn is_root() -> bool {
     // SAFETY: geteuid cannot fail.
     unsafe { libc::geteuid() == 0 }
@@ -900,6 +913,14 @@ fn main() {
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     for (name, _) in SCENARIOS {
         if !filter.is_empty() && !filter.iter().any(|wanted| name.contains(wanted.as_str())) {
+            continue;
+        }
+        if LIMITS_ADDRESS_SPACE.contains(name) && under_a_sanitizer() {
+            println!(
+                "test {name} ... skipped (a sanitizer reserves terabytes of address space; \
+                 RLIMIT_AS cannot be tested under it)"
+            );
+            skipped += 1;
             continue;
         }
         if !is_root && !WITHOUT_ROOT.contains(name) {
