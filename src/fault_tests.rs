@@ -1072,11 +1072,22 @@ fn files_and_directories_of_another_user_are_not_trusted() {
         Err(PrivateLocatorReason::FileNotTrusted)
     );
     std::fs::remove_file(base.file()).expect("the symlink can be removed");
+    // Another user's directory that only they may write to: they could
+    // replace our files at will.
+    use std::os::unix::fs::PermissionsExt;
     change_owner(&base.directory(), STRANGER);
+    std::fs::set_permissions(base.directory(), std::fs::Permissions::from_mode(0o755))
+        .expect("the mode can be changed");
     assert_eq!(
         base.find_or_create(),
         Err(PrivateLocatorReason::DirectoryNotTrusted)
     );
+    // Issue 11, item 12: another user's shared sticky directory (what the
+    // library creates when that user came first) is fine: files in it are
+    // checked one by one, and only their owner may remove them.
+    std::fs::set_permissions(base.directory(), std::fs::Permissions::from_mode(0o1777))
+        .expect("the mode can be changed");
+    base.create();
 }
 
 /// Runs `find_or_create` on `threads` threads released together and
