@@ -646,16 +646,23 @@ fn remove_stale_files(directory: &Directory, own_pid: u32, user: u32) {
         if pid == own_pid {
             continue;
         }
-        let locked = directory
-            .open_existing(name)
-            .is_ok_and(|file| os::is_locked_elsewhere(&file).unwrap_or(false));
+        // Only our own entries are candidates, and only regular files are
+        // opened to test the lock (opening someone else's device node or
+        // FIFO could have effects of its own).
+        let Ok(status) = directory.entry_status(name) else {
+            continue;
+        };
+        if status.owner != user || status.kind == FileKind::Directory {
+            continue;
+        }
+        let locked = status.kind == FileKind::Regular
+            && directory
+                .open_existing(name)
+                .is_ok_and(|file| os::is_locked_elsewhere(&file).unwrap_or(false));
         if locked || os::process_is_alive(pid) {
             continue;
         }
-        if matches!(directory.entry_status(name), Ok(status) if status.owner == user && status.kind != FileKind::Directory)
-        {
-            let _ = directory.remove(name);
-        }
+        let _ = directory.remove(name);
     }
 }
 
