@@ -57,7 +57,9 @@ typedef struct {
   size_t size;
   // How many times the address space map may be re-read when the cached
   // view turns out to be out of date;
-  // [`MEMORY_BUFFERS_DEFAULT_RETRY_COUNT`] is a good value.
+  // [`MEMORY_BUFFERS_DEFAULT_RETRY_COUNT`] is a good value. Values above
+  // 64 count as 64, and no re-read is made once a fresh read shows no
+  // free candidate, so even an uninitialised value cannot hang the caller.
   uint32_t retry_count;
 } MemoryBuffersAllocatorSettings;
 
@@ -148,16 +150,20 @@ typedef struct {
 // A reason this version of the C interface has no code for.
 #define MEMORY_BUFFERS_PRIVATE_LOCATOR_REASON_OTHER 7
 
+// The rendezvous file for this process id is held by another live process
+// (the same id in another PID namespace, or a forked child's parent).
+#define MEMORY_BUFFERS_PRIVATE_LOCATOR_REASON_FILE_IN_USE 8
+
 // Windows: the named section could not be created, opened or mapped;
 // `os_error` holds the Win32 error code.
-#define MEMORY_BUFFERS_PRIVATE_LOCATOR_REASON_SECTION_UNAVAILABLE 8
+#define MEMORY_BUFFERS_PRIVATE_LOCATOR_REASON_SECTION_UNAVAILABLE 9
 
 // Windows: a section with this process's name exists with the wrong size.
-#define MEMORY_BUFFERS_PRIVATE_LOCATOR_REASON_SECTION_WRONG_SIZE 9
+#define MEMORY_BUFFERS_PRIVATE_LOCATOR_REASON_SECTION_WRONG_SIZE 10
 
 // Windows: a section with this process's name exists, but its *this
 // address* could not be proven to be a live view of it in this process.
-#define MEMORY_BUFFERS_PRIVATE_LOCATOR_REASON_SECTION_NOT_PROVEN 10
+#define MEMORY_BUFFERS_PRIVATE_LOCATOR_REASON_SECTION_NOT_PROVEN 11
 
 // The call succeeded and wrote its results.
 #define MEMORY_BUFFERS_STATUS_OK 0

@@ -20,6 +20,13 @@ use std::ops::ControlFlow;
 /// view is evidently out of date near the target.
 const MISSES_BEFORE_REFRESH: u32 = 32;
 
+/// Re-reads of the map one request may make, whatever its `retry_count`:
+/// a C caller's uninitialised field (or `u32::MAX`) must not keep the host
+/// busy for days. Each re-read is followed by up to
+/// [`MISSES_BEFORE_REFRESH`] refused candidates, so a request costs at most
+/// this many reads of the map and 32 times as many `mmap` calls.
+pub(crate) const MAX_REFRESHES: u32 = 64;
+
 /// The cached view of the address space.
 pub(crate) struct AddressSpace {
     /// Ranges believed mapped. May be stale in both directions; see the
@@ -29,6 +36,9 @@ pub(crate) struct AddressSpace {
     loaded: bool,
     /// Reused read buffer for `/proc/self/maps`.
     read_buffer: Vec<u8>,
+    /// Reads of the map so far, successful or not (tests only).
+    #[cfg(test)]
+    reads: u32,
 }
 
 impl AddressSpace {
@@ -37,16 +47,31 @@ impl AddressSpace {
             mapped: MappedRanges::new(),
             loaded: false,
             read_buffer: Vec::new(),
+            #[cfg(test)]
+            reads: 0,
         }
     }
 
     /// Replaces the cached view with a fresh read of `/proc/self/maps`.
     pub(crate) fn refresh(&mut self) -> Result<(), os::Errno> {
-        let mut ranges = Vec::with_capacity(self.mapped.len() + 64);
+        #[cfg(test)]
+        {
+            self.reads += 1;
+        }
+        let mut ranges = Vec::new();
+        let mut out_of_memory = ranges.try_reserve(self.mapped.len() + 64).is_err();
         os::read_maps(&mut self.read_buffer, |entry| {
+            // Fallible: the host's allocator may be at its limit.
+            if ranges.try_reserve(1).is_err() {
+                out_of_memory = true;
+                return ControlFlow::Break(());
+            }
             ranges.push((entry.start, entry.end));
             ControlFlow::Continue(())
         })?;
+        if out_of_memory {
+            return Err(os::OUT_OF_MEMORY);
+        }
         self.mapped = MappedRanges::from_ranges(ranges);
         self.loaded = true;
         Ok(())
@@ -58,24 +83,46 @@ impl AddressSpace {
         self.mapped.len()
     }
 
+    /// Reads of the map so far (the Linux fault tests only).
+    #[cfg(all(test, target_os = "linux"))]
+    pub(crate) fn reads(&self) -> u32 {
+        self.reads
+    }
+
     /// Maps `request.block_len` read/write/execute bytes at the free
     /// candidate nearest to the middle of the range and returns the address.
+    ///
+    /// The map is re-read at most `retry_count` times (and never more than
+    /// [`MAX_REFRESHES`]), and not at all once a fresh picture shows no
+    /// candidate: re-reading cannot make room that the kernel says is not
+    /// there.
     pub(crate) fn map_nearest(
         &mut self,
         request: PlacementRequest,
         retry_count: u32,
     ) -> Result<OwnedMapping, ErrorKind> {
+        // Whether the cached view was just read and no candidate has been
+        // refused since: then "no candidate" is the kernel's answer.
+        let mut fresh = false;
         if !self.loaded {
             // Without `/proc` the cached view stays empty and placement
             // degrades to probing with `MAP_FIXED_NOREPLACE`, which is slower
             // but still never maps over anything.
             let _ = self.refresh();
+            fresh = true;
         }
+        let retry_count = retry_count.min(MAX_REFRESHES);
         let mut refreshes = 0;
         loop {
             let mut misses = 0;
             while misses < MISSES_BEFORE_REFRESH {
                 let Some(start) = NearestCandidates::new(&self.mapped, request).next() else {
+                    if fresh {
+                        // Re-reading would show the same picture (or, with
+                        // no `/proc`, probing has ruled out every candidate
+                        // already).
+                        return Err(ErrorKind::NoSpaceInRange);
+                    }
                     break;
                 };
                 let end = start + request.block_len;
@@ -97,14 +144,28 @@ impl AddressSpace {
                 }
                 // Something we did not know about occupies (part of) the
                 // block: remember it so the next candidate skips past it.
-                self.mapped.insert(start, end);
-                misses += 1;
+                // Without `/proc`, learn the whole occupied run instead, so
+                // that the next candidate lies beyond it, however long.
+                let run = (!self.loaded)
+                    .then(|| occupied_run(start, end, request.granularity))
+                    .flatten();
+                match run {
+                    Some((run_start, run_end)) => self.mapped.insert(run_start, run_end),
+                    None => self.mapped.insert(start, end),
+                }
+                // Learning whole runs cannot go on forever (there are only
+                // so many mappings); stepping block by block could.
+                if run.is_none() {
+                    misses += 1;
+                }
+                fresh = false;
             }
             if refreshes >= retry_count {
                 return Err(ErrorKind::NoSpaceInRange);
             }
             refreshes += 1;
             let _ = self.refresh();
+            fresh = true;
         }
     }
 
@@ -115,6 +176,63 @@ impl AddressSpace {
         drop(mapping);
         self.mapped.remove(start, start.saturating_add(len));
     }
+}
+
+/// The run of contiguously mapped pages that overlaps `[start, end)`,
+/// found without `/proc` by asking the kernel whether ranges are mapped
+/// ([`os::is_mapped`]) with steps that double, then halve: `O(log n)` calls
+/// for a run of `n` pages. `None` if the kernel cannot be asked (then the
+/// caller falls back to the block alone) or nothing in the block is mapped
+/// (any more).
+///
+/// Probing without `/proc` used to step over one block per refused
+/// candidate, and gave up after a few dozen blocks on each side; skipping
+/// whole runs finds a free block anywhere in the range, and the number of
+/// refused candidates is bounded by the number of mapped runs in it.
+fn occupied_run(start: usize, end: usize, granularity: usize) -> Option<(usize, usize)> {
+    let page = os::allocation_granularity().min(granularity).max(1);
+    // One past the last address a range may reach: a length that reaches
+    // further could wrap inside the kernel's page rounding.
+    let limit = os::highest_user_address().saturating_add(1);
+    let fits = |address: usize, len: usize| address.checked_add(len).is_some_and(|e| e <= limit);
+    let mapped = |address: usize, len: usize| os::is_mapped(address, len);
+    let mut first = None;
+    let mut probe = start;
+    while probe < end {
+        if mapped(probe, page).ok()? {
+            first = Some(probe);
+            break;
+        }
+        probe = probe.checked_add(page)?;
+    }
+    let first = first?;
+    // Forward: the first unmapped page after `first`.
+    let mut run_end = first;
+    let mut step = page;
+    while fits(run_end, step) && mapped(run_end, step).ok()? {
+        run_end += step;
+        step = step.saturating_mul(2);
+    }
+    while step > page {
+        step /= 2;
+        if fits(run_end, step) && mapped(run_end, step).ok()? {
+            run_end += step;
+        }
+    }
+    // Backward: the first page of the run.
+    let mut run_start = first;
+    let mut step = page;
+    while run_start >= step && mapped(run_start - step, step).ok()? {
+        run_start -= step;
+        step = step.saturating_mul(2);
+    }
+    while step > page {
+        step /= 2;
+        if run_start >= step && mapped(run_start - step, step).ok()? {
+            run_start -= step;
+        }
+    }
+    Some((run_start, run_end.max(first + page)))
 }
 
 #[cfg(test)]

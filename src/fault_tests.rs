@@ -22,7 +22,7 @@ use crate::locator::layout::{LOCATOR_SIZE, LocatorRef};
 use crate::locator::rendezvous::{self, Rendezvous};
 use crate::locator::{Fit, Locator, LocatorKind, PrivateLocatorReason};
 use crate::maps::parse_maps_line;
-use crate::os::fault::{FaultPoint, fail};
+use crate::os::fault::{FaultPoint, fail, fail_with};
 use crate::placement::{NearestCandidates, PlacementRequest};
 use crate::range_set::MappedRanges;
 use crate::settings::{BufferAllocatorSettings, BufferSearchSettings, highest_user_address};
@@ -307,6 +307,82 @@ fn a_fully_occupied_range_reports_no_space_and_leaves_the_occupant_intact() {
     assert_eq!(mapped_in(start, start + 4 * PAGE), before);
 }
 
+/// Issue 11, item 7: `retry_count = u32::MAX` on a full range used to
+/// re-read the map four billion times. It must stop after the first fresh
+/// picture without a candidate, with or without `/proc`.
+#[test]
+fn a_huge_retry_count_on_a_full_range_stops_after_one_fresh_picture() {
+    warm_up();
+    let start = quiet_slot(6);
+    let occupant = Occupant::at(start, 4 * PAGE, 0x4d);
+    let (done, outcome) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reads = Vec::new();
+        for failing_maps in [false, true] {
+            let mut space = AddressSpace::new();
+            let _failing = failing_maps.then(|| fail(&[FaultPoint::ReadMaps]));
+            let error = space
+                .map_nearest(placement(start, start + 4 * PAGE - 1, PAGE), u32::MAX)
+                .expect_err("every candidate is occupied");
+            assert_eq!(error, ErrorKind::NoSpaceInRange);
+            reads.push(space.reads());
+        }
+        let _ = done.send(reads);
+    });
+    let reads = outcome
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("map_nearest returns within 20 s");
+    assert!(
+        reads.iter().all(|&reads| reads <= 2),
+        "reads of the map: {reads:?}"
+    );
+    assert!(occupant.holds(0x4d));
+}
+
+/// Issue 11, item 5: without `/proc`, probing gave up after a few dozen
+/// pages on each side (32 refused candidates per "refresh", 3 refreshes).
+/// 150 occupied pages on each side of the target, in many separate
+/// mappings, must not hide the free page just past them.
+#[test]
+fn without_proc_probing_finds_a_free_page_far_beyond_the_occupied_ones() {
+    warm_up();
+    let target = quiet_slot(9);
+    // Alternating protections keep neighbouring mappings apart, as the
+    // many small mappings near code are.
+    let occupants: Vec<Occupant> = (0..30)
+        .map(|block| Occupant::at(target - 150 * PAGE + block * 10 * PAGE, 10 * PAGE, 0x42))
+        .collect();
+    for (block, occupant) in occupants.iter().enumerate() {
+        if block % 2 == 1 {
+            // SAFETY: our own mapping; read-only keeps its bytes readable.
+            unsafe {
+                libc::mprotect(
+                    occupant.address as *mut libc::c_void,
+                    occupant.len,
+                    libc::PROT_READ,
+                )
+            };
+        }
+    }
+    let mut space = AddressSpace::new();
+    let mapping = {
+        let _unreadable = fail(&[FaultPoint::ReadMaps]);
+        space
+            .map_nearest(
+                placement(target - 400 * PAGE, target + 400 * PAGE, PAGE),
+                crate::settings::DEFAULT_RETRY_COUNT,
+            )
+            .expect("a free page lies 150 pages from the target")
+    };
+    assert_eq!(
+        mapping.address(),
+        target + 150 * PAGE,
+        "the nearest free page"
+    );
+    assert!(occupants.iter().all(|occupant| occupant.holds(0x42)));
+    space.unmap(mapping);
+}
+
 /// A fresh base directory under `/tmp` and a made-up process id for one
 /// rendezvous test; the directory tree is removed on drop.
 struct TempBase {
@@ -371,8 +447,11 @@ impl TempBase {
         mappings_naming(self.base())
     }
 
+    /// Finds or creates the locator, as a creator that dies at once as far
+    /// as the liveness lock goes (the lock is dropped; the mapping stays),
+    /// so that tests can turn the file stale by changing it.
     fn find_or_create(&self) -> Result<Rendezvous, PrivateLocatorReason> {
-        rendezvous::find_or_create(self.base(), self.pid)
+        rendezvous::find_or_create_holding(self.base(), self.pid).map(|(found, _lock)| found)
     }
 
     fn create(&self) -> LocatorRef {
@@ -438,6 +517,164 @@ fn a_failing_ftruncate_reports_file_unavailable_and_leaves_no_file_or_mapping() 
         "the temporary file was removed"
     );
     assert_eq!(base.mappings(), 0);
+}
+
+#[test]
+fn a_full_file_system_reports_enospc_before_the_file_is_mapped() {
+    let base = TempBase::new();
+    let result = {
+        let _failing = fail_with(&[FaultPoint::AllocateRendezvous], libc::ENOSPC);
+        base.find_or_create()
+    };
+    assert_eq!(
+        result,
+        Err(PrivateLocatorReason::FileUnavailable {
+            errno: libc::ENOSPC
+        })
+    );
+    assert_eq!(base.entries(), Vec::<String>::new());
+    assert_eq!(base.mappings(), 0, "nothing was mapped");
+}
+
+#[test]
+fn an_existing_file_whose_blocks_cannot_be_had_is_not_read_through_a_mapping() {
+    let base = TempBase::new();
+    let created = base.create();
+    let result = {
+        let _failing = fail_with(&[FaultPoint::AllocateRendezvous], libc::ENOSPC);
+        base.find_or_create()
+    };
+    assert_eq!(
+        result,
+        Err(PrivateLocatorReason::FileUnavailable {
+            errno: libc::ENOSPC
+        })
+    );
+    assert_eq!(base.mappings(), 1, "only the creator's mapping");
+    assert_eq!(base.stored_address(), created.address());
+}
+
+/// A signal delivered to one thread every `interval`, until dropped, with a
+/// handler that does nothing and no `SA_RESTART`: every blocking call of
+/// that thread is interrupted again and again, as under a sampling profiler.
+struct SignalStorm {
+    timer: libc::timer_t,
+}
+
+extern "C" fn ignore_signal(_signal: libc::c_int) {}
+
+impl SignalStorm {
+    fn on_this_thread(interval: std::time::Duration) -> SignalStorm {
+        let signal = libc::SIGRTMIN() + 5;
+        // SAFETY: a zeroed `sigaction` is valid; the handler is an
+        // async-signal-safe function that does nothing. The signal is one no
+        // other code in the test process uses.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = ignore_signal as *const () as usize;
+            action.sa_flags = 0;
+            libc::sigemptyset(&mut action.sa_mask);
+            assert_eq!(libc::sigaction(signal, &action, std::ptr::null_mut()), 0);
+        }
+        // SAFETY: a zeroed `sigevent` is valid; the fields set make the
+        // timer signal this thread.
+        let mut event: libc::sigevent = unsafe { std::mem::zeroed() };
+        event.sigev_notify = libc::SIGEV_THREAD_ID;
+        event.sigev_signo = signal;
+        // SAFETY: `gettid` has no preconditions.
+        event.sigev_notify_thread_id = unsafe { libc::gettid() };
+        let mut timer: libc::timer_t = std::ptr::null_mut();
+        // SAFETY: valid pointers to a `sigevent` and a `timer_t`.
+        assert_eq!(
+            unsafe { libc::timer_create(libc::CLOCK_MONOTONIC, &mut event, &mut timer) },
+            0
+        );
+        let period = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: interval.as_nanos() as libc::c_long,
+        };
+        let spec = libc::itimerspec {
+            it_interval: period,
+            it_value: period,
+        };
+        // SAFETY: `timer` was just created; `spec` is valid.
+        assert_eq!(
+            unsafe { libc::timer_settime(timer, 0, &spec, std::ptr::null_mut()) },
+            0
+        );
+        SignalStorm { timer }
+    }
+}
+
+impl Drop for SignalStorm {
+    fn drop(&mut self) {
+        // SAFETY: deleting the timer created in `on_this_thread`; pending
+        // signals are harmless (the handler does nothing).
+        unsafe { libc::timer_delete(self.timer) };
+    }
+}
+
+/// Issue 11, item 6: with a signal every 50 µs, the 1 ms sleeps of the
+/// stale-file check and of the takeover lock must still end; the
+/// whole takeover must take milliseconds, not forever.
+#[test]
+fn a_stale_file_is_taken_over_under_a_signal_storm() {
+    let base = TempBase::new();
+    base.create_directories();
+    std::fs::write(base.file(), b"").expect("an empty stale file");
+    let base = std::sync::Arc::new(base);
+    let (done, outcome) = std::sync::mpsc::channel();
+    let worker = {
+        let base = std::sync::Arc::clone(&base);
+        std::thread::spawn(move || {
+            let storm = SignalStorm::on_this_thread(std::time::Duration::from_micros(50));
+            let started = std::time::Instant::now();
+            let result = base.find_or_create();
+            let elapsed = started.elapsed();
+            drop(storm);
+            let _ = done.send((result.is_ok(), elapsed));
+        })
+    };
+    let (created, elapsed) = outcome
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the takeover ends within 20 s under the storm");
+    worker.join().expect("the worker does not panic");
+    assert!(created, "the stale file is taken over");
+    assert!(
+        elapsed < std::time::Duration::from_secs(5),
+        "took {elapsed:?}"
+    );
+}
+
+#[test]
+fn the_directory_lock_wait_is_bounded_under_a_signal_storm() {
+    let base = TempBase::new();
+    base.create_directories();
+    let directory = os::Directory::open_or_create(None, base.directory().to_str().unwrap(), 0o700)
+        .expect("the directory opens");
+    let other = os::Directory::open_or_create(None, base.directory().to_str().unwrap(), 0o700)
+        .expect("the directory opens twice");
+    let held = directory
+        .lock_exclusive(std::time::Duration::ZERO)
+        .expect("the first lock is free");
+    let (done, outcome) = std::sync::mpsc::channel();
+    // Not a scoped thread: if the wait never ended, the test must fail at
+    // the timeout rather than hang joining it.
+    std::thread::spawn(move || {
+        let _storm = SignalStorm::on_this_thread(std::time::Duration::from_micros(50));
+        let started = std::time::Instant::now();
+        let second = other.lock_exclusive(std::time::Duration::from_millis(50));
+        let _ = done.send((second.is_none(), started.elapsed()));
+    });
+    let (refused, elapsed) = outcome
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the wait ends within 20 s under the storm");
+    assert!(refused, "the lock is held by the other descriptor");
+    assert!(
+        elapsed < std::time::Duration::from_secs(2),
+        "waited {elapsed:?}"
+    );
+    drop(held);
 }
 
 #[test]
@@ -575,6 +812,158 @@ fn a_rendezvous_pointing_at_another_mapping_is_taken_over() {
     assert_eq!(base.find_or_create(), Ok(Rendezvous::Found(second)));
 }
 
+/// Issue 11, item 9: without `/proc`, a second instance judged the live
+/// file stale and replaced it: two instances, two registries, both
+/// "shared". Now the page is checked through `process_vm_readv`.
+#[test]
+fn without_proc_a_live_rendezvous_is_found_not_replaced() {
+    let base = TempBase::new();
+    let created = base.create();
+    for _ in 0..3 {
+        let _unreadable = fail(&[FaultPoint::ReadMaps]);
+        assert_eq!(base.find_or_create(), Ok(Rendezvous::Found(created)));
+    }
+    assert_eq!(base.stored_address(), created.address());
+    assert_eq!(base.mappings(), 1, "the check's views were unmapped");
+    assert_eq!(created.lock().load(Ordering::Relaxed), 0, "lock released");
+    assert_eq!(
+        created.probe().load(Ordering::Relaxed),
+        0,
+        "the check value was cleared"
+    );
+}
+
+#[test]
+fn without_proc_a_rendezvous_naming_unmapped_or_unrelated_memory_is_taken_over() {
+    let base = TempBase::new();
+    let first = base.create();
+    // Unmapped: the quiet area is empty.
+    first.this_address().store(quiet_slot(7), Ordering::Relaxed);
+    let second = {
+        let _unreadable = fail(&[FaultPoint::ReadMaps]);
+        base.create()
+    };
+    assert_ne!(second, first);
+    // Mapped, but not the file: read, never written.
+    let decoy = Occupant::anywhere(0x11);
+    second
+        .this_address()
+        .store(decoy.address, Ordering::Relaxed);
+    let third = {
+        let _unreadable = fail(&[FaultPoint::ReadMaps]);
+        base.create()
+    };
+    assert!(decoy.holds(0x11), "the decoy was not written");
+    // Another rendezvous file's live locator: not this file's page.
+    let other = TempBase::new();
+    let foreign = other.create();
+    third
+        .this_address()
+        .store(foreign.address(), Ordering::Relaxed);
+    let fourth = {
+        let _unreadable = fail(&[FaultPoint::ReadMaps]);
+        base.create()
+    };
+    assert_ne!(fourth, foreign);
+    assert_eq!(foreign.lock().load(Ordering::Relaxed), 0);
+    assert_eq!(base.find_or_create(), Ok(Rendezvous::Found(fourth)));
+}
+
+#[test]
+fn without_proc_or_process_vm_readv_a_possibly_live_rendezvous_is_not_replaced() {
+    let base = TempBase::new();
+    let created = base.create();
+    let result = {
+        let _blind = fail(&[FaultPoint::ReadMaps, FaultPoint::ReadOwnMemory]);
+        base.find_or_create()
+    };
+    assert_eq!(result, Err(file_unavailable_eio()));
+    assert_eq!(base.stored_address(), created.address());
+}
+
+/// Issue 11, item 9: a file of ours that cannot be opened (read-only after
+/// a umask of 0277) was taken for stale and replaced.
+#[test]
+fn a_rendezvous_file_of_ours_that_cannot_be_opened_is_not_taken_over() {
+    let base = TempBase::new();
+    let created = base.create();
+    let result = {
+        let _refused = fail_with(&[FaultPoint::OpenRendezvousFile], libc::EACCES);
+        base.find_or_create()
+    };
+    assert_eq!(
+        result,
+        Err(PrivateLocatorReason::FileUnavailable {
+            errno: libc::EACCES
+        })
+    );
+    assert_eq!(base.stored_address(), created.address());
+    assert_eq!(base.find_or_create(), Ok(Rendezvous::Found(created)));
+}
+
+/// Issue 11, item 3: a process in another PID namespace sharing `/tmp`
+/// looks dead here (`kill` says `ESRCH`; the fake ids are above
+/// `i32::MAX`), and cleanup used to delete its live file. A file whose
+/// liveness lock is held is kept; one without it is judged as before.
+#[test]
+fn cleanup_keeps_files_whose_owner_holds_the_liveness_lock() {
+    let base = TempBase::new();
+    let elsewhere = base.pid + 1_000_000;
+    let (found, lock) =
+        rendezvous::find_or_create_holding(base.base(), elsewhere).expect("the other process");
+    assert!(matches!(found, Rendezvous::Created(_)));
+    let lock = lock.expect("tmpfs and ext4 have open-file-description locks");
+    let gone = base.pid + 2_000_000;
+    let (_, dead_lock) =
+        rendezvous::find_or_create_holding(base.base(), gone).expect("a process that dies");
+    drop(dead_lock);
+    let legacy = base
+        .directory()
+        .join(rendezvous::file_name(base.pid + 3_000_000));
+    std::fs::write(&legacy, [0u8; LOCATOR_SIZE]).expect("a file without a lock");
+    base.create();
+    let entries = base.entries();
+    assert!(
+        entries.contains(&rendezvous::file_name(elsewhere)),
+        "the locked file was removed: {entries:?}"
+    );
+    assert!(
+        !entries.contains(&rendezvous::file_name(gone)),
+        "{entries:?}"
+    );
+    assert!(
+        !legacy.exists(),
+        "a file without a lock is judged by kill: {entries:?}"
+    );
+    drop(lock);
+}
+
+/// Issue 11, item 11: two processes with one id in two PID namespaces that
+/// share `/tmp`. The later one sees a file whose address is not its own
+/// mapping (played here by pointing it at unmapped memory) but whose lock
+/// is held: someone else's live file. It takes a private locator and leaves
+/// the file alone instead of taking it over.
+#[test]
+fn a_live_file_of_another_process_with_the_same_id_is_left_alone() {
+    let base = TempBase::new();
+    let (found, lock) =
+        rendezvous::find_or_create_holding(base.base(), base.pid).expect("the first process");
+    let Rendezvous::Created(theirs) = found else {
+        panic!("expected a new locator, got {found:?}");
+    };
+    let lock = lock.expect("tmpfs and ext4 have open-file-description locks");
+    // As the second process sees it: not a mapping of its own.
+    theirs
+        .this_address()
+        .store(quiet_slot(8), Ordering::Relaxed);
+    assert_eq!(base.find_or_create(), Err(PrivateLocatorReason::FileInUse));
+    assert_eq!(base.stored_address(), quiet_slot(8), "the file was kept");
+    // Once the owner is gone, the file is stale and taken over.
+    drop(lock);
+    let ours = base.create();
+    assert_eq!(base.stored_address(), ours.address());
+}
+
 #[test]
 fn a_rendezvous_pointing_at_another_processes_locator_is_taken_over() {
     // Two rendezvous files, both live mappings in this process: the second
@@ -680,11 +1069,22 @@ fn files_and_directories_of_another_user_are_not_trusted() {
         Err(PrivateLocatorReason::FileNotTrusted)
     );
     std::fs::remove_file(base.file()).expect("the symlink can be removed");
+    // Another user's directory that only they may write to: they could
+    // replace our files at will.
+    use std::os::unix::fs::PermissionsExt;
     change_owner(&base.directory(), STRANGER);
+    std::fs::set_permissions(base.directory(), std::fs::Permissions::from_mode(0o755))
+        .expect("the mode can be changed");
     assert_eq!(
         base.find_or_create(),
         Err(PrivateLocatorReason::DirectoryNotTrusted)
     );
+    // Issue 11, item 12: another user's shared sticky directory (what the
+    // library creates when that user came first) is fine: files in it are
+    // checked one by one, and only their owner may remove them.
+    std::fs::set_permissions(base.directory(), std::fs::Permissions::from_mode(0o1777))
+        .expect("the mode can be changed");
+    base.create();
 }
 
 /// Runs `find_or_create` on `threads` threads released together and

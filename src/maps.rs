@@ -2,8 +2,13 @@
 //!
 //! A large game has tens of thousands of mappings, so the file is read in
 //! chunks into one reusable buffer and parsed in place: no allocation per
-//! line, no limit on the file's size, and a line longer than the buffer only
-//! makes the buffer grow once.
+//! line, and a line longer than the buffer only makes the buffer grow once.
+//!
+//! What is read is capped all the same: `/proc/self/maps` can be anything a
+//! bind mount puts there (`/dev/zero` never ends and has no newline), and
+//! the library must give up with an error rather than grow a buffer until
+//! the host process aborts. Real lines are at most a few KiB (a path is at
+//! most 4096 bytes) and a real map a few tens of MiB.
 
 use std::io;
 use std::ops::ControlFlow;
@@ -78,31 +83,72 @@ pub(crate) fn parse_maps_line(line: &[u8]) -> Option<MapsEntry> {
 /// Size of the first read buffer; big enough for about a thousand lines.
 const INITIAL_BUFFER: usize = 64 * 1024;
 
+/// The read buffer never grows beyond this: a longer line is not a line of
+/// a real maps file.
+pub(crate) const MAX_LINE: usize = 1024 * 1024;
+
+/// Reading stops with an error after this many bytes: a million mappings
+/// (far above the default `vm.max_map_count` of 65530) take about 100 MiB.
+pub(crate) const MAX_TOTAL: u64 = 256 * 1024 * 1024;
+
+/// Grows `buffer` to `len` bytes without aborting when memory is short.
+fn grow(buffer: &mut Vec<u8>, len: usize) -> io::Result<()> {
+    buffer
+        .try_reserve_exact(len.saturating_sub(buffer.len()))
+        .map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
+    buffer.resize(len, 0);
+    Ok(())
+}
+
 /// Reads maps text through `read` (which behaves like `io::Read::read`) and
 /// calls `visit` for every well-formed line until it breaks or the text ends.
 ///
 /// `buffer` is reused between calls to avoid allocating; it grows only when a
 /// single line is longer than it.
+///
+/// # Errors
+///
+/// The error of `read`; `InvalidData` for a line longer than [`MAX_LINE`]
+/// or text longer than [`MAX_TOTAL`]; `OutOfMemory` when the buffer cannot
+/// grow.
 pub(crate) fn for_each_entry(
+    read: impl FnMut(&mut [u8]) -> io::Result<usize>,
+    buffer: &mut Vec<u8>,
+    visit: impl FnMut(&MapsEntry) -> ControlFlow<()>,
+) -> io::Result<()> {
+    for_each_entry_within(read, buffer, visit, MAX_TOTAL)
+}
+
+/// [`for_each_entry`] with a cap of `max_total` bytes instead of
+/// [`MAX_TOTAL`].
+fn for_each_entry_within(
     mut read: impl FnMut(&mut [u8]) -> io::Result<usize>,
     buffer: &mut Vec<u8>,
     mut visit: impl FnMut(&MapsEntry) -> ControlFlow<()>,
+    max_total: u64,
 ) -> io::Result<()> {
     if buffer.len() < INITIAL_BUFFER {
-        buffer.resize(INITIAL_BUFFER, 0);
+        grow(buffer, INITIAL_BUFFER)?;
     }
     // `filled` bytes at the front of `buffer` hold an incomplete line.
     let mut filled = 0;
+    let mut total: u64 = 0;
     loop {
         if filled == buffer.len() {
-            let grown = buffer.len() * 2;
-            buffer.resize(grown, 0);
+            if buffer.len() >= MAX_LINE {
+                return Err(io::Error::from(io::ErrorKind::InvalidData));
+            }
+            grow(buffer, (buffer.len() * 2).min(MAX_LINE))?;
         }
         let count = match read(&mut buffer[filled..]) {
             Ok(count) => count,
             Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
             Err(error) => return Err(error),
         };
+        total = total.saturating_add(count as u64);
+        if total > max_total {
+            return Err(io::Error::from(io::ErrorKind::InvalidData));
+        }
         if count == 0 {
             if filled > 0
                 && let Some(entry) = parse_maps_line(&buffer[..filled])
@@ -228,6 +274,54 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
         )
         .unwrap();
         assert_eq!(seen, 1);
+    }
+
+    /// Issue 11, item 8: a bind-mounted `/dev/zero` in place of the maps
+    /// file made the buffer double until the process aborted.
+    #[test]
+    fn an_endless_line_is_an_error_not_an_ever_growing_buffer() {
+        let mut buffer = Vec::new();
+        let mut read = 0usize;
+        let result = for_each_entry(
+            |out| {
+                out.fill(0);
+                read += out.len();
+                Ok(out.len())
+            },
+            &mut buffer,
+            |_| ControlFlow::Continue(()),
+        );
+        assert_eq!(result.unwrap_err().kind(), io::ErrorKind::InvalidData);
+        assert!(buffer.len() <= MAX_LINE);
+        assert!(read <= MAX_LINE);
+    }
+
+    #[test]
+    fn endless_well_formed_lines_stop_at_the_total_cap() {
+        const LINE: &[u8] = b"1000-2000 rw-p 00000000 00:00 0\n";
+        let mut offset = 0usize;
+        let mut read: u64 = 0;
+        let mut entries: u64 = 0;
+        const CAP: u64 = 4 << 20;
+        let result = for_each_entry_within(
+            |out| {
+                for byte in out.iter_mut() {
+                    *byte = LINE[offset % LINE.len()];
+                    offset += 1;
+                }
+                read += out.len() as u64;
+                Ok(out.len())
+            },
+            &mut Vec::new(),
+            |_| {
+                entries += 1;
+                ControlFlow::Continue(())
+            },
+            CAP,
+        );
+        assert_eq!(result.unwrap_err().kind(), io::ErrorKind::InvalidData);
+        assert!(read <= CAP + MAX_LINE as u64);
+        assert!(entries > 0);
     }
 
     proptest! {

@@ -36,7 +36,9 @@ pub struct BufferAllocatorSettings {
     /// Bytes wanted; rounded up to the [`allocation_granularity`].
     pub size: usize,
     /// How many times `/proc/self/maps` may be re-read when the cached view
-    /// of the address space turns out to be out of date.
+    /// of the address space turns out to be out of date. Values above 64
+    /// count as 64, and no re-read is made once a fresh read shows no free
+    /// candidate, so any value (even an uninitialised one) is bounded.
     pub retry_count: u32,
 }
 

@@ -166,34 +166,6 @@ fn the_hole_next_to_the_target_is_taken_first() {
 }
 
 #[test]
-fn occupied_memory_is_never_replaced() {
-    let _alone = alone();
-    let granule = allocation_granularity();
-    // Occupy the only granules of a range with known bytes, on a fresh
-    // mapping the library has not seen yet.
-    let region = RegionWithHole::new(4, granule);
-    let end = region.hole + granule;
-    assert!(support::map_exact(region.hole, granule));
-    // SAFETY: the granule was mapped read/write just above.
-    unsafe { std::ptr::write_bytes(region.hole as *mut u8, 0x5a, granule) };
-    let settings = BufferAllocatorSettings {
-        min_address: region.hole,
-        max_address: end - 1,
-        size: granule,
-        retry_count: 2,
-    };
-    let error = Buffers::allocate_private_memory(&settings).unwrap_err();
-    // SAFETY: still mapped by this test.
-    let intact = unsafe { std::slice::from_raw_parts(region.hole as *const u8, granule) }
-        .iter()
-        .all(|&byte| byte == 0x5a);
-    support::unmap_exact(region.hole, granule);
-    drop(region);
-    assert_eq!(error.kind(), ErrorKind::NoSpaceInRange);
-    assert!(intact, "the library mapped over memory it did not own");
-}
-
-#[test]
 fn the_memory_is_readable_writable_and_released() {
     let _alone = alone();
     let allocation = Buffers::allocate_private_memory(&BufferAllocatorSettings::default()).unwrap();

@@ -38,17 +38,21 @@ pub const MEMORY_BUFFERS_PRIVATE_LOCATOR_REASON_UNSUPPORTED: MemoryBuffersPrivat
 /// A reason this version of the C interface has no code for.
 pub const MEMORY_BUFFERS_PRIVATE_LOCATOR_REASON_OTHER: MemoryBuffersPrivateLocatorReason =
     MemoryBuffersPrivateLocatorReason(7);
+/// The rendezvous file for this process id is held by another live process
+/// (the same id in another PID namespace, or a forked child's parent).
+pub const MEMORY_BUFFERS_PRIVATE_LOCATOR_REASON_FILE_IN_USE: MemoryBuffersPrivateLocatorReason =
+    MemoryBuffersPrivateLocatorReason(8);
 /// Windows: the named section could not be created, opened or mapped;
 /// `os_error` holds the Win32 error code.
 pub const MEMORY_BUFFERS_PRIVATE_LOCATOR_REASON_SECTION_UNAVAILABLE:
-    MemoryBuffersPrivateLocatorReason = MemoryBuffersPrivateLocatorReason(8);
+    MemoryBuffersPrivateLocatorReason = MemoryBuffersPrivateLocatorReason(9);
 /// Windows: a section with this process's name exists with the wrong size.
 pub const MEMORY_BUFFERS_PRIVATE_LOCATOR_REASON_SECTION_WRONG_SIZE:
-    MemoryBuffersPrivateLocatorReason = MemoryBuffersPrivateLocatorReason(9);
+    MemoryBuffersPrivateLocatorReason = MemoryBuffersPrivateLocatorReason(10);
 /// Windows: a section with this process's name exists, but its *this
 /// address* could not be proven to be a live view of it in this process.
 pub const MEMORY_BUFFERS_PRIVATE_LOCATOR_REASON_SECTION_NOT_PROVEN:
-    MemoryBuffersPrivateLocatorReason = MemoryBuffersPrivateLocatorReason(10);
+    MemoryBuffersPrivateLocatorReason = MemoryBuffersPrivateLocatorReason(11);
 
 /// Which locator this copy of the library uses.
 #[repr(C)]
@@ -96,6 +100,9 @@ impl From<LocatorKind> for MemoryBuffersLocatorKind {
                 ),
                 PrivateLocatorReason::FileContended => {
                     private(MEMORY_BUFFERS_PRIVATE_LOCATOR_REASON_FILE_CONTENDED, 0)
+                }
+                PrivateLocatorReason::FileInUse => {
+                    private(MEMORY_BUFFERS_PRIVATE_LOCATOR_REASON_FILE_IN_USE, 0)
                 }
                 PrivateLocatorReason::Unsupported => {
                     private(MEMORY_BUFFERS_PRIVATE_LOCATOR_REASON_UNSUPPORTED, 0)

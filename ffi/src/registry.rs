@@ -23,41 +23,142 @@
 //! type), but it is the caller's logic error; the release functions take the
 //! caller's pointer variable by address and set it to `NULL` to make that
 //! mistake unlikely.
+//!
+//! # fork
+//!
+//! A host may `fork` while another of its threads is inside a call here. In
+//! the child that thread does not exist, so a lock it held would never be
+//! released, and the map it was changing may be half-changed. The lock is
+//! therefore a word holding the *process id* of its holder, not a
+//! `std::sync::Mutex`: a child that finds it held by another process knows
+//! the holder was a thread of its parent, takes the lock over, and starts
+//! from an empty map (the old one is leaked, never read: it may be
+//! inconsistent). The parent's handles are then unknown in the child
+//! ([`MEMORY_BUFFERS_STATUS_INVALID_HANDLE`]), and everything else works; no
+//! call ever waits for a thread that is gone. When the lock was free at the
+//! fork, the child keeps the parent's handles. (One case is not caught: a
+//! grandchild that got, by reuse, the process id of an ancestor that held
+//! the lock while forking a child that never used the registry.)
 
 use crate::status::*;
+use std::cell::UnsafeCell;
 use std::collections::BTreeMap;
 use std::ops::{Deref, DerefMut};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// The handle map: address of each live box -> the box, or `None` while it
+/// is checked out.
+type LiveMap<T> = BTreeMap<usize, Option<Box<T>>>;
+
+/// The value of [`HandleRegistry::holder`] when nobody holds the lock;
+/// process ids are never 0.
+const FREE: u32 = 0;
 
 /// The live handles of one type.
 pub(crate) struct HandleRegistry<T> {
-    /// Address of each live box -> the box, or `None` while it is checked
-    /// out. Invariant: every `Some(value)` is stored under the address of
+    /// Process id of the process one of whose threads holds the lock on
+    /// `live`, or [`FREE`].
+    holder: AtomicU32,
+    /// Invariant: every `Some(value)` is stored under the address of
     /// `*value`, and a checked-out box is stored under its address again
-    /// when it comes back.
-    live: Mutex<BTreeMap<usize, Option<Box<T>>>>,
+    /// when it comes back. Accessed only through a [`RegistryGuard`].
+    live: UnsafeCell<LiveMap<T>>,
     /// Error detail for an address that is not a live handle.
     not_live: &'static str,
     /// Error detail for a handle that is checked out.
     in_use: &'static str,
 }
 
+// SAFETY: `live` is only reached through a `RegistryGuard`, and at most one
+// guard exists at a time in a process: a guard is made only by the thread
+// whose compare-and-swap set `holder` from FREE (or from another process's
+// id, which no thread of this process can hold) to this process's id, and
+// `holder` returns to FREE only when that guard drops. Boxes move between
+// threads through the map, hence `T: Send` (as `Mutex` required before).
+unsafe impl<T: Send> Sync for HandleRegistry<T> {}
+
+/// Exclusive access to a registry's map; releases the lock on drop.
+struct RegistryGuard<'a, T> {
+    registry: &'a HandleRegistry<T>,
+}
+
+impl<T> Deref for RegistryGuard<'_, T> {
+    type Target = LiveMap<T>;
+
+    fn deref(&self) -> &LiveMap<T> {
+        // SAFETY: this guard holds the lock (see the `Sync` impl).
+        unsafe { &*self.registry.live.get() }
+    }
+}
+
+impl<T> DerefMut for RegistryGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut LiveMap<T> {
+        // SAFETY: this guard holds the lock, and `&mut self` makes this the
+        // only reference made through it.
+        unsafe { &mut *self.registry.live.get() }
+    }
+}
+
+impl<T> Drop for RegistryGuard<'_, T> {
+    fn drop(&mut self) {
+        // Release: our changes to the map are visible to the next holder's
+        // Acquire. Also runs when a panic unwinds through a call: each
+        // update of the map is a single insert or remove, complete or not
+        // started, so the map stays consistent.
+        self.registry.holder.store(FREE, Ordering::Release);
+    }
+}
+
 impl<T> HandleRegistry<T> {
     pub(crate) const fn new(not_live: &'static str, in_use: &'static str) -> Self {
         HandleRegistry {
-            live: Mutex::new(BTreeMap::new()),
+            holder: AtomicU32::new(FREE),
+            live: UnsafeCell::new(BTreeMap::new()),
             not_live,
             in_use,
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<usize, Option<Box<T>>>> {
-        // Every update of the map under this lock is a single insert or
-        // remove, complete or not started when a panic could occur, so a
-        // poisoned map is still consistent.
-        self.live
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// Takes the lock; see the module docs for what happens after `fork`.
+    fn lock(&self) -> RegistryGuard<'_, T> {
+        let me = std::process::id();
+        let mut spins = 0u32;
+        loop {
+            // Acquire: the previous holder's changes to the map are visible.
+            match self
+                .holder
+                .compare_exchange_weak(FREE, me, Ordering::Acquire, Ordering::Relaxed)
+            {
+                Ok(_) => return RegistryGuard { registry: self },
+                Err(FREE) => {}
+                Err(holder) if holder == me => {
+                    // Another thread of this process; its call is short.
+                    spins += 1;
+                    if spins < 64 {
+                        std::hint::spin_loop();
+                    } else {
+                        std::thread::yield_now();
+                    }
+                }
+                Err(parent) => {
+                    // Held by a thread of another process: we are a child
+                    // forked while a parent's thread was in a call. Acquire
+                    // as above (nothing to see, but harmless).
+                    if self
+                        .holder
+                        .compare_exchange(parent, me, Ordering::Acquire, Ordering::Relaxed)
+                        .is_ok()
+                    {
+                        // SAFETY: the lock is ours now; the value is moved
+                        // out bitwise and never dropped or read, since it
+                        // may be half-updated.
+                        let abandoned = std::mem::take(unsafe { &mut *self.live.get() });
+                        std::mem::forget(abandoned);
+                        return RegistryGuard { registry: self };
+                    }
+                }
+            }
+        }
     }
 
     /// Takes ownership of `value` and returns the pointer that names it.
@@ -241,6 +342,26 @@ mod tests {
                 MEMORY_BUFFERS_STATUS_INVALID_HANDLE
             );
         }
+        assert_eq!(registry.live_count(), 1);
+    }
+
+    /// Issue 11, item 2: a lock left held by a parent's thread at `fork`
+    /// must not block the child. Simulated here by a holder id that is not
+    /// this process's; `tests/fork.rs` does it with real threads and forks.
+    #[test]
+    fn a_lock_held_by_another_process_is_taken_over_with_a_fresh_map() {
+        let registry = HandleRegistry::new("not live", "in use");
+        let inherited = registry.insert(Box::new(11_u64));
+        let parent = std::process::id().wrapping_add(1).max(1);
+        registry.holder.store(parent, Ordering::Relaxed);
+        assert_eq!(
+            status_of(registry.check_out(inherited)),
+            MEMORY_BUFFERS_STATUS_INVALID_HANDLE,
+            "the possibly half-updated map was abandoned"
+        );
+        assert_eq!(registry.holder.load(Ordering::Relaxed), FREE);
+        let fresh = registry.insert(Box::new(12_u64));
+        assert_eq!(*registry.check_out(fresh).unwrap(), 12);
         assert_eq!(registry.live_count(), 1);
     }
 }

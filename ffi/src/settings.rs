@@ -41,7 +41,9 @@ pub struct MemoryBuffersAllocatorSettings {
     pub size: size_t,
     /// How many times the address space map may be re-read when the cached
     /// view turns out to be out of date;
-    /// [`MEMORY_BUFFERS_DEFAULT_RETRY_COUNT`] is a good value.
+    /// [`MEMORY_BUFFERS_DEFAULT_RETRY_COUNT`] is a good value. Values above
+    /// 64 count as 64, and no re-read is made once a fresh read shows no
+    /// free candidate, so even an uninitialised value cannot hang the caller.
     pub retry_count: u32,
 }
 

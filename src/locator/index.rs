@@ -21,7 +21,7 @@
 //! unchanged; anything they add shows up as a longer chain or a new count.
 
 use super::layout::{LocatorRef, MAX_ITEMS};
-use std::alloc::{Layout, alloc_zeroed, handle_alloc_error};
+use std::alloc::{Layout, alloc_zeroed};
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -39,28 +39,34 @@ unsafe impl Zeroable for AtomicUsize {}
 
 /// `len` zeroed values from `alloc_zeroed`, whose large blocks the kernel
 /// backs with zero pages on first touch: an index sized for thousands of
-/// locators costs memory only for the locators that exist.
-fn zeroed_slice<T: Zeroable>(len: usize) -> Box<[T]> {
-    let Ok(layout) = Layout::array::<T>(len) else {
-        // Only reachable with absurd constants; same outcome as `Vec`.
-        panic!("index too large");
-    };
+/// locators costs memory only for the locators that exist. `None` when the
+/// allocator refuses (a tight `RLIMIT_AS`, `vm.max_map_count` reached): the
+/// library runs inside someone else's process and must not abort it.
+fn zeroed_slice<T: Zeroable>(len: usize) -> Option<Box<[T]>> {
+    let layout = Layout::array::<T>(len).ok()?;
     if layout.size() == 0 {
-        return Vec::new().into_boxed_slice();
+        return Some(Vec::new().into_boxed_slice());
     }
     // SAFETY: the layout has a non-zero size.
     let pointer = unsafe { alloc_zeroed(layout) }.cast::<T>();
     if pointer.is_null() {
-        handle_alloc_error(layout);
+        return None;
     }
     // SAFETY: the block was allocated with the layout of `[T; len]`, which
     // is what `Box<[T]>` frees it with, and zero bytes are a valid `T`.
-    unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(pointer, len)) }
+    Some(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(pointer, len)) })
 }
 
-/// Locators whose address and summary are cached; later ones are reached
-/// by following `next_locator` (832,000 buffers in, so rarely).
+/// Locators whose address and summary are cached, at most; later ones are
+/// reached by following `next_locator` (832,000 buffers in, so rarely).
+/// When memory is short the index is made smaller, down to nothing: see
+/// [`INDEX_CAPACITIES`].
 const INDEXED_LOCATORS: usize = 4096;
+
+/// Capacities tried in turn until the allocator grants one. The first costs
+/// about 700 KiB of address space (mostly never touched); an index of 0
+/// locators needs no memory and still works, only without shortcuts.
+const INDEX_CAPACITIES: [usize; 4] = [INDEXED_LOCATORS, 256, 16, 0];
 
 pub(crate) struct LocatorIndex {
     head: LocatorRef,
@@ -112,19 +118,42 @@ const WORDS_PER_LOCATOR: usize = THRESHOLDS.len() * BITMAP_WORDS;
 const EXHAUSTED: u64 = (MAX_ITEMS as u64 + 1) << 32;
 
 impl LocatorIndex {
+    /// An index over the chain starting at `head`, as large as memory
+    /// allows (see [`INDEX_CAPACITIES`]); never fails.
     pub(crate) fn new(head: LocatorRef) -> LocatorIndex {
-        let chain: Box<[AtomicUsize]> = zeroed_slice(INDEXED_LOCATORS);
-        // Relaxed: the index is shared only after construction, through the
-        // `OnceLock` that publishes the locator.
-        chain[0].store(head.address(), Ordering::Relaxed);
+        Self::with_capacities(head, &INDEX_CAPACITIES)
+    }
+
+    fn with_capacities(head: LocatorRef, capacities: &[usize]) -> LocatorIndex {
+        let (chain, summaries, below) = capacities
+            .iter()
+            .find_map(|&capacity| {
+                Some((
+                    zeroed_slice::<AtomicUsize>(capacity)?,
+                    zeroed_slice::<AtomicU64>(capacity)?,
+                    zeroed_slice::<AtomicU64>(capacity.checked_mul(WORDS_PER_LOCATOR)?)?,
+                ))
+            })
+            .unwrap_or_default();
+        if let Some(first) = chain.first() {
+            // Relaxed: the index is shared only after construction, through
+            // the `OnceLock` that publishes the locator.
+            first.store(head.address(), Ordering::Relaxed);
+        }
         LocatorIndex {
             head,
             chain,
-            summaries: zeroed_slice(INDEXED_LOCATORS),
+            summaries,
             known_last: AtomicUsize::new(0),
             exhausted: AtomicUsize::new(0),
-            below: zeroed_slice(INDEXED_LOCATORS * WORDS_PER_LOCATOR),
+            below,
         }
+    }
+
+    /// Locators this index caches (0 when memory was too short for any).
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.chain.len()
     }
 
     pub(crate) fn head(&self) -> LocatorRef {
@@ -253,7 +282,7 @@ impl LocatorIndex {
     /// Records that item `slot` of locator `index` had `free` free bytes.
     #[inline]
     pub(crate) fn note_free(&self, index: usize, slot: usize, free: u32) {
-        if index >= INDEXED_LOCATORS || free >= THRESHOLDS[THRESHOLDS.len() - 1] {
+        if index >= self.chain.len() || free >= THRESHOLDS[THRESHOLDS.len() - 1] {
             return;
         }
         let (word, bit) = (slot / 64, 1u64 << (slot % 64));
@@ -261,7 +290,10 @@ impl LocatorIndex {
             if free >= threshold {
                 break;
             }
-            let bits = &self.below[(index * THRESHOLDS.len() + class) * BITMAP_WORDS + word];
+            let at = (index * THRESHOLDS.len() + class) * BITMAP_WORDS + word;
+            let Some(bits) = self.below.get(at) else {
+                break;
+            };
             // Relaxed: a final fact; the load avoids writing a shared line
             // when the bit is already known.
             if bits.load(Ordering::Relaxed) & bit != 0 {
@@ -390,5 +422,33 @@ mod tests {
         assert_eq!(index.too_small(0, skip_class(1), 0), 1 << 3);
         assert_eq!(index.too_small(0, skip_class(2000), 0), 1 << 3);
         assert_eq!(skipped_free_bound(skip_class(100)), 63);
+    }
+
+    /// Issue 11, item 8: the index used to abort the process when its
+    /// 640 KiB of bitmaps could not be allocated.
+    #[test]
+    fn an_index_the_allocator_refuses_falls_back_to_a_smaller_one_that_works() {
+        let (first, second) = chain_of_two();
+        // No allocator grants `isize::MAX` bytes; the next capacity is used.
+        let index = LocatorIndex::with_capacities(first, &[usize::MAX / 64, 1, 0]);
+        assert_eq!(index.capacity(), 1);
+        let empty = LocatorIndex::with_capacities(first, &[usize::MAX / 64, 0]);
+        assert_eq!(empty.capacity(), 0);
+        for index in [&index, &empty] {
+            assert_eq!(index.last(), (1, second));
+            let mut seen = Vec::new();
+            index.visit(|position, locator| {
+                seen.push((position, locator));
+                ControlFlow::<()>::Continue(())
+            });
+            assert_eq!(seen, vec![(0, first), (1, second)]);
+            index.note_free(1, 5, 0);
+            index.note_free(0, 5, 0);
+            index.record(1, 0, 0);
+            assert!(index.may_fit(1, second, 1));
+            assert_eq!(index.too_small(1, 0, 0), 0);
+        }
+        assert_eq!(index.too_small(0, 0, 0), 1 << 5, "the one cached locator");
+        assert_eq!(empty.too_small(0, 0, 0), 0);
     }
 }

@@ -111,7 +111,8 @@ pub(crate) fn ready_made_buffers(mapping_len: usize) -> impl Iterator<Item = (us
 }
 
 /// Where a process-local probe may briefly write while holding the header
-/// lock, to prove that two addresses are views of the same locator: on
+/// lock, to prove that two addresses are views of the same locator (the
+/// Windows rendezvous, and the Linux one without `/proc`): on
 /// 64-bit targets the 12 bytes after the last item, which no field uses;
 /// on 32-bit targets, where items fill the page, the reserved header bytes.
 /// Both are zero outside the probe.
@@ -218,7 +219,6 @@ impl LocatorRef {
     }
 
     /// The probe word at [`PROBE_OFFSET`].
-    #[cfg_attr(not(windows), allow(dead_code))]
     pub(crate) fn probe(self) -> &'static AtomicU16 {
         // SAFETY: inside the page (const assertion above), 2-byte aligned in
         // a page-aligned locator, and only ever accessed atomically.

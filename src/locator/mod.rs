@@ -64,6 +64,11 @@ pub enum PrivateLocatorReason {
     },
     /// Other instances kept replacing the rendezvous file.
     FileContended,
+    /// The rendezvous file for this process id is not this process's, but
+    /// another live process holds it: one with the same id in another PID
+    /// namespace sharing `/tmp` (containers, sandboxes), or the parent of a
+    /// forked child whose file was linked under the child's id.
+    FileInUse,
     /// Shared locators are not implemented on this operating system.
     Unsupported,
     /// Windows: the named section could not be created, opened or mapped.

@@ -11,7 +11,11 @@
 //!   others unless sticky;
 //! - the file must be a regular file owned by this user, 4096 bytes long,
 //!   and its *this address* must be a live mapping of that very file (same
-//!   device, inode and offset 0) in this process.
+//!   device, inode and offset 0) in this process: checked in
+//!   `/proc/self/maps`, or without `/proc` by seeing a check value written
+//!   through our own view appear at that address (see
+//!   `same_page_without_proc`). A file that cannot be checked is never
+//!   replaced: the library uses a private locator instead.
 //!
 //! A new locator is written to a uniquely named file created with
 //! `O_CREAT | O_EXCL`, initialised, and only then published under the
@@ -20,9 +24,17 @@
 //! half-initialised file. A file for this process id that fails the checks
 //! but is ours (a dead process's leftover) is replaced atomically with
 //! `rename()`. Anything else falls back to a private locator.
+//!
+//! A process id alone does not say whose a file is: a process in another
+//! PID namespace sharing `/tmp` can have the same id, or look dead to
+//! `kill`. So the creator holds a shared open-file-description lock on its
+//! file for as long as its locator is mapped (see [`LivenessLock`]). A file
+//! whose lock is held is never removed by cleanup, and never taken over:
+//! whoever finds it and cannot validate it uses a private locator
+//! ([`PrivateLocatorReason::FileInUse`]).
 
 use super::PrivateLocatorReason;
-use super::layout::{LOCATOR_SIZE, LocatorRef};
+use super::layout::{LOCATOR_SIZE, LocatorRef, PROBE_OFFSET};
 use crate::os::{self, Directory, FileKind, FileStatus};
 use std::fs::File;
 use std::ops::ControlFlow;
@@ -34,6 +46,10 @@ const DIRECTORY_COMPONENTS: [&str; 2] = [".reloaded", "memory.buffers"];
 
 /// Prefix of every rendezvous file name; the process id follows.
 const FILE_PREFIX: &str = "Reloaded.Memory.Buffers.MemoryBuffer, PID ";
+
+/// Mode of the rendezvous file: read/write for its owner only (every
+/// instance in the process opens it read/write).
+const FILE_MODE: u32 = 0o600;
 
 /// Times a file that looks half-written (another library may be creating
 /// it the old way, without `link()`) is re-checked before it is replaced.
@@ -55,13 +71,34 @@ pub(crate) fn file_name(pid: u32) -> String {
     format!("{FILE_PREFIX}{pid}")
 }
 
-/// The process id a rendezvous (or temporary) file name belongs to.
+/// The process id a rendezvous file name (`…PID <pid>`) or one of this
+/// library's temporary names (`…PID <pid>.tmp<n>`) belongs to; `None` for
+/// any other name, even one that merely starts like them (`…PID 123.keep`):
+/// cleanup deletes only names it could have made itself.
 fn pid_of_file_name(name: &str) -> Option<u32> {
-    let digits = name.strip_prefix(FILE_PREFIX)?;
-    let end = digits
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(digits.len());
-    digits[..end].parse().ok()
+    let rest = name.strip_prefix(FILE_PREFIX)?;
+    let (digits, suffix) = match rest.split_once('.') {
+        Some((digits, suffix)) => (digits, Some(suffix)),
+        None => (rest, None),
+    };
+    let pid: u32 = canonical_number(digits)?;
+    match suffix {
+        None => Some(pid),
+        Some(suffix) => {
+            canonical_number::<u32>(suffix.strip_prefix("tmp")?)?;
+            Some(pid)
+        }
+    }
+}
+
+/// `text` as a number, if it is exactly how `format!` writes one (ASCII
+/// digits, no sign, no leading zero).
+fn canonical_number<T: std::str::FromStr + std::fmt::Display>(text: &str) -> Option<T> {
+    if text.is_empty() || !text.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    let number: T = text.parse().ok()?;
+    (number.to_string() == text).then_some(number)
 }
 
 /// How the locator was obtained.
@@ -73,9 +110,55 @@ pub(crate) enum Rendezvous {
     Created(LocatorRef),
 }
 
+/// The shared lock this process holds on the rendezvous file it published
+/// (see [`os::hold_liveness_lock`]). While it is held, other processes know
+/// the file's owner is alive, whatever PID namespace they see it from:
+/// stale-file cleanup leaves it alone, and a process with the same id
+/// elsewhere does not take it over.
+///
+/// The lock belongs to the open file that the locator's mapping was made
+/// from, and the mapping keeps that open file alive: the lock lasts exactly
+/// as long as the mapping, which is the life of the process (the kernel
+/// drops both at exit or `exec`, even after a crash; a forked child gets
+/// neither, see [`os::exclude_from_fork`]). Dropping this value releases
+/// the lock (tests use that to play a creator that died).
+#[derive(Debug)]
+pub(crate) struct LivenessLock(Option<File>);
+
+impl LivenessLock {
+    /// Closes the descriptor but keeps the lock, which the mapping holds.
+    fn keep_for_life(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for LivenessLock {
+    fn drop(&mut self) {
+        if let Some(file) = self.0.take() {
+            // Best effort; the descriptor closes right after.
+            let _ = os::release_liveness_lock(&file);
+        }
+    }
+}
+
 /// Finds or creates the shared locator of process `pid` below `base`
-/// (normally `/tmp`).
+/// (normally `/tmp`). A file this call publishes stays locked for the life
+/// of the process.
 pub(crate) fn find_or_create(base: &str, pid: u32) -> Result<Rendezvous, PrivateLocatorReason> {
+    let (rendezvous, lock) = find_or_create_holding(base, pid)?;
+    if let Some(lock) = lock {
+        lock.keep_for_life();
+    }
+    Ok(rendezvous)
+}
+
+/// [`find_or_create`], handing back the lock of a file this call published
+/// (none where the file system has no such locks) instead of keeping it:
+/// tests drop it to play a creator that has died.
+pub(crate) fn find_or_create_holding(
+    base: &str,
+    pid: u32,
+) -> Result<(Rendezvous, Option<LivenessLock>), PrivateLocatorReason> {
     let directory = open_directories(base)?;
     let name = file_name(pid);
     let user = os::effective_user_id();
@@ -83,7 +166,7 @@ pub(crate) fn find_or_create(base: &str, pid: u32) -> Result<Rendezvous, Private
     let mut turn = None;
     for _ in 0..8 {
         let publish = match inspect_existing(&directory, &name, user)? {
-            Existing::Valid(locator) => return Ok(Rendezvous::Found(locator)),
+            Existing::Valid(locator) => return Ok((Rendezvous::Found(locator), None)),
             Existing::Missing => Publish::Exclusive,
             Existing::Stale if turn.is_none() => {
                 // Replacing is not exclusive the way `link` is: two instances
@@ -94,24 +177,48 @@ pub(crate) fn find_or_create(base: &str, pid: u32) -> Result<Rendezvous, Private
             }
             Existing::Stale => Publish::Replace,
         };
-        if let Some(locator) = publish_new(&directory, &name, pid, publish)? {
+        if let Some((locator, lock)) = publish_new(&directory, &name, pid, publish)? {
             remove_stale_files(&directory, pid, user);
-            return Ok(Rendezvous::Created(locator));
+            return Ok((Rendezvous::Created(locator), lock));
         }
         // Another instance published first: look at theirs.
     }
     Err(PrivateLocatorReason::FileContended)
 }
 
+/// Mode of the directories the library creates: every user's processes
+/// rendezvous there (each in files of their own), so, like `/tmp`, anyone
+/// may create entries and only an entry's owner may remove them.
+const DIRECTORY_MODE: u32 = 0o1777;
+
 fn open_directories(base: &str) -> Result<Directory, PrivateLocatorReason> {
     let user = os::effective_user_id();
     let unavailable = |errno| PrivateLocatorReason::DirectoryUnavailable { errno };
-    let mut directory = Directory::open_or_create(None, base, 0o1777).map_err(unavailable)?;
+    let mut directory =
+        Directory::open_or_create(None, base, DIRECTORY_MODE).map_err(unavailable)?;
     for component in DIRECTORY_COMPONENTS {
-        directory =
-            Directory::open_or_create(Some(&directory), component, 0o755).map_err(unavailable)?;
-        let status = directory.status().map_err(unavailable)?;
-        let trusted_owner = status.owner == user || status.owner == 0;
+        directory = Directory::open_or_create(Some(&directory), component, DIRECTORY_MODE)
+            .map_err(unavailable)?;
+        let mut status = directory.status().map_err(unavailable)?;
+        if status.owner == user
+            && !status.is_shared_sticky()
+            && !status.is_writable_by_others_without_sticky()
+        {
+            // Ours, but made by an older version (0755) or under a umask:
+            // open it to other users, or they all get private locators.
+            // Best effort: a read-only file system keeps the old mode. (A
+            // directory others could already write to without the sticky
+            // bit is not repaired but refused below: they may have
+            // tampered with it.)
+            if directory.set_mode(DIRECTORY_MODE).is_ok() {
+                status = directory.status().map_err(unavailable)?;
+            }
+        }
+        // Root's, ours, or another user's shared sticky directory: in all
+        // three nobody else can remove or replace our files (the owner of a
+        // shared directory could delete them, but not forge them: files are
+        // checked to be ours).
+        let trusted_owner = status.owner == user || status.owner == 0 || status.is_shared_sticky();
         if !trusted_owner || status.is_writable_by_others_without_sticky() {
             return Err(PrivateLocatorReason::DirectoryNotTrusted);
         }
@@ -136,11 +243,17 @@ fn inspect_existing(
             Ok(file) => file,
             Err(errno) if errno == libc::ENOENT => return Ok(Existing::Missing),
             // A symlink (`ELOOP`), directory or other non-file: replace it
-            // if it is ours, otherwise leave it alone.
+            // if it is ours, otherwise leave it alone. A regular file of
+            // ours that cannot be opened (read-only after a umask of 0277,
+            // no descriptor left) may be a live locator: it cannot be
+            // validated, so it is never taken over.
             Err(errno) => {
                 return match directory.entry_status(name) {
-                    Ok(status) if status.owner == user => Ok(Existing::Stale),
-                    Ok(_) => Err(PrivateLocatorReason::FileNotTrusted),
+                    Ok(status) if status.owner != user => Err(PrivateLocatorReason::FileNotTrusted),
+                    Ok(status) if status.kind == FileKind::Regular => {
+                        Err(PrivateLocatorReason::FileUnavailable { errno })
+                    }
+                    Ok(_) => Ok(Existing::Stale),
                     Err(libc::ENOENT) => Ok(Existing::Missing),
                     Err(_) => Err(PrivateLocatorReason::FileUnavailable { errno }),
                 };
@@ -152,26 +265,51 @@ fn inspect_existing(
             return Err(PrivateLocatorReason::FileNotTrusted);
         }
         if status.kind != FileKind::Regular {
-            return Ok(Existing::Stale);
+            return stale_unless_locked(&file);
         }
         let this_address = if status.size == file_len() as u64 {
+            // Reading a sparse file through a mapping can fault too on a
+            // full tmpfs: make sure its blocks exist first.
+            os::allocate_existing_file(&file, file_len() as u64)
+                .map_err(|errno| PrivateLocatorReason::FileUnavailable { errno })?;
             read_this_address(&file)?
         } else {
             0
         };
         if this_address != 0 {
-            return Ok(match live_locator(this_address, &status) {
-                Some(locator) => Existing::Valid(locator),
-                None => Existing::Stale,
-            });
+            return match live_locator(&file, this_address, &status) {
+                Liveness::Live(locator) => Ok(Existing::Valid(locator)),
+                Liveness::Dead => stale_unless_locked(&file),
+                // Possibly live: replacing it could split the process in
+                // two registries. Use a private one instead.
+                Liveness::Unknown(errno) => Err(PrivateLocatorReason::FileUnavailable { errno }),
+            };
         }
         // Empty, short or zeroed: possibly being written right now by a
         // library that creates the file in place. Give it a moment.
         if check + 1 < IN_PROGRESS_CHECKS {
-            std::thread::sleep(Duration::from_millis(1));
+            // A monotonic, signal-proof sleep: `std::thread::sleep` never
+            // ends under a signal every 50 µs.
+            os::sleep(Duration::from_millis(1));
         }
     }
-    Ok(Existing::Stale)
+    match directory.open_existing(name) {
+        Ok(file) => stale_unless_locked(&file),
+        Err(_) => Ok(Existing::Stale),
+    }
+}
+
+/// A file that is not this process's live locator is stale, unless another
+/// process holds its liveness lock: then it is someone's live file (a
+/// process with the same id in another PID namespace, or the parent of a
+/// forked child, through a hard link), and replacing it would break them.
+/// Files without the lock (older libraries, file systems without such
+/// locks) are judged as before.
+fn stale_unless_locked(file: &File) -> Result<Existing, PrivateLocatorReason> {
+    match os::is_locked_elsewhere(file) {
+        Ok(true) => Err(PrivateLocatorReason::FileInUse),
+        Ok(false) | Err(_) => Ok(Existing::Stale),
+    }
 }
 
 /// Reads the *this address* field through a temporary view of the file.
@@ -190,15 +328,27 @@ fn read_this_address(file: &File) -> Result<usize, PrivateLocatorReason> {
     Ok(this_address)
 }
 
-/// Returns the locator at `this_address` if that address starts a live
-/// shared mapping, at offset 0, of the file described by `status`.
-fn live_locator(this_address: usize, status: &FileStatus) -> Option<LocatorRef> {
+/// Whether a file's *this address* is its live locator in this process.
+enum Liveness {
+    /// A live shared mapping of the file, at offset 0: use it.
+    Live(LocatorRef),
+    /// Proven not to be: the file is a leftover (or forged).
+    Dead,
+    /// Could not be told (no `/proc` and no `process_vm_readv`); the errno
+    /// of the last check tried.
+    Unknown(os::Errno),
+}
+
+/// Checks that `this_address` starts a live shared mapping, at offset 0, of
+/// the file described by `status`: in `/proc/self/maps`, or, when that
+/// cannot be read, by [`same_page_without_proc`].
+fn live_locator(file: &File, this_address: usize, status: &FileStatus) -> Liveness {
     if !this_address.is_multiple_of(LOCATOR_SIZE) {
-        return None;
+        return Liveness::Dead;
     }
     let mut found = false;
     let mut buffer = Vec::new();
-    os::read_maps(&mut buffer, |entry| {
+    let read = os::read_maps(&mut buffer, |entry| {
         if entry.start <= this_address && this_address < entry.end {
             found = entry.start == this_address
                 && entry.end - entry.start >= LOCATOR_SIZE
@@ -209,14 +359,102 @@ fn live_locator(this_address: usize, status: &FileStatus) -> Option<LocatorRef> 
             return ControlFlow::Break(());
         }
         ControlFlow::Continue(())
-    })
-    .ok()?;
+    });
+    if read.is_err() {
+        return same_page_without_proc(file, this_address);
+    }
     // SAFETY: the address is the start of a live mapping of the rendezvous
     // file, which its creator keeps for the life of the process, and at
     // least LOCATOR_SIZE bytes long and page-aligned.
-    found
+    match found
         .then(|| unsafe { LocatorRef::from_address(this_address) })
         .flatten()
+    {
+        Some(locator) => Liveness::Live(locator),
+        None => Liveness::Dead,
+    }
+}
+
+/// Header lock attempts before giving up on checking without `/proc`.
+const HEADER_LOCK_ATTEMPTS: u32 = 1000;
+
+/// Checks, without `/proc`, that `this_address` shows the same page as a
+/// fresh view of `file`.
+///
+/// Nothing is ever written at `this_address`: it is only read, with
+/// `process_vm_readv`, which reports an unmapped address as `EFAULT`
+/// instead of faulting. Through our own view of the file we take the header
+/// lock (so, by the protocol, nobody else changes the header), write a check
+/// value into the probe word ([`PROBE_OFFSET`], which no field uses), and
+/// read the header and the probe word at `this_address`: if they show the
+/// lock held, the check value and its own address, it is the same page. The
+/// probe word goes back to 0 and the lock is released before returning. An unreadable address, or one showing
+/// other bytes, is proven not to be the live locator.
+fn same_page_without_proc(file: &File, this_address: usize) -> Liveness {
+    let header = |out: &mut [u8; 32]| os::read_own_memory(this_address, out);
+    let mut seen = [0u8; 32];
+    match header(&mut seen) {
+        Ok(()) => {}
+        Err(libc::EFAULT) => return Liveness::Dead,
+        Err(errno) => return Liveness::Unknown(errno),
+    }
+    let view = match os::map_file_shared(file, file_len()) {
+        Ok(view) => view,
+        Err(errno) => return Liveness::Unknown(errno),
+    };
+    // SAFETY: `view` is a fresh, page-aligned mapping of at least
+    // LOCATOR_SIZE bytes that outlives every use of `ours` below.
+    let Some(ours) = (unsafe { LocatorRef::from_address(view.address()) }) else {
+        return Liveness::Unknown(libc::EINVAL);
+    };
+    // Acquire, as in `lock_header`; bounded, since the holder may be a
+    // process that died holding it in a leftover file.
+    let mut locked = false;
+    for attempt in 0..HEADER_LOCK_ATTEMPTS {
+        if ours
+            .lock()
+            .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            locked = true;
+            break;
+        }
+        if attempt > 16 {
+            std::thread::yield_now();
+        }
+    }
+    if !locked {
+        return Liveness::Unknown(libc::EBUSY);
+    }
+    // Any non-zero value that the page at `this_address` would not show by
+    // chance: the low bits of our view's address (distinct per view).
+    let check = 0xa500 | ((view.address() >> 12) as u16 & 0xff) | 1;
+    let mut probe_seen = [0u8; 2];
+    // Relaxed: the stores and the reads below are ordered by the system
+    // calls in between; nobody else reads the probe word.
+    ours.probe().store(check, Ordering::Relaxed);
+    let read = header(&mut seen)
+        .and_then(|()| os::read_own_memory(this_address + PROBE_OFFSET, &mut probe_seen));
+    ours.probe().store(0, Ordering::Relaxed);
+    // Release, as in `unlock_header`.
+    ours.lock().store(0, Ordering::Release);
+    drop(view);
+    let width = std::mem::size_of::<usize>();
+    let lock_at = 2 * width;
+    let same = read.is_ok()
+        && seen[..width] == this_address.to_ne_bytes()
+        && seen[lock_at..lock_at + 4] == 1u32.to_ne_bytes()
+        && probe_seen == check.to_le_bytes();
+    match read {
+        // SAFETY: the address shows the live page of the rendezvous file
+        // (the check value written through our view appeared there), which
+        // its creator keeps mapped for the life of the process; it is
+        // page-aligned (checked by the caller).
+        Ok(()) if same => unsafe { LocatorRef::from_address(this_address) }
+            .map_or(Liveness::Unknown(libc::EINVAL), Liveness::Live),
+        Ok(()) | Err(libc::EFAULT) => Liveness::Dead,
+        Err(errno) => Liveness::Unknown(errno),
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -245,8 +483,24 @@ impl Draft {
 
     /// Removes the temporary name, if any.
     fn discard(self, directory: &Directory) {
-        if let Draft::Named(temporary, _) = self {
-            let _ = directory.remove(&temporary);
+        drop(self.remove_name(directory));
+    }
+
+    /// Removes the temporary name, if any, and returns the open file.
+    fn remove_name(self, directory: &Directory) -> File {
+        match self {
+            Draft::Unnamed(file) => file,
+            Draft::Named(temporary, file) => {
+                let _ = directory.remove(&temporary);
+                file
+            }
+        }
+    }
+
+    /// The open file; its temporary name, if any, has been renamed away.
+    fn into_file(self) -> File {
+        match self {
+            Draft::Unnamed(file) | Draft::Named(_, file) => file,
         }
     }
 }
@@ -275,14 +529,16 @@ fn create_named_draft(directory: &Directory, pid: u32) -> Result<Draft, os::Errn
     }
 }
 
-/// Creates, initialises and publishes a new locator file. Returns `None`
-/// when an exclusive publish lost to another instance.
+/// Creates, initialises and publishes a new locator file, with its
+/// liveness lock if the file system has such locks. Returns `None` when an
+/// exclusive publish lost to another instance.
+#[allow(clippy::type_complexity)]
 fn publish_new(
     directory: &Directory,
     name: &str,
     pid: u32,
     publish: Publish,
-) -> Result<Option<LocatorRef>, PrivateLocatorReason> {
+) -> Result<Option<(LocatorRef, Option<LivenessLock>)>, PrivateLocatorReason> {
     let unavailable = |errno| PrivateLocatorReason::FileUnavailable { errno };
     // An unnamed file needs no temporary name and no unlink afterwards, but
     // can only be linked to a free name, not renamed over a stale file.
@@ -300,7 +556,16 @@ fn publish_new(
         } else {
             create_named_draft(directory, pid).map_err(unavailable)?
         };
-        let mapped = os::resize_file(draft.file(), file_len() as u64)
+        // The mode exactly: a umask of 0277 would leave the file read-only,
+        // and another library in this process could not open it to share.
+        // The blocks are allocated before the mapping is written: on a full
+        // file system a write through the mapping would raise `SIGBUS`.
+        // Locked from the start, so that cleanup by a process that cannot
+        // see ours (another PID namespace) leaves even the temporary alone.
+        let locked = os::hold_liveness_lock(draft.file()).is_ok();
+        let mapped = os::set_file_mode(draft.file(), FILE_MODE)
+            .and_then(|()| os::resize_file(draft.file(), file_len() as u64))
+            .and_then(|()| os::allocate_new_file(draft.file(), file_len() as u64))
             .and_then(|()| os::map_file_shared(draft.file(), file_len()));
         let mapping = match mapped {
             Ok(mapping) => mapping,
@@ -309,6 +574,15 @@ fn publish_new(
                 return Err(unavailable(errno));
             }
         };
+        // A forked child must never use this locator as its own (it would
+        // register pages that exist only in the child): with the mapping
+        // left out of children, the address is dead there, whatever file
+        // sits under the child's id (a hard link of ours, say).
+        if let Err(errno) = os::exclude_from_fork(&mapping) {
+            drop(mapping);
+            draft.discard(directory);
+            return Err(unavailable(errno));
+        }
         let address = mapping.address();
         // SAFETY: a fresh shared mapping of at least LOCATOR_SIZE bytes,
         // page-aligned, kept for the life of the process once published.
@@ -326,11 +600,13 @@ fn publish_new(
         let renamed = matches!((&draft, publish), (Draft::Named(..), Publish::Replace));
         match published {
             Ok(()) => {
-                if !renamed {
-                    draft.discard(directory);
-                }
+                let file = if renamed {
+                    draft.into_file()
+                } else {
+                    draft.remove_name(directory)
+                };
                 mapping.leak();
-                return Ok(Some(locator));
+                return Ok(Some((locator, locked.then_some(LivenessLock(Some(file))))));
             }
             Err(errno) => {
                 // Nobody else learned this mapping's address: unmap it.
@@ -353,6 +629,11 @@ fn publish_new(
 
 /// Removes rendezvous files (and temporaries) of processes that no longer
 /// exist, if this user owns them. Best effort: failures are ignored.
+///
+/// A process in another PID namespace sharing `/tmp` looks dead here
+/// (`kill` answers `ESRCH`), so a file whose liveness lock is held is never
+/// removed, whatever its name says; only files without it (left by older
+/// libraries) fall back to asking `kill`.
 fn remove_stale_files(directory: &Directory, own_pid: u32, user: u32) {
     let Ok(names) = directory.entry_names() else {
         return;
@@ -362,13 +643,26 @@ fn remove_stale_files(directory: &Directory, own_pid: u32, user: u32) {
         let Some(pid) = pid_of_file_name(name) else {
             continue;
         };
-        if pid == own_pid || os::process_is_alive(pid) {
+        if pid == own_pid {
             continue;
         }
-        if matches!(directory.entry_status(name), Ok(status) if status.owner == user && status.kind != FileKind::Directory)
-        {
-            let _ = directory.remove(name);
+        // Only our own entries are candidates, and only regular files are
+        // opened to test the lock (opening someone else's device node or
+        // FIFO could have effects of its own).
+        let Ok(status) = directory.entry_status(name) else {
+            continue;
+        };
+        if status.owner != user || status.kind == FileKind::Directory {
+            continue;
         }
+        let locked = status.kind == FileKind::Regular
+            && directory
+                .open_existing(name)
+                .is_ok_and(|file| os::is_locked_elsewhere(&file).unwrap_or(false));
+        if locked || os::process_is_alive(pid) {
+            continue;
+        }
+        let _ = directory.remove(name);
     }
 }
 
@@ -388,6 +682,34 @@ mod tests {
             Some(77)
         );
         assert_eq!(pid_of_file_name("other"), None);
+    }
+
+    /// Issue 11, item 10: cleanup deleted same-user files that merely
+    /// started with the prefix.
+    #[test]
+    fn only_exact_rendezvous_and_temporary_names_belong_to_a_process() {
+        for name in [
+            "Reloaded.Memory.Buffers.MemoryBuffer, PID 123.keep",
+            "Reloaded.Memory.Buffers.MemoryBuffer, PID 123 backup",
+            "Reloaded.Memory.Buffers.MemoryBuffer, PID 123.tmp",
+            "Reloaded.Memory.Buffers.MemoryBuffer, PID 123.tmp4.old",
+            "Reloaded.Memory.Buffers.MemoryBuffer, PID 123.tmpx",
+            "Reloaded.Memory.Buffers.MemoryBuffer, PID 0123",
+            "Reloaded.Memory.Buffers.MemoryBuffer, PID +123",
+            "Reloaded.Memory.Buffers.MemoryBuffer, PID 123~",
+            "Reloaded.Memory.Buffers.MemoryBuffer, PID 99999999999",
+            "Reloaded.Memory.Buffers.MemoryBuffer, PID ",
+        ] {
+            assert_eq!(pid_of_file_name(name), None, "{name}");
+        }
+        assert_eq!(
+            pid_of_file_name("Reloaded.Memory.Buffers.MemoryBuffer, PID 123.tmp0"),
+            Some(123)
+        );
+        assert_eq!(
+            pid_of_file_name("Reloaded.Memory.Buffers.MemoryBuffer, PID 0"),
+            Some(0)
+        );
         assert_eq!(
             pid_of_file_name("Reloaded.Memory.Buffers.MemoryBuffer, PID x"),
             None

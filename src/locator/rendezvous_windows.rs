@@ -170,7 +170,7 @@ fn prove_live_view(
         // through the other address, which is not an atomic of ours.
         probe.store(value, Ordering::SeqCst);
         let mut seen = [0u8; 2];
-        os::read_memory(claimed + PROBE_OFFSET, &mut seen).is_ok()
+        os::read_own_memory(claimed + PROBE_OFFSET, &mut seen).is_ok()
             && u16::from_le_bytes(seen) == value
     });
     probe.store(0, Ordering::SeqCst);

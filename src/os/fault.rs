@@ -22,6 +22,15 @@ pub(crate) enum FaultPoint {
     ResizeRendezvous = 1 << 3,
     /// `mmap` of the rendezvous file.
     MapRendezvous = 1 << 4,
+    /// `fallocate` of the rendezvous file.
+    #[cfg_attr(not(unix), allow(dead_code))]
+    AllocateRendezvous = 1 << 5,
+    /// Opening an existing rendezvous file.
+    #[cfg_attr(not(unix), allow(dead_code))]
+    OpenRendezvousFile = 1 << 6,
+    /// Reading this process's memory with `process_vm_readv`
+    /// (`ReadProcessMemory` on Windows).
+    ReadOwnMemory = 1 << 7,
 }
 
 #[cfg(any(test, feature = "fault-injection"))]

@@ -19,7 +19,7 @@ use std::ops::ControlFlow;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// An `errno` value.
 pub(crate) type Errno = i32;
@@ -29,6 +29,9 @@ pub(crate) const INVALID_ARGUMENT: Errno = libc::EINVAL;
 
 /// The call that maps memory, as error messages name it.
 pub(crate) const MAP_CALL: &str = "mmap";
+
+/// The error number for "not enough memory".
+pub(crate) const OUT_OF_MEMORY: Errno = libc::ENOMEM;
 
 /// Linux implements every call; nothing is reported as unsupported.
 pub(crate) fn is_unsupported(_errno: Errno) -> bool {
@@ -41,6 +44,17 @@ fn zero_or_errno(result: libc::c_int) -> Result<(), Errno> {
         Ok(())
     } else {
         Err(last_errno())
+    }
+}
+
+/// Calls `call` (a system call returning -1 with `errno` on failure) again
+/// while it fails with `EINTR`: a signal storm must not turn into errors.
+fn retry_interrupted(mut call: impl FnMut() -> libc::c_int) -> libc::c_int {
+    loop {
+        let result = call();
+        if result != -1 || last_errno() != libc::EINTR {
+            return result;
+        }
     }
 }
 
@@ -309,6 +323,57 @@ pub(crate) fn effective_user_id() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+/// Now on the monotonic clock (`CLOCK_MONOTONIC`), as a time since an
+/// arbitrary start; never goes back, whatever happens to the wall clock.
+pub(crate) fn monotonic_now() -> Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid, writable `timespec`; `CLOCK_MONOTONIC`
+    // always exists on Linux, so the call cannot fail.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    Duration::new(
+        u64::try_from(now.tv_sec).unwrap_or(0),
+        u32::try_from(now.tv_nsec).unwrap_or(0),
+    )
+}
+
+/// Sleeps until the monotonic clock reads `deadline`.
+///
+/// The deadline is absolute, so a signal storm cannot stretch the wait: a
+/// relative sleep restarted after each signal (what `std::thread::sleep`
+/// does) gets the timer slack added every time and, with a signal every
+/// 50 µs, never completes. Here an interrupted sleep is resumed towards the
+/// same deadline, and returns at once once it has passed.
+pub(crate) fn sleep_until(deadline: Duration) {
+    let target = libc::timespec {
+        tv_sec: libc::time_t::try_from(deadline.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: deadline.subsec_nanos().into(),
+    };
+    loop {
+        // SAFETY: `target` is a valid `timespec`; with `TIMER_ABSTIME` the
+        // remaining-time pointer is not used and may be null. The error is
+        // returned, not set in `errno`.
+        let result = unsafe {
+            libc::clock_nanosleep(
+                libc::CLOCK_MONOTONIC,
+                libc::TIMER_ABSTIME,
+                &target,
+                std::ptr::null_mut(),
+            )
+        };
+        if result != libc::EINTR || monotonic_now() >= deadline {
+            return;
+        }
+    }
+}
+
+/// Sleeps for `duration` on the monotonic clock; see [`sleep_until`].
+pub(crate) fn sleep(duration: Duration) {
+    sleep_until(monotonic_now().saturating_add(duration));
+}
+
 /// Whether a process with this id exists (it may belong to another user).
 pub(crate) fn process_is_alive(pid: u32) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else {
@@ -320,6 +385,23 @@ pub(crate) fn process_is_alive(pid: u32) -> bool {
     // SAFETY: signal 0 performs only the existence and permission check.
     let result = unsafe { libc::kill(pid, 0) };
     result == 0 || last_errno() != libc::ESRCH
+}
+
+/// Whether every page of `[address, address + len)` is mapped, asked with
+/// `msync(MS_ASYNC)`, which does nothing to the pages but fails with
+/// `ENOMEM` when part of the range is unmapped. Needs no `/proc` and no
+/// buffer, whatever the length. `address` must be page-aligned.
+pub(crate) fn is_mapped(address: usize, len: usize) -> Result<bool, Errno> {
+    // SAFETY: `MS_ASYNC` without `MS_INVALIDATE` only checks the range
+    // (and schedules nothing on modern kernels); no memory is touched.
+    let result = unsafe { libc::msync(address as *mut libc::c_void, len, libc::MS_ASYNC) };
+    if result == 0 {
+        return Ok(true);
+    }
+    match last_errno() {
+        libc::ENOMEM => Ok(false),
+        errno => Err(errno),
+    }
 }
 
 /// Reads `/proc/self/maps`, calling `visit` for each line until it breaks.
@@ -378,6 +460,13 @@ impl FileStatus {
     pub(crate) fn is_writable_by_others_without_sticky(&self) -> bool {
         self.mode & 0o022 != 0 && self.mode & libc::S_ISVTX == 0
     }
+
+    /// Whether this is a directory every user may create entries in, with
+    /// the sticky bit (like `/tmp`): only an entry's owner (or the
+    /// directory's) can remove or rename it.
+    pub(crate) fn is_shared_sticky(&self) -> bool {
+        self.mode & 0o7777 == 0o1777
+    }
 }
 
 fn status_of_fd(fd: libc::c_int) -> Result<FileStatus, Errno> {
@@ -406,9 +495,9 @@ fn c_name(name: &str) -> Result<CString, Errno> {
 }
 
 impl Directory {
-    /// Opens (creating it if missing, with `mode` before the umask) the
-    /// directory `name` inside `parent`, or the absolute path `name` when
-    /// `parent` is `None`. Refuses symlinks.
+    /// Opens (creating it if missing, with exactly `mode` whatever the
+    /// umask) the directory `name` inside `parent`, or the absolute path
+    /// `name` when `parent` is `None`. Refuses symlinks.
     pub(crate) fn open_or_create(
         parent: Option<&Directory>,
         name: &str,
@@ -422,13 +511,13 @@ impl Directory {
             // an open directory or `AT_FDCWD`; `O_NOFOLLOW` refuses a
             // symlink in place of the directory and `O_DIRECTORY` anything
             // that is not one.
-            let fd = unsafe {
+            let fd = retry_interrupted(|| unsafe {
                 libc::openat(
                     parent_fd,
                     name.as_ptr(),
                     libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
                 )
-            };
+            });
             if fd < 0 {
                 Err(last_errno())
             } else {
@@ -450,8 +539,20 @@ impl Directory {
             if errno != libc::EEXIST {
                 return Err(errno);
             }
+            // Someone else created it: its mode is theirs to have chosen.
+            return open();
         }
-        open()
+        let directory = open()?;
+        // The umask took bits away from `mode` (0755 from 01777 with the
+        // usual 022): set it exactly, or other users cannot share.
+        directory.set_mode(mode)?;
+        Ok(directory)
+    }
+
+    /// Sets the permission bits (and sticky bit) of this directory.
+    pub(crate) fn set_mode(&self, mode: u32) -> Result<(), Errno> {
+        // SAFETY: `fchmod` on a descriptor we own.
+        zero_or_errno(unsafe { libc::fchmod(self.fd.as_raw_fd(), mode) })
     }
 
     pub(crate) fn status(&self) -> Result<FileStatus, Errno> {
@@ -483,14 +584,14 @@ impl Directory {
         let name = c_name(name)?;
         // SAFETY: valid directory fd and NUL-terminated name; the mode is
         // only used with `O_CREAT`.
-        let fd = unsafe {
+        let fd = retry_interrupted(|| unsafe {
             libc::openat(
                 self.fd.as_raw_fd(),
                 name.as_ptr(),
                 flags | libc::O_RDWR | libc::O_NOFOLLOW | libc::O_CLOEXEC,
                 0o600 as libc::c_uint,
             )
-        };
+        });
         if fd < 0 {
             return Err(last_errno());
         }
@@ -501,6 +602,7 @@ impl Directory {
     /// Opens the existing regular file `name` read/write; a symlink fails
     /// with `ELOOP`.
     pub(crate) fn open_existing(&self, name: &str) -> Result<File, Errno> {
+        fault::check(FaultPoint::OpenRendezvousFile)?;
         self.open_at(name, 0)
     }
 
@@ -515,17 +617,20 @@ impl Directory {
     /// user may hold it forever: callers go on without it) or if the
     /// file system does not support it.
     pub(crate) fn lock_exclusive(&self, patience: Duration) -> Option<DirectoryLock<'_>> {
-        let deadline = Instant::now() + patience;
+        // Monotonic deadlines throughout: every wait is bounded even under
+        // a storm of signals (see `sleep_until`).
+        let deadline = monotonic_now().saturating_add(patience);
         loop {
             // SAFETY: `flock` on a directory descriptor we own.
             if unsafe { libc::flock(self.fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
                 return Some(DirectoryLock { directory: self });
             }
             let errno = last_errno();
-            if errno != libc::EWOULDBLOCK && errno != libc::EINTR || Instant::now() >= deadline {
+            let now = monotonic_now();
+            if errno != libc::EWOULDBLOCK && errno != libc::EINTR || now >= deadline {
                 return None;
             }
-            std::thread::sleep(Duration::from_millis(1));
+            sleep_until(now.saturating_add(Duration::from_millis(1)).min(deadline));
         }
     }
 
@@ -634,11 +739,148 @@ impl Drop for DirectoryLock<'_> {
     }
 }
 
+/// Sets the permission bits of `file` exactly (`fchmod`), whatever the
+/// umask took away when it was created.
+pub(crate) fn set_file_mode(file: &File, mode: u32) -> Result<(), Errno> {
+    // SAFETY: `fchmod` on a descriptor we own.
+    zero_or_errno(unsafe { libc::fchmod(file.as_raw_fd(), mode) })
+}
+
+/// Copies `out.len()` bytes of this process's memory at `address` into
+/// `out` with `process_vm_readv`, which reports an unmapped or unreadable
+/// address as `EFAULT` instead of faulting. Needs no `/proc`; a seccomp
+/// filter may refuse it (`ENOSYS`, `EPERM`).
+pub(crate) fn read_own_memory(address: usize, out: &mut [u8]) -> Result<(), Errno> {
+    fault::check(FaultPoint::ReadOwnMemory)?;
+    let local = libc::iovec {
+        iov_base: out.as_mut_ptr().cast(),
+        iov_len: out.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: address as *mut libc::c_void,
+        iov_len: out.len(),
+    };
+    // SAFETY: `local` describes `out`, which is writable for its length;
+    // the remote range is only read by the kernel, which checks it.
+    let read = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+    match usize::try_from(read) {
+        Ok(read) if read == out.len() => Ok(()),
+        // A short read: the range ends in unmapped memory.
+        Ok(_) => Err(libc::EFAULT),
+        Err(_) => Err(last_errno()),
+    }
+}
+
+fn whole_file_lock(kind: libc::c_int) -> libc::flock {
+    libc::flock {
+        l_type: kind as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: 0,
+        l_len: 0,
+        // Must be 0 for open-file-description locks.
+        l_pid: 0,
+    }
+}
+
+/// Takes a shared open-file-description lock (`F_OFD_SETLK`) on the whole
+/// of `file`. It lasts as long as the open file description: while a
+/// descriptor of it is open *or a mapping made from it exists* (a mapping
+/// holds a reference to the open file). Closing other descriptors of the
+/// same file does not drop it, unlike a POSIX record lock, and the kernel
+/// drops it when the process exits or `exec`s. Other processes (in any PID
+/// namespace) can test it with [`is_locked_elsewhere`].
+pub(crate) fn hold_liveness_lock(file: &File) -> Result<(), Errno> {
+    let lock = whole_file_lock(libc::F_RDLCK);
+    // SAFETY: `fcntl` on a descriptor we own with a valid `flock`.
+    let result =
+        retry_interrupted(|| unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &lock) });
+    zero_or_errno(result)
+}
+
+/// Releases the lock taken with [`hold_liveness_lock`] on this open file.
+pub(crate) fn release_liveness_lock(file: &File) -> Result<(), Errno> {
+    let lock = whole_file_lock(libc::F_UNLCK);
+    // SAFETY: `fcntl` on a descriptor we own with a valid `flock`.
+    let result =
+        retry_interrupted(|| unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &lock) });
+    zero_or_errno(result)
+}
+
+/// Whether an open file description other than `file`'s holds a lock on
+/// it (`F_OFD_GETLK`, which tests without taking anything). Fails where the
+/// kernel (before 3.15) or the file system has no such locks.
+pub(crate) fn is_locked_elsewhere(file: &File) -> Result<bool, Errno> {
+    let mut lock = whole_file_lock(libc::F_WRLCK);
+    // SAFETY: `fcntl` on a descriptor we own with a valid, writable `flock`.
+    let result = retry_interrupted(|| unsafe {
+        libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut lock)
+    });
+    zero_or_errno(result)?;
+    Ok(lock.l_type != libc::F_UNLCK as libc::c_short)
+}
+
+/// Keeps `mapping` out of children made by `fork` (`MADV_DONTFORK`): in a
+/// child the address is simply unmapped. Used for the shared locator this
+/// process publishes, so that no child can ever take its parent's locator
+/// for its own (a child finds the address dead and makes its own).
+pub(crate) fn exclude_from_fork(mapping: &OwnedMapping) -> Result<(), Errno> {
+    // SAFETY: advice on a mapping we own; `MADV_DONTFORK` changes only what
+    // a future child inherits, not this process's memory.
+    zero_or_errno(unsafe {
+        libc::madvise(
+            mapping.address() as *mut libc::c_void,
+            mapping.len(),
+            libc::MADV_DONTFORK,
+        )
+    })
+}
+
 /// Sets the length of the file (`ftruncate`).
 pub(crate) fn resize_file(file: &File, len: u64) -> Result<(), Errno> {
     fault::check(FaultPoint::ResizeRendezvous)?;
     file.set_len(len)
         .map_err(|error| error.raw_os_error().unwrap_or(libc::EIO))
+}
+
+/// Gets the blocks of the first `len` bytes of a new, unpublished `file`
+/// from its file system (`posix_fallocate`), so that a full file system
+/// answers `ENOSPC` here instead of `SIGBUS` at the first write through a
+/// shared mapping. Where the file system has no `fallocate`, the C library
+/// writes zeros instead, which is harmless on a file nobody else sees yet.
+pub(crate) fn allocate_new_file(file: &File, len: u64) -> Result<(), Errno> {
+    fault::check(FaultPoint::AllocateRendezvous)?;
+    let len = libc::off_t::try_from(len).map_err(|_| libc::EFBIG)?;
+    loop {
+        // SAFETY: `posix_fallocate` on a descriptor we own; it returns the
+        // error number instead of setting `errno`.
+        match unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) } {
+            0 => return Ok(()),
+            libc::EINTR => continue,
+            errno => return Err(errno),
+        }
+    }
+}
+
+/// Gets the blocks of the first `len` bytes of an existing (possibly live)
+/// `file`, so that even reading it through a mapping cannot fault on a full
+/// file system (tmpfs allocates pages on a read fault too). Uses the
+/// `fallocate` system call only, which never changes the file's bytes; a
+/// file system without it (`EOPNOTSUPP`) is left as it is.
+pub(crate) fn allocate_existing_file(file: &File, len: u64) -> Result<(), Errno> {
+    fault::check(FaultPoint::AllocateRendezvous)?;
+    let len = libc::off_t::try_from(len).map_err(|_| libc::EFBIG)?;
+    loop {
+        // SAFETY: `fallocate` with mode 0 on a descriptor we own only
+        // allocates blocks that are missing; existing bytes are untouched.
+        if unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) } == 0 {
+            return Ok(());
+        }
+        match last_errno() {
+            libc::EINTR => continue,
+            libc::EOPNOTSUPP => return Ok(()),
+            errno => return Err(errno),
+        }
+    }
 }
 
 /// Maps the first `len` bytes of `file` shared and read/write.

@@ -22,6 +22,9 @@ pub(crate) const INVALID_ARGUMENT: Errno = -2;
 /// The call that maps memory, as error messages name it.
 pub(crate) const MAP_CALL: &str = "mmap";
 
+/// The error number for "not enough memory".
+pub(crate) const OUT_OF_MEMORY: Errno = -3;
+
 pub(crate) fn query_granularity() -> usize {
     4096
 }
@@ -116,5 +119,9 @@ pub(crate) fn read_maps(
     _buffer: &mut Vec<u8>,
     _visit: impl FnMut(&MapsEntry) -> ControlFlow<()>,
 ) -> Result<(), Errno> {
+    Err(UNSUPPORTED)
+}
+
+pub(crate) fn is_mapped(_address: usize, _len: usize) -> Result<bool, Errno> {
     Err(UNSUPPORTED)
 }

@@ -31,7 +31,7 @@ use std::ffi::c_void;
 use std::ops::ControlFlow;
 use windows_sys::Win32::Foundation::{
     CloseHandle, ERROR_ALREADY_EXISTS, ERROR_DYNAMIC_CODE_BLOCKED, ERROR_INVALID_ADDRESS,
-    ERROR_INVALID_PARAMETER, GetLastError, HANDLE, INVALID_HANDLE_VALUE,
+    ERROR_INVALID_PARAMETER, ERROR_NOT_ENOUGH_MEMORY, GetLastError, HANDLE, INVALID_HANDLE_VALUE,
 };
 use windows_sys::Win32::System::Diagnostics::Debug::{FlushInstructionCache, ReadProcessMemory};
 use windows_sys::Win32::System::Memory::{
@@ -52,6 +52,9 @@ pub(crate) const INVALID_ARGUMENT: Errno = ERROR_INVALID_PARAMETER as Errno;
 
 /// The call that maps memory, as error messages name it.
 pub(crate) const MAP_CALL: &str = "VirtualAlloc";
+
+/// The error number for "not enough memory" (`ERROR_NOT_ENOUGH_MEMORY`).
+pub(crate) const OUT_OF_MEMORY: Errno = ERROR_NOT_ENOUGH_MEMORY as Errno;
 
 /// Windows implements every call; nothing is reported as unsupported.
 pub(crate) fn is_unsupported(_errno: Errno) -> bool {
@@ -326,6 +329,24 @@ pub(crate) fn query_region(address: usize) -> Option<Region> {
     })
 }
 
+/// Whether every page of `[address, address + len)` is reserved, asked with
+/// `VirtualQuery` region by region.
+pub(crate) fn is_mapped(address: usize, len: usize) -> Result<bool, Errno> {
+    let end = address.saturating_add(len);
+    let mut at = address;
+    while at < end {
+        let Some(region) = query_region(at) else {
+            return Ok(false);
+        };
+        let region_end = region.start.saturating_add(region.len);
+        if !region.is_reserved || region_end <= at {
+            return Ok(false);
+        }
+        at = region_end;
+    }
+    Ok(true)
+}
+
 /// Walks the address space with `VirtualQuery`, calling `visit` with each
 /// run of reserved regions (merged) until it breaks. The space above what
 /// this system offers, up to [`highest_user_address`], is reported as one
@@ -385,7 +406,8 @@ pub(crate) fn read_maps(
 /// Copies `out.len()` bytes of this process's memory at `address` into
 /// `out`, failing (not faulting) if any of it is not readable. Used to look
 /// at an address that has not been proven to be ours yet.
-pub(crate) fn read_memory(address: usize, out: &mut [u8]) -> Result<(), Errno> {
+pub(crate) fn read_own_memory(address: usize, out: &mut [u8]) -> Result<(), Errno> {
+    fault::check(FaultPoint::ReadOwnMemory)?;
     let mut read = 0usize;
     // SAFETY: `ReadProcessMemory` on the current process copies into `out`,
     // which is writable for its length, and reports unreadable source

@@ -67,19 +67,28 @@ fn call(name: &str, result: libc::c_int) -> Outcome {
 }
 
 fn mount_tmpfs(path: &str, flags: libc::c_ulong) -> Outcome {
+    mount_tmpfs_with(path, flags, None)
+}
+
+/// Mounts a tmpfs at `path` with the mount options `options` (`size=4k`...).
+fn mount_tmpfs_with(path: &str, flags: libc::c_ulong, options: Option<&str>) -> Outcome {
     let (source, target, kind) = (
         CString::new("tmpfs").unwrap(),
         CString::new(path).unwrap(),
         CString::new("tmpfs").unwrap(),
     );
-    // SAFETY: valid NUL-terminated strings; no data argument.
+    let options = options.map(|options| CString::new(options).unwrap());
+    // SAFETY: valid NUL-terminated strings; the data argument is a
+    // NUL-terminated option string or null.
     call("mount tmpfs", unsafe {
         libc::mount(
             source.as_ptr(),
             target.as_ptr(),
             kind.as_ptr(),
             flags,
-            std::ptr::null(),
+            options
+                .as_ref()
+                .map_or(std::ptr::null(), |options| options.as_ptr().cast()),
         )
     })
 }
@@ -250,6 +259,231 @@ fn directory_not_writable() -> Outcome {
     )
 }
 
+/// Issue 11, item 1: the rendezvous directory is a tmpfs of one page, and
+/// that page is used. The file's blocks must be refused with `ENOSPC` before
+/// anything is written through its mapping (which would be `SIGBUS`).
+fn full_file_system() -> Outcome {
+    fs::create_dir_all(DIRECTORY).unwrap();
+    mount_tmpfs_with(DIRECTORY, 0, Some("size=4k"))?;
+    let mut filler = Vec::new();
+    filler.resize(4096, 0x5a);
+    fs::write(format!("{DIRECTORY}/filler"), &filler)
+        .map_err(|error| format!("filling the tmpfs: {error}"))?;
+    check!(
+        fs::write(format!("{DIRECTORY}/more"), b"x").is_err(),
+        "the tmpfs is not full"
+    );
+    let _ = fs::remove_file(format!("{DIRECTORY}/more"));
+    expect_private(|reason| {
+        reason
+            == PrivateLocatorReason::FileUnavailable {
+                errno: libc::ENOSPC,
+            }
+    })?;
+    let names: Vec<_> = fs::read_dir(DIRECTORY)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    check!(
+        names == ["filler"],
+        "files left in the full directory: {names:?}"
+    );
+    Ok(())
+}
+
+/// The process's virtual size, from `/proc/self/status`.
+fn virtual_size() -> Result<u64, String> {
+    let status = fs::read_to_string("/proc/self/status").map_err(|error| error.to_string())?;
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmSize:"))
+        .ok_or("no VmSize line")?;
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|number| number.parse().ok())
+        .ok_or("unreadable VmSize")?;
+    Ok(kib * 1024)
+}
+
+/// Issue 11, item 8: `RLIMIT_AS` leaves 512 KiB of headroom, enough for
+/// the locator and a buffer but not for the 640 KiB index that the first
+/// `get_buffer` used to allocate (and abort on). Any outcome but an abort is
+/// acceptable; with this headroom it is a working buffer.
+fn tight_address_space_limit() -> Outcome {
+    // Anything lazily made on first use (the standard library's) first.
+    let warm: Vec<u8> = Vec::with_capacity(4096);
+    drop(warm);
+    let limit = virtual_size()? + 512 * 1024;
+    let rlimit = libc::rlimit {
+        rlim_cur: limit,
+        rlim_max: limit,
+    };
+    // SAFETY: a valid `rlimit`; lowering a limit needs no privilege.
+    call("setrlimit(RLIMIT_AS)", unsafe {
+        libc::setrlimit(libc::RLIMIT_AS, &rlimit)
+    })?;
+    buffer_works()
+}
+
+/// Issue 11, item 8: `/proc/self/maps` is `/dev/zero` (a bind mount), which
+/// never ends and has no newline. Reading it used to grow a buffer until the
+/// process aborted; now the read fails and placement probes instead.
+fn endless_proc_maps() -> Outcome {
+    let maps = format!("/proc/{}/maps", std::process::id());
+    let (source, target) = (
+        CString::new("/dev/zero").unwrap(),
+        CString::new(maps).unwrap(),
+    );
+    // SAFETY: valid NUL-terminated strings; a bind mount in this process's
+    // own mount namespace (see `isolate_tmp`).
+    call("bind /dev/zero over maps", unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        )
+    })?;
+    let rlimit = libc::rlimit {
+        rlim_cur: 4 << 30,
+        rlim_max: 4 << 30,
+    };
+    // SAFETY: as in `tight_address_space_limit`. The limit keeps the old
+    // behaviour from eating the machine's memory before it aborts.
+    call("setrlimit(RLIMIT_AS)", unsafe {
+        libc::setrlimit(libc::RLIMIT_AS, &rlimit)
+    })?;
+    buffer_works()?;
+    let mut near_code = Buffers::get_buffer(&BufferSearchSettings::from_proximity(
+        0x7fff_0000,
+        endless_proc_maps as *const () as usize,
+        64,
+    ))
+    .map_err(|error| format!("get_buffer near code: {error}"))?;
+    near_code
+        .append_bytes(b"near")
+        .map_err(|error| error.to_string())?;
+    Ok(())
+}
+
+/// Runs `work` in a forked child as `user` (real and effective user and
+/// group ids) with `umask`; `Err` with the child's message if it fails.
+fn as_user(user: u32, umask: libc::mode_t, work: fn() -> Outcome) -> Outcome {
+    let (read_end, write_end) = {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors.
+        call("pipe", unsafe { libc::pipe(fds.as_mut_ptr()) })?;
+        (fds[0], fds[1])
+    };
+    // SAFETY: this process is single-threaded (a harness = false test).
+    let pid = unsafe { libc::fork() };
+    check!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let outcome = (|| {
+            // SAFETY: plain system calls on our own credentials.
+            unsafe {
+                libc::umask(umask);
+                call("setgroups", libc::setgroups(0, std::ptr::null()))?;
+                call("setgid", libc::setgid(user))?;
+                call("setuid", libc::setuid(user))?;
+            }
+            work()
+        })();
+        let message = outcome.err().unwrap_or_default();
+        // SAFETY: writing our own buffer to our own pipe, then leaving the
+        // child without running the parent's destructors.
+        unsafe {
+            libc::write(write_end, message.as_ptr().cast(), message.len());
+            libc::_exit(i32::from(!message.is_empty()));
+        }
+    }
+    // SAFETY: closing our copy of the write end.
+    unsafe { libc::close(write_end) };
+    let mut message = Vec::new();
+    let mut chunk = [0u8; 512];
+    loop {
+        // SAFETY: reading into a local buffer from our pipe.
+        let count = unsafe { libc::read(read_end, chunk.as_mut_ptr().cast(), chunk.len()) };
+        if count <= 0 {
+            break;
+        }
+        message.extend_from_slice(&chunk[..count as usize]);
+    }
+    // SAFETY: closing our read end and reaping our child.
+    let mut status = 0;
+    unsafe {
+        libc::close(read_end);
+        libc::waitpid(pid, &mut status, 0);
+    }
+    check!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "as user {user}: {} ({status})",
+        String::from_utf8_lossy(&message)
+    );
+    Ok(())
+}
+
+fn mode_of(path: &str) -> Result<u32, String> {
+    Ok(fs::symlink_metadata(path)
+        .map_err(|error| format!("{path}: {error}"))?
+        .permissions()
+        .mode()
+        & 0o7777)
+}
+
+fn directories_are_shared_sticky() -> Outcome {
+    for path in ["/tmp/.reloaded", DIRECTORY] {
+        let mode = mode_of(path)?;
+        check!(mode == 0o1777, "{path} has mode {mode:o}, not 1777");
+    }
+    Ok(())
+}
+
+/// Issue 11, item 12: root (with a strict umask) uses the library first;
+/// then `nobody` must still share: the directories are 01777.
+fn second_user_after_root() -> Outcome {
+    // SAFETY: umask cannot fail.
+    unsafe { libc::umask(0o077) };
+    expect_shared_and_published()?;
+    directories_are_shared_sticky()?;
+    as_user(NOBODY, 0o022, expect_shared_and_published)
+}
+
+/// Issue 11, item 12: an ordinary user creates the directories, then
+/// `nobody` shares too.
+fn second_user_after_another_user() -> Outcome {
+    as_user(4242, 0o022, || {
+        expect_shared_and_published()?;
+        directories_are_shared_sticky()
+    })?;
+    as_user(NOBODY, 0o077, expect_shared_and_published)
+}
+
+/// An older version left `0755` directories of root: root's next use opens
+/// them up, and `nobody` then shares.
+fn directories_left_0755_are_opened_up_by_their_owner() -> Outcome {
+    fs::create_dir_all(DIRECTORY).unwrap();
+    for path in ["/tmp/.reloaded", DIRECTORY] {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    expect_shared_and_published()?;
+    directories_are_shared_sticky()?;
+    as_user(NOBODY, 0o022, expect_shared_and_published)
+}
+
+/// Issue 11, item 9: under a umask of 0277 the file came out read-only
+/// (0400), so a second library in the process could not open it and took
+/// it over. Its mode is set explicitly now (`expect_shared_and_published`
+/// checks 0600).
+fn strict_umask() -> Outcome {
+    // SAFETY: umask cannot fail.
+    unsafe { libc::umask(0o277) };
+    expect_shared_and_published()?;
+    directories_are_shared_sticky()
+}
+
 fn reloaded_is_a_regular_file() -> Outcome {
     fs::write("/tmp/.reloaded", b"not a directory").unwrap();
     expect_private(|reason| {
@@ -280,7 +514,18 @@ fn stale_files_of_dead_processes_are_removed() -> Outcome {
     chown(&theirs, NOBODY)?;
     let alive = file_for(1);
     fs::write(&alive, b"").unwrap();
+    // Issue 11, item 10: same user, dead pid, but not a name the library
+    // makes: never deleted.
+    let kept = PathBuf::from(format!("{}.keep", ours.display()));
+    fs::write(&kept, b"keep me").unwrap();
+    let spaced = PathBuf::from(format!("{} notes", ours.display()));
+    fs::write(&spaced, b"keep me too").unwrap();
     expect_shared_and_published()?;
+    check!(kept.exists(), "a .keep file of ours was removed");
+    check!(
+        spaced.exists(),
+        "a file that only starts like ours was removed"
+    );
     check!(!ours.exists(), "a stale file of ours was kept");
     check!(
         !temporary.exists(),
@@ -362,6 +607,180 @@ fn fork_gives_the_child_its_own_locator() -> Outcome {
     Ok(())
 }
 
+/// Issue 11, item 4: a same-user hard link of the parent's file, placed
+/// under the child's id, let a forked child adopt the parent's locator
+/// through the mapping it inherited; the child then registered pages that
+/// exist only in its own memory, and the parent crashed on its next append.
+fn forked_child_and_a_hard_link_of_the_parents_file() -> Outcome {
+    let settings = BufferSearchSettings::default();
+    let mut held = Buffers::get_buffer(&settings).map_err(|error| error.to_string())?;
+    held.append_bytes(b"parent").unwrap();
+    drop(held);
+    let parent_locator = Buffers::locator_address().unwrap();
+    // SAFETY: single-threaded (harness = false), so the child may run
+    // arbitrary code.
+    let pid = unsafe { libc::fork() };
+    check!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let child = || -> Outcome {
+            fs::hard_link(file_for(parent_pid()), own_file())
+                .map_err(|error| format!("hard link: {error}"))?;
+            // A range no inherited buffer covers forces a registration.
+            let mut buffer = Buffers::get_buffer(&BufferSearchSettings {
+                min_address: 0,
+                max_address: 0x7fff_ffff,
+                size: 64,
+            })
+            .map_err(|error| error.to_string())?;
+            buffer.append_bytes(b"child").unwrap();
+            let child_locator = Buffers::locator_address().unwrap();
+            check!(
+                child_locator != parent_locator,
+                "the child adopted the parent's locator"
+            );
+            Ok(())
+        };
+        let status = match child() {
+            Ok(()) => 0,
+            Err(message) => {
+                eprintln!("child: {message}");
+                1
+            }
+        };
+        // SAFETY: ends the forked child without running destructors twice.
+        unsafe { libc::_exit(status) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for the child just forked.
+    check!(
+        unsafe { libc::waitpid(pid, &mut status, 0) } == pid,
+        "waitpid failed"
+    );
+    check!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child failed with status {status}"
+    );
+    // Every buffer the parent's locator lists must be the parent's own: a
+    // request for the child's range appends without crashing.
+    let mut again = Buffers::get_buffer(&BufferSearchSettings {
+        min_address: 0,
+        max_address: 0x7fff_ffff,
+        size: 64,
+    })
+    .map_err(|error| error.to_string())?;
+    again
+        .append_bytes(b"parent again")
+        .map_err(|error| error.to_string())?;
+    expect_shared_and_published()
+}
+
+/// Runs `work` as process 1 of a new PID namespace (a grandchild of this
+/// process, sharing its mount namespace and so its `/tmp`), with `stdin`
+/// as its standard input; returns the forked child's pid to wait for.
+fn in_new_pid_namespace(stdin: libc::c_int, work: fn() -> Outcome) -> Result<libc::pid_t, String> {
+    // SAFETY: single-threaded (harness = false).
+    let child = unsafe { libc::fork() };
+    check!(child >= 0, "fork failed");
+    if child > 0 {
+        return Ok(child);
+    }
+    let code = (|| -> Result<i32, String> {
+        // SAFETY: plain system calls; the new namespace applies to children.
+        call("unshare(CLONE_NEWPID)", unsafe {
+            libc::unshare(libc::CLONE_NEWPID)
+        })?;
+        // SAFETY: single-threaded, as above.
+        let grandchild = unsafe { libc::fork() };
+        check!(grandchild >= 0, "fork failed");
+        if grandchild == 0 {
+            // SAFETY: replacing our standard input with the given pipe.
+            unsafe { libc::dup2(stdin, 0) };
+            let code = match work() {
+                Ok(()) if std::process::id() == 1 => 0,
+                Ok(()) => {
+                    eprintln!("not process 1 of a new namespace");
+                    1
+                }
+                Err(message) => {
+                    eprintln!("pid 1 of a new namespace: {message}");
+                    1
+                }
+            };
+            // SAFETY: leaves without running the parent's destructors.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(grandchild, &mut status, 0) };
+        Ok(if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else {
+            1
+        })
+    })()
+    .unwrap_or_else(|message| {
+        eprintln!("{message}");
+        1
+    });
+    // SAFETY: as above.
+    unsafe { libc::_exit(code) };
+}
+
+fn exited_cleanly(pid: libc::pid_t) -> bool {
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+    waited == pid && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
+}
+
+/// Issue 11, items 3 and 11: two processes that are both process 1, in two
+/// PID namespaces sharing one `/tmp`. The first creates `…PID 1`; the
+/// second must see a live file it cannot own and take a private locator,
+/// not take the file over; the first still finds its own file afterwards.
+fn same_pid_in_two_pid_namespaces() -> Outcome {
+    let mut first_pipe = [0; 2];
+    let mut ready_pipe = [0; 2];
+    // SAFETY: room for two descriptors each.
+    call("pipe", unsafe { libc::pipe(first_pipe.as_mut_ptr()) })?;
+    call("pipe", unsafe { libc::pipe(ready_pipe.as_mut_ptr()) })?;
+    static READY: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+    READY.store(ready_pipe[1], std::sync::atomic::Ordering::Relaxed);
+    let first = in_new_pid_namespace(first_pipe[0], || {
+        expect_shared_and_published()?;
+        // Tell the scenario we are set up, then wait until it says go.
+        let fd = READY.load(std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: writing one byte to our pipe; reading one from stdin.
+        unsafe {
+            libc::write(fd, b"r".as_ptr().cast(), 1);
+            let mut byte = 0u8;
+            libc::read(0, (&raw mut byte).cast(), 1);
+        }
+        expect_shared_and_published()
+    })?;
+    let mut byte = 0u8;
+    // SAFETY: reading one byte from our pipe (0 at end of file).
+    let got = unsafe { libc::read(ready_pipe[0], (&raw mut byte).cast(), 1) };
+    check!(got == 1, "the first process did not get ready");
+    let second = in_new_pid_namespace(0, || {
+        expect_private(|reason| reason == PrivateLocatorReason::FileInUse)
+    })?;
+    let second_ok = exited_cleanly(second);
+    // SAFETY: releasing the first process.
+    unsafe { libc::write(first_pipe[1], b"g".as_ptr().cast(), 1) };
+    let first_ok = exited_cleanly(first);
+    check!(
+        second_ok,
+        "the second process 1 did not get a private locator"
+    );
+    check!(first_ok, "the first process 1 lost its file");
+    Ok(())
+}
+
+fn parent_pid() -> u32 {
+    // SAFETY: getppid cannot fail.
+    unsafe { libc::getppid() as u32 }
+}
+
 /// A named child-process scenario.
 type Scenario = (&'static str, fn() -> Outcome);
 
@@ -391,6 +810,34 @@ const SCENARIOS: &[Scenario] = &[
         directory_not_writable,
     ),
     (
+        "full_file_system_falls_back_to_private_without_sigbus",
+        full_file_system,
+    ),
+    (
+        "tight_address_space_limit_gives_a_buffer_not_an_abort",
+        tight_address_space_limit,
+    ),
+    (
+        "endless_proc_maps_is_an_error_not_an_abort",
+        endless_proc_maps,
+    ),
+    (
+        "second_user_shares_after_root_created_the_directories",
+        second_user_after_root,
+    ),
+    (
+        "second_user_shares_after_another_user_created_the_directories",
+        second_user_after_another_user,
+    ),
+    (
+        "directories_left_0755_are_opened_up_by_their_owner",
+        directories_left_0755_are_opened_up_by_their_owner,
+    ),
+    (
+        "umask_0277_still_gives_a_0600_file_and_1777_directories",
+        strict_umask,
+    ),
+    (
         "reloaded_being_a_regular_file_falls_back_to_private",
         reloaded_is_a_regular_file,
     ),
@@ -406,11 +853,42 @@ const SCENARIOS: &[Scenario] = &[
         "forked_child_gets_its_own_locator",
         fork_gives_the_child_its_own_locator,
     ),
+    (
+        "same_pid_in_two_pid_namespaces_does_not_take_over_the_live_file",
+        same_pid_in_two_pid_namespaces,
+    ),
+    (
+        "forked_child_never_adopts_the_parents_locator_through_a_hard_link",
+        forked_child_and_a_hard_link_of_the_parents_file,
+    ),
 ];
+
+/// Scenarios that also run without root: they need no mount namespace, and
+/// without one they use the real `/tmp` with their own process id.
+const WITHOUT_ROOT: &[&str] = &["tight_address_space_limit_gives_a_buffer_not_an_abort"];
+
+/// Scenarios that lower `RLIMIT_AS`.
+const LIMITS_ADDRESS_SPACE: &[&str] = &[
+    "tight_address_space_limit_gives_a_buffer_not_an_abort",
+    "endless_proc_maps_is_an_error_not_an_abort",
+];
+
+/// Whether `.ci/sanitizers` runs this binary (it sets these variables).
+fn under_a_sanitizer() -> bool {
+    ["ASAN_OPTIONS", "TSAN_OPTIONS", "MSAN_OPTIONS"]
+        .iter()
+        .any(|variable| std::env::var_os(variable).is_some())
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
 
 fn run_child(name: &str) -> ! {
     let outcome = match SCENARIOS.iter().find(|(scenario, _)| *scenario == name) {
         None => Err(format!("unknown scenario {name}")),
+        Some((_, run)) if !is_root() && WITHOUT_ROOT.contains(&name) => run(),
         Some((_, run)) => isolate_tmp().and_then(|()| run()),
     };
     match outcome {
@@ -430,15 +908,22 @@ pub fn main() {
         .skip(1)
         .filter(|argument| !argument.starts_with('-'))
         .collect();
-    // SAFETY: geteuid cannot fail.
-    let is_root = unsafe { libc::geteuid() } == 0;
+    let is_root = is_root();
     let executable = std::env::current_exe().unwrap();
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     for (name, _) in SCENARIOS {
         if !filter.is_empty() && !filter.iter().any(|wanted| name.contains(wanted.as_str())) {
             continue;
         }
-        if !is_root {
+        if LIMITS_ADDRESS_SPACE.contains(name) && under_a_sanitizer() {
+            println!(
+                "test {name} ... skipped (a sanitizer reserves terabytes of address space; \
+                 RLIMIT_AS cannot be tested under it)"
+            );
+            skipped += 1;
+            continue;
+        }
+        if !is_root && !WITHOUT_ROOT.contains(name) {
             println!("test {name} ... skipped (needs root for mount namespaces and chown)");
             skipped += 1;
             continue;
