@@ -1,0 +1,491 @@
+//! The same workloads on this crate and on the original (reloaded-memory-buffers
+//! 4.1.0), measured the same way in the same run.
+//!
+//! Both libraries share one locator when they live in one process, and most
+//! workloads leave buffers behind, so every measurement is made in a fresh
+//! child process (this binary re-run with `MEMORY_BUFFERS_SIDE_BY_SIDE` set
+//! to `<library>:<workload>`), and children of the two libraries are
+//! interleaved. A child prints one figure; the table shows the median over
+//! [`RUNS`] children. Loops inside a child time a fixed number of calls
+//! [`ROUNDS`] times and report the median round.
+//!
+//! ```sh
+//! cargo bench -p memory-buffers-versus-original        # about 2 minutes
+//! ```
+
+use memory_buffers::{
+    BufferAllocatorSettings, BufferSearchSettings, Buffers, LocatorKind, highest_user_address,
+};
+use memory_buffers_c::{
+    MEMORY_BUFFERS_STATUS_OK, MemoryBuffersLockedBuffer, MemoryBuffersSearchSettings,
+    memory_buffers_buffer_append_bytes, memory_buffers_get_buffer, memory_buffers_release_buffer,
+};
+use reloaded_memory_buffers::buffers::Buffers as Original;
+use reloaded_memory_buffers::structs::params::{
+    BufferAllocatorSettings as OriginalAllocatorSettings,
+    BufferSearchSettings as OriginalSearchSettings,
+};
+use std::hint::black_box;
+use std::process::Command;
+use std::sync::Barrier;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Instant;
+
+// The helpers of the crate's own benches (a criterion set-up among them,
+// unused here).
+#[path = "../../benches/common/mod.rs"]
+mod common;
+
+use common::{ExtraMappings, PAGE, median, target_address};
+
+const CHILD: &str = "MEMORY_BUFFERS_SIDE_BY_SIDE";
+/// Fresh processes per library and workload.
+const RUNS: usize = 7;
+/// Timed rounds inside one process.
+const ROUNDS: usize = 9;
+const JUMP_REACH: usize = 0x7fff_0000;
+const GIB: usize = 1 << 30;
+
+/// Median nanoseconds per call of `call` over [`ROUNDS`] rounds of `calls`.
+fn per_call_ns(calls: u32, mut call: impl FnMut()) -> f64 {
+    for _ in 0..calls / 10 {
+        call();
+    }
+    let mut rounds: Vec<f64> = (0..ROUNDS)
+        .map(|_| {
+            let started = Instant::now();
+            for _ in 0..calls {
+                call();
+            }
+            started.elapsed().as_nanos() as f64 / f64::from(calls)
+        })
+        .collect();
+    median(&mut rounds)
+}
+
+/// Resident memory of this process, in KiB (`VmRSS`).
+fn resident_kib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/self/status")
+}
+
+/// One library's side of every workload.
+trait Library {
+    /// Gets a buffer for `size` bytes in `[min, max]`, runs `use_it` on it
+    /// (given a way to append), and releases it.
+    fn with_buffer(min: usize, max: usize, size: usize, use_it: impl FnOnce(&mut dyn FnMut(&[u8])));
+    /// Allocates `size` private bytes within `reach` of `target` and frees
+    /// them.
+    fn private_allocation(reach: usize, target: usize, size: usize);
+    /// Whether the shared locator was used (not a private fallback).
+    fn shared() -> bool;
+}
+
+struct Ours;
+struct TheOriginal;
+
+impl Library for Ours {
+    #[inline]
+    fn with_buffer(
+        min: usize,
+        max: usize,
+        size: usize,
+        use_it: impl FnOnce(&mut dyn FnMut(&[u8])),
+    ) {
+        let settings = BufferSearchSettings {
+            min_address: min,
+            max_address: max,
+            size,
+        };
+        let mut buffer = Buffers::get_buffer(black_box(&settings)).expect("get_buffer");
+        use_it(&mut |bytes| {
+            buffer.append_bytes(bytes).expect("append");
+        });
+        drop(black_box(buffer));
+    }
+
+    fn private_allocation(reach: usize, target: usize, size: usize) {
+        let allocation = Buffers::allocate_private_memory(
+            &BufferAllocatorSettings::from_proximity(reach, target, size),
+        )
+        .expect("allocate_private_memory");
+        drop(black_box(allocation));
+    }
+
+    fn shared() -> bool {
+        Buffers::locator_kind().expect("locator kind") == LocatorKind::Shared
+    }
+}
+
+impl Library for TheOriginal {
+    #[inline]
+    fn with_buffer(
+        min: usize,
+        max: usize,
+        size: usize,
+        use_it: impl FnOnce(&mut dyn FnMut(&[u8])),
+    ) {
+        let settings = OriginalSearchSettings {
+            min_address: min,
+            max_address: max,
+            size: size as u32,
+        };
+        let item = Original::get_buffer(black_box(&settings)).expect("original get_buffer");
+        use_it(&mut |bytes| {
+            // SAFETY: the item is held and was found with room for `size`.
+            unsafe { item.append_bytes(bytes) };
+        });
+        drop(black_box(item));
+    }
+
+    fn private_allocation(reach: usize, target: usize, size: usize) {
+        let mut settings = OriginalAllocatorSettings::from_proximity(reach, target, size);
+        let allocation =
+            Original::allocate_private_memory(&mut settings).expect("original allocation");
+        drop(black_box(allocation));
+    }
+
+    fn shared() -> bool {
+        true
+    }
+}
+
+fn near_target(size: usize) -> (usize, usize, usize) {
+    let target = target_address();
+    (
+        target.saturating_sub(JUMP_REACH),
+        target
+            .saturating_add(JUMP_REACH)
+            .min(highest_user_address()),
+        size,
+    )
+}
+
+/// `get_buffer(0, max, 64)` and release, with a fitting buffer registered.
+fn hot_path<L: Library>() -> f64 {
+    let top = highest_user_address();
+    L::with_buffer(0, top, 64, |_| {});
+    per_call_ns(2_000_000, || L::with_buffer(0, top, 64, |_| {}))
+}
+
+/// The same, with 1,000 full page-sized buffers registered first.
+fn crowded<L: Library>() -> f64 {
+    let (min, max, _) = near_target(PAGE);
+    let filler = vec![0xcc_u8; PAGE];
+    for _ in 0..1_000 {
+        // Each buffer is a fresh page: filled completely, it never fits again.
+        L::with_buffer(min, max, PAGE, |append| append(&filler));
+    }
+    L::with_buffer(min, max, 64, |_| {});
+    per_call_ns(200_000, || L::with_buffer(min, max, 64, |_| {}))
+}
+
+fn private<L: Library>() -> f64 {
+    per_call_ns(20_000, || {
+        L::private_allocation(GIB, target_address(), PAGE)
+    })
+}
+
+/// The first private allocation of a process with 30,000 extra mappings.
+fn mappings<L: Library>() -> f64 {
+    let mut extra = ExtraMappings::new();
+    extra.grow_to(30_000);
+    let started = Instant::now();
+    L::private_allocation(GIB, target_address(), PAGE);
+    let elapsed = started.elapsed().as_nanos() as f64;
+    drop(extra);
+    elapsed
+}
+
+/// Operations per second: get 64 + append 64 + release, on `threads`
+/// threads released together.
+fn throughput<L: Library>(threads: usize) -> f64 {
+    const OPERATIONS: usize = 400_000;
+    let (min, max, size) = near_target(64);
+    let bytes = [0x90u8; 64];
+    L::with_buffer(min, max, size, |_| {});
+    let barrier = Barrier::new(threads);
+    let started = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    barrier.wait();
+                    let started = Instant::now();
+                    for _ in 0..OPERATIONS / threads {
+                        L::with_buffer(min, max, size, |append| append(&bytes));
+                    }
+                    started
+                })
+            })
+            .collect();
+        let starts: Vec<Instant> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+        starts.into_iter().min().unwrap()
+    });
+    OPERATIONS as f64 / started.elapsed().as_secs_f64()
+}
+
+/// The first `get_buffer` of the process: its time, and the resident memory
+/// it added.
+fn first_use<L: Library>() -> (f64, f64) {
+    let (min, max, size) = near_target(64);
+    let before = resident_kib();
+    let started = Instant::now();
+    L::with_buffer(min, max, size, |_| {});
+    let elapsed = started.elapsed().as_nanos() as f64;
+    let added = resident_kib() - before;
+    assert!(L::shared(), "the first use fell back to a private locator");
+    (elapsed, added)
+}
+
+/// The same append workload through the C interface (this crate only).
+fn c_interface() -> f64 {
+    let (min_address, max_address, size) = near_target(64);
+    let settings = MemoryBuffersSearchSettings {
+        min_address,
+        max_address,
+        size,
+    };
+    let bytes = [0x90u8; 64];
+    per_call_ns(200_000, || {
+        let mut handle: *mut MemoryBuffersLockedBuffer = std::ptr::null_mut();
+        let mut address = 0usize;
+        // SAFETY: valid settings, out pointers to locals, and a handle from
+        // `get_buffer` released exactly once.
+        unsafe {
+            assert_eq!(
+                memory_buffers_get_buffer(black_box(&settings), &mut handle),
+                MEMORY_BUFFERS_STATUS_OK
+            );
+            memory_buffers_buffer_append_bytes(handle, bytes.as_ptr(), 64, &mut address);
+            memory_buffers_release_buffer(&mut handle);
+        }
+    })
+}
+
+/// The Rust path of [`c_interface`].
+fn rust_append() -> f64 {
+    let (min, max, size) = near_target(64);
+    let bytes = [0x90u8; 64];
+    per_call_ns(200_000, || {
+        Ours::with_buffer(min, max, size, |append| append(&bytes))
+    })
+}
+
+/// A compare-and-swap and a release store on one word: the least a
+/// take/release protocol costs.
+fn cas_pair() -> f64 {
+    let lock = AtomicU32::new(0);
+    per_call_ns(20_000_000, || {
+        let lock = black_box(&lock);
+        let _ = lock.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed);
+        lock.store(0, Ordering::Release);
+    })
+}
+
+fn run_child(spec: &str) {
+    let (library, workload) = spec.split_once(':').expect("library:workload");
+    let ours = library == "ours";
+    let value = match (workload, ours) {
+        ("hot", true) => hot_path::<Ours>(),
+        ("hot", false) => hot_path::<TheOriginal>(),
+        ("crowded", true) => crowded::<Ours>(),
+        ("crowded", false) => crowded::<TheOriginal>(),
+        ("private", true) => private::<Ours>(),
+        ("private", false) => private::<TheOriginal>(),
+        ("mappings", true) => mappings::<Ours>(),
+        ("mappings", false) => mappings::<TheOriginal>(),
+        ("throughput1", true) => throughput::<Ours>(1),
+        ("throughput1", false) => throughput::<TheOriginal>(1),
+        ("throughput2", true) => throughput::<Ours>(2),
+        ("throughput2", false) => throughput::<TheOriginal>(2),
+        ("throughput4", true) => throughput::<Ours>(4),
+        ("throughput4", false) => throughput::<TheOriginal>(4),
+        ("first_use", _) | ("first_use_rss", _) => {
+            let (time, memory) = if ours {
+                first_use::<Ours>()
+            } else {
+                first_use::<TheOriginal>()
+            };
+            if workload == "first_use" {
+                time
+            } else {
+                memory
+            }
+        }
+        ("c_interface", _) => c_interface(),
+        ("rust_append", _) => rust_append(),
+        ("cas", _) => cas_pair(),
+        _ => panic!("unknown workload {spec}"),
+    };
+    println!("value={value}");
+}
+
+/// The figure one fresh child prints for `spec`.
+fn one_child(spec: &str) -> f64 {
+    let executable = std::env::current_exe().expect("own path");
+    let output = Command::new(&executable)
+        .env(CHILD, spec)
+        .output()
+        .expect("run a child");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{spec} failed: {}\n{stdout}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("value="))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("{spec} printed no value:\n{stdout}"))
+}
+
+/// Medians over [`RUNS`] fresh children of each spec, run in turns so that
+/// drift in the machine's speed hits every spec alike.
+fn measure<const N: usize>(specs: [&str; N]) -> [f64; N] {
+    let mut values: [Vec<f64>; N] = std::array::from_fn(|_| Vec::with_capacity(RUNS));
+    for _ in 0..RUNS {
+        for (spec, values) in specs.iter().zip(values.iter_mut()) {
+            values.push(one_child(spec));
+        }
+    }
+    values.map(|mut values| median(&mut values))
+}
+
+struct Comparison {
+    row: &'static str,
+    workload: &'static str,
+    unit: &'static str,
+    /// Higher is better (a rate), rather than lower (a time or a size).
+    higher_is_better: bool,
+}
+
+fn format(value: f64, unit: &str) -> String {
+    match unit {
+        "ns" if value >= 1e6 => format!("{:.2} ms", value / 1e6),
+        "ns" if value >= 1e3 => format!("{:.1} us", value / 1e3),
+        "ns" => format!("{value:.1} ns"),
+        "ops/s" => format!("{:.2} M ops/s", value / 1e6),
+        _ => format!("{value:.0} {unit}"),
+    }
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var(CHILD) {
+        run_child(&spec);
+        return;
+    }
+    // `cargo bench` passes `--bench`; a filter argument picks workloads.
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|argument| !argument.starts_with('-'))
+        .collect();
+    let wanted = |workload: &str| filter.is_empty() || filter.iter().any(|f| workload.contains(f));
+    let comparisons = [
+        Comparison {
+            row: "get_buffer(0, max, 64) + release, buffer exists",
+            workload: "hot",
+            unit: "ns",
+            higher_is_better: false,
+        },
+        Comparison {
+            row: "same, 1,000 full buffers registered",
+            workload: "crowded",
+            unit: "ns",
+            higher_is_better: false,
+        },
+        Comparison {
+            row: "first get_buffer of a process",
+            workload: "first_use",
+            unit: "ns",
+            higher_is_better: false,
+        },
+        Comparison {
+            row: "resident memory the first get_buffer adds",
+            workload: "first_use_rss",
+            unit: "KiB",
+            higher_is_better: false,
+        },
+        Comparison {
+            row: "private 4 KiB within 1 GiB, allocate + free",
+            workload: "private",
+            unit: "ns",
+            higher_is_better: false,
+        },
+        Comparison {
+            row: "first private allocation, 30,000 mappings",
+            workload: "mappings",
+            unit: "ns",
+            higher_is_better: false,
+        },
+        Comparison {
+            row: "get + append 64 + release, 1 thread",
+            workload: "throughput1",
+            unit: "ops/s",
+            higher_is_better: true,
+        },
+        Comparison {
+            row: "same, 2 threads",
+            workload: "throughput2",
+            unit: "ops/s",
+            higher_is_better: true,
+        },
+        Comparison {
+            row: "same, 4 threads",
+            workload: "throughput4",
+            unit: "ops/s",
+            higher_is_better: true,
+        },
+    ];
+    println!("| workload | this crate | original 4.1.0 | this crate / original |");
+    println!("|---|---|---|---|");
+    for comparison in comparisons.iter().filter(|c| wanted(c.workload)) {
+        let [ours, original] = measure([
+            &format!("ours:{}", comparison.workload),
+            &format!("original:{}", comparison.workload),
+        ]);
+        let ratio = if comparison.higher_is_better {
+            original / ours
+        } else {
+            ours / original
+        };
+        println!(
+            "| {} | {} | {} | {:.2}x{} |",
+            comparison.row,
+            format(ours, comparison.unit),
+            format(original, comparison.unit),
+            ratio,
+            if comparison.higher_is_better {
+                " (time per op)"
+            } else {
+                ""
+            }
+        );
+    }
+    if wanted("cas") || wanted("c_interface") {
+        println!();
+        println!("| baseline | figure |");
+        println!("|---|---|");
+    }
+    if wanted("cas") {
+        let [cas] = measure(["baseline:cas"]);
+        println!(
+            "| CAS + release store on one word | {} |",
+            format(cas, "ns")
+        );
+    }
+    if wanted("c_interface") {
+        let [c, rust] = measure(["ours:c_interface", "ours:rust_append"]);
+        println!(
+            "| get + append 64 + release: C interface {} / Rust {} | {:.2}x |",
+            format(c, "ns"),
+            format(rust, "ns"),
+            c / rust
+        );
+    }
+}
