@@ -103,15 +103,15 @@ impl Buffers {
         settings: &BufferSearchSettings,
         alignment: usize,
     ) -> Result<LockedBuffer, Error> {
-        let owner = process::current();
         // Hot path: a buffer this thread used recently still fits. A fitting
         // buffer proves the range valid, so only what a fit cannot prove is
         // checked here (size 0, the alignment); everything else is validated
-        // on the way to the slow path.
+        // on the way to the slow path. Every system's granularity is at
+        // least 4096, so the usual alignments need no load to check.
         if settings.size != 0
             && alignment.is_power_of_two()
-            && alignment <= os::allocation_granularity()
-            && let Some(locator) = owner.existing_locator()
+            && (alignment <= 4096 || alignment <= os::allocation_granularity())
+            && let Some((locator, generation)) = process::live_locator()
         {
             let fit = Fit {
                 min: settings.min_address,
@@ -119,11 +119,11 @@ impl Buffers {
                 size: settings.size,
                 alignment,
             };
-            if let Some(buffer) = locator.take_recent(owner, &fit) {
+            if let Some(buffer) = locator.take_recent(generation, &fit) {
                 return Ok(buffer);
             }
         }
-        Self::get_buffer_slow(owner, settings, alignment)
+        Self::get_buffer_slow(process::current(), settings, alignment)
     }
 
     #[cold]

@@ -9,7 +9,7 @@
 use crate::error::{Error, ErrorKind};
 use crate::locator::layout::ItemRef;
 use crate::os;
-use crate::process::ProcessState;
+use crate::process;
 use std::sync::atomic::Ordering;
 
 /// Exclusive use of a shared buffer, released when dropped.
@@ -20,86 +20,116 @@ use std::sync::atomic::Ordering;
 /// them.
 ///
 /// If the process forks while a guard is held, the guard in the child refers
-/// to the parent's locator: there its appends fail with
-/// [`ErrorKind::ProcessForked`] and dropping it releases nothing.
+/// to the parent's locator, which the child may not even have mapped: there
+/// its appends fail with [`ErrorKind::ProcessForked`], its accessors return
+/// 0, and dropping it releases nothing.
 pub struct LockedBuffer {
-    owner: &'static ProcessState,
-    item: ItemRef,
-    /// Copy of the item's base address (fixed once published).
-    base_address: usize,
-    /// Copy of the item's size (fixed once published).
-    size: u32,
-    /// The position; only this guard changes it while it lives.
-    /// Invariant: `position <= size`.
-    position: u32,
+    /// The item's address in bits 0 to 47 (user-space addresses on every
+    /// supported system fit), and the generation of the process state it
+    /// was taken for in bits 48 to 63. One word, so that returning a guard
+    /// is one store and one load: a wider guard returned through memory
+    /// costs a stalled load on the hot path. The base address and size are
+    /// read from the item (fixed once published), and so is the position,
+    /// which only this guard changes while it lives.
+    word: u64,
 }
 
+/// Bits of [`LockedBuffer::word`] that hold the item's address.
+const ADDRESS_BITS: u32 = 48;
+
 impl LockedBuffer {
-    /// Wraps an item the caller has just taken, with the base address and
-    /// size read from it and its position.
+    /// Wraps an item the caller has just taken for the process state of
+    /// `generation`.
     #[inline]
-    pub(crate) fn new(
-        owner: &'static ProcessState,
-        item: ItemRef,
-        base_address: usize,
-        size: u32,
-        position: u32,
-    ) -> LockedBuffer {
-        debug_assert!(position <= size);
+    pub(crate) fn new(item: ItemRef, generation: u16) -> LockedBuffer {
+        let address = item.address() as u64;
+        debug_assert!(address >> ADDRESS_BITS == 0, "item above 2^48");
         LockedBuffer {
-            owner,
-            item,
-            base_address,
-            size,
-            position: position.min(size),
+            word: address | u64::from(generation) << ADDRESS_BITS,
         }
     }
 
-    /// Address of the first byte of the buffer.
+    /// Whether an item at `address` can be held by a guard.
+    #[inline]
+    pub(crate) fn can_hold(address: usize) -> bool {
+        (address as u64) >> ADDRESS_BITS == 0
+    }
+
+    #[inline]
+    fn item(&self) -> ItemRef {
+        let address = (self.word & ((1 << ADDRESS_BITS) - 1)) as usize;
+        // SAFETY: `new` stored the address of a live item, and items live
+        // in locator pages that are never unmapped.
+        unsafe { ItemRef::from_address_unchecked(address) }
+    }
+
+    #[inline]
+    fn generation(&self) -> u16 {
+        (self.word >> ADDRESS_BITS) as u16
+    }
+
+    /// The item, unless this is a forked child, where the item's page may
+    /// not be mapped at all.
+    #[inline]
+    fn live_item(&self) -> Option<ItemRef> {
+        process::is_current(self.generation()).then(|| self.item())
+    }
+
+    /// Address of the first byte of the buffer (0 in a forked child).
     pub fn base_address(&self) -> usize {
-        self.base_address
+        self.live_item().map_or(0, |item| item.base_address())
     }
 
-    /// Total size of the buffer in bytes.
+    /// Total size of the buffer in bytes (0 in a forked child).
     pub fn size(&self) -> usize {
-        self.size as usize
+        // Relaxed: fixed once the item is published.
+        self.live_item()
+            .map_or(0, |item| item.size().load(Ordering::Relaxed) as usize)
     }
 
-    /// Bytes already used.
+    /// Bytes already used (0 in a forked child).
     pub fn position(&self) -> usize {
-        self.position as usize
+        // Relaxed: only this guard changes it while it lives.
+        self.live_item()
+            .map_or(0, |item| item.position().load(Ordering::Relaxed) as usize)
     }
 
     /// Bytes that can still be appended.
     pub fn bytes_left(&self) -> usize {
-        (self.size - self.position) as usize
+        self.size().saturating_sub(self.position())
     }
 
     /// Address the next append will write to.
     pub fn next_address(&self) -> usize {
-        self.base_address + self.position as usize
+        self.base_address().wrapping_add(self.position())
     }
 
-    /// Reserves `len` bytes at the position, returning their address.
-    fn reserve(&self, len: usize) -> Result<usize, Error> {
-        let start = self.next_address();
-        let last = (self.base_address + self.size as usize).saturating_sub(1);
+    /// Reserves `len` bytes at the position, returning their address and
+    /// the position after them.
+    fn reserve(&self, len: usize) -> Result<(usize, u32), Error> {
+        let Some(item) = self.live_item() else {
+            // Nothing of the item may be read here (see `live_item`).
+            return Err(Error::new(ErrorKind::ProcessForked, 0, 0, len));
+        };
+        let base = item.base_address();
+        // Relaxed: see `size` and `position`.
+        let size = item.size().load(Ordering::Relaxed);
+        let position = item.position().load(Ordering::Relaxed);
+        let start = base.wrapping_add(position as usize);
+        let last = base.wrapping_add(size as usize).saturating_sub(1);
         let fail = |kind| Error::new(kind, start, last, len);
-        if self.owner.is_stale() {
-            return Err(fail(ErrorKind::ProcessForked));
+        // Checked against the size: a position out of bounds (written by a
+        // misbehaving library) leaves nothing to append to.
+        match u32::try_from(len) {
+            Ok(len) if len <= size.saturating_sub(position) => Ok((start, position + len)),
+            _ => Err(fail(ErrorKind::DoesNotFit)),
         }
-        if len > self.bytes_left() {
-            return Err(fail(ErrorKind::DoesNotFit));
-        }
-        Ok(start)
     }
 
-    fn advance(&mut self, len: usize) {
-        // Cannot truncate: `reserve` checked `len <= bytes_left`.
-        self.position += len as u32;
+    fn advance(&mut self, position: u32) {
         // Release: the bytes just written happen-before any Acquire load of
         // the position (overwrite checks in other threads).
-        self.item.position().store(self.position, Ordering::Release);
+        self.item().position().store(position, Ordering::Release);
     }
 
     /// Copies `bytes` to the position and advances past them.
@@ -107,11 +137,11 @@ impl LockedBuffer {
     /// Returns the address the bytes were written to. If they do not fit,
     /// returns [`ErrorKind::DoesNotFit`] and writes nothing.
     pub fn append_bytes(&mut self, bytes: &[u8]) -> Result<usize, Error> {
-        let address = self.reserve(bytes.len())?;
+        let (address, after) = self.reserve(bytes.len())?;
         // SAFETY: `reserve` checked that the bytes fit between the position
         // and the end of the buffer, and this guard holds the item.
-        unsafe { self.item.write_bytes(address, bytes) };
-        self.advance(bytes.len());
+        unsafe { self.item().write_bytes(address, bytes) };
+        self.advance(after);
         Ok(address)
     }
 
@@ -120,11 +150,10 @@ impl LockedBuffer {
     /// Returns the address written to, or [`ErrorKind::DoesNotFit`] without
     /// writing anything.
     pub fn append_copy<T: Copy>(&mut self, value: &T) -> Result<usize, Error> {
-        let len = std::mem::size_of::<T>();
-        let address = self.reserve(len)?;
+        let (address, after) = self.reserve(std::mem::size_of::<T>())?;
         // SAFETY: as in `append_bytes`, for `size_of::<T>()` bytes.
-        unsafe { self.item.write_value(address, value) };
-        self.advance(len);
+        unsafe { self.item().write_value(address, value) };
+        self.advance(after);
         Ok(address)
     }
 
@@ -145,9 +174,9 @@ impl LockedBuffer {
 impl std::fmt::Debug for LockedBuffer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LockedBuffer")
-            .field("base_address", &format_args!("{:#x}", self.base_address))
-            .field("size", &self.size)
-            .field("position", &self.position)
+            .field("base_address", &format_args!("{:#x}", self.base_address()))
+            .field("size", &self.size())
+            .field("position", &self.position())
             .finish()
     }
 }
@@ -158,10 +187,10 @@ impl Drop for LockedBuffer {
         // In a forked child the item lives in the parent's shared locator;
         // releasing it there would hand the parent's buffer to a second
         // holder.
-        if !self.owner.is_stale() {
+        if process::is_current(self.generation()) {
             // Release: our appends and position are visible to the next
             // holder's Acquire take.
-            self.item.taken().store(0, Ordering::Release);
+            self.item().taken().store(0, Ordering::Release);
         }
     }
 }

@@ -5,9 +5,15 @@
 //! register its own (private, copy-on-write) pages in the parent's registry
 //! and release the parent's buffers. So all state lives in one
 //! [`ProcessState`] that records which process made it; the first call in a
-//! child notices the fork (one load of a wipe-on-fork word) and builds a
-//! fresh state with its own locator. Old states are leaked on purpose: a
-//! guard taken before the fork may still point at one.
+//! child notices the fork (its marker, a wipe-on-fork word, reads 0) and
+//! builds a fresh state with its own locator. Old states are leaked on
+//! purpose: the hot path may be reading one.
+//!
+//! Each state has a generation number, which buffer guards carry (see
+//! `LockedBuffer`). A guard may append and release only while its
+//! generation is the current state's and that state's marker is intact: in
+//! a forked child the marker is wiped, and a new state has a new number, so
+//! a guard inherited from the parent never releases the parent's buffer.
 
 #![allow(unsafe_code)]
 
@@ -15,12 +21,17 @@ use crate::address_space::AddressSpace;
 use crate::error::ErrorKind;
 use crate::locator::Locator;
 use crate::os;
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 /// Everything the library keeps for one process.
 pub(crate) struct ProcessState {
-    fork_marker: os::ForkMarker,
+    /// Reads 0 in a forked child; holds `generation` and the locator's
+    /// address for the hot path.
+    marker: &'static os::ForkMarker,
+    /// This state's number, never 0, different from every state the
+    /// process inherited (see [`next_generation`]). Buffer guards carry it.
+    generation: u16,
     address_space: Mutex<AddressSpace>,
     locator: OnceLock<Locator>,
     /// Serialises locator creation, which may fail and be retried.
@@ -31,10 +42,38 @@ pub(crate) struct ProcessState {
 /// pointers from `Box::into_raw` that are never freed once published.
 static CURRENT: AtomicPtr<ProcessState> = AtomicPtr::new(std::ptr::null_mut());
 
+/// The marker of the state in `CURRENT`, kept apart so the hot path reaches
+/// it with one load instead of two; null until first use.
+static CURRENT_MARKER: AtomicPtr<os::ForkMarker> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Generations handed out so far. A forked child inherits the count, so a
+/// state it makes never has the number of one it inherited (until 65,535
+/// states later, which would take that many nested forks).
+static GENERATIONS: AtomicUsize = AtomicUsize::new(0);
+
+/// The next generation: 1 to 65,535, wrapping past 0.
+fn next_generation() -> u16 {
+    loop {
+        // Relaxed: only distinct numbers are needed.
+        let generation = GENERATIONS.fetch_add(1, Ordering::Relaxed).wrapping_add(1) as u16;
+        if generation != 0 {
+            return generation;
+        }
+    }
+}
+
 impl ProcessState {
     fn new() -> ProcessState {
+        let generation = next_generation();
+        let marker = os::new_fork_marker();
+        // Relaxed: the state is published by the AcqRel exchange in
+        // `replace_state`, and the marker by a Release store after it.
+        marker
+            .generation
+            .store(usize::from(generation), Ordering::Relaxed);
         ProcessState {
-            fork_marker: os::ForkMarker::new(),
+            marker,
+            generation,
             address_space: Mutex::new(AddressSpace::new()),
             locator: OnceLock::new(),
             locator_creation: Mutex::new(()),
@@ -44,7 +83,12 @@ impl ProcessState {
     /// Whether this state belongs to a parent of the running process.
     #[inline]
     pub(crate) fn is_stale(&self) -> bool {
-        self.fork_marker.is_forked()
+        !self.marker.is_live(usize::from(self.generation))
+    }
+
+    /// The number buffer guards taken for this state carry.
+    pub(crate) fn generation(&self) -> u16 {
+        self.generation
     }
 
     /// The cached address space view. A panic while it was held cannot
@@ -67,12 +111,6 @@ impl ProcessState {
         self.create_locator()
     }
 
-    /// The locator if it exists already; the hot path does not create it.
-    #[inline]
-    pub(crate) fn existing_locator(&self) -> Option<&Locator> {
-        self.locator.get()
-    }
-
     #[cold]
     fn create_locator(&'static self) -> Result<&'static Locator, ErrorKind> {
         let _creating = self
@@ -83,8 +121,47 @@ impl ProcessState {
             return Ok(locator);
         }
         let locator = Locator::open()?;
-        Ok(self.locator.get_or_init(|| locator))
+        let locator = self.locator.get_or_init(|| locator);
+        // Release: a hot-path reader that sees the address with Acquire sees
+        // the initialised locator.
+        self.marker
+            .locator
+            .store(locator as *const Locator as usize, Ordering::Release);
+        Ok(locator)
     }
+}
+
+/// The locator of the running process and the generation its guards carry,
+/// if the process has a locator and was not forked since: the hot path's
+/// view, two loads from the marker.
+#[inline]
+pub(crate) fn live_locator() -> Option<(&'static Locator, u16)> {
+    // Acquire: pairs with the Release store that published the marker.
+    let marker = CURRENT_MARKER.load(Ordering::Acquire);
+    // SAFETY: non-null values are markers of published states, which are
+    // never freed.
+    let marker = unsafe { marker.as_ref() }?;
+    // Relaxed: compared before use; Acquire on the locator address below.
+    let generation = marker.generation.load(Ordering::Relaxed);
+    // Acquire: pairs with the Release store in `create_locator`.
+    let locator = marker.locator.load(Ordering::Acquire);
+    if locator == 0 || !marker.is_live(generation) {
+        return None;
+    }
+    // SAFETY: set in `create_locator` from the `OnceLock` of a state that
+    // is never freed; the marker proved this process set it.
+    Some((unsafe { &*(locator as *const Locator) }, generation as u16))
+}
+
+/// Whether `generation` is the running process's current state: a guard
+/// carrying it may append and release. False in a forked child, whose
+/// buffers belong to its parent.
+#[inline]
+pub(crate) fn is_current(generation: u16) -> bool {
+    // Acquire: as in `live_locator`.
+    let marker = CURRENT_MARKER.load(Ordering::Acquire);
+    // SAFETY: as in `live_locator`.
+    unsafe { marker.as_ref() }.is_some_and(|marker| marker.is_live(usize::from(generation)))
 }
 
 /// The state of the running process.
@@ -110,8 +187,16 @@ fn replace_state(seen: *mut ProcessState) -> &'static ProcessState {
     // AcqRel: Release publishes the new state's fields to later Acquire
     // loads; Acquire makes a competing winner's fields visible to us.
     match CURRENT.compare_exchange(seen, fresh_pointer, Ordering::AcqRel, Ordering::Acquire) {
-        // SAFETY: published just now and never freed from here on.
-        Ok(_) => unsafe { &*fresh_pointer },
+        Ok(_) => {
+            // SAFETY: published just now and never freed from here on.
+            let state = unsafe { &*fresh_pointer };
+            // Release: the marker's generation is visible to the hot path.
+            CURRENT_MARKER.store(
+                state.marker as *const os::ForkMarker as *mut os::ForkMarker,
+                Ordering::Release,
+            );
+            state
+        }
         Err(winner) => {
             // Another thread installed a state first. Ours was never shared,
             // so it is freed here; only its fork-marker page stays mapped

@@ -291,6 +291,18 @@ impl ItemRef {
         NonNull::new(address as *mut u8).map(ItemRef)
     }
 
+    /// As [`ItemRef::from_address`], for an address known to be non-null.
+    ///
+    /// # Safety
+    ///
+    /// As [`ItemRef::from_address`], and `address` is not 0.
+    #[inline]
+    pub(crate) unsafe fn from_address_unchecked(address: usize) -> ItemRef {
+        debug_assert!(address != 0);
+        // SAFETY: non-null (caller).
+        ItemRef(unsafe { NonNull::new_unchecked(address as *mut u8) })
+    }
+
     fn atomic_u32(self, offset: usize) -> &'static AtomicU32 {
         // SAFETY: the item lies inside a live locator page; `offset` is one
         // of the 4-byte-aligned u32 fields (const assertions above), and

@@ -101,16 +101,20 @@ pub(crate) struct Locator {
 /// Items a thread remembers having used, most recent first.
 const RECENT_ITEMS: usize = 8;
 
-#[derive(Clone, Copy)]
+/// One cell per word, so the hot path reads the two words it needs instead
+/// of copying the whole record out of thread-local storage.
 struct RecentItems {
     /// Address of the `Locator` the items belong to; 0 if none.
-    locator: usize,
-    items: [usize; RECENT_ITEMS],
+    locator: Cell<usize>,
+    items: [Cell<usize>; RECENT_ITEMS],
 }
 
 thread_local! {
-    static RECENT: Cell<RecentItems> = const {
-        Cell::new(RecentItems { locator: 0, items: [0; RECENT_ITEMS] })
+    static RECENT: RecentItems = const {
+        RecentItems {
+            locator: Cell::new(0),
+            items: [const { Cell::new(0) }; RECENT_ITEMS],
+        }
     };
 }
 
@@ -154,8 +158,6 @@ fn free_bytes(item: ItemRef) -> u32 {
 #[derive(Clone, Copy)]
 struct Taken {
     item: ItemRef,
-    base: usize,
-    size: u32,
     /// The position after the take.
     position: u32,
     /// Where the request starts: `position` rounded up to the alignment.
@@ -195,8 +197,6 @@ fn try_take(item: ItemRef, fit: &Fit) -> Option<Taken> {
     match refit {
         Some(aligned) => Some(Taken {
             item,
-            base,
-            size,
             position,
             aligned,
         }),
@@ -300,14 +300,14 @@ impl Locator {
         request: &ValidRequest,
         fit: Fit,
     ) -> Result<LockedBuffer, ErrorKind> {
-        if let Some(buffer) = self.take_any(owner, &fit) {
+        if let Some(buffer) = self.take_any(owner.generation(), &fit) {
             return Ok(buffer);
         }
         self.register_new(owner, request, &fit)
     }
 
     #[inline]
-    fn locked(&self, owner: &'static ProcessState, taken: Taken) -> LockedBuffer {
+    fn locked(&self, generation: u16, taken: Taken) -> LockedBuffer {
         if taken.aligned != taken.position {
             // Alignment padding counts as used. Relaxed: ordered before the
             // eventual release of the item by its Release store.
@@ -316,71 +316,65 @@ impl Locator {
                 .position()
                 .store(taken.aligned, Ordering::Relaxed);
         }
-        LockedBuffer::new(owner, taken.item, taken.base, taken.size, taken.aligned)
+        LockedBuffer::new(taken.item, generation)
     }
 
     /// Takes one of the buffers this thread used last, if one fits: the
     /// common case of many requests near the same place costs one
     /// compare-and-swap, whatever the number of buffers.
     #[inline]
-    pub(crate) fn take_recent(
-        &'static self,
-        owner: &'static ProcessState,
-        fit: &Fit,
-    ) -> Option<LockedBuffer> {
-        let recent = RECENT.try_with(Cell::get).ok()?;
-        if recent.locator != self.key() {
+    pub(crate) fn take_recent(&'static self, generation: u16, fit: &Fit) -> Option<LockedBuffer> {
+        let (locator, first) = RECENT
+            .try_with(|recent| (recent.locator.get(), recent.items[0].get()))
+            .ok()?;
+        if locator != self.key() {
             return None;
         }
         // The most recent item inline; the others out of line.
         // SAFETY: recorded by `remember` from an item of this locator, whose
         // pages are never unmapped.
-        let item = unsafe { ItemRef::from_address(recent.items[0]) }?;
+        let item = unsafe { ItemRef::from_address(first) }?;
         match try_take(item, fit) {
-            Some(taken) => Some(self.locked(owner, taken)),
-            None => self.take_older(owner, fit, &recent.items[1..]),
+            Some(taken) => Some(self.locked(generation, taken)),
+            None => self.take_older(generation, fit),
         }
     }
 
     #[inline(never)]
-    fn take_older(
-        &'static self,
-        owner: &'static ProcessState,
-        fit: &Fit,
-        items: &[usize],
-    ) -> Option<LockedBuffer> {
-        for &address in items {
+    fn take_older(&'static self, generation: u16, fit: &Fit) -> Option<LockedBuffer> {
+        let items: [usize; RECENT_ITEMS] = RECENT
+            .try_with(|recent| std::array::from_fn(|index| recent.items[index].get()))
+            .ok()?;
+        for address in &items[1..] {
             // SAFETY: as in `take_recent`.
-            let item = unsafe { ItemRef::from_address(address) }?;
+            let item = unsafe { ItemRef::from_address(*address) }?;
             if let Some(taken) = try_take(item, fit) {
-                return Some(self.locked(owner, taken));
+                return Some(self.locked(generation, taken));
             }
         }
         None
     }
 
     fn remember(&self, item: ItemRef) {
-        let _ = RECENT.try_with(|cell| {
-            let mut recent = cell.get();
-            if recent.locator != self.key() {
-                recent = RecentItems {
-                    locator: self.key(),
-                    items: [0; RECENT_ITEMS],
-                };
+        let _ = RECENT.try_with(|recent| {
+            if recent.locator.get() != self.key() {
+                recent.locator.set(self.key());
+                recent.items.iter().for_each(|cell| cell.set(0));
             }
             let address = item.address();
             let keep = recent
                 .items
                 .iter()
-                .position(|&known| known == address)
+                .position(|known| known.get() == address)
                 .unwrap_or(RECENT_ITEMS - 1);
-            recent.items.copy_within(0..keep, 1);
-            recent.items[0] = address;
-            cell.set(recent);
+            for index in (1..=keep).rev() {
+                recent.items[index].set(recent.items[index - 1].get());
+            }
+            recent.items[0].set(address);
         });
     }
 
-    fn take_any(&'static self, owner: &'static ProcessState, fit: &Fit) -> Option<LockedBuffer> {
+    fn take_any(&'static self, generation: u16, fit: &Fit) -> Option<LockedBuffer> {
         let class = index::skip_class(fit.size);
         let taken = self
             .index
@@ -409,6 +403,7 @@ impl Locator {
                         self.index.note_free(position, slot, free);
                         max_free = max_free.max(free);
                         if free as usize >= fit.size
+                            && LockedBuffer::can_hold(item.address())
                             && !self.unusable.contains(&item.base_address())
                             && let Some(taken) = try_take(item, fit)
                         {
@@ -420,7 +415,7 @@ impl Locator {
                 ControlFlow::Continue(())
             })?;
         self.remember(taken.item);
-        Some(self.locked(owner, taken))
+        Some(self.locked(generation, taken))
     }
 
     fn register_new(
@@ -449,6 +444,11 @@ impl Locator {
         let base = mapping.address();
         let (_, mut locator) = self.index.last();
         loop {
+            // Guards hold items by a 48-bit address (all user space on the
+            // supported systems); a locator beyond cannot lend its items.
+            if !LockedBuffer::can_hold(locator.address() + LOCATOR_SIZE) {
+                break;
+            }
             lock_header(locator);
             // Acquire: see a locator linked by another library copy.
             let next = locator.next_locator().load(Ordering::Acquire);
@@ -479,7 +479,7 @@ impl Locator {
                 // Registered buffers are permanent.
                 mapping.leak();
                 self.remember(item);
-                return Ok(LockedBuffer::new(owner, item, base, size, 0));
+                return Ok(LockedBuffer::new(item, owner.generation()));
             }
             match map_private_locator() {
                 Ok(next) => {
@@ -498,8 +498,9 @@ impl Locator {
                 }
             }
         }
-        // A corrupt next pointer: give the pages back rather than register
-        // them where no one can find them.
+        // A corrupt next pointer, or a locator no guard can address: give
+        // the pages back rather than register them where no one can find
+        // them.
         owner.address_space().unmap(mapping);
         Err(ErrorKind::NoSpaceInRange)
     }

@@ -18,7 +18,6 @@ use std::io::{self, Read};
 use std::ops::ControlFlow;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// An `errno` value.
@@ -259,59 +258,36 @@ pub(crate) fn with_code_writable<R>(_address: usize, _len: usize, write: impl Fn
     write()
 }
 
-/// Detects that the process was forked since the marker was made: one
-/// private page advised `MADV_WIPEONFORK`, which the kernel hands to a child
-/// zeroed. Checking it is one load, cheap enough for every buffer request.
-/// Where the advice is unsupported (before Linux 4.14) the process id is
-/// compared instead.
-pub(crate) struct ForkMarker {
-    /// Address of a `AtomicUsize` set to 1 in a wipe-on-fork page, or 0.
-    wiped_word: usize,
-    pid: u32,
-}
-
-impl ForkMarker {
-    pub(crate) fn new() -> ForkMarker {
-        let pid = process_id();
-        let granularity = super::allocation_granularity();
-        let wiped_word = match map_anywhere(granularity, Protection::ReadWrite) {
-            Ok(page) => {
-                // SAFETY: `page` is a fresh private mapping of `granularity`
-                // bytes owned by this marker.
-                let advised = unsafe {
-                    libc::madvise(
-                        page.address() as *mut libc::c_void,
-                        granularity,
-                        libc::MADV_WIPEONFORK,
-                    )
-                };
-                if advised == 0 {
-                    let page = page.leak();
-                    // SAFETY: the page is mapped read/write, page-aligned (so
-                    // aligned for `AtomicUsize`) and never unmapped.
-                    unsafe { &*(page as *const AtomicUsize) }.store(1, Ordering::Relaxed);
-                    page
-                } else {
-                    0
-                }
-            }
-            Err(_) => 0,
+/// A [`ForkMarker`](super::ForkMarker) in a private page advised
+/// `MADV_WIPEONFORK`, which the kernel hands to a forked child zeroed, so
+/// checking it is a load or two. Where the advice is unsupported (before
+/// Linux 4.14) or no page can be had, the marker is on the heap and records
+/// the process id, which is then compared.
+pub(crate) fn new_fork_marker() -> &'static super::ForkMarker {
+    let granularity = super::allocation_granularity();
+    if std::mem::size_of::<super::ForkMarker>() <= granularity
+        && let Ok(page) = map_anywhere(granularity, Protection::ReadWrite)
+    {
+        // SAFETY: `page` is a fresh private mapping of `granularity` bytes
+        // owned by this marker.
+        let advised = unsafe {
+            libc::madvise(
+                page.address() as *mut libc::c_void,
+                granularity,
+                libc::MADV_WIPEONFORK,
+            )
         };
-        ForkMarker { wiped_word, pid }
-    }
-
-    /// Whether this process is a child forked after the marker was made.
-    #[inline]
-    pub(crate) fn is_forked(&self) -> bool {
-        if self.wiped_word != 0 {
-            // SAFETY: set in `new` to a live page that is never unmapped.
-            // Relaxed: the value only changes by the kernel wiping the page
-            // in a child, which happens before the child runs any code.
-            unsafe { &*(self.wiped_word as *const AtomicUsize) }.load(Ordering::Relaxed) == 0
-        } else {
-            process_id() != self.pid
+        if advised == 0 {
+            let page = page.leak();
+            // SAFETY: the page is mapped read/write for the rest of the
+            // process, page-aligned (so aligned for the marker), larger than
+            // the marker, and all zero: a valid marker of generation 0 and
+            // process id 0 ("wiped in a child"), which is what a forked child
+            // sees again.
+            return unsafe { &*(page as *const super::ForkMarker) };
         }
     }
+    Box::leak(Box::new(super::ForkMarker::unwiped(process_id())))
 }
 
 pub(crate) fn process_id() -> u32 {

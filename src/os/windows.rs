@@ -259,18 +259,10 @@ pub(crate) fn with_code_writable<R>(_address: usize, _len: usize, write: impl Fn
     write()
 }
 
-/// Windows has no `fork`: a process never finds itself a copy of another.
-pub(crate) struct ForkMarker;
-
-impl ForkMarker {
-    pub(crate) fn new() -> ForkMarker {
-        ForkMarker
-    }
-
-    #[inline]
-    pub(crate) fn is_forked(&self) -> bool {
-        false
-    }
+/// Windows has no `fork`: a process never finds itself a copy of another,
+/// so the marker can live on the heap and needs no process id.
+pub(crate) fn new_fork_marker() -> &'static super::ForkMarker {
+    Box::leak(Box::new(super::ForkMarker::unwiped(0)))
 }
 
 pub(crate) fn process_id() -> u32 {

@@ -554,6 +554,17 @@ fn fork_gives_the_child_its_own_locator() -> Outcome {
                 error.kind() == ErrorKind::ProcessForked,
                 "inherited guard appended: {error}"
             );
+            // The parent's locator page is not mapped in the child: the
+            // inherited guard must not read it.
+            check!(
+                (
+                    held.base_address(),
+                    held.size(),
+                    held.position(),
+                    held.bytes_left()
+                ) == (0, 0, 0, 0),
+                "inherited guard read its item: {held:?}"
+            );
             drop(held);
             // A range no inherited buffer covers forces a registration.
             let mut buffer = Buffers::get_buffer(&BufferSearchSettings {
