@@ -28,6 +28,9 @@
 // [`memory_buffers_release_buffer`]. Bytes appended through it stay at
 // their address for the life of the process; whoever gets the buffer next
 // continues after them.
+//
+// A handle is an opaque token of this copy of the library: never read or
+// write through it.
 typedef struct MemoryBuffersLockedBuffer MemoryBuffersLockedBuffer;
 
 // Read/write/execute pages owned by the caller (opaque).

@@ -49,6 +49,30 @@ impl LockedBuffer {
         }
     }
 
+    /// Turns the guard into one word, for a foreign-function layer that
+    /// keeps guards where Rust values cannot live (a C handle table). The
+    /// buffer stays held until [`LockedBuffer::from_raw`] gives the guard
+    /// back and it is dropped. The word is never 0, and its lowest bit is
+    /// always clear (free for the caller's own use, such as a busy flag).
+    #[must_use = "the buffer stays held until the word is turned back into a guard and dropped"]
+    pub fn into_raw(self) -> u64 {
+        let word = self.word;
+        std::mem::forget(self);
+        word
+    }
+
+    /// The guard [`LockedBuffer::into_raw`] turned into `word`.
+    ///
+    /// # Safety
+    ///
+    /// `word` must come from [`LockedBuffer::into_raw`] of this copy of the
+    /// library, with its lowest bit clear again, and each such word must be
+    /// turned back into at most one guard at a time (two live guards for one
+    /// word would both append to the buffer).
+    pub unsafe fn from_raw(word: u64) -> LockedBuffer {
+        LockedBuffer { word }
+    }
+
     /// Whether an item at `address` can be held by a guard.
     #[inline]
     pub(crate) fn can_hold(address: usize) -> bool {

@@ -1,10 +1,10 @@
 //! Shared buffers: getting one, reading its state, appending to it, and
 //! releasing it.
 
-use crate::registry::HandleRegistry;
 use crate::settings::MemoryBuffersSearchSettings;
+use crate::slots;
 use crate::status::*;
-use crate::{readable, size_t, take_handle, writable};
+use crate::{readable, size_t, writable};
 use memory_buffers::{Buffers, LockedBuffer};
 use std::ptr::NonNull;
 
@@ -14,14 +14,12 @@ use std::ptr::NonNull;
 /// [`memory_buffers_release_buffer`]. Bytes appended through it stay at
 /// their address for the life of the process; whoever gets the buffer next
 /// continues after them.
+///
+/// A handle is an opaque token of this copy of the library: never read or
+/// write through it.
 pub struct MemoryBuffersLockedBuffer {
-    guard: LockedBuffer,
+    _opaque: [u8; 0],
 }
-
-static BUFFERS: HandleRegistry<MemoryBuffersLockedBuffer> = HandleRegistry::new(
-    "the buffer handle is not live (not from this copy of the library, or already released)",
-    "the buffer handle is in use by another call",
-);
 
 /// Validates the arguments of a get, gets the buffer and hands out its
 /// handle.
@@ -42,7 +40,7 @@ unsafe fn get(
     // SAFETY: `settings` is non-null and valid for an aligned read (contract).
     let settings = unsafe { settings.read() };
     let guard = Buffers::get_buffer_aligned(&settings.into(), alignment)?;
-    let handle = BUFFERS.insert(Box::new(MemoryBuffersLockedBuffer { guard }));
+    let handle = slots::insert(guard)?;
     // SAFETY: as above.
     unsafe { out.write(handle) };
     Ok(())
@@ -125,9 +123,9 @@ unsafe fn read_property<T>(
     property: impl FnOnce(&LockedBuffer) -> T,
 ) -> Result<(), Failure> {
     let out: NonNull<T> = writable(out, "the output pointer is NULL")?;
-    let handle = BUFFERS.check_out(buffer)?;
+    let handle = slots::check_out(buffer)?;
     // SAFETY: `out` is non-null and valid for an aligned write (contract).
-    unsafe { out.write(property(&handle.guard)) };
+    unsafe { out.write(property(&handle)) };
     Ok(())
 }
 
@@ -269,11 +267,11 @@ unsafe fn append(
         // `u8` has no alignment requirement.
         unsafe { std::slice::from_raw_parts(bytes, length) }
     };
-    let mut handle = BUFFERS.check_out(buffer)?;
+    let mut handle = slots::check_out(buffer)?;
     let written = if as_code {
-        handle.guard.append_code(slice)?
+        handle.guard_mut().append_code(slice)?
     } else {
-        handle.guard.append_bytes(slice)?
+        handle.guard_mut().append_bytes(slice)?
     };
     if let Some(out) = NonNull::new(address) {
         // SAFETY: non-null, and valid for an aligned write (contract).
@@ -366,11 +364,21 @@ pub unsafe extern "C" fn memory_buffers_release_buffer(
     buffer: *mut *mut MemoryBuffersLockedBuffer,
 ) -> MemoryBuffersStatus {
     run("memory_buffers_release_buffer", || {
-        // SAFETY: forwarded from the caller's contract.
-        let released =
-            unsafe { take_handle(&BUFFERS, buffer, "`buffer` is NULL", "`*buffer` is NULL") }?;
+        let variable = writable(buffer, "`buffer` is NULL")?;
+        // SAFETY: `variable` is non-null and valid for an aligned read and
+        // write (contract).
+        let handle = unsafe { variable.read() };
+        if handle.is_null() {
+            return Err(Failure::new(
+                MEMORY_BUFFERS_STATUS_NULL_POINTER,
+                "`*buffer` is NULL",
+            ));
+        }
+        let guard = slots::remove(handle)?;
+        // SAFETY: as above.
+        unsafe { variable.write(std::ptr::null_mut()) };
         // Dropping the guard releases the buffer.
-        drop(released);
+        drop(guard);
         Ok(())
     })
 }

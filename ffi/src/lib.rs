@@ -61,6 +61,7 @@ mod code;
 mod locator;
 mod registry;
 mod settings;
+mod slots;
 mod status;
 
 pub use allocation::*;
