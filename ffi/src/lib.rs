@@ -25,20 +25,24 @@
 //! # Handles and double release
 //!
 //! [`MemoryBuffersLockedBuffer`] and [`MemoryBuffersPrivateAllocation`] are
-//! opaque handles: boxed Rust values whose address is handed out as the
-//! pointer. The library never dereferences a handle it receives. Each copy
-//! of the library keeps a registry of its live handles and looks every
-//! handle up before use, so a pointer that is not live — `NULL`, garbage,
+//! opaque handles. A buffer handle is the address of a slot in a fixed
+//! table of this copy of the library, which holds the buffer's one-word
+//! guard (no heap allocation and no lock per buffer: getting and releasing
+//! buffers is the frequent pair of calls); an allocation handle is a boxed
+//! Rust value kept in a registry. The library never dereferences a handle
+//! it receives: it checks that the address is a live slot, or looks it up
+//! in the registry, so a pointer that is not live — `NULL`, garbage,
 //! already released, or handed out by another copy of the library — gets
-//! [`MEMORY_BUFFERS_STATUS_INVALID_HANDLE`].
+//! [`MEMORY_BUFFERS_STATUS_INVALID_HANDLE`]. At most 16,384 buffers can be
+//! held at once through one copy.
 //!
 //! The release functions take the address of the caller's handle variable
 //! and set it to `NULL`: releasing twice through the same variable returns
 //! [`MEMORY_BUFFERS_STATUS_NULL_POINTER`], through a stale copy of the
-//! pointer [`MEMORY_BUFFERS_STATUS_INVALID_HANDLE`]. The one case a registry
-//! of addresses cannot catch is a stale copy used after the allocator gave
-//! the same address to a newer handle of the same type: the call then acts
-//! on the newer handle. That is memory-safe, but a bug in the caller.
+//! pointer [`MEMORY_BUFFERS_STATUS_INVALID_HANDLE`]. The one case that
+//! cannot be caught is a stale copy used after the same slot (or address)
+//! went to a newer handle of the same type: the call then acts on the newer
+//! handle. That is memory-safe, but a bug in the caller.
 //!
 //! A handle may be used from any thread, by one call at a time; a call made
 //! while another thread's call is using the same handle returns
