@@ -10,6 +10,7 @@ use crate::error::{Error, ErrorKind};
 use crate::locator::layout::ItemRef;
 use crate::os;
 use crate::process;
+use std::num::NonZeroU64;
 use std::sync::atomic::Ordering;
 
 /// Exclusive use of a shared buffer, released when dropped.
@@ -31,11 +32,15 @@ pub struct LockedBuffer {
     /// costs a stalled load on the hot path. The base address and size are
     /// read from the item (fixed once published), and so is the position,
     /// which only this guard changes while it lives.
-    word: u64,
+    word: NonZeroU64,
 }
 
 /// Bits of [`LockedBuffer::word`] that hold the item's address.
 const ADDRESS_BITS: u32 = 48;
+
+/// A word of generation 0, which no process state has: a guard holding it
+/// never touches its item. Stands in for words that cannot occur.
+const DEAD: NonZeroU64 = NonZeroU64::new(4).unwrap();
 
 impl LockedBuffer {
     /// Wraps an item the caller has just taken for the process state of
@@ -44,8 +49,11 @@ impl LockedBuffer {
     pub(crate) fn new(item: ItemRef, generation: u16) -> LockedBuffer {
         let address = item.address() as u64;
         debug_assert!(address >> ADDRESS_BITS == 0, "item above 2^48");
+        debug_assert!(address & 3 == 0, "items are 4-byte aligned");
+        // An item address is never 0 (`ItemRef` is non-null).
+        let word = NonZeroU64::new(address | u64::from(generation) << ADDRESS_BITS);
         LockedBuffer {
-            word: address | u64::from(generation) << ADDRESS_BITS,
+            word: word.unwrap_or(DEAD),
         }
     }
 
@@ -56,7 +64,7 @@ impl LockedBuffer {
     /// always clear (free for the caller's own use, such as a busy flag).
     #[must_use = "the buffer stays held until the word is turned back into a guard and dropped"]
     pub fn into_raw(self) -> u64 {
-        let word = self.word;
+        let word = self.word.get();
         std::mem::forget(self);
         word
     }
@@ -70,7 +78,10 @@ impl LockedBuffer {
     /// turned back into at most one guard at a time (two live guards for one
     /// word would both append to the buffer).
     pub unsafe fn from_raw(word: u64) -> LockedBuffer {
-        LockedBuffer { word }
+        LockedBuffer {
+            // Not 0 (contract); should it be, a dead guard is harmless.
+            word: NonZeroU64::new(word).unwrap_or(DEAD),
+        }
     }
 
     /// Whether an item at `address` can be held by a guard.
@@ -81,7 +92,7 @@ impl LockedBuffer {
 
     #[inline]
     fn item(&self) -> ItemRef {
-        let address = (self.word & ((1 << ADDRESS_BITS) - 1)) as usize;
+        let address = (self.word.get() & ((1 << ADDRESS_BITS) - 1)) as usize;
         // SAFETY: `new` stored the address of a live item, and items live
         // in locator pages that are never unmapped.
         unsafe { ItemRef::from_address_unchecked(address) }
@@ -89,7 +100,7 @@ impl LockedBuffer {
 
     #[inline]
     fn generation(&self) -> u16 {
-        (self.word >> ADDRESS_BITS) as u16
+        (self.word.get() >> ADDRESS_BITS) as u16
     }
 
     /// The item, unless this is a forked child, where the item's page may
