@@ -76,10 +76,19 @@ pub(crate) fn query_granularity() -> usize {
 pub(crate) fn query_lowest_address() -> usize {
     // The kernel default; used when the sysctl cannot be read.
     const DEFAULT: usize = 65536;
-    std::fs::read_to_string("/proc/sys/vm/mmap_min_addr")
-        .ok()
-        .and_then(|text| text.trim().parse().ok())
-        .unwrap_or(DEFAULT)
+    // One `open`, one `read` into the stack, one `close`: the value is a
+    // short line, and `read_to_string` spent two more calls (`statx`, a
+    // `read` of the end) and a heap buffer on it.
+    let mut text = [0u8; 32];
+    let read = File::open("/proc/sys/vm/mmap_min_addr").and_then(|mut file| file.read(&mut text));
+    match read {
+        // A read that fills the buffer is not a number this file holds.
+        Ok(len) if len < text.len() => std::str::from_utf8(&text[..len])
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(DEFAULT),
+        _ => DEFAULT,
+    }
 }
 
 /// The highest address (inclusive) a user-space mapping can reach without
