@@ -39,6 +39,7 @@ use crate::os::{self, Directory, FileKind, FileStatus};
 use std::fs::File;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, Once};
 use std::time::Duration;
 
 /// Directory components below the base directory (`/tmp` in production).
@@ -143,22 +144,105 @@ impl Drop for LivenessLock {
 
 /// Finds or creates the shared locator of process `pid` below `base`
 /// (normally `/tmp`). A file this call publishes stays locked for the life
-/// of the process.
-pub(crate) fn find_or_create(base: &str, pid: u32) -> Result<Rendezvous, PrivateLocatorReason> {
-    let (rendezvous, lock) = find_or_create_holding(base, pid)?;
+/// of the process. The sweep for stale files of dead processes is left
+/// to the caller when this call published a file: removing them costs
+/// from tens of microseconds to a millisecond per file (`unlink` on ext4
+/// frees blocks and waits on the journal), which the first `get_buffer`
+/// of a process should not pay. The caller must run it (see
+/// [`owe_sweep`]).
+pub(crate) fn find_or_create_owing_sweep(
+    base: &str,
+    pid: u32,
+) -> Result<(Rendezvous, Option<StaleSweep>), PrivateLocatorReason> {
+    let (rendezvous, lock, directory) = find_or_create_inner(base, pid)?;
     if let Some(lock) = lock {
         lock.keep_for_life();
     }
-    Ok(rendezvous)
+    let sweep = directory.map(|directory| StaleSweep {
+        directory,
+        own_pid: pid,
+        user: os::effective_user_id(),
+    });
+    Ok((rendezvous, sweep))
 }
 
-/// [`find_or_create`], handing back the lock of a file this call published
+/// The removal of other processes' stale files that a process which
+/// published a rendezvous file owes the directory.
+pub(crate) struct StaleSweep {
+    directory: Directory,
+    own_pid: u32,
+    user: u32,
+}
+
+impl StaleSweep {
+    /// Removes the stale files now.
+    pub(crate) fn run(self) {
+        remove_stale_files(&self.directory, self.own_pid, self.user);
+    }
+}
+
+/// The sweep this process owes, if it published a rendezvous file and has
+/// not swept yet.
+static OWED_SWEEP: Mutex<Option<StaleSweep>> = Mutex::new(None);
+
+/// Keeps `sweep` to be run by [`pay_owed_sweep`], which the locator calls
+/// on a later request, or at the latest when the process exits (or this
+/// library is unloaded). A process killed before either leaves the stale
+/// files to the next process that publishes one.
+pub(crate) fn owe_sweep(sweep: StaleSweep) {
+    static AT_EXIT: Once = Once::new();
+    *OWED_SWEEP
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(sweep);
+    AT_EXIT.call_once(|| {
+        if !os::run_at_exit(pay_owed_sweep_at_exit) {
+            // Nothing would run it: sweep now.
+            pay_owed_sweep();
+        }
+    });
+}
+
+/// Runs the owed sweep, if any; returns at once if another thread is
+/// running it.
+pub(crate) fn pay_owed_sweep() {
+    let sweep = match OWED_SWEEP.try_lock() {
+        Ok(mut owed) => owed.take(),
+        Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner().take(),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    };
+    if let Some(sweep) = sweep {
+        sweep.run();
+    }
+}
+
+extern "C" fn pay_owed_sweep_at_exit() {
+    // Never unwind into the C library's exit path.
+    let _ = std::panic::catch_unwind(pay_owed_sweep);
+}
+
+/// [`find_or_create_owing_sweep`], handing back the lock of a file this call published
 /// (none where the file system has no such locks) instead of keeping it:
-/// tests drop it to play a creator that has died.
+/// tests drop it to play a creator that has died. Sweeps stale files at
+/// once.
+#[cfg(test)]
 pub(crate) fn find_or_create_holding(
     base: &str,
     pid: u32,
 ) -> Result<(Rendezvous, Option<LivenessLock>), PrivateLocatorReason> {
+    let (rendezvous, lock, directory) = find_or_create_inner(base, pid)?;
+    if let Some(directory) = directory {
+        remove_stale_files(&directory, pid, os::effective_user_id());
+    }
+    Ok((rendezvous, lock))
+}
+
+/// The rendezvous, the lock of a file this call published, and, when it
+/// published one, the directory to sweep.
+#[allow(clippy::type_complexity)]
+fn find_or_create_inner(
+    base: &str,
+    pid: u32,
+) -> Result<(Rendezvous, Option<LivenessLock>, Option<Directory>), PrivateLocatorReason> {
     let directory = open_directories(base)?;
     let name = file_name(pid);
     let user = os::effective_user_id();
@@ -166,7 +250,7 @@ pub(crate) fn find_or_create_holding(
     let mut turn = None;
     for _ in 0..8 {
         let publish = match inspect_existing(&directory, &name, user)? {
-            Existing::Valid(locator) => return Ok((Rendezvous::Found(locator), None)),
+            Existing::Valid(locator) => return Ok((Rendezvous::Found(locator), None, None)),
             Existing::Missing => Publish::Exclusive,
             Existing::Stale if turn.is_none() => {
                 // Replacing is not exclusive the way `link` is: two instances
@@ -178,8 +262,8 @@ pub(crate) fn find_or_create_holding(
             Existing::Stale => Publish::Replace,
         };
         if let Some((locator, lock)) = publish_new(&directory, &name, pid, publish)? {
-            remove_stale_files(&directory, pid, user);
-            return Ok((Rendezvous::Created(locator), lock));
+            drop(turn);
+            return Ok((Rendezvous::Created(locator), lock, Some(directory)));
         }
         // Another instance published first: look at theirs.
     }
@@ -643,7 +727,9 @@ fn remove_stale_files(directory: &Directory, own_pid: u32, user: u32) {
         let Some(pid) = pid_of_file_name(name) else {
             continue;
         };
-        if pid == own_pid {
+        // A live process's file stays, whatever else is true: one `kill`
+        // instead of the five calls below.
+        if pid == own_pid || os::process_is_alive(pid) {
             continue;
         }
         // Only our own entries are candidates, and only regular files are
@@ -659,7 +745,7 @@ fn remove_stale_files(directory: &Directory, own_pid: u32, user: u32) {
             && directory
                 .open_existing(name)
                 .is_ok_and(|file| os::is_locked_elsewhere(&file).unwrap_or(false));
-        if locked || os::process_is_alive(pid) {
+        if locked {
             continue;
         }
         let _ = directory.remove(name);
