@@ -154,15 +154,10 @@ pub(crate) fn find_or_create_owing_sweep(
     base: &str,
     pid: u32,
 ) -> Result<(Rendezvous, Option<StaleSweep>), PrivateLocatorReason> {
-    let (rendezvous, lock, directory) = find_or_create_inner(base, pid)?;
+    let (rendezvous, lock, sweep) = find_or_create_inner(base, pid)?;
     if let Some(lock) = lock {
         lock.keep_for_life();
     }
-    let sweep = directory.map(|directory| StaleSweep {
-        directory,
-        own_pid: pid,
-        user: os::effective_user_id(),
-    });
     Ok((rendezvous, sweep))
 }
 
@@ -229,23 +224,23 @@ pub(crate) fn find_or_create_holding(
     base: &str,
     pid: u32,
 ) -> Result<(Rendezvous, Option<LivenessLock>), PrivateLocatorReason> {
-    let (rendezvous, lock, directory) = find_or_create_inner(base, pid)?;
-    if let Some(directory) = directory {
-        remove_stale_files(&directory, pid, os::effective_user_id());
+    let (rendezvous, lock, sweep) = find_or_create_inner(base, pid)?;
+    if let Some(sweep) = sweep {
+        sweep.run();
     }
     Ok((rendezvous, lock))
 }
 
 /// The rendezvous, the lock of a file this call published, and, when it
-/// published one, the directory to sweep.
+/// published one, the sweep it owes.
 #[allow(clippy::type_complexity)]
 fn find_or_create_inner(
     base: &str,
     pid: u32,
-) -> Result<(Rendezvous, Option<LivenessLock>, Option<Directory>), PrivateLocatorReason> {
-    let directory = open_directories(base)?;
-    let name = file_name(pid);
+) -> Result<(Rendezvous, Option<LivenessLock>, Option<StaleSweep>), PrivateLocatorReason> {
     let user = os::effective_user_id();
+    let directory = open_directories(base, user)?;
+    let name = file_name(pid);
     // Held from the first stale sighting to the end of the call.
     let mut turn = None;
     for _ in 0..8 {
@@ -263,7 +258,12 @@ fn find_or_create_inner(
         };
         if let Some((locator, lock)) = publish_new(&directory, &name, pid, publish)? {
             drop(turn);
-            return Ok((Rendezvous::Created(locator), lock, Some(directory)));
+            let sweep = StaleSweep {
+                directory,
+                own_pid: pid,
+                user,
+            };
+            return Ok((Rendezvous::Created(locator), lock, Some(sweep)));
         }
         // Another instance published first: look at theirs.
     }
@@ -275,8 +275,7 @@ fn find_or_create_inner(
 /// may create entries and only an entry's owner may remove them.
 const DIRECTORY_MODE: u32 = 0o1777;
 
-fn open_directories(base: &str) -> Result<Directory, PrivateLocatorReason> {
-    let user = os::effective_user_id();
+fn open_directories(base: &str, user: u32) -> Result<Directory, PrivateLocatorReason> {
     let unavailable = |errno| PrivateLocatorReason::DirectoryUnavailable { errno };
     let mut directory =
         Directory::open_or_create(None, base, DIRECTORY_MODE).map_err(unavailable)?;
@@ -642,14 +641,15 @@ fn publish_new(
         };
         // The mode exactly: a umask of 0277 would leave the file read-only,
         // and another library in this process could not open it to share.
-        // The blocks are allocated before the mapping is written: on a full
-        // file system a write through the mapping would raise `SIGBUS`.
+        // The blocks are allocated before anything is written through the
+        // mapping: on a full file system that would raise `SIGBUS`.
         // Locked from the start, so that cleanup by a process that cannot
         // see ours (another PID namespace) leaves even the temporary alone.
         let locked = os::hold_liveness_lock(draft.file()).is_ok();
+        // Mapped while still empty (nothing touches the view until the
+        // file is written below), so that the first write can already hold
+        // the view's address.
         let mapped = os::set_file_mode(draft.file(), FILE_MODE)
-            .and_then(|()| os::resize_file(draft.file(), file_len() as u64))
-            .and_then(|()| os::allocate_new_file(draft.file(), file_len() as u64))
             .and_then(|()| os::map_file_shared(draft.file(), file_len()));
         let mapping = match mapped {
             Ok(mapping) => mapping,
@@ -674,8 +674,16 @@ fn publish_new(
             draft.discard(directory);
             return Err(unavailable(libc::EINVAL));
         };
-        // SAFETY: the file is not published yet, so no one else can see it.
-        unsafe { locator.initialise(address) };
+        // The initial locator is written through the file, not the view:
+        // all zeros but *this address* (as `LocatorRef::initialise` would
+        // leave it). See `os::write_new_file` for why.
+        if let Err(errno) = os::write_new_file(draft.file(), &address.to_ne_bytes(), file_len()) {
+            drop(mapping);
+            draft.discard(directory);
+            return Err(unavailable(errno));
+        }
+        // The view shows the page just written (same file, same page cache).
+        debug_assert_eq!(locator.this_address().load(Ordering::Relaxed), address);
         let published = match (&draft, publish) {
             (Draft::Unnamed(file), _) => directory.link_unnamed(file, name),
             (Draft::Named(temporary, _), Publish::Exclusive) => directory.link(temporary, name),
