@@ -277,11 +277,22 @@ const DIRECTORY_MODE: u32 = 0o1777;
 
 fn open_directories(base: &str, user: u32) -> Result<Directory, PrivateLocatorReason> {
     let unavailable = |errno| PrivateLocatorReason::DirectoryUnavailable { errno };
-    let mut directory =
-        Directory::open_or_create(None, base, DIRECTORY_MODE).map_err(unavailable)?;
+    // The first component in one call where it exists and the kernel has
+    // `openat2`; otherwise (missing, a symlink on the way, an old kernel)
+    // the walk below opens the base and goes one component at a time,
+    // creating what is missing and reporting errors as it always did.
+    let mut first =
+        Directory::open_without_symlinks(&format!("{base}/{}", DIRECTORY_COMPONENTS[0])).ok();
+    let mut parent = match first {
+        Some(_) => None,
+        None => Some(Directory::open_or_create(None, base, DIRECTORY_MODE).map_err(unavailable)?),
+    };
     for component in DIRECTORY_COMPONENTS {
-        directory = Directory::open_or_create(Some(&directory), component, DIRECTORY_MODE)
-            .map_err(unavailable)?;
+        let directory = match first.take() {
+            Some(directory) => directory,
+            None => Directory::open_or_create(parent.as_ref(), component, DIRECTORY_MODE)
+                .map_err(unavailable)?,
+        };
         let mut status = directory.status().map_err(unavailable)?;
         if status.owner == user
             && !status.is_shared_sticky()
@@ -305,8 +316,11 @@ fn open_directories(base: &str, user: u32) -> Result<Directory, PrivateLocatorRe
         if !trusted_owner || status.is_writable_by_others_without_sticky() {
             return Err(PrivateLocatorReason::DirectoryNotTrusted);
         }
+        parent = Some(directory);
     }
-    Ok(directory)
+    parent.ok_or(PrivateLocatorReason::DirectoryUnavailable {
+        errno: libc::ENOENT,
+    })
 }
 
 enum Existing {
