@@ -275,26 +275,34 @@ impl Locator {
     /// Finds or creates the shared locator of the running process, falling
     /// back to a private one when the shared one cannot be trusted or made.
     pub(crate) fn open() -> Result<Locator, ErrorKind> {
-        let mut sweep = SweepState::NONE;
         #[cfg(all(target_os = "linux", not(memory_buffers_unsupported)))]
-        let shared = rendezvous::find_or_create_owing_sweep("/tmp", os::process_id()).map(
-            |(found, owed)| {
-                if let Some(owed) = owed {
-                    rendezvous::owe_sweep(owed);
-                    sweep = SweepState::AFTER_THIS_REQUEST;
-                }
-                match found {
-                    rendezvous::Rendezvous::Found(locator)
-                    | rendezvous::Rendezvous::Created(locator) => (locator, 0..0),
-                }
-            },
-        );
+        let (shared, sweep) = match rendezvous::find_or_create_owing_sweep("/tmp", os::process_id())
+        {
+            Ok((found, owed)) => {
+                let sweep = match owed {
+                    Some(owed) => {
+                        rendezvous::owe_sweep(owed);
+                        SweepState::AFTER_THIS_REQUEST
+                    }
+                    None => SweepState::NONE,
+                };
+                let (rendezvous::Rendezvous::Found(locator)
+                | rendezvous::Rendezvous::Created(locator)) = found;
+                (Ok((locator, 0..0)), sweep)
+            }
+            Err(reason) => (Err(reason), SweepState::NONE),
+        };
         #[cfg(all(windows, not(memory_buffers_unsupported)))]
-        let shared = rendezvous_windows::find_or_create(os::process_id())
-            .map(|found| (found.head, found.non_executable));
+        let (shared, sweep) = (
+            rendezvous_windows::find_or_create(os::process_id())
+                .map(|found| (found.head, found.non_executable)),
+            SweepState::NONE,
+        );
         #[cfg(not(all(any(target_os = "linux", windows), not(memory_buffers_unsupported))))]
-        let shared: Result<(LocatorRef, Range<usize>), PrivateLocatorReason> =
-            Err(PrivateLocatorReason::Unsupported);
+        let (shared, sweep): (
+            Result<(LocatorRef, Range<usize>), PrivateLocatorReason>,
+            u8,
+        ) = (Err(PrivateLocatorReason::Unsupported), SweepState::NONE);
         let (head, unusable, kind) = match shared {
             Ok((head, unusable)) => (head, unusable, LocatorKind::Shared),
             Err(reason) => (map_private_locator()?, 0..0, LocatorKind::Private(reason)),

@@ -18,7 +18,7 @@ use std::io::{self, Read};
 use std::ops::ControlFlow;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// An `errno` value.
@@ -948,27 +948,43 @@ pub(crate) fn exclude_from_fork(mapping: &OwnedMapping) -> Result<(), Errno> {
 /// from the file system, so a full file system answers `ENOSPC` here
 /// instead of `SIGBUS` at the first write through a shared mapping, and it
 /// leaves the page in the page cache, where a mapping finds it without a
-/// write fault. One call for a 4 KiB file, where `ftruncate`,
+/// write fault. One `pwritev` for a 4 KiB file, where `ftruncate`,
 /// `posix_fallocate` and the first store through the mapping cost three
 /// times as much.
 pub(crate) fn write_new_file(file: &File, start: &[u8], len: usize) -> Result<(), Errno> {
-    use std::os::unix::fs::FileExt;
     fault::check(FaultPoint::ResizeRendezvous)?;
     fault::check(FaultPoint::AllocateRendezvous)?;
-    let mut chunk = [0u8; 4096];
-    let Some(head) = chunk.get_mut(..start.len()) else {
-        return Err(libc::EINVAL);
-    };
-    head.copy_from_slice(start);
+    /// Zeros to write from. Never written, so its page is the kernel's
+    /// shared zero page: writing from it costs no memory, where a zeroed
+    /// buffer on the stack cost the first `get_buffer` a page.
+    static ZEROS: [AtomicU64; 512] = [const { AtomicU64::new(0) }; 512];
+    let zeros_len = std::mem::size_of_val(&ZEROS);
+    let zeros = ZEROS.as_ptr().cast::<libc::c_void>().cast_mut();
     let mut offset = 0;
     while offset < len {
-        let part = (len - offset).min(chunk.len());
-        file.write_all_at(&chunk[..part], offset as u64)
-            .map_err(|error| error.raw_os_error().unwrap_or(libc::EIO))?;
-        if offset == 0 {
-            chunk[..start.len()].fill(0);
+        let head = start.get(offset..).unwrap_or_default();
+        let tail = (len - offset - head.len().min(len - offset)).min(zeros_len);
+        let parts = [
+            libc::iovec {
+                iov_base: head.as_ptr().cast::<libc::c_void>().cast_mut(),
+                iov_len: head.len().min(len - offset),
+            },
+            libc::iovec {
+                iov_base: zeros,
+                iov_len: tail,
+            },
+        ];
+        let offset_arg = libc::off_t::try_from(offset).map_err(|_| libc::EFBIG)?;
+        // SAFETY: both vectors describe readable memory of their length:
+        // part of `start`, and part of `ZEROS`, which nothing ever writes
+        // (the kernel only reads it).
+        let written = unsafe { libc::pwritev(file.as_raw_fd(), parts.as_ptr(), 2, offset_arg) };
+        match usize::try_from(written) {
+            Ok(0) => return Err(libc::EIO),
+            Ok(written) => offset += written,
+            Err(_) if last_errno() == libc::EINTR => {}
+            Err(_) => return Err(last_errno()),
         }
-        offset += part;
     }
     Ok(())
 }
@@ -1051,6 +1067,24 @@ mod tests {
         for_each_dirent_name(&broken, |_| seen += 1);
         for_each_dirent_name(&bytes[..30], |_| seen += 1);
         assert_eq!(seen, 1, "only the whole first record of the cut bytes");
+    }
+
+    #[test]
+    fn a_new_file_is_written_with_its_start_then_zeros() {
+        let path = std::env::temp_dir().join(format!("memory-buffers-new-file-{}", process_id()));
+        let _ = std::fs::remove_file(&path);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .unwrap();
+        write_new_file(&file, &[1, 2, 3], 10_000).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(bytes.len(), 10_000);
+        assert_eq!(bytes[..3], [1, 2, 3]);
+        assert!(bytes[3..].iter().all(|&byte| byte == 0));
     }
 
     #[test]
