@@ -500,7 +500,7 @@ fn an_unopenable_rendezvous_directory_is_reported_and_nothing_is_created() {
 }
 
 #[test]
-fn a_failing_ftruncate_reports_file_unavailable_and_leaves_no_file_or_mapping() {
+fn a_file_that_cannot_be_sized_reports_file_unavailable_and_leaves_no_file_or_mapping() {
     let base = TempBase::new();
     let result = {
         let _failing = fail(&[FaultPoint::ResizeRendezvous]);
@@ -520,7 +520,7 @@ fn a_failing_ftruncate_reports_file_unavailable_and_leaves_no_file_or_mapping() 
 }
 
 #[test]
-fn a_full_file_system_reports_enospc_before_the_file_is_mapped() {
+fn a_full_file_system_reports_enospc_and_leaves_no_file_or_mapping() {
     let base = TempBase::new();
     let result = {
         let _failing = fail_with(&[FaultPoint::AllocateRendezvous], libc::ENOSPC);

@@ -28,7 +28,7 @@ use index::LocatorIndex;
 use layout::{ItemRef, LOCATOR_SIZE, LocatorRef, MAX_ITEMS};
 use std::cell::Cell;
 use std::ops::{ControlFlow, Range};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 /// Which locator the library uses, and why.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,10 +92,29 @@ pub enum PrivateLocatorReason {
 /// The locator of one process, with its local accelerators.
 pub(crate) struct Locator {
     kind: LocatorKind,
+    /// Where this process stands with the sweep of stale rendezvous files
+    /// it owes after publishing one (see [`SweepState`]).
+    sweep: AtomicU8,
     index: LocatorIndex,
     /// Buffers based in this range are never handed out: ready-made
     /// buffers another library mapped without execute rights.
     unusable: Range<usize>,
+}
+
+/// Steps of the sweep of stale rendezvous files that a process owes once
+/// it has published one (`rendezvous::owe_sweep`). It is not paid by the
+/// request that creates the locator (the first `get_buffer` of a process,
+/// whose time users notice), but by the next request that reaches the
+/// locator's slow path, or at exit, whichever comes first.
+struct SweepState;
+
+impl SweepState {
+    /// Nothing owed (found another instance's locator, or swept already).
+    const NONE: u8 = 0;
+    /// Owed; the request that created the locator is still running.
+    const AFTER_THIS_REQUEST: u8 = 1;
+    /// Owed; the next request pays it.
+    const DUE: u8 = 2;
 }
 
 /// Items a thread remembers having used, most recent first.
@@ -257,35 +276,88 @@ impl Locator {
     /// back to a private one when the shared one cannot be trusted or made.
     pub(crate) fn open() -> Result<Locator, ErrorKind> {
         #[cfg(all(target_os = "linux", not(memory_buffers_unsupported)))]
-        let shared =
-            rendezvous::find_or_create("/tmp", os::process_id()).map(|found| match found {
-                rendezvous::Rendezvous::Found(locator)
-                | rendezvous::Rendezvous::Created(locator) => (locator, 0..0),
-            });
+        let (shared, sweep) = match rendezvous::find_or_create_owing_sweep("/tmp", os::process_id())
+        {
+            Ok((found, owed)) => {
+                let sweep = match owed {
+                    Some(owed) => {
+                        rendezvous::owe_sweep(owed);
+                        SweepState::AFTER_THIS_REQUEST
+                    }
+                    None => SweepState::NONE,
+                };
+                let (rendezvous::Rendezvous::Found(locator)
+                | rendezvous::Rendezvous::Created(locator)) = found;
+                (Ok((locator, 0..0)), sweep)
+            }
+            Err(reason) => (Err(reason), SweepState::NONE),
+        };
         #[cfg(all(windows, not(memory_buffers_unsupported)))]
-        let shared = rendezvous_windows::find_or_create(os::process_id())
-            .map(|found| (found.head, found.non_executable));
+        let (shared, sweep) = (
+            rendezvous_windows::find_or_create(os::process_id())
+                .map(|found| (found.head, found.non_executable)),
+            SweepState::NONE,
+        );
         #[cfg(not(all(any(target_os = "linux", windows), not(memory_buffers_unsupported))))]
-        let shared: Result<(LocatorRef, Range<usize>), PrivateLocatorReason> =
-            Err(PrivateLocatorReason::Unsupported);
+        let (shared, sweep): (
+            Result<(LocatorRef, Range<usize>), PrivateLocatorReason>,
+            u8,
+        ) = (Err(PrivateLocatorReason::Unsupported), SweepState::NONE);
         let (head, unusable, kind) = match shared {
             Ok((head, unusable)) => (head, unusable, LocatorKind::Shared),
             Err(reason) => (map_private_locator()?, 0..0, LocatorKind::Private(reason)),
         };
         Ok(Locator {
             kind,
+            sweep: AtomicU8::new(sweep),
             index: LocatorIndex::new(head),
             unusable,
         })
     }
 
+    /// Which locator this is. Pays an owed sweep: callers asking this are
+    /// past their first request.
     pub(crate) fn kind(&self) -> LocatorKind {
+        self.pay_owed_sweep();
         self.kind
     }
 
-    /// Address of the first locator of the chain.
+    /// Address of the first locator of the chain. Pays an owed sweep, as
+    /// [`Locator::kind`] does.
     pub(crate) fn head_address(&self) -> usize {
+        self.pay_owed_sweep();
         self.index.head().address()
+    }
+
+    /// Runs the sweep of stale rendezvous files if this process owes it.
+    fn pay_owed_sweep(&self) {
+        // Relaxed: a flag for a best-effort task whose data the rendezvous
+        // module guards with its own lock.
+        if self.sweep.load(Ordering::Relaxed) != SweepState::NONE
+            && self.sweep.swap(SweepState::NONE, Ordering::Relaxed) != SweepState::NONE
+        {
+            #[cfg(all(target_os = "linux", not(memory_buffers_unsupported)))]
+            rendezvous::pay_owed_sweep();
+        }
+    }
+
+    /// Called at the end of each slow-path request: the one that created
+    /// the locator leaves an owed sweep to the next.
+    #[inline]
+    fn after_slow_request(&self) {
+        // Relaxed: as in `pay_owed_sweep`.
+        match self.sweep.load(Ordering::Relaxed) {
+            SweepState::NONE => {}
+            SweepState::AFTER_THIS_REQUEST => {
+                let _ = self.sweep.compare_exchange(
+                    SweepState::AFTER_THIS_REQUEST,
+                    SweepState::DUE,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
+            _ => self.pay_owed_sweep(),
+        }
     }
 
     fn key(&self) -> usize {
@@ -300,10 +372,12 @@ impl Locator {
         request: &ValidRequest,
         fit: Fit,
     ) -> Result<LockedBuffer, ErrorKind> {
-        if let Some(buffer) = self.take_any(owner.generation(), &fit) {
-            return Ok(buffer);
-        }
-        self.register_new(owner, request, &fit)
+        let buffer = match self.take_any(owner.generation(), &fit) {
+            Some(buffer) => Ok(buffer),
+            None => self.register_new(owner, request, &fit),
+        };
+        self.after_slow_request();
+        buffer
     }
 
     #[inline]

@@ -39,6 +39,7 @@ use crate::os::{self, Directory, FileKind, FileStatus};
 use std::fs::File;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, Once};
 use std::time::Duration;
 
 /// Directory components below the base directory (`/tmp` in production).
@@ -143,30 +144,108 @@ impl Drop for LivenessLock {
 
 /// Finds or creates the shared locator of process `pid` below `base`
 /// (normally `/tmp`). A file this call publishes stays locked for the life
-/// of the process.
-pub(crate) fn find_or_create(base: &str, pid: u32) -> Result<Rendezvous, PrivateLocatorReason> {
-    let (rendezvous, lock) = find_or_create_holding(base, pid)?;
+/// of the process. The sweep for stale files of dead processes is left
+/// to the caller when this call published a file: removing them costs
+/// from tens of microseconds to a millisecond per file (`unlink` on ext4
+/// frees blocks and waits on the journal), which the first `get_buffer`
+/// of a process should not pay. The caller must run it (see
+/// [`owe_sweep`]).
+pub(crate) fn find_or_create_owing_sweep(
+    base: &str,
+    pid: u32,
+) -> Result<(Rendezvous, Option<StaleSweep>), PrivateLocatorReason> {
+    let (rendezvous, lock, sweep) = find_or_create_inner(base, pid)?;
     if let Some(lock) = lock {
         lock.keep_for_life();
     }
-    Ok(rendezvous)
+    Ok((rendezvous, sweep))
 }
 
-/// [`find_or_create`], handing back the lock of a file this call published
+/// The removal of other processes' stale files that a process which
+/// published a rendezvous file owes the directory.
+pub(crate) struct StaleSweep {
+    directory: Directory,
+    own_pid: u32,
+    user: u32,
+}
+
+impl StaleSweep {
+    /// Removes the stale files now.
+    pub(crate) fn run(self) {
+        remove_stale_files(&self.directory, self.own_pid, self.user);
+    }
+}
+
+/// The sweep this process owes, if it published a rendezvous file and has
+/// not swept yet.
+static OWED_SWEEP: Mutex<Option<StaleSweep>> = Mutex::new(None);
+
+/// Keeps `sweep` to be run by [`pay_owed_sweep`], which the locator calls
+/// on a later request, or at the latest when the process exits (or this
+/// library is unloaded). A process killed before either leaves the stale
+/// files to the next process that publishes one.
+pub(crate) fn owe_sweep(sweep: StaleSweep) {
+    static AT_EXIT: Once = Once::new();
+    *OWED_SWEEP
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(sweep);
+    AT_EXIT.call_once(|| {
+        if !os::run_at_exit(pay_owed_sweep_at_exit) {
+            // Nothing would run it: sweep now.
+            pay_owed_sweep();
+        }
+    });
+}
+
+/// Runs the owed sweep, if any; returns at once if another thread is
+/// running it.
+pub(crate) fn pay_owed_sweep() {
+    let sweep = match OWED_SWEEP.try_lock() {
+        Ok(mut owed) => owed.take(),
+        Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner().take(),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    };
+    if let Some(sweep) = sweep {
+        sweep.run();
+    }
+}
+
+extern "C" fn pay_owed_sweep_at_exit() {
+    // Never unwind into the C library's exit path.
+    let _ = std::panic::catch_unwind(pay_owed_sweep);
+}
+
+/// [`find_or_create_owing_sweep`], handing back the lock of a file this call published
 /// (none where the file system has no such locks) instead of keeping it:
-/// tests drop it to play a creator that has died.
+/// tests drop it to play a creator that has died. Sweeps stale files at
+/// once.
+#[cfg(test)]
 pub(crate) fn find_or_create_holding(
     base: &str,
     pid: u32,
 ) -> Result<(Rendezvous, Option<LivenessLock>), PrivateLocatorReason> {
-    let directory = open_directories(base)?;
-    let name = file_name(pid);
+    let (rendezvous, lock, sweep) = find_or_create_inner(base, pid)?;
+    if let Some(sweep) = sweep {
+        sweep.run();
+    }
+    Ok((rendezvous, lock))
+}
+
+/// The rendezvous, the lock of a file this call published, and, when it
+/// published one, the sweep it owes.
+#[allow(clippy::type_complexity)]
+fn find_or_create_inner(
+    base: &str,
+    pid: u32,
+) -> Result<(Rendezvous, Option<LivenessLock>, Option<StaleSweep>), PrivateLocatorReason> {
     let user = os::effective_user_id();
+    let directory = open_directories(base, user)?;
+    let name = file_name(pid);
     // Held from the first stale sighting to the end of the call.
     let mut turn = None;
     for _ in 0..8 {
         let publish = match inspect_existing(&directory, &name, user)? {
-            Existing::Valid(locator) => return Ok((Rendezvous::Found(locator), None)),
+            Existing::Valid(locator) => return Ok((Rendezvous::Found(locator), None, None)),
             Existing::Missing => Publish::Exclusive,
             Existing::Stale if turn.is_none() => {
                 // Replacing is not exclusive the way `link` is: two instances
@@ -178,8 +257,13 @@ pub(crate) fn find_or_create_holding(
             Existing::Stale => Publish::Replace,
         };
         if let Some((locator, lock)) = publish_new(&directory, &name, pid, publish)? {
-            remove_stale_files(&directory, pid, user);
-            return Ok((Rendezvous::Created(locator), lock));
+            drop(turn);
+            let sweep = StaleSweep {
+                directory,
+                own_pid: pid,
+                user,
+            };
+            return Ok((Rendezvous::Created(locator), lock, Some(sweep)));
         }
         // Another instance published first: look at theirs.
     }
@@ -191,14 +275,24 @@ pub(crate) fn find_or_create_holding(
 /// may create entries and only an entry's owner may remove them.
 const DIRECTORY_MODE: u32 = 0o1777;
 
-fn open_directories(base: &str) -> Result<Directory, PrivateLocatorReason> {
-    let user = os::effective_user_id();
+fn open_directories(base: &str, user: u32) -> Result<Directory, PrivateLocatorReason> {
     let unavailable = |errno| PrivateLocatorReason::DirectoryUnavailable { errno };
-    let mut directory =
-        Directory::open_or_create(None, base, DIRECTORY_MODE).map_err(unavailable)?;
+    // The first component in one call where it exists and the kernel has
+    // `openat2`; otherwise (missing, a symlink on the way, an old kernel)
+    // the walk below opens the base and goes one component at a time,
+    // creating what is missing and reporting errors as it always did.
+    let mut first =
+        Directory::open_without_symlinks(&format!("{base}/{}", DIRECTORY_COMPONENTS[0])).ok();
+    let mut parent = match first {
+        Some(_) => None,
+        None => Some(Directory::open_or_create(None, base, DIRECTORY_MODE).map_err(unavailable)?),
+    };
     for component in DIRECTORY_COMPONENTS {
-        directory = Directory::open_or_create(Some(&directory), component, DIRECTORY_MODE)
-            .map_err(unavailable)?;
+        let directory = match first.take() {
+            Some(directory) => directory,
+            None => Directory::open_or_create(parent.as_ref(), component, DIRECTORY_MODE)
+                .map_err(unavailable)?,
+        };
         let mut status = directory.status().map_err(unavailable)?;
         if status.owner == user
             && !status.is_shared_sticky()
@@ -222,8 +316,11 @@ fn open_directories(base: &str) -> Result<Directory, PrivateLocatorReason> {
         if !trusted_owner || status.is_writable_by_others_without_sticky() {
             return Err(PrivateLocatorReason::DirectoryNotTrusted);
         }
+        parent = Some(directory);
     }
-    Ok(directory)
+    parent.ok_or(PrivateLocatorReason::DirectoryUnavailable {
+        errno: libc::ENOENT,
+    })
 }
 
 enum Existing {
@@ -558,14 +655,15 @@ fn publish_new(
         };
         // The mode exactly: a umask of 0277 would leave the file read-only,
         // and another library in this process could not open it to share.
-        // The blocks are allocated before the mapping is written: on a full
-        // file system a write through the mapping would raise `SIGBUS`.
+        // The blocks are allocated before anything is written through the
+        // mapping: on a full file system that would raise `SIGBUS`.
         // Locked from the start, so that cleanup by a process that cannot
         // see ours (another PID namespace) leaves even the temporary alone.
         let locked = os::hold_liveness_lock(draft.file()).is_ok();
+        // Mapped while still empty (nothing touches the view until the
+        // file is written below), so that the first write can already hold
+        // the view's address.
         let mapped = os::set_file_mode(draft.file(), FILE_MODE)
-            .and_then(|()| os::resize_file(draft.file(), file_len() as u64))
-            .and_then(|()| os::allocate_new_file(draft.file(), file_len() as u64))
             .and_then(|()| os::map_file_shared(draft.file(), file_len()));
         let mapping = match mapped {
             Ok(mapping) => mapping,
@@ -590,8 +688,16 @@ fn publish_new(
             draft.discard(directory);
             return Err(unavailable(libc::EINVAL));
         };
-        // SAFETY: the file is not published yet, so no one else can see it.
-        unsafe { locator.initialise(address) };
+        // The initial locator is written through the file, not the view:
+        // all zeros but *this address* (as `LocatorRef::initialise` would
+        // leave it). See `os::write_new_file` for why.
+        if let Err(errno) = os::write_new_file(draft.file(), &address.to_ne_bytes(), file_len()) {
+            drop(mapping);
+            draft.discard(directory);
+            return Err(unavailable(errno));
+        }
+        // The view shows the page just written (same file, same page cache).
+        debug_assert_eq!(locator.this_address().load(Ordering::Relaxed), address);
         let published = match (&draft, publish) {
             (Draft::Unnamed(file), _) => directory.link_unnamed(file, name),
             (Draft::Named(temporary, _), Publish::Exclusive) => directory.link(temporary, name),
@@ -643,7 +749,9 @@ fn remove_stale_files(directory: &Directory, own_pid: u32, user: u32) {
         let Some(pid) = pid_of_file_name(name) else {
             continue;
         };
-        if pid == own_pid {
+        // A live process's file stays, whatever else is true: one `kill`
+        // instead of the five calls below.
+        if pid == own_pid || os::process_is_alive(pid) {
             continue;
         }
         // Only our own entries are candidates, and only regular files are
@@ -659,7 +767,7 @@ fn remove_stale_files(directory: &Directory, own_pid: u32, user: u32) {
             && directory
                 .open_existing(name)
                 .is_ok_and(|file| os::is_locked_elsewhere(&file).unwrap_or(false));
-        if locked || os::process_is_alive(pid) {
+        if locked {
             continue;
         }
         let _ = directory.remove(name);

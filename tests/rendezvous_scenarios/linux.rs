@@ -536,6 +536,59 @@ fn stale_files_of_dead_processes_are_removed() -> Outcome {
     Ok(())
 }
 
+/// Issue 12: the sweep is not paid by the first request of a process, but
+/// it still happens: on the next request, or at exit for a process that
+/// makes only one.
+fn the_sweep_runs_on_the_next_request_or_at_exit() -> Outcome {
+    fs::create_dir_all(DIRECTORY).unwrap();
+    let dead_file = || -> PathBuf {
+        let mut child = Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let path = file_for(dead);
+        fs::write(&path, b"").unwrap();
+        path
+    };
+    let left_by_one_request = dead_file();
+    // SAFETY: this process is single-threaded (a harness = false test), so
+    // the child may run arbitrary code.
+    let pid = unsafe { libc::fork() };
+    check!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let code = match buffer_works() {
+            // Still there: the first request left the sweep for later.
+            Ok(()) if left_by_one_request.exists() => 0,
+            Ok(()) => 2,
+            Err(_) => 1,
+        };
+        // SAFETY: `exit` runs the handlers registered with `atexit`, as a
+        // return from `main` would.
+        unsafe { libc::exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for the child just forked, with a valid out pointer.
+    call(
+        "waitpid",
+        unsafe { libc::waitpid(pid, &mut status, 0) }.min(0),
+    )?;
+    check!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child: one request failed or swept at once ({status:#x})"
+    );
+    check!(
+        !left_by_one_request.exists(),
+        "a process that made one request never swept"
+    );
+    let left_by_two_requests = dead_file();
+    buffer_works()?;
+    buffer_works()?;
+    check!(
+        !left_by_two_requests.exists(),
+        "the second request did not sweep"
+    );
+    Ok(())
+}
+
 fn fork_gives_the_child_its_own_locator() -> Outcome {
     let settings = BufferSearchSettings::default();
     let mut held = Buffers::get_buffer(&settings).map_err(|error| error.to_string())?;
@@ -859,6 +912,10 @@ const SCENARIOS: &[Scenario] = &[
     (
         "stale_files_of_dead_processes_are_removed",
         stale_files_of_dead_processes_are_removed,
+    ),
+    (
+        "the_sweep_runs_on_the_next_request_or_at_exit",
+        the_sweep_runs_on_the_next_request_or_at_exit,
     ),
     (
         "forked_child_gets_its_own_locator",

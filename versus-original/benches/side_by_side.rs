@@ -65,12 +65,17 @@ fn per_call_ns(calls: u32, mut call: impl FnMut()) -> f64 {
 
 /// Resident memory of this process, in KiB (`VmRSS`).
 fn resident_kib() -> f64 {
+    status_kib("VmRSS:")
+}
+
+/// One `… kB` line of `/proc/self/status`, in KiB.
+fn status_kib(field: &str) -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .find_map(|line| line.strip_prefix(field))
         .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/self/status")
+        .unwrap_or_else(|| panic!("{field} in /proc/self/status"))
 }
 
 /// One library's side of every workload.
@@ -228,17 +233,21 @@ fn throughput<L: Library>(threads: usize) -> f64 {
     OPERATIONS as f64 / started.elapsed().as_secs_f64()
 }
 
-/// The first `get_buffer` of the process: its time, and the resident memory
-/// it added.
-fn first_use<L: Library>() -> (f64, f64) {
+/// The first `get_buffer` of the process: its time, the resident memory it
+/// added, and the anonymous part of that (`RssAnon`: what the library
+/// allocated and touched, without the file-backed pages of its code that
+/// the kernel maps in 64 KiB fault-around windows, or the locator's page).
+fn first_use<L: Library>() -> (f64, f64, f64) {
     let (min, max, size) = near_target(64);
     let before = resident_kib();
+    let anonymous_before = status_kib("RssAnon:");
     let started = Instant::now();
     L::with_buffer(min, max, size, |_| {});
     let elapsed = started.elapsed().as_nanos() as f64;
     let added = resident_kib() - before;
+    let anonymous_added = status_kib("RssAnon:") - anonymous_before;
     assert!(L::shared(), "the first use fell back to a private locator");
-    (elapsed, added)
+    (elapsed, added, anonymous_added)
 }
 
 /// The same append workload through the C interface (this crate only).
@@ -304,16 +313,16 @@ fn run_child(spec: &str) {
         ("throughput2", false) => throughput::<TheOriginal>(2),
         ("throughput4", true) => throughput::<Ours>(4),
         ("throughput4", false) => throughput::<TheOriginal>(4),
-        ("first_use", _) | ("first_use_rss", _) => {
-            let (time, memory) = if ours {
+        ("first_use", _) | ("first_use_rss", _) | ("first_use_anon", _) => {
+            let (time, memory, anonymous) = if ours {
                 first_use::<Ours>()
             } else {
                 first_use::<TheOriginal>()
             };
-            if workload == "first_use" {
-                time
-            } else {
-                memory
+            match workload {
+                "first_use" => time,
+                "first_use_rss" => memory,
+                _ => anonymous,
             }
         }
         ("c_interface", _) => c_interface(),
@@ -408,6 +417,12 @@ fn main() {
         Comparison {
             row: "resident memory the first get_buffer adds",
             workload: "first_use_rss",
+            unit: "KiB",
+            higher_is_better: false,
+        },
+        Comparison {
+            row: "of which anonymous (RssAnon: heap, stack, private pages)",
+            workload: "first_use_anon",
             unit: "KiB",
             higher_is_better: false,
         },
