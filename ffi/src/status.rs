@@ -263,9 +263,22 @@ pub(crate) fn run(
     // the handle registry (whose lock-protected map is updated by operations
     // that cannot panic half-way) and the thread's last error, which is
     // overwritten below.
-    match panic::catch_unwind(AssertUnwindSafe(body)) {
-        Ok(Ok(())) => MEMORY_BUFFERS_STATUS_OK,
-        Ok(Err(failure)) => record_failure(function, &failure),
+    //
+    // A failure is handed out through `failed` rather than returned: the
+    // closure then returns nothing, and the success path reads one small
+    // value instead of a large `Result` just written through memory (a
+    // wide load of narrower stores stalls; it was most of a call's cost).
+    let mut failed: Option<Failure> = None;
+    let caught = panic::catch_unwind(AssertUnwindSafe(|| {
+        if let Err(failure) = body() {
+            failed = Some(failure);
+        }
+    }));
+    match caught {
+        Ok(()) => match &failed {
+            None => MEMORY_BUFFERS_STATUS_OK,
+            Some(failure) => record_failure(function, failure),
+        },
         Err(payload) => {
             let message = payload
                 .downcast_ref::<&str>()
