@@ -59,14 +59,12 @@ fn zeroed_slice<T: Zeroable>(len: usize) -> Option<Box<[T]>> {
 }
 
 /// Locators whose address, summary and bitmaps live inline in the index:
-/// no allocation at all until the chain grows past them (the head locator
-/// holds 203 buffers, more than most processes ever register). The first
+/// no allocation at all until the chain grows past them (8 locators hold
+/// 1,624 buffers, more than most processes ever register). The first
 /// `get_buffer` of a process used to allocate and zero 64 KiB of tables
 /// for 4,096 locators, which cost a quarter of its time and most of its
-/// resident memory. One locator, not more: the index lives inside the
-/// process state, which the first request builds on the stack, and every
-/// 180 bytes inline there made that request touch more stack.
-const INLINE_LOCATORS: usize = 1;
+/// resident memory.
+const INLINE_LOCATORS: usize = 8;
 
 /// Locators whose address and summary are cached, at most; later ones are
 /// reached by following `next_locator` (832,000 buffers in, so rarely).
