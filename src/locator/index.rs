@@ -23,7 +23,6 @@
 use super::layout::{LocatorRef, MAX_ITEMS};
 use std::alloc::{Layout, alloc_zeroed};
 use std::ops::ControlFlow;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Types for which all-zero bytes are a valid value.
@@ -58,67 +57,36 @@ fn zeroed_slice<T: Zeroable>(len: usize) -> Option<Box<[T]>> {
     Some(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(pointer, len)) })
 }
 
-/// Locators whose address, summary and bitmaps live inline in the index:
-/// no allocation at all until the chain grows past them (8 locators hold
-/// 1,624 buffers, more than most processes ever register). The first
-/// `get_buffer` of a process used to allocate and zero 64 KiB of tables
-/// for 4,096 locators, which cost a quarter of its time and most of its
-/// resident memory.
-const INLINE_LOCATORS: usize = 8;
-
 /// Locators whose address and summary are cached, at most; later ones are
 /// reached by following `next_locator` (832,000 buffers in, so rarely).
 /// When memory is short the index is made smaller, down to nothing: see
 /// [`INDEX_CAPACITIES`].
 const INDEXED_LOCATORS: usize = 4096;
 
-/// Capacities of the tables for the locators after the inline ones, tried
-/// in turn until the allocator grants one when the chain first grows past
-/// [`INLINE_LOCATORS`]. The first costs about 700 KiB of address space
-/// (mostly never touched); tables for 0 locators need no memory and the
-/// index still works, only without shortcuts for those locators.
-const INDEX_CAPACITIES: [usize; 4] = [INDEXED_LOCATORS - INLINE_LOCATORS, 256, 16, 0];
-
-/// The cached facts about a run of consecutive locators.
-struct Tables<C, S, B> {
-    /// `chain[i]` is the address of the `i`-th locator of the run, or 0 if
-    /// not yet known.
-    chain: C,
-    /// `(count + 1) << 32 | max_free` for each locator, 0 if unknown.
-    summaries: S,
-    /// For locator `i`, threshold `t` and word `w`, bit `b` of
-    /// `below[(i * THRESHOLDS.len() + t) * BITMAP_WORDS + w]` is set once
-    /// item `64 * w + b` was seen with fewer than `THRESHOLDS[t]` free
-    /// bytes.
-    below: B,
-}
-
-/// Tables of the first locators, inline.
-type InlineTables = Tables<
-    [AtomicUsize; INLINE_LOCATORS],
-    [AtomicU64; INLINE_LOCATORS],
-    [AtomicU64; INLINE_LOCATORS * WORDS_PER_LOCATOR],
->;
-
-/// Tables of the locators after the inline ones, allocated on first need.
-/// Zeroed memory the kernel maps lazily, so untouched locators cost no
-/// memory.
-type LaterTables = Tables<Box<[AtomicUsize]>, Box<[AtomicU64]>, Box<[AtomicU64]>>;
+/// Capacities tried in turn until the allocator grants one. The first costs
+/// about 700 KiB of address space (mostly never touched); an index of 0
+/// locators needs no memory and still works, only without shortcuts.
+const INDEX_CAPACITIES: [usize; 4] = [INDEXED_LOCATORS, 256, 16, 0];
 
 pub(crate) struct LocatorIndex {
     head: LocatorRef,
-    /// Locators `0..INLINE_LOCATORS`; `first.chain[0]` is the head.
-    first: InlineTables,
-    /// Locators from `INLINE_LOCATORS` on, once the chain reaches them.
-    later: OnceLock<LaterTables>,
-    /// What to try when allocating `later` (see [`INDEX_CAPACITIES`]).
-    capacities: &'static [usize],
+    /// `chain[i]` is the address of the `i`-th locator, or 0 if not yet
+    /// known. `chain[0]` is the head.
+    chain: Box<[AtomicUsize]>,
+    /// `(count + 1) << 32 | max_free` for each cached locator, 0 if unknown.
+    summaries: Box<[AtomicU64]>,
     /// The highest `i` with `chain[i]` known: where to start looking for
     /// the end of the chain.
     known_last: AtomicUsize,
     /// Leading locators that are full and whose items have no free byte
     /// left; final, since positions only grow. Scans start after them.
     exhausted: AtomicUsize,
+    /// For cached locator `i`, threshold `t` and word `w`, bit `b` of
+    /// `below[(i * THRESHOLDS.len() + t) * BITMAP_WORDS + w]` is set once
+    /// item `64 * w + b` was seen with fewer than `THRESHOLDS[t]` free
+    /// bytes. Zeroed memory the kernel maps lazily, so untouched locators
+    /// cost no memory.
+    below: Box<[AtomicU64]>,
 }
 
 /// Which bitmap a request of `size` bytes may skip by: the highest
@@ -150,99 +118,42 @@ const WORDS_PER_LOCATOR: usize = THRESHOLDS.len() * BITMAP_WORDS;
 const EXHAUSTED: u64 = (MAX_ITEMS as u64 + 1) << 32;
 
 impl LocatorIndex {
-    /// An index over the chain starting at `head`. Allocates nothing: the
-    /// tables for long chains are allocated when the chain gets there, as
-    /// large as memory allows (see [`INDEX_CAPACITIES`]); never fails.
+    /// An index over the chain starting at `head`, as large as memory
+    /// allows (see [`INDEX_CAPACITIES`]); never fails.
     pub(crate) fn new(head: LocatorRef) -> LocatorIndex {
         Self::with_capacities(head, &INDEX_CAPACITIES)
     }
 
-    fn with_capacities(head: LocatorRef, capacities: &'static [usize]) -> LocatorIndex {
-        let first = Tables {
-            chain: [const { AtomicUsize::new(0) }; INLINE_LOCATORS],
-            summaries: [const { AtomicU64::new(0) }; INLINE_LOCATORS],
-            below: [const { AtomicU64::new(0) }; INLINE_LOCATORS * WORDS_PER_LOCATOR],
-        };
-        // Relaxed: the index is shared only after construction, through
-        // the `OnceLock` that publishes the locator.
-        first.chain[0].store(head.address(), Ordering::Relaxed);
+    fn with_capacities(head: LocatorRef, capacities: &[usize]) -> LocatorIndex {
+        let (chain, summaries, below) = capacities
+            .iter()
+            .find_map(|&capacity| {
+                Some((
+                    zeroed_slice::<AtomicUsize>(capacity)?,
+                    zeroed_slice::<AtomicU64>(capacity)?,
+                    zeroed_slice::<AtomicU64>(capacity.checked_mul(WORDS_PER_LOCATOR)?)?,
+                ))
+            })
+            .unwrap_or_default();
+        if let Some(first) = chain.first() {
+            // Relaxed: the index is shared only after construction, through
+            // the `OnceLock` that publishes the locator.
+            first.store(head.address(), Ordering::Relaxed);
+        }
         LocatorIndex {
             head,
-            first,
-            later: OnceLock::new(),
-            capacities,
+            chain,
+            summaries,
             known_last: AtomicUsize::new(0),
             exhausted: AtomicUsize::new(0),
+            below,
         }
     }
 
-    /// The tables for the locators after the inline ones, allocated now if
-    /// they were not yet.
-    #[cold]
-    fn later_or_allocate(&self) -> &LaterTables {
-        self.later.get_or_init(|| {
-            let (chain, summaries, below) = self
-                .capacities
-                .iter()
-                .find_map(|&capacity| {
-                    Some((
-                        zeroed_slice::<AtomicUsize>(capacity)?,
-                        zeroed_slice::<AtomicU64>(capacity)?,
-                        zeroed_slice::<AtomicU64>(capacity.checked_mul(WORDS_PER_LOCATOR)?)?,
-                    ))
-                })
-                .unwrap_or_default();
-            Tables {
-                chain,
-                summaries,
-                below,
-            }
-        })
-    }
-
-    /// The cached-address slot of locator `index`, if it has one.
-    #[inline]
-    fn chain_slot(&self, index: usize) -> Option<&AtomicUsize> {
-        match index.checked_sub(INLINE_LOCATORS) {
-            None => self.first.chain.get(index),
-            Some(later) => self.later.get()?.chain.get(later),
-        }
-    }
-
-    /// Like [`LocatorIndex::chain_slot`], allocating the later tables if
-    /// `index` needs them.
-    fn chain_slot_or_allocate(&self, index: usize) -> Option<&AtomicUsize> {
-        match index.checked_sub(INLINE_LOCATORS) {
-            None => self.first.chain.get(index),
-            Some(later) => self.later_or_allocate().chain.get(later),
-        }
-    }
-
-    /// The summary slot of locator `index`, if it has one.
-    #[inline]
-    fn summary_slot(&self, index: usize) -> Option<&AtomicU64> {
-        match index.checked_sub(INLINE_LOCATORS) {
-            None => self.first.summaries.get(index),
-            Some(later) => self.later.get()?.summaries.get(later),
-        }
-    }
-
-    /// Bitmap word `word` of threshold `class` of locator `index`, if
-    /// that locator has bitmaps.
-    #[inline]
-    fn below_word(&self, index: usize, class: usize, word: usize) -> Option<&AtomicU64> {
-        let at = |index: usize| (index * THRESHOLDS.len() + class) * BITMAP_WORDS + word;
-        match index.checked_sub(INLINE_LOCATORS) {
-            None => self.first.below.get(at(index)),
-            Some(later) => self.later.get()?.below.get(at(later)),
-        }
-    }
-
-    /// Locators this index caches so far (the inline ones, and the later
-    /// ones once allocated, fewer when memory was short).
+    /// Locators this index caches (0 when memory was too short for any).
     #[cfg(test)]
     pub(crate) fn capacity(&self) -> usize {
-        INLINE_LOCATORS + self.later.get().map_or(0, |later| later.chain.len())
+        self.chain.len()
     }
 
     pub(crate) fn head(&self) -> LocatorRef {
@@ -274,7 +185,8 @@ impl LocatorIndex {
     ) -> Option<R> {
         // Acquire pairs with the Release store that cached the address.
         let cached = self
-            .chain_slot(start)
+            .chain
+            .get(start)
             .map_or(0, |slot| slot.load(Ordering::Acquire));
         let (mut index, mut locator) = match self.locator_from(cached) {
             Some(locator) => (start, locator),
@@ -286,7 +198,8 @@ impl LocatorIndex {
             }
             let next_index = index + 1;
             let cached = self
-                .chain_slot(next_index)
+                .chain
+                .get(next_index)
                 // Acquire pairs with the Release store below, so the
                 // locator's contents are visible.
                 .map_or(0, |slot| slot.load(Ordering::Acquire));
@@ -297,7 +210,7 @@ impl LocatorIndex {
                 // locator after initialising it.
                 let next = locator.next_locator().load(Ordering::Acquire);
                 if next != 0
-                    && let Some(slot) = self.chain_slot_or_allocate(next_index)
+                    && let Some(slot) = self.chain.get(next_index)
                 {
                     // Release: readers of the slot see the locator the
                     // way we saw it. Racing stores write the same value.
@@ -326,7 +239,7 @@ impl LocatorIndex {
     /// Whether locator `index` may hold an item with `size` free bytes.
     #[inline]
     pub(crate) fn may_fit(&self, index: usize, locator: LocatorRef, size: usize) -> bool {
-        let Some(slot) = self.summary_slot(index) else {
+        let Some(slot) = self.summaries.get(index) else {
             return true;
         };
         // Relaxed: the summary is a self-contained hint (see module docs).
@@ -345,7 +258,7 @@ impl LocatorIndex {
     /// Records that locator `index`, when it held `count` items, had no item
     /// with more than `max_free` free bytes.
     pub(crate) fn record(&self, index: usize, count: usize, max_free: u32) {
-        if let Some(slot) = self.summary_slot(index) {
+        if let Some(slot) = self.summaries.get(index) {
             let summary = ((count as u64 + 1) << 32) | u64::from(max_free);
             // Relaxed: a hint; any value stored is a valid upper bound.
             slot.store(summary, Ordering::Relaxed);
@@ -359,15 +272,17 @@ impl LocatorIndex {
     /// request of skip class `class` (see [`skip_class`]).
     #[inline]
     pub(crate) fn too_small(&self, index: usize, class: usize, word: usize) -> u64 {
+        let at = (index * THRESHOLDS.len() + class) * BITMAP_WORDS + word;
         // Relaxed: each bit is a final fact about one item; see module docs.
-        self.below_word(index, class, word)
+        self.below
+            .get(at)
             .map_or(0, |bits| bits.load(Ordering::Relaxed))
     }
 
     /// Records that item `slot` of locator `index` had `free` free bytes.
     #[inline]
     pub(crate) fn note_free(&self, index: usize, slot: usize, free: u32) {
-        if free >= THRESHOLDS[THRESHOLDS.len() - 1] {
+        if index >= self.chain.len() || free >= THRESHOLDS[THRESHOLDS.len() - 1] {
             return;
         }
         let (word, bit) = (slot / 64, 1u64 << (slot % 64));
@@ -375,7 +290,8 @@ impl LocatorIndex {
             if free >= threshold {
                 break;
             }
-            let Some(bits) = self.below_word(index, class, word) else {
+            let at = (index * THRESHOLDS.len() + class) * BITMAP_WORDS + word;
+            let Some(bits) = self.below.get(at) else {
                 break;
             };
             // Relaxed: a final fact; the load avoids writing a shared line
@@ -400,7 +316,8 @@ impl LocatorIndex {
         // whichever thread wrote it.
         let mut first = self.exhausted.load(Ordering::Relaxed);
         while self
-            .summary_slot(first)
+            .summaries
+            .get(first)
             .is_some_and(|slot| slot.load(Ordering::Relaxed) == EXHAUSTED)
         {
             match self.exhausted.compare_exchange(
@@ -507,84 +424,31 @@ mod tests {
         assert_eq!(skipped_free_bound(skip_class(100)), 63);
     }
 
-    /// `count` chained locators in heap pages that outlive the test.
-    fn chain_of(count: usize) -> Vec<LocatorRef> {
-        let pages: &'static mut [u64] =
-            Box::leak(vec![0u64; count * LOCATOR_SIZE / 8].into_boxed_slice());
-        let first_address = pages.as_mut_ptr() as usize;
-        let locators: Vec<LocatorRef> = (0..count)
-            .map(|i| {
-                let address = first_address + i * LOCATOR_SIZE;
-                // SAFETY: leaked, 8-aligned LOCATOR_SIZE regions used only
-                // here; nobody else sees them.
-                unsafe {
-                    let locator = LocatorRef::from_address(address).unwrap();
-                    locator.initialise(address);
-                    locator
-                }
-            })
-            .collect();
-        for pair in locators.windows(2) {
-            pair[0]
-                .next_locator()
-                .store(pair[1].address(), Ordering::Release);
-        }
-        locators
-    }
-
-    #[test]
-    fn nothing_is_allocated_until_the_chain_outgrows_the_inline_tables() {
-        let short = chain_of(INLINE_LOCATORS);
-        let index = LocatorIndex::new(short[0]);
-        assert_eq!(
-            index.last(),
-            (INLINE_LOCATORS - 1, short[INLINE_LOCATORS - 1])
-        );
-        assert!(index.later.get().is_none());
-        let long = chain_of(INLINE_LOCATORS + 2);
-        let index = LocatorIndex::new(long[0]);
-        assert_eq!(
-            index.last(),
-            (INLINE_LOCATORS + 1, long[INLINE_LOCATORS + 1])
-        );
-        assert_eq!(index.capacity(), INDEXED_LOCATORS);
-        index.note_free(INLINE_LOCATORS + 1, 5, 0);
-        assert_eq!(index.too_small(INLINE_LOCATORS + 1, 0, 0), 1 << 5);
-        assert_eq!(index.too_small(INLINE_LOCATORS, 0, 0), 0);
-        assert_eq!(
-            index.visit_from(INLINE_LOCATORS + 1, |position, _| ControlFlow::Break(
-                position
-            )),
-            Some(INLINE_LOCATORS + 1)
-        );
-    }
-
     /// Issue 11, item 8: the index used to abort the process when its
     /// 640 KiB of bitmaps could not be allocated.
     #[test]
     fn an_index_the_allocator_refuses_falls_back_to_a_smaller_one_that_works() {
-        let chain = chain_of(INLINE_LOCATORS + 2);
-        let (last, beyond) = (INLINE_LOCATORS + 1, INLINE_LOCATORS);
+        let (first, second) = chain_of_two();
         // No allocator grants `isize::MAX` bytes; the next capacity is used.
-        let index = LocatorIndex::with_capacities(chain[0], &[usize::MAX / 64, 1, 0]);
-        let empty = LocatorIndex::with_capacities(chain[0], &[usize::MAX / 64, 0]);
+        let index = LocatorIndex::with_capacities(first, &[usize::MAX / 64, 1, 0]);
+        assert_eq!(index.capacity(), 1);
+        let empty = LocatorIndex::with_capacities(first, &[usize::MAX / 64, 0]);
+        assert_eq!(empty.capacity(), 0);
         for index in [&index, &empty] {
-            assert_eq!(index.last(), (last, chain[last]));
+            assert_eq!(index.last(), (1, second));
             let mut seen = Vec::new();
-            index.visit(|position, _| {
-                seen.push(position);
+            index.visit(|position, locator| {
+                seen.push((position, locator));
                 ControlFlow::<()>::Continue(())
             });
-            assert_eq!(seen, (0..=last).collect::<Vec<_>>());
-            index.note_free(last, 5, 0);
-            index.note_free(beyond, 5, 0);
-            index.record(last, 0, 0);
-            assert!(index.may_fit(last, chain[last], 1));
-            assert_eq!(index.too_small(last, 0, 0), 0);
+            assert_eq!(seen, vec![(0, first), (1, second)]);
+            index.note_free(1, 5, 0);
+            index.note_free(0, 5, 0);
+            index.record(1, 0, 0);
+            assert!(index.may_fit(1, second, 1));
+            assert_eq!(index.too_small(1, 0, 0), 0);
         }
-        assert_eq!(index.capacity(), INLINE_LOCATORS + 1);
-        assert_eq!(empty.capacity(), INLINE_LOCATORS);
-        assert_eq!(index.too_small(beyond, 0, 0), 1 << 5, "the one cached");
-        assert_eq!(empty.too_small(beyond, 0, 0), 0);
+        assert_eq!(index.too_small(0, 0, 0), 1 << 5, "the one cached locator");
+        assert_eq!(empty.too_small(0, 0, 0), 0);
     }
 }
