@@ -70,23 +70,20 @@ const INDEX_CAPACITIES: [usize; 4] = [INDEXED_LOCATORS, 256, 16, 0];
 
 pub(crate) struct LocatorIndex {
     head: LocatorRef,
-    /// `chain[i]` is the address of the `i`-th locator, or 0 if not yet
-    /// known. `chain[0]` is the head.
-    chain: Box<[AtomicUsize]>,
-    /// `(count + 1) << 32 | max_free` for each cached locator, 0 if unknown.
-    summaries: Box<[AtomicU64]>,
+    /// One zeroed allocation holding, for `capacity` locators, the chain
+    /// addresses, then the summaries, then the bitmaps (see the accessors).
+    /// One block large enough to come from fresh zero pages: neither
+    /// cleared nor resident until written, where three smaller ones came
+    /// from the heap and were cleared page by page on the first request.
+    tables: Box<[AtomicU64]>,
+    /// Locators the tables cover.
+    capacity: usize,
     /// The highest `i` with `chain[i]` known: where to start looking for
     /// the end of the chain.
     known_last: AtomicUsize,
     /// Leading locators that are full and whose items have no free byte
     /// left; final, since positions only grow. Scans start after them.
     exhausted: AtomicUsize,
-    /// For cached locator `i`, threshold `t` and word `w`, bit `b` of
-    /// `below[(i * THRESHOLDS.len() + t) * BITMAP_WORDS + w]` is set once
-    /// item `64 * w + b` was seen with fewer than `THRESHOLDS[t]` free
-    /// bytes. Zeroed memory the kernel maps lazily, so untouched locators
-    /// cost no memory.
-    below: Box<[AtomicU64]>,
 }
 
 /// Which bitmap a request of `size` bytes may skip by: the highest
@@ -125,35 +122,57 @@ impl LocatorIndex {
     }
 
     fn with_capacities(head: LocatorRef, capacities: &[usize]) -> LocatorIndex {
-        let (chain, summaries, below) = capacities
+        let (tables, capacity) = capacities
             .iter()
             .find_map(|&capacity| {
-                Some((
-                    zeroed_slice::<AtomicUsize>(capacity)?,
-                    zeroed_slice::<AtomicU64>(capacity)?,
-                    zeroed_slice::<AtomicU64>(capacity.checked_mul(WORDS_PER_LOCATOR)?)?,
-                ))
+                let words = capacity.checked_mul(2 + WORDS_PER_LOCATOR)?;
+                Some((zeroed_slice::<AtomicU64>(words)?, capacity))
             })
             .unwrap_or_default();
-        if let Some(first) = chain.first() {
-            // Relaxed: the index is shared only after construction, through
-            // the `OnceLock` that publishes the locator.
-            first.store(head.address(), Ordering::Relaxed);
-        }
-        LocatorIndex {
+        let index = LocatorIndex {
             head,
-            chain,
-            summaries,
+            tables,
+            capacity,
             known_last: AtomicUsize::new(0),
             exhausted: AtomicUsize::new(0),
-            below,
+        };
+        if let Some(first) = index.chain(0) {
+            // Relaxed: the index is shared only after construction, through
+            // the `OnceLock` that publishes the locator.
+            first.store(head.address() as u64, Ordering::Relaxed);
         }
+        index
     }
 
     /// Locators this index caches (0 when memory was too short for any).
     #[cfg(test)]
     pub(crate) fn capacity(&self) -> usize {
-        self.chain.len()
+        self.capacity
+    }
+
+    /// The address of the `i`-th locator, or 0 if not yet known; slot 0 is
+    /// the head.
+    #[inline]
+    fn chain(&self, index: usize) -> Option<&AtomicU64> {
+        (index < self.capacity).then(|| &self.tables[index])
+    }
+
+    /// `(count + 1) << 32 | max_free` for cached locator `index`, 0 if
+    /// unknown.
+    #[inline]
+    fn summary(&self, index: usize) -> Option<&AtomicU64> {
+        (index < self.capacity).then(|| &self.tables[self.capacity + index])
+    }
+
+    /// For cached locator `index`, threshold `class` and word `word`: bit
+    /// `b` is set once item `64 * word + b` was seen with fewer than
+    /// `THRESHOLDS[class]` free bytes.
+    #[inline]
+    fn below(&self, index: usize, class: usize, word: usize) -> Option<&AtomicU64> {
+        (index < self.capacity).then(|| {
+            &self.tables
+                [2 * self.capacity + (index * THRESHOLDS.len() + class) * BITMAP_WORDS + word]
+        })
     }
 
     pub(crate) fn head(&self) -> LocatorRef {
@@ -185,9 +204,8 @@ impl LocatorIndex {
     ) -> Option<R> {
         // Acquire pairs with the Release store that cached the address.
         let cached = self
-            .chain
-            .get(start)
-            .map_or(0, |slot| slot.load(Ordering::Acquire));
+            .chain(start)
+            .map_or(0, |slot| slot.load(Ordering::Acquire) as usize);
         let (mut index, mut locator) = match self.locator_from(cached) {
             Some(locator) => (start, locator),
             None => (0, self.head()),
@@ -198,11 +216,10 @@ impl LocatorIndex {
             }
             let next_index = index + 1;
             let cached = self
-                .chain
-                .get(next_index)
+                .chain(next_index)
                 // Acquire pairs with the Release store below, so the
                 // locator's contents are visible.
-                .map_or(0, |slot| slot.load(Ordering::Acquire));
+                .map_or(0, |slot| slot.load(Ordering::Acquire) as usize);
             let next = if cached != 0 {
                 cached
             } else {
@@ -210,11 +227,11 @@ impl LocatorIndex {
                 // locator after initialising it.
                 let next = locator.next_locator().load(Ordering::Acquire);
                 if next != 0
-                    && let Some(slot) = self.chain.get(next_index)
+                    && let Some(slot) = self.chain(next_index)
                 {
                     // Release: readers of the slot see the locator the
                     // way we saw it. Racing stores write the same value.
-                    slot.store(next, Ordering::Release);
+                    slot.store(next as u64, Ordering::Release);
                     // Relaxed: only a starting point for `last`.
                     self.known_last.fetch_max(next_index, Ordering::Relaxed);
                 }
@@ -239,7 +256,7 @@ impl LocatorIndex {
     /// Whether locator `index` may hold an item with `size` free bytes.
     #[inline]
     pub(crate) fn may_fit(&self, index: usize, locator: LocatorRef, size: usize) -> bool {
-        let Some(slot) = self.summaries.get(index) else {
+        let Some(slot) = self.summary(index) else {
             return true;
         };
         // Relaxed: the summary is a self-contained hint (see module docs).
@@ -258,7 +275,7 @@ impl LocatorIndex {
     /// Records that locator `index`, when it held `count` items, had no item
     /// with more than `max_free` free bytes.
     pub(crate) fn record(&self, index: usize, count: usize, max_free: u32) {
-        if let Some(slot) = self.summaries.get(index) {
+        if let Some(slot) = self.summary(index) {
             let summary = ((count as u64 + 1) << 32) | u64::from(max_free);
             // Relaxed: a hint; any value stored is a valid upper bound.
             slot.store(summary, Ordering::Relaxed);
@@ -272,17 +289,15 @@ impl LocatorIndex {
     /// request of skip class `class` (see [`skip_class`]).
     #[inline]
     pub(crate) fn too_small(&self, index: usize, class: usize, word: usize) -> u64 {
-        let at = (index * THRESHOLDS.len() + class) * BITMAP_WORDS + word;
         // Relaxed: each bit is a final fact about one item; see module docs.
-        self.below
-            .get(at)
+        self.below(index, class, word)
             .map_or(0, |bits| bits.load(Ordering::Relaxed))
     }
 
     /// Records that item `slot` of locator `index` had `free` free bytes.
     #[inline]
     pub(crate) fn note_free(&self, index: usize, slot: usize, free: u32) {
-        if index >= self.chain.len() || free >= THRESHOLDS[THRESHOLDS.len() - 1] {
+        if index >= self.capacity || free >= THRESHOLDS[THRESHOLDS.len() - 1] {
             return;
         }
         let (word, bit) = (slot / 64, 1u64 << (slot % 64));
@@ -290,8 +305,7 @@ impl LocatorIndex {
             if free >= threshold {
                 break;
             }
-            let at = (index * THRESHOLDS.len() + class) * BITMAP_WORDS + word;
-            let Some(bits) = self.below.get(at) else {
+            let Some(bits) = self.below(index, class, word) else {
                 break;
             };
             // Relaxed: a final fact; the load avoids writing a shared line
@@ -316,8 +330,7 @@ impl LocatorIndex {
         // whichever thread wrote it.
         let mut first = self.exhausted.load(Ordering::Relaxed);
         while self
-            .summaries
-            .get(first)
+            .summary(first)
             .is_some_and(|slot| slot.load(Ordering::Relaxed) == EXHAUSTED)
         {
             match self.exhausted.compare_exchange(
