@@ -24,6 +24,9 @@
 //! - appended bytes stay inside their buffer, are written once, never
 //!   overlap another append, and are visible to whoever reads them after an
 //!   Acquire load of the position.
+//! - a C interface buffer handle (a slot of `ffi/src/slots.rs`) is never
+//!   lent to two calls at once, never used after its release, released
+//!   exactly once, and its slot can be claimed again once free.
 
 #![cfg(loom)]
 
@@ -534,6 +537,116 @@ fn two_getters_append_without_overlap() {
         assert!(locator.item_count() >= 2);
         for &(slot, _, base) in &results {
             assert_eq!(locator.items[slot].base_address(), base);
+        }
+    }));
+}
+
+// --- C interface buffer handles (`ffi/src/slots.rs`) ------------------------
+
+/// The busy bit of a slot (`slots::BUSY`).
+const SLOT_BUSY: u64 = 1;
+
+/// One slot of the handle table, with the guard it lends. Guard words are
+/// modelled by the value 4 (non-zero, busy bit clear); `uses` is model-only
+/// state that whoever holds a guard made from the slot's word writes, so
+/// two guards alive at once from one word are a data race loom reports.
+struct Slot {
+    word: loom::sync::atomic::AtomicU64,
+    uses: UnsafeCell<u32>,
+}
+
+/// Mirrors `slots::check_out` + `CheckedOut::drop`: lend the guard for one
+/// call, or fail (not live, or busy).
+fn use_handle(slot: &Slot) -> bool {
+    let word = slot.word.load(Ordering::Acquire);
+    if word == 0 || word & SLOT_BUSY != 0 {
+        return false;
+    }
+    if slot
+        .word
+        .compare_exchange(word, word | SLOT_BUSY, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        return false;
+    }
+    // SAFETY (model): only the holder of the busy bit touches `uses`.
+    slot.uses.with_mut(|uses| unsafe { *uses += 1 });
+    slot.word.store(word, Ordering::Release);
+    true
+}
+
+/// Mirrors `slots::remove`: take the guard out for good (and drop it).
+fn release_handle(slot: &Slot) -> bool {
+    let word = slot.word.load(Ordering::Acquire);
+    if word == 0 || word & SLOT_BUSY != 0 {
+        return false;
+    }
+    if slot
+        .word
+        .compare_exchange(word, 0, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        return false;
+    }
+    // The dropped guard releases its buffer: a last use of `uses`.
+    // SAFETY (model): the slot is free now; this is the only guard.
+    slot.uses.with_mut(|uses| unsafe { *uses += 1 });
+    true
+}
+
+/// Mirrors `slots::insert` on one slot: claim it if free.
+fn claim_slot(slot: &Slot) -> bool {
+    slot.word.load(Ordering::Relaxed) == 0
+        && slot
+            .word
+            .compare_exchange(0, 4, Ordering::Release, Ordering::Relaxed)
+            .is_ok()
+}
+
+/// Two threads use a handle while a third releases it (a caller's bug the
+/// interface must turn into error codes): the guard is never lent twice at
+/// once nor used after its release, it is released exactly once, and a
+/// freed slot can be claimed again.
+#[test]
+fn a_handle_is_never_used_by_two_calls_at_once_nor_after_its_release() {
+    assert_explored(explore(|| {
+        let slot = Arc::new(Slot {
+            word: loom::sync::atomic::AtomicU64::new(0),
+            uses: UnsafeCell::new(0),
+        });
+        // The claim that hands the handle out, made by the getter thread
+        // before it shares the handle.
+        let getter = {
+            let slot = Arc::clone(&slot);
+            thread::spawn(move || {
+                assert!(claim_slot(&slot));
+                use_handle(&slot)
+            })
+        };
+        let user = {
+            let slot = Arc::clone(&slot);
+            thread::spawn(move || use_handle(&slot))
+        };
+        let releaser = {
+            let slot = Arc::clone(&slot);
+            thread::spawn(move || release_handle(&slot))
+        };
+        let used = [getter.join().unwrap(), user.join().unwrap()];
+        let released = releaser.join().unwrap();
+        // SAFETY (model): every thread was joined.
+        let uses = slot.uses.with(|uses| unsafe { *uses });
+        let expected = used.iter().filter(|&&used| used).count() as u32 + u32::from(released);
+        assert_eq!(uses, expected);
+        let word = slot.word.load(Ordering::Relaxed);
+        assert_eq!(
+            word == 0,
+            released,
+            "a released slot is free, a live one is not"
+        );
+        if released {
+            assert!(claim_slot(&slot), "a freed slot can be claimed again");
+        } else {
+            assert!(release_handle(&slot), "a live handle can be released");
         }
     }));
 }
