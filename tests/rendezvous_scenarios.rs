@@ -8,6 +8,8 @@
 //! once per scenario and reports; with `MEMORY_BUFFERS_SCENARIO` set it is
 //! the child.
 
+mod support;
+
 #[cfg(target_os = "linux")]
 #[path = "rendezvous_scenarios/linux.rs"]
 mod linux;

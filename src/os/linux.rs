@@ -11,6 +11,7 @@
 //! `linkat(2)`.
 
 use super::fault::{self, FaultPoint};
+use super::{FixedMapping, OwnedMapping};
 use crate::maps::{self, MapsEntry};
 use std::ffi::{CString, OsString};
 use std::fs::File;
@@ -137,48 +138,16 @@ pub(crate) fn is_occupied(errno: Errno) -> bool {
     errno == libc::EEXIST
 }
 
-/// A mapping this library created, unmapped when dropped unless leaked.
-#[derive(Debug)]
-pub(crate) struct OwnedMapping {
-    address: usize,
-    len: usize,
-}
-
-impl OwnedMapping {
-    pub(crate) fn address(&self) -> usize {
-        self.address
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Keeps the pages mapped for the rest of the process.
-    pub(crate) fn leak(self) -> usize {
-        let address = self.address;
-        std::mem::forget(self);
-        address
-    }
-}
-
-impl Drop for OwnedMapping {
-    fn drop(&mut self) {
-        // SAFETY: the mapping was created for this value alone, which is
-        // being dropped, so nothing can reach the pages any more. `munmap`
-        // of a range we mapped fails only for invalid arguments, which these
-        // are not; a destructor must not panic, so the result is ignored.
-        unsafe { libc::munmap(self.address as *mut libc::c_void, self.len) };
-    }
-}
-
-/// The outcome of asking for a mapping at an exact address.
-#[derive(Debug)]
-pub(crate) enum FixedMapping {
-    /// The pages are mapped at the requested address.
-    Mapped(OwnedMapping),
-    /// The kernel placed the pages elsewhere (a kernel older than 4.17
-    /// treats `MAP_FIXED_NOREPLACE` as a hint); they have been unmapped.
-    Elsewhere,
+/// Unmaps `[address, address + len)`.
+///
+/// # Safety
+///
+/// The range was mapped by this library, and nothing uses it any more.
+pub(crate) unsafe fn unmap(address: usize, len: usize) {
+    // SAFETY: the caller's contract. `munmap` of a range we mapped fails
+    // only for invalid arguments, which these are not; it runs from a
+    // destructor, which must not panic, so the result is ignored.
+    unsafe { libc::munmap(address as *mut libc::c_void, len) };
 }
 
 /// Maps `len` bytes of private anonymous memory at exactly `address`,
@@ -206,7 +175,7 @@ pub(crate) fn map_fixed_noreplace(
         return Err(last_errno());
     }
     if result as usize == address {
-        return Ok(FixedMapping::Mapped(OwnedMapping { address, len }));
+        return Ok(FixedMapping::Mapped(OwnedMapping::new(address, len)));
     }
     // SAFETY: the kernel just created this mapping for us at `result`; no
     // one else knows its address, so unmapping it affects nothing else.
@@ -232,10 +201,7 @@ pub(crate) fn map_anywhere(len: usize, protection: Protection) -> Result<OwnedMa
     if result == libc::MAP_FAILED {
         Err(last_errno())
     } else {
-        Ok(OwnedMapping {
-            address: result as usize,
-            len,
-        })
+        Ok(OwnedMapping::new(result as usize, len))
     }
 }
 
@@ -1005,10 +971,7 @@ pub(crate) fn map_file_shared(file: &File, len: usize) -> Result<OwnedMapping, E
     if result == libc::MAP_FAILED {
         Err(last_errno())
     } else {
-        Ok(OwnedMapping {
-            address: result as usize,
-            len,
-        })
+        Ok(OwnedMapping::new(result as usize, len))
     }
 }
 

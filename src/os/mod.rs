@@ -67,6 +67,57 @@ pub(crate) fn lowest_mappable_address() -> usize {
 
 use crate::error::ErrorKind;
 
+/// Memory this library mapped (reserved and committed, on Windows), given
+/// back to the system when dropped unless leaked. Only the backends make
+/// one, for memory they just mapped for it alone.
+#[derive(Debug)]
+pub(crate) struct OwnedMapping {
+    address: usize,
+    len: usize,
+}
+
+impl OwnedMapping {
+    /// Takes ownership of `len` bytes the backend has just mapped at
+    /// `address` and that nothing else refers to.
+    fn new(address: usize, len: usize) -> OwnedMapping {
+        OwnedMapping { address, len }
+    }
+
+    pub(crate) fn address(&self) -> usize {
+        self.address
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Keeps the pages mapped for the rest of the process.
+    pub(crate) fn leak(self) -> usize {
+        let address = self.address;
+        std::mem::forget(self);
+        address
+    }
+}
+
+impl Drop for OwnedMapping {
+    fn drop(&mut self) {
+        // SAFETY: `new` took the mapping over for this value alone, which is
+        // being dropped, so nothing can reach the pages any more.
+        unsafe { backend::unmap(self.address, self.len) };
+    }
+}
+
+/// The outcome of asking for memory at an exact address.
+#[derive(Debug)]
+pub(crate) enum FixedMapping {
+    /// The pages are mapped at the requested address.
+    Mapped(OwnedMapping),
+    /// The system placed them elsewhere (a Linux older than 4.17 treats
+    /// `MAP_FIXED_NOREPLACE` as a hint; Windows rounds an unaligned address
+    /// down); they have been given back.
+    Elsewhere,
+}
+
 /// What tells a forked child that the library state it inherited belongs to
 /// its parent: words that read 0 in a child. Two of them serve the hot path:
 /// a generation number (non-zero) that buffer guards carry, and the address

@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+use super::{FixedMapping, OwnedMapping};
 use crate::maps::MapsEntry;
 use std::ops::ControlFlow;
 
@@ -55,31 +56,12 @@ pub(crate) fn is_unsupported(errno: Errno) -> bool {
     errno == UNSUPPORTED
 }
 
-/// Never constructed on this system.
-#[derive(Debug)]
-pub(crate) struct OwnedMapping {
-    address: usize,
-}
-
-impl OwnedMapping {
-    pub(crate) fn address(&self) -> usize {
-        self.address
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        0
-    }
-
-    pub(crate) fn leak(self) -> usize {
-        self.address
-    }
-}
-
-#[derive(Debug)]
-pub(crate) enum FixedMapping {
-    Mapped(OwnedMapping),
-    Elsewhere,
-}
+/// Nothing is ever mapped on this system, so nothing is unmapped.
+///
+/// # Safety
+///
+/// None needed; the signature matches the other backends.
+pub(crate) unsafe fn unmap(_address: usize, _len: usize) {}
 
 pub(crate) fn map_fixed_noreplace(
     _address: usize,

@@ -26,6 +26,7 @@
 //! documentation.
 
 use super::fault::{self, FaultPoint};
+use super::{FixedMapping, OwnedMapping};
 use crate::maps::MapsEntry;
 use std::ffi::c_void;
 use std::ops::ControlFlow;
@@ -139,49 +140,17 @@ pub(crate) fn is_occupied(errno: Errno) -> bool {
     errno == ERROR_INVALID_ADDRESS as Errno
 }
 
-/// A reservation this library made, released when dropped unless leaked.
-#[derive(Debug)]
-pub(crate) struct OwnedMapping {
-    address: usize,
-    len: usize,
-}
-
-impl OwnedMapping {
-    pub(crate) fn address(&self) -> usize {
-        self.address
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Keeps the pages for the rest of the process.
-    pub(crate) fn leak(self) -> usize {
-        let address = self.address;
-        std::mem::forget(self);
-        address
-    }
-}
-
-impl Drop for OwnedMapping {
-    fn drop(&mut self) {
-        // SAFETY: the reservation was made for this value alone, which is
-        // being dropped, so nothing can reach the pages any more.
-        // `MEM_RELEASE` of a base we reserved fails only for invalid
-        // arguments, which these are not; a destructor must not panic, so
-        // the result is ignored.
-        unsafe { VirtualFree(self.address as *mut c_void, 0, MEM_RELEASE) };
-    }
-}
-
-/// The outcome of asking for memory at an exact address.
-#[derive(Debug)]
-pub(crate) enum FixedMapping {
-    /// The pages are reserved and committed at the requested address.
-    Mapped(OwnedMapping),
-    /// The system placed them elsewhere (it rounds an unaligned address
-    /// down); they have been released.
-    Elsewhere,
+/// Releases the reservation at `address`.
+///
+/// # Safety
+///
+/// The reservation was made by this library at `address`, and nothing uses
+/// it any more.
+pub(crate) unsafe fn unmap(address: usize, _len: usize) {
+    // SAFETY: the caller's contract. `MEM_RELEASE` of a base we reserved
+    // fails only for invalid arguments, which these are not; it runs from a
+    // destructor, which must not panic, so the result is ignored.
+    unsafe { VirtualFree(address as *mut c_void, 0, MEM_RELEASE) };
 }
 
 /// Reserves and commits `len` bytes at exactly `address`. Fails with
@@ -207,10 +176,7 @@ pub(crate) fn map_fixed_noreplace(
     if result.is_null() {
         return Err(last_error());
     }
-    let mapping = OwnedMapping {
-        address: result as usize,
-        len,
-    };
+    let mapping = OwnedMapping::new(result as usize, len);
     if mapping.address == address {
         Ok(FixedMapping::Mapped(mapping))
     } else {
@@ -236,10 +202,7 @@ pub(crate) fn map_anywhere(len: usize, protection: Protection) -> Result<OwnedMa
     if result.is_null() {
         Err(last_error())
     } else {
-        Ok(OwnedMapping {
-            address: result as usize,
-            len,
-        })
+        Ok(OwnedMapping::new(result as usize, len))
     }
 }
 

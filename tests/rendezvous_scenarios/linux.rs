@@ -15,7 +15,6 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::PathBuf;
 use std::process::Command;
 
-const SCENARIO_VARIABLE: &str = "MEMORY_BUFFERS_SCENARIO";
 const NOBODY: u32 = 65534;
 const DIRECTORY: &str = "/tmp/.reloaded/memory.buffers";
 
@@ -969,51 +968,24 @@ fn run_child(name: &str) -> ! {
 }
 
 pub fn main() {
-    if let Ok(name) = std::env::var(SCENARIO_VARIABLE) {
+    if let Some(name) = crate::support::scenario_of_this_child() {
         run_child(&name);
     }
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|argument| !argument.starts_with('-'))
-        .collect();
     let is_root = is_root();
-    let executable = std::env::current_exe().unwrap();
-    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
-    for (name, _) in SCENARIOS {
-        if !filter.is_empty() && !filter.iter().any(|wanted| name.contains(wanted.as_str())) {
-            continue;
-        }
-        if LIMITS_ADDRESS_SPACE.contains(name) && under_a_sanitizer() {
-            println!(
-                "test {name} ... skipped (a sanitizer reserves terabytes of address space; \
-                 RLIMIT_AS cannot be tested under it)"
-            );
-            skipped += 1;
-            continue;
-        }
-        if !is_root && !WITHOUT_ROOT.contains(name) {
-            println!("test {name} ... skipped (needs root for mount namespaces and chown)");
-            skipped += 1;
-            continue;
-        }
-        let output = Command::new(&executable)
-            .env(SCENARIO_VARIABLE, name)
-            .output()
-            .unwrap();
-        if output.status.success() {
-            println!("test {name} ... ok");
-            passed += 1;
-        } else {
-            println!(
-                "test {name} ... FAILED ({})\n{}",
-                output.status,
-                String::from_utf8_lossy(&output.stderr)
-            );
-            failed += 1;
-        }
-    }
-    println!("\nscenarios: {passed} passed, {failed} failed, {skipped} skipped");
-    if failed > 0 {
-        std::process::exit(1);
-    }
+    crate::support::run_in_children(
+        "scenarios",
+        SCENARIOS.iter().map(|(name, _)| *name),
+        |name| {
+            if LIMITS_ADDRESS_SPACE.contains(&name) && under_a_sanitizer() {
+                Some(
+                    "a sanitizer reserves terabytes of address space; RLIMIT_AS cannot be tested \
+                 under it",
+                )
+            } else if !is_root && !WITHOUT_ROOT.contains(&name) {
+                Some("needs root for mount namespaces and chown")
+            } else {
+                None
+            }
+        },
+    );
 }

@@ -4,15 +4,8 @@
 //! Each child prepares the section before its first call into the library,
 //! which is what another process creating it first looks like.
 
+use crate::support::windows::{Section, create_section, open_section, query};
 use memory_buffers::{BufferSearchSettings, Buffers, LocatorKind, PrivateLocatorReason};
-use std::process::Command;
-
-#[path = "../support/mod.rs"]
-mod support;
-
-use support::windows::{Section, create_section, open_section, query};
-
-const SCENARIO_VARIABLE: &str = "MEMORY_BUFFERS_SCENARIO";
 const GRANULARITY: usize = 65536;
 
 type Outcome = Result<(), String>;
@@ -299,37 +292,10 @@ fn run_child(name: &str) -> ! {
 }
 
 pub fn main() {
-    if let Ok(name) = std::env::var(SCENARIO_VARIABLE) {
+    if let Some(name) = crate::support::scenario_of_this_child() {
         run_child(&name);
     }
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|argument| !argument.starts_with('-'))
-        .collect();
-    let executable = std::env::current_exe().unwrap();
-    let (mut passed, mut failed) = (0, 0);
-    for (name, _) in SCENARIOS {
-        if !filter.is_empty() && !filter.iter().any(|wanted| name.contains(wanted.as_str())) {
-            continue;
-        }
-        let output = Command::new(&executable)
-            .env(SCENARIO_VARIABLE, name)
-            .output()
-            .unwrap();
-        if output.status.success() {
-            println!("test {name} ... ok");
-            passed += 1;
-        } else {
-            println!(
-                "test {name} ... FAILED ({})\n{}",
-                output.status,
-                String::from_utf8_lossy(&output.stderr)
-            );
-            failed += 1;
-        }
-    }
-    println!("\nscenarios: {passed} passed, {failed} failed, 0 skipped");
-    if failed > 0 {
-        std::process::exit(1);
-    }
+    crate::support::run_in_children("scenarios", SCENARIOS.iter().map(|(name, _)| *name), |_| {
+        None
+    });
 }

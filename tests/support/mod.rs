@@ -4,6 +4,63 @@
 
 #![allow(dead_code, unsafe_code)]
 
+use std::process::Command;
+
+/// Set in a child process to the name of the scenario it is to run.
+pub const SCENARIO_VARIABLE: &str = "MEMORY_BUFFERS_SCENARIO";
+
+/// The scenario this process is to run, if it is a scenario child.
+pub fn scenario_of_this_child() -> Option<String> {
+    std::env::var(SCENARIO_VARIABLE).ok()
+}
+
+/// Runs each scenario of `names` in a fresh child process (this executable,
+/// with [`SCENARIO_VARIABLE`] naming it), except those the command line
+/// filters out and those for which `skip` gives a reason, which is printed.
+/// Prints one line per scenario and a `label: N passed, N failed, N
+/// skipped` summary; exits with 1 if any failed.
+pub fn run_in_children<'a>(
+    label: &str,
+    names: impl IntoIterator<Item = &'a str>,
+    skip: impl Fn(&str) -> Option<&'static str>,
+) {
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|argument| !argument.starts_with('-'))
+        .collect();
+    let executable = std::env::current_exe().expect("the test has a path");
+    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
+    for name in names {
+        if !filter.is_empty() && !filter.iter().any(|wanted| name.contains(wanted.as_str())) {
+            continue;
+        }
+        if let Some(reason) = skip(name) {
+            println!("test {name} ... skipped ({reason})");
+            skipped += 1;
+            continue;
+        }
+        let output = Command::new(&executable)
+            .env(SCENARIO_VARIABLE, name)
+            .output()
+            .expect("the test can run itself");
+        if output.status.success() {
+            println!("test {name} ... ok");
+            passed += 1;
+        } else {
+            println!(
+                "test {name} ... FAILED ({})\n{}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+            failed += 1;
+        }
+    }
+    println!("\n{label}: {passed} passed, {failed} failed, {skipped} skipped");
+    if failed > 0 {
+        std::process::exit(1);
+    }
+}
+
 /// Whether any mapping or reservation overlaps `[start, end)`.
 #[cfg(target_os = "linux")]
 pub fn is_mapped(start: usize, end: usize) -> bool {

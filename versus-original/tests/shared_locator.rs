@@ -11,12 +11,10 @@ use memory_buffers::{BufferSearchSettings, Buffers, LocatorKind};
 use reloaded_memory_buffers::buffers::Buffers as OriginalBuffers;
 use reloaded_memory_buffers::structs::SafeLocatorItem;
 use reloaded_memory_buffers::structs::params::BufferSearchSettings as OriginalSettings;
-use std::process::Command;
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
-const SCENARIO_VARIABLE: &str = "MEMORY_BUFFERS_SCENARIO";
 const GIB: usize = 1 << 30;
 
 type Outcome = Result<(), String>;
@@ -198,7 +196,7 @@ const SCENARIOS: &[Scenario] = &[
 ];
 
 fn main() {
-    if let Ok(name) = std::env::var(SCENARIO_VARIABLE) {
+    if let Some(name) = support::scenario_of_this_child() {
         let Some((_, scenario)) = SCENARIOS.iter().find(|(known, _)| *known == name) else {
             eprintln!("unknown scenario {name}");
             std::process::exit(2)
@@ -211,27 +209,5 @@ fn main() {
             }
         }
     }
-    let executable = std::env::current_exe().expect("the test has a path");
-    let (mut passed, mut failed) = (0, 0);
-    for (name, _) in SCENARIOS {
-        let output = Command::new(&executable)
-            .env(SCENARIO_VARIABLE, name)
-            .output()
-            .expect("the test can run itself");
-        if output.status.success() {
-            println!("test {name} ... ok");
-            passed += 1;
-        } else {
-            println!(
-                "test {name} ... FAILED ({})\n{}",
-                output.status,
-                String::from_utf8_lossy(&output.stderr)
-            );
-            failed += 1;
-        }
-    }
-    println!("\ninterop: {passed} passed, {failed} failed");
-    if failed > 0 {
-        std::process::exit(1);
-    }
+    support::run_in_children("interop", SCENARIOS.iter().map(|(name, _)| *name), |_| None);
 }
