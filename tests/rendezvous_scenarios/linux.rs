@@ -18,15 +18,7 @@ use std::process::Command;
 const NOBODY: u32 = 65534;
 const DIRECTORY: &str = "/tmp/.reloaded/memory.buffers";
 
-type Outcome = Result<(), String>;
-
-macro_rules! check {
-    ($condition:expr, $($message:tt)+) => {
-        if !$condition {
-            return Err(format!($($message)+));
-        }
-    };
-}
+use crate::support::{Outcome, check};
 
 fn own_file() -> PathBuf {
     PathBuf::from(format!(

@@ -8,15 +8,7 @@ use crate::support::windows::{Section, create_section, open_section, query};
 use memory_buffers::{BufferSearchSettings, Buffers, LocatorKind, PrivateLocatorReason};
 const GRANULARITY: usize = 65536;
 
-type Outcome = Result<(), String>;
-
-macro_rules! check {
-    ($condition:expr, $($message:tt)+) => {
-        if !$condition {
-            return Err(format!($($message)+));
-        }
-    };
-}
+use crate::support::{Outcome, check};
 
 fn section_name() -> String {
     format!(

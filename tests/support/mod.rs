@@ -6,6 +6,22 @@
 
 use std::process::Command;
 
+/// What a child-process scenario returns: `Err` with what went wrong.
+pub type Outcome = Result<(), String>;
+
+/// Returns `Err(format!(...))` from a scenario unless `condition` holds.
+/// (Test binaries without scenarios include this module too.)
+#[allow(unused_macros)]
+macro_rules! check {
+    ($condition:expr, $($message:tt)+) => {
+        if !$condition {
+            return Err(format!($($message)+));
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use check;
+
 /// Set in a child process to the name of the scenario it is to run.
 pub const SCENARIO_VARIABLE: &str = "MEMORY_BUFFERS_SCENARIO";
 

@@ -17,15 +17,7 @@ mod support;
 
 const GIB: usize = 1 << 30;
 
-type Outcome = Result<(), String>;
-
-macro_rules! check {
-    ($condition:expr, $($message:tt)+) => {
-        if !$condition {
-            return Err(format!($($message)+));
-        }
-    };
-}
+use support::{Outcome, check};
 
 fn target() -> usize {
     target as *const () as usize
