@@ -267,14 +267,6 @@ impl<T> Drop for CheckedOut<'_, T> {
 mod tests {
     use super::*;
 
-    fn status_of<T>(result: Result<T, Failure>) -> MemoryBuffersStatus {
-        match result {
-            Ok(_) => MEMORY_BUFFERS_STATUS_OK,
-            Err(Failure::Interface { status, .. }) => status,
-            Err(Failure::Library(error)) => error.kind().into(),
-        }
-    }
-
     #[test]
     fn a_released_handle_is_rejected_on_second_release_and_use() {
         let registry = HandleRegistry::new("not live", "in use");

@@ -173,14 +173,6 @@ mod tests {
     use super::*;
     use memory_buffers::{BufferSearchSettings, Buffers};
 
-    fn status_of<T>(result: Result<T, Failure>) -> MemoryBuffersStatus {
-        match result {
-            Ok(_) => MEMORY_BUFFERS_STATUS_OK,
-            Err(Failure::Interface { status, .. }) => status,
-            Err(Failure::Library(error)) => error.kind().into(),
-        }
-    }
-
     #[test]
     fn a_handle_is_busy_while_checked_out_and_dead_once_removed() {
         let guard = Buffers::get_buffer(&BufferSearchSettings::default()).unwrap();

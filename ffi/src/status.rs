@@ -201,6 +201,14 @@ impl Failure {
     }
 }
 
+/// The status a call returning `result` would report (tests).
+#[cfg(test)]
+pub(crate) fn status_of<T>(result: Result<T, Failure>) -> MemoryBuffersStatus {
+    result
+        .err()
+        .map_or(MEMORY_BUFFERS_STATUS_OK, |failure| failure.status())
+}
+
 impl From<Error> for Failure {
     fn from(error: Error) -> Self {
         Failure::Library(error)

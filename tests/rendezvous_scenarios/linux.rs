@@ -18,7 +18,7 @@ use std::process::Command;
 const NOBODY: u32 = 65534;
 const DIRECTORY: &str = "/tmp/.reloaded/memory.buffers";
 
-use crate::support::{Outcome, check};
+use crate::support::{Outcome, Scenario, check};
 
 fn own_file() -> PathBuf {
     PathBuf::from(format!(
@@ -835,9 +835,6 @@ fn parent_pid() -> u32 {
     // SAFETY: getppid cannot fail.
     unsafe { libc::getppid() as u32 }
 }
-
-/// A named child-process scenario.
-type Scenario = (&'static str, fn() -> Outcome);
 
 const SCENARIOS: &[Scenario] = &[
     ("fresh_process_creates_and_publishes_the_locator", fresh),

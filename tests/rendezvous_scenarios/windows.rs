@@ -8,7 +8,7 @@ use crate::support::windows::{Section, create_section, open_section, query};
 use memory_buffers::{BufferSearchSettings, Buffers, LocatorKind, PrivateLocatorReason};
 const GRANULARITY: usize = 65536;
 
-use crate::support::{Outcome, check};
+use crate::support::{Outcome, Scenario, check};
 
 fn section_name() -> String {
     format!(
@@ -231,9 +231,6 @@ fn a_header_lock_held_forever_gives_a_private_locator() -> Outcome {
     Ok(())
 }
 
-/// Each scenario with the name it is run and reported by.
-type Scenario = (&'static str, fn() -> Outcome);
-
 const SCENARIOS: &[Scenario] = &[
     (
         "a_fresh_process_creates_the_section_with_ready_made_buffers",
@@ -269,23 +266,9 @@ const SCENARIOS: &[Scenario] = &[
     ),
 ];
 
-fn run_child(name: &str) -> ! {
-    let Some((_, scenario)) = SCENARIOS.iter().find(|(known, _)| *known == name) else {
-        eprintln!("unknown scenario {name}");
-        std::process::exit(2)
-    };
-    match scenario() {
-        Ok(()) => std::process::exit(0),
-        Err(message) => {
-            eprintln!("{message}");
-            std::process::exit(1)
-        }
-    }
-}
-
 pub fn main() {
     if let Some(name) = crate::support::scenario_of_this_child() {
-        run_child(&name);
+        crate::support::run_child(SCENARIOS, &name);
     }
     crate::support::run_in_children("scenarios", SCENARIOS.iter().map(|(name, _)| *name), |_| {
         None

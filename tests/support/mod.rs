@@ -22,6 +22,25 @@ macro_rules! check {
 #[allow(unused_imports)]
 pub(crate) use check;
 
+/// A scenario with the name it is run and reported by.
+pub type Scenario = (&'static str, fn() -> Outcome);
+
+/// Runs the scenario `name` of `scenarios` in this child process and exits:
+/// 0 when it passes, 1 with what went wrong on standard error otherwise.
+pub fn run_child(scenarios: &[Scenario], name: &str) -> ! {
+    let outcome = match scenarios.iter().find(|(known, _)| *known == name) {
+        Some((_, run)) => run(),
+        None => Err(format!("unknown scenario {name}")),
+    };
+    match outcome {
+        Ok(()) => std::process::exit(0),
+        Err(message) => {
+            eprintln!("{name}: {message}");
+            std::process::exit(1)
+        }
+    }
+}
+
 /// Set in a child process to the name of the scenario it is to run.
 pub const SCENARIO_VARIABLE: &str = "MEMORY_BUFFERS_SCENARIO";
 

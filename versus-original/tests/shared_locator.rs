@@ -17,7 +17,7 @@ mod support;
 
 const GIB: usize = 1 << 30;
 
-use support::{Outcome, check};
+use support::{Outcome, Scenario, check};
 
 fn target() -> usize {
     target as *const () as usize
@@ -173,9 +173,6 @@ fn this_crate_creates_the_locator_and_the_original_finds_it() -> Outcome {
     hold_and_append_in_turns(head)
 }
 
-/// Each scenario with the name it is run and reported by.
-type Scenario = (&'static str, fn() -> Outcome);
-
 const SCENARIOS: &[Scenario] = &[
     (
         "the_original_creates_the_locator_and_this_crate_finds_it",
@@ -189,17 +186,7 @@ const SCENARIOS: &[Scenario] = &[
 
 fn main() {
     if let Some(name) = support::scenario_of_this_child() {
-        let Some((_, scenario)) = SCENARIOS.iter().find(|(known, _)| *known == name) else {
-            eprintln!("unknown scenario {name}");
-            std::process::exit(2)
-        };
-        match scenario() {
-            Ok(()) => std::process::exit(0),
-            Err(message) => {
-                eprintln!("{message}");
-                std::process::exit(1)
-            }
-        }
+        support::run_child(SCENARIOS, &name);
     }
     support::run_in_children("interop", SCENARIOS.iter().map(|(name, _)| *name), |_| None);
 }
