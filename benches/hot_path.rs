@@ -75,11 +75,7 @@ fn narrow_requests(count: usize) -> Vec<BufferSearchSettings> {
     drop(pages);
     addresses
         .into_iter()
-        .map(|base| BufferSearchSettings {
-            min_address: base,
-            max_address: base + PAGE - 1,
-            size: 64,
-        })
+        .map(|base| BufferSearchSettings::new(base, base + PAGE - 1, 64))
         .collect()
 }
 

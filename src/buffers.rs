@@ -79,7 +79,7 @@ impl Buffers {
     /// ```
     /// use memory_buffers::{BufferSearchSettings, Buffers};
     ///
-    /// let settings = BufferSearchSettings { min_address: 0, max_address: 0x7fff_ffff, size: 16 };
+    /// let settings = BufferSearchSettings::new(0, 0x7fff_ffff, 16);
     /// let mut buffer = Buffers::get_buffer(&settings)?;
     /// let address = buffer.append_bytes(&[0xc3])?;
     /// assert!(address <= 0x7fff_ffff);

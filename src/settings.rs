@@ -26,7 +26,12 @@ pub fn allocation_granularity() -> usize {
 ///
 /// The allocation lands inside `[min_address, max_address]` (both inclusive),
 /// as close to the middle of that range as the address space allows.
+///
+/// Build it with [`new`](Self::new), [`from_proximity`](Self::from_proximity)
+/// or [`within_rel32_reach`](Self::within_rel32_reach); the fields stay
+/// public to read and to change, and new ones may be added.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BufferAllocatorSettings {
     /// Lowest address the allocation may use.
     pub min_address: usize,
@@ -43,6 +48,37 @@ pub struct BufferAllocatorSettings {
 }
 
 impl BufferAllocatorSettings {
+    /// Settings for `size` bytes inside `[min_address, max_address]` (both
+    /// inclusive), with [`DEFAULT_RETRY_COUNT`].
+    ///
+    /// ```
+    /// use memory_buffers::BufferAllocatorSettings;
+    /// let settings = BufferAllocatorSettings::new(0x1_0000, 0x7fff_ffff, 4096);
+    /// assert_eq!(settings.max_address, 0x7fff_ffff);
+    /// ```
+    #[must_use]
+    pub const fn new(min_address: usize, max_address: usize, size: usize) -> Self {
+        BufferAllocatorSettings {
+            min_address,
+            max_address,
+            size,
+            retry_count: DEFAULT_RETRY_COUNT,
+        }
+    }
+
+    /// The same settings with another [`retry_count`](Self::retry_count).
+    ///
+    /// ```
+    /// use memory_buffers::BufferAllocatorSettings;
+    /// let settings = BufferAllocatorSettings::new(0, 0x7fff_ffff, 4096).with_retry_count(0);
+    /// assert_eq!(settings.retry_count, 0);
+    /// ```
+    #[must_use]
+    pub const fn with_retry_count(mut self, retry_count: u32) -> Self {
+        self.retry_count = retry_count;
+        self
+    }
+
     /// Settings for `size` bytes within `proximity` bytes of `target` on
     /// either side, saturating at 0 and at the top of user space. The
     /// allocation is placed as near `target` as possible.
@@ -96,7 +132,12 @@ impl Default for BufferAllocatorSettings {
 
 /// Which shared buffer to get: one with at least `size` free bytes, all of
 /// them inside `[min_address, max_address]`.
+///
+/// Build it with [`new`](Self::new), [`from_proximity`](Self::from_proximity)
+/// or [`within_rel32_reach`](Self::within_rel32_reach); the fields stay
+/// public to read and to change, and new ones may be added.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BufferSearchSettings {
     /// Lowest address the free bytes may start at.
     pub min_address: usize,
@@ -109,6 +150,23 @@ pub struct BufferSearchSettings {
 }
 
 impl BufferSearchSettings {
+    /// Settings for a buffer with `size` free bytes, all inside
+    /// `[min_address, max_address]` (both inclusive).
+    ///
+    /// ```
+    /// use memory_buffers::BufferSearchSettings;
+    /// let settings = BufferSearchSettings::new(0x1_0000, 0x7fff_ffff, 256);
+    /// assert_eq!(settings.size, 256);
+    /// ```
+    #[must_use]
+    pub const fn new(min_address: usize, max_address: usize, size: usize) -> Self {
+        BufferSearchSettings {
+            min_address,
+            max_address,
+            size,
+        }
+    }
+
     /// Settings for `size` bytes within `proximity` bytes of `target` on
     /// either side, saturating at 0 and at the top of user space.
     ///

@@ -22,12 +22,7 @@ fn occupied_memory_is_never_replaced() {
     assert!(support::map_exact(region.hole, granule));
     // SAFETY: the granule was mapped read/write just above.
     unsafe { std::ptr::write_bytes(region.hole as *mut u8, 0x5a, granule) };
-    let settings = BufferAllocatorSettings {
-        min_address: region.hole,
-        max_address: end - 1,
-        size: granule,
-        retry_count: 2,
-    };
+    let settings = BufferAllocatorSettings::new(region.hole, end - 1, granule).with_retry_count(2);
     let error = Buffers::allocate_private_memory(&settings).unwrap_err();
     // SAFETY: still mapped by this test.
     let intact = unsafe { std::slice::from_raw_parts(region.hole as *const u8, granule) }

@@ -31,12 +31,7 @@ fn a_function_of_this_binary() -> usize {
 #[test]
 fn allocates_inside_the_first_two_gib() {
     let _alone = alone();
-    let settings = BufferAllocatorSettings {
-        min_address: 0,
-        max_address: 0x7fff_ffff,
-        size: 4096,
-        ..Default::default()
-    };
+    let settings = BufferAllocatorSettings::new(0, 0x7fff_ffff, 4096);
     let allocation = Buffers::allocate_private_memory(&settings).unwrap();
     assert!(allocation.base_address() + allocation.size() - 1 <= 0x7fff_ffff);
     assert_eq!(allocation.base_address() % allocation_granularity(), 0);
@@ -74,12 +69,7 @@ fn allocates_near_the_top_of_user_space() {
         );
         return;
     }
-    let settings = BufferAllocatorSettings {
-        min_address: top - GIB,
-        max_address: usize::MAX,
-        size: 8192,
-        ..Default::default()
-    };
+    let settings = BufferAllocatorSettings::new(top - GIB, usize::MAX, 8192);
     let allocation = Buffers::allocate_private_memory(&settings).unwrap();
     assert!(allocation.base_address() >= top - GIB);
     assert!(allocation.base_address() + allocation.size() - 1 <= top);
@@ -193,41 +183,31 @@ fn every_invalid_request_returns_its_documented_error() {
     let _alone = alone();
     let base = BufferAllocatorSettings::default();
     assert_eq!(
-        invalid(BufferAllocatorSettings { size: 0, ..base }),
+        invalid(BufferAllocatorSettings::new(
+            base.min_address,
+            base.max_address,
+            0
+        )),
         Some(InvalidRequest::ZeroSize)
     );
     assert_eq!(
-        invalid(BufferAllocatorSettings {
-            size: usize::MAX,
-            max_address: usize::MAX,
-            ..base
-        }),
+        invalid(BufferAllocatorSettings::new(
+            base.min_address,
+            usize::MAX,
+            usize::MAX
+        )),
         Some(InvalidRequest::SizeTooLarge)
     );
     assert_eq!(
-        invalid(BufferAllocatorSettings {
-            min_address: 0x2000,
-            max_address: 0x1000,
-            ..base
-        }),
+        invalid(BufferAllocatorSettings::new(0x2000, 0x1000, base.size)),
         Some(InvalidRequest::MinAboveMax)
     );
     assert_eq!(
-        invalid(BufferAllocatorSettings {
-            min_address: 0x10_0000,
-            max_address: 0x10_0000 + 99,
-            size: 101,
-            ..base
-        }),
+        invalid(BufferAllocatorSettings::new(0x10_0000, 0x10_0000 + 99, 101)),
         Some(InvalidRequest::RangeSmallerThanSize)
     );
     assert_eq!(
-        invalid(BufferAllocatorSettings {
-            min_address: usize::MAX - 10,
-            max_address: usize::MAX,
-            size: 1,
-            ..base
-        }),
+        invalid(BufferAllocatorSettings::new(usize::MAX - 10, usize::MAX, 1)),
         Some(InvalidRequest::RangeAboveUserSpace)
     );
 }
@@ -237,12 +217,9 @@ fn a_range_without_a_free_page_reports_no_space() {
     let _alone = alone();
     // Page-sized range starting mid-page: no aligned page fits in it.
     let target = a_function_of_this_binary();
-    let settings = BufferAllocatorSettings {
-        min_address: (target & !0xfff) + 1,
-        max_address: (target & !0xfff) + 4096,
-        size: 4096,
-        retry_count: 1,
-    };
+    let settings =
+        BufferAllocatorSettings::new((target & !0xfff) + 1, (target & !0xfff) + 4096, 4096)
+            .with_retry_count(1);
     let error = Buffers::allocate_private_memory(&settings).unwrap_err();
     assert_eq!(error.kind(), ErrorKind::NoSpaceInRange);
 }
@@ -250,10 +227,8 @@ fn a_range_without_a_free_page_reports_no_space() {
 #[test]
 fn a_max_above_user_space_is_clamped() {
     let _alone = alone();
-    let allocation = Buffers::allocate_private_memory(&BufferAllocatorSettings {
-        max_address: usize::MAX,
-        ..Default::default()
-    })
-    .unwrap();
+    let allocation =
+        Buffers::allocate_private_memory(&BufferAllocatorSettings::new(0, usize::MAX, 4096))
+            .unwrap();
     assert!(allocation.base_address() + allocation.size() - 1 <= highest_user_address());
 }

@@ -79,11 +79,7 @@ fn a_taken_buffer_is_not_handed_out_twice() {
 fn appended_bytes_stay_and_the_next_holder_continues_after_them() {
     // A narrow range of its own keeps other tests' buffers out.
     let base = target().wrapping_add(1536 * MIB) & !0xffff;
-    let settings = BufferSearchSettings {
-        min_address: base,
-        max_address: base + 64 * MIB,
-        size: 16,
-    };
+    let settings = BufferSearchSettings::new(base, base + 64 * MIB, 16);
     let (buffer_base, address, position) = {
         let mut buffer = Buffers::get_buffer(&settings).unwrap();
         let address = buffer.append_bytes(b"sixteen bytes!!!").unwrap();
@@ -154,38 +150,26 @@ fn invalid_requests_return_errors() {
             .invalid_request()
     };
     assert_eq!(
-        reason(BufferSearchSettings { size: 0, ..valid }, 1),
+        reason(
+            BufferSearchSettings::new(valid.min_address, valid.max_address, 0),
+            1
+        ),
         Some(InvalidRequest::ZeroSize)
     );
     assert_eq!(
-        reason(
-            BufferSearchSettings {
-                min_address: 10,
-                max_address: 9,
-                ..valid
-            },
-            1
-        ),
+        reason(BufferSearchSettings::new(10, 9, valid.size), 1),
         Some(InvalidRequest::MinAboveMax)
     );
     assert_eq!(
         reason(
-            BufferSearchSettings {
-                min_address: 0x1000,
-                max_address: 0x1000 + 14,
-                ..valid
-            },
+            BufferSearchSettings::new(0x1000, 0x1000 + 14, valid.size),
             1
         ),
         Some(InvalidRequest::RangeSmallerThanSize)
     );
     assert_eq!(
         reason(
-            BufferSearchSettings {
-                size: 1 << 32,
-                max_address: highest_user_address(),
-                min_address: 0
-            },
+            BufferSearchSettings::new(0, highest_user_address(), 1 << 32),
             1
         ),
         Some(InvalidRequest::SizeTooLarge)
@@ -259,11 +243,7 @@ fn eight_threads_share_buffers_without_overlap_or_corruption() {
                     for iteration in 0..ITERATIONS {
                         let len = (random.next() % 512) as usize + 1;
                         let (min, max) = ranges[(random.next() % ranges.len() as u64) as usize];
-                        let settings = BufferSearchSettings {
-                            min_address: min,
-                            max_address: max,
-                            size: len,
-                        };
+                        let settings = BufferSearchSettings::new(min, max, len);
                         let mut buffer = Buffers::get_buffer(&settings).unwrap();
                         if buffer.bytes_left() < len {
                             short_handed += 1;

@@ -59,11 +59,7 @@ impl From<BufferSearchSettings> for MemoryBuffersSearchSettings {
 
 impl From<MemoryBuffersSearchSettings> for BufferSearchSettings {
     fn from(settings: MemoryBuffersSearchSettings) -> Self {
-        BufferSearchSettings {
-            min_address: settings.min_address,
-            max_address: settings.max_address,
-            size: settings.size,
-        }
+        BufferSearchSettings::new(settings.min_address, settings.max_address, settings.size)
     }
 }
 
@@ -80,12 +76,8 @@ impl From<BufferAllocatorSettings> for MemoryBuffersAllocatorSettings {
 
 impl From<MemoryBuffersAllocatorSettings> for BufferAllocatorSettings {
     fn from(settings: MemoryBuffersAllocatorSettings) -> Self {
-        BufferAllocatorSettings {
-            min_address: settings.min_address,
-            max_address: settings.max_address,
-            size: settings.size,
-            retry_count: settings.retry_count,
-        }
+        BufferAllocatorSettings::new(settings.min_address, settings.max_address, settings.size)
+            .with_retry_count(settings.retry_count)
     }
 }
 

@@ -295,11 +295,11 @@ fn two_loaded_copies_share_the_locator_and_its_buffers() {
         b.try_get(&only_a),
         Err(MEMORY_BUFFERS_STATUS_NO_SPACE_IN_RANGE)
     );
-    let rust_error = Buffers::get_buffer(&BufferSearchSettings {
-        min_address: only_a.min_address,
-        max_address: only_a.max_address,
-        size: only_a.size,
-    })
+    let rust_error = Buffers::get_buffer(&BufferSearchSettings::new(
+        only_a.min_address,
+        only_a.max_address,
+        only_a.size,
+    ))
     .unwrap_err();
     assert_eq!(rust_error.kind(), ErrorKind::NoSpaceInRange);
 
@@ -333,11 +333,8 @@ fn two_loaded_copies_share_the_locator_and_its_buffers() {
     let again = a.get(&only_a);
     assert_eq!(a.state(again), (base, size, position_b + from_b.len()));
     a.release(again);
-    let rust_settings = BufferSearchSettings {
-        min_address: only_a.min_address,
-        max_address: only_a.max_address,
-        size: only_a.size,
-    };
+    let rust_settings =
+        BufferSearchSettings::new(only_a.min_address, only_a.max_address, only_a.size);
     let mut in_rust = Buffers::get_buffer(&rust_settings).unwrap();
     assert_eq!(in_rust.position(), position_b + from_b.len());
     let at_rust = in_rust.append_bytes(b"rust").unwrap();

@@ -10,8 +10,8 @@ use memory_buffers::internals::{
     validate_request, validate_search_settings,
 };
 use memory_buffers::{
-    BufferAllocatorSettings, BufferSearchSettings, DEFAULT_RETRY_COUNT, InvalidRequest,
-    allocation_granularity, highest_user_address,
+    BufferAllocatorSettings, BufferSearchSettings, InvalidRequest, allocation_granularity,
+    highest_user_address,
 };
 
 /// The rules of `validate_request`, restated.
@@ -111,12 +111,7 @@ fuzz_target!(|data: &[u8]| {
         allocation_granularity(),
         highest_user_address(),
     );
-    let allocator = BufferAllocatorSettings {
-        min_address: min,
-        max_address: max,
-        size,
-        retry_count: DEFAULT_RETRY_COUNT,
-    };
+    let allocator = BufferAllocatorSettings::new(min, max, size);
     let checked = validate_allocator_settings(&allocator);
     assert_eq!(
         checked.map_err(|error| error.invalid_request()),
@@ -128,11 +123,7 @@ fuzz_target!(|data: &[u8]| {
             (min, max, size)
         );
     }
-    let search = BufferSearchSettings {
-        min_address: min,
-        max_address: max,
-        size,
-    };
+    let search = BufferSearchSettings::new(min, max, size);
     let search_expected = real.and_then(|request| {
         if request.rounded_size > u32::MAX as usize {
             Err(InvalidRequest::SizeTooLarge)

@@ -611,12 +611,8 @@ fn fork_gives_the_child_its_own_locator() -> Outcome {
             );
             drop(held);
             // A range no inherited buffer covers forces a registration.
-            let mut buffer = Buffers::get_buffer(&BufferSearchSettings {
-                min_address: 0,
-                max_address: 0x7fff_ffff,
-                size: 64,
-            })
-            .map_err(|error| error.to_string())?;
+            let mut buffer = Buffers::get_buffer(&BufferSearchSettings::new(0, 0x7fff_ffff, 64))
+                .map_err(|error| error.to_string())?;
             buffer.append_bytes(b"child").unwrap();
             let child_locator = Buffers::locator_address().unwrap();
             check!(
@@ -681,12 +677,8 @@ fn forked_child_and_a_hard_link_of_the_parents_file() -> Outcome {
             fs::hard_link(file_for(parent_pid()), own_file())
                 .map_err(|error| format!("hard link: {error}"))?;
             // A range no inherited buffer covers forces a registration.
-            let mut buffer = Buffers::get_buffer(&BufferSearchSettings {
-                min_address: 0,
-                max_address: 0x7fff_ffff,
-                size: 64,
-            })
-            .map_err(|error| error.to_string())?;
+            let mut buffer = Buffers::get_buffer(&BufferSearchSettings::new(0, 0x7fff_ffff, 64))
+                .map_err(|error| error.to_string())?;
             buffer.append_bytes(b"child").unwrap();
             let child_locator = Buffers::locator_address().unwrap();
             check!(
@@ -717,12 +709,8 @@ fn forked_child_and_a_hard_link_of_the_parents_file() -> Outcome {
     );
     // Every buffer the parent's locator lists must be the parent's own: a
     // request for the child's range appends without crashing.
-    let mut again = Buffers::get_buffer(&BufferSearchSettings {
-        min_address: 0,
-        max_address: 0x7fff_ffff,
-        size: 64,
-    })
-    .map_err(|error| error.to_string())?;
+    let mut again = Buffers::get_buffer(&BufferSearchSettings::new(0, 0x7fff_ffff, 64))
+        .map_err(|error| error.to_string())?;
     again
         .append_bytes(b"parent again")
         .map_err(|error| error.to_string())?;

@@ -101,11 +101,7 @@ impl Library for Ours {
         size: usize,
         use_it: impl FnOnce(&mut dyn FnMut(&[u8])),
     ) {
-        let settings = BufferSearchSettings {
-            min_address: min,
-            max_address: max,
-            size,
-        };
+        let settings = BufferSearchSettings::new(min, max, size);
         let mut buffer = Buffers::get_buffer(black_box(&settings)).expect("get_buffer");
         use_it(&mut |bytes| {
             buffer.append_bytes(bytes).expect("append");

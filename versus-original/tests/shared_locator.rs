@@ -83,10 +83,7 @@ fn hold_and_append_in_turns(head: usize) -> Outcome {
     // Anywhere in the address space, so the ready-made buffers are in range.
     #[cfg(windows)]
     for _ in 0..5 {
-        let anywhere = BufferSearchSettings {
-            size: 64,
-            ..Default::default()
-        };
+        let anywhere = BufferSearchSettings::new(0, memory_buffers::highest_user_address(), 64);
         let buffer = Buffers::get_buffer(&anywhere).map_err(|error| format!("ours: {error}"))?;
         check!(
             support::windows::query(buffer.base_address()).Protect
