@@ -17,6 +17,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
+// The version of this header, from the library's Cargo.toml. Compare
+// with memory_buffers_version() and memory_buffers_version_number(),
+// which give the version of the library loaded at run time.
+#define MEMORY_BUFFERS_VERSION_MAJOR 0
+#define MEMORY_BUFFERS_VERSION_MINOR 1
+#define MEMORY_BUFFERS_VERSION_PATCH 0
+// MAJOR * 1000000 + MINOR * 1000 + PATCH
+#define MEMORY_BUFFERS_VERSION_NUMBER 1000
+#define MEMORY_BUFFERS_VERSION "0.1.0"
+
 // How many times a private allocation may re-read the address space map
 // when its cached view is out of date, unless the settings say otherwise
 // (`memory_buffers::DEFAULT_RETRY_COUNT`).
@@ -766,6 +776,22 @@ MemoryBuffersStatus memory_buffers_last_error(MemoryBuffersErrorInfo *info);
 MemoryBuffersStatus memory_buffers_last_error_message(char *buffer,
                                                       size_t capacity,
                                                       size_t *length);
+
+// Returns the version of the loaded library as a static, NUL-terminated
+// string, `"MAJOR.MINOR.PATCH"` (with a pre-release suffix if it has
+// one), equal to the header's `MEMORY_BUFFERS_VERSION` when the header and
+// the library come from the same release.
+//
+// Never returns `NULL`; the string lives as long as the library is loaded
+// and must not be freed.
+const char *memory_buffers_version(void);
+
+// Returns the version of the loaded library as one number,
+// `MAJOR * 1000000 + MINOR * 1000 + PATCH`, equal to the header's
+// `MEMORY_BUFFERS_VERSION_NUMBER` when the header and the library come
+// from the same release; compare the two to require at least the version
+// a program was built against.
+uint32_t memory_buffers_version_number(void);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -105,6 +105,21 @@ static void test_status_messages(void) {
     CHECK(strcmp(memory_buffers_status_message(-7), unknown) == 0);
 }
 
+/* The header's version macros (written from Cargo's version) and the loaded
+ * library's version functions agree: this program and the library come from
+ * the same release. */
+static void test_version(void) {
+    const char *version = memory_buffers_version();
+    CHECK(version != NULL && strcmp(version, MEMORY_BUFFERS_VERSION) == 0);
+    CHECK(memory_buffers_version_number() == MEMORY_BUFFERS_VERSION_NUMBER);
+    CHECK(MEMORY_BUFFERS_VERSION_NUMBER ==
+          MEMORY_BUFFERS_VERSION_MAJOR * 1000000 + MEMORY_BUFFERS_VERSION_MINOR * 1000 + MEMORY_BUFFERS_VERSION_PATCH);
+    char spelled[64];
+    snprintf(spelled, sizeof spelled, "%d.%d.%d", MEMORY_BUFFERS_VERSION_MAJOR, MEMORY_BUFFERS_VERSION_MINOR,
+             MEMORY_BUFFERS_VERSION_PATCH);
+    CHECK(strncmp(MEMORY_BUFFERS_VERSION, spelled, strlen(spelled)) == 0);
+}
+
 static void test_settings(size_t granularity, uintptr_t highest) {
     CHECK(granularity >= 4096 && (granularity & (granularity - 1)) == 0);
     CHECK(highest > UINT32_MAX);
@@ -460,6 +475,7 @@ int main(void) {
     REQUIRE_OK(memory_buffers_allocation_granularity(&granularity));
     REQUIRE_OK(memory_buffers_highest_user_address(&highest));
 
+    test_version();
     test_status_messages();
     test_settings(granularity, highest);
     test_locator();
@@ -472,6 +488,6 @@ int main(void) {
         fprintf(stderr, "%d check(s) failed\n", failures);
         return 1;
     }
-    printf("all checks passed (buffer at %#lx)\n", (unsigned long)base);
+    printf("all checks passed (library %s, buffer at %#lx)\n", memory_buffers_version(), (unsigned long)base);
     return 0;
 }
