@@ -1,6 +1,6 @@
 //! The locator: the process-wide registry of permanent shared buffers.
 //!
-//! This module implements the protocol of `SPEC.md` on top of the raw
+//! This module implements the protocol of `FORMAT.md` on top of the raw
 //! layout: scan the chain for a buffer with enough free bytes in range, take
 //! it with a compare-and-swap, re-check the fit (someone may have appended
 //! between the check and the take), and release it if it no longer fits;
