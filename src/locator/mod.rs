@@ -31,6 +31,20 @@ use std::ops::{ControlFlow, Range};
 use std::sync::atomic::{AtomicU8, Ordering};
 
 /// Which locator the library uses, and why.
+///
+/// ```
+/// use memory_buffers::{Buffers, LocatorKind, PrivateLocatorReason};
+///
+/// match Buffers::locator_kind()? {
+///     LocatorKind::Shared => println!("one registry with every buffers library here"),
+///     LocatorKind::Private(PrivateLocatorReason::DirectoryNotTrusted) => {
+///         println!("/tmp/.reloaded is someone else's: buffers are private")
+///     }
+///     LocatorKind::Private(reason) => println!("private locator: {reason:?}"),
+///     _ => println!("a kind added after this code was written"),
+/// }
+/// # Ok::<(), memory_buffers::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LocatorKind {
