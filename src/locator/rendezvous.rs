@@ -43,7 +43,7 @@ use std::sync::{Mutex, Once};
 use std::time::Duration;
 
 /// Directory components below the base directory (`/tmp` in production).
-const DIRECTORY_COMPONENTS: [&str; 2] = [".reloaded", "memory.buffers"];
+pub(crate) const DIRECTORY_COMPONENTS: [&str; 2] = [".reloaded", "memory.buffers"];
 
 /// Prefix of every rendezvous file name; the process id follows.
 const FILE_PREFIX: &str = "Reloaded.Memory.Buffers.MemoryBuffer, PID ";
