@@ -10,6 +10,9 @@ pub(crate) enum Failure {
     Usage(String),
     /// No process has this id.
     NoSuchProcess { pid: u32 },
+    /// The process has exited but not been waited for (a zombie).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    Exited { pid: u32 },
     /// The system refused to show us something of the process.
     PermissionDenied { pid: u32, what: String },
     /// The process has no shared locator to show.
@@ -29,7 +32,7 @@ impl Failure {
         match self {
             Failure::Os { .. } => 1,
             Failure::Usage(_) => 2,
-            Failure::NoSuchProcess { .. } => 3,
+            Failure::NoSuchProcess { .. } | Failure::Exited { .. } => 3,
             Failure::PermissionDenied { .. } => 4,
             Failure::NoLocator { .. } => 5,
             Failure::InvalidLocator { .. } => 6,
@@ -42,7 +45,7 @@ impl Failure {
         match self {
             Failure::Os { .. } => "os_error",
             Failure::Usage(_) => "usage",
-            Failure::NoSuchProcess { .. } => "no_such_process",
+            Failure::NoSuchProcess { .. } | Failure::Exited { .. } => "no_such_process",
             Failure::PermissionDenied { .. } => "permission_denied",
             Failure::NoLocator { .. } => "no_locator",
             Failure::InvalidLocator { .. } => "invalid_locator",
@@ -56,6 +59,10 @@ impl fmt::Display for Failure {
         match self {
             Failure::Usage(message) => write!(f, "{message}"),
             Failure::NoSuchProcess { pid } => write!(f, "no process with id {pid}"),
+            Failure::Exited { pid } => write!(
+                f,
+                "process {pid} has exited (a zombie until its parent waits for it)"
+            ),
             Failure::PermissionDenied { pid, what } => write!(
                 f,
                 "not allowed to {what} of process {pid}: run the inspector as the \

@@ -47,6 +47,7 @@ struct Known {
 fn child(role: &str) -> Outcome {
     match role {
         "buffers" => child_with_buffers(),
+        "many" => child_with_many_buffers(),
         "idle" => wait_for_parent(),
         #[cfg(target_os = "linux")]
         garbage => garbage::plant(garbage),
@@ -82,6 +83,30 @@ fn child_with_buffers() -> Outcome {
     wait_for_parent()?;
     drop(held);
     Ok(())
+}
+
+/// Buffers the `many` child registers: more than one locator holds (203),
+/// so the chain has a second locator.
+const MANY: usize = 210;
+
+/// Registers [`MANY`] full buffers near each other, prints the count and
+/// the locator, and waits.
+fn child_with_many_buffers() -> Outcome {
+    let granularity = memory_buffers::allocation_granularity();
+    let min = 0x400_0000_0000;
+    for index in 0..MANY {
+        let settings = BufferSearchSettings::new(min, min + WINDOW - 1, granularity);
+        let mut buffer = Buffers::get_buffer(&settings)
+            .map_err(|error| format!("get_buffer {index}: {error}"))?;
+        // Full, so that the next request needs a buffer of its own.
+        let left = buffer.bytes_left();
+        buffer
+            .append_bytes(&vec![0xcc; left])
+            .map_err(|error| format!("append {index}: {error}"))?;
+    }
+    let locator = Buffers::locator_address().map_err(|error| format!("locator: {error}"))?;
+    println!("locator {locator:#x}");
+    wait_for_parent()
 }
 
 /// Says it is ready, then waits until the parent closes our input.
@@ -440,6 +465,91 @@ fn json_output_matches_the_child() -> Outcome {
     Ok(())
 }
 
+fn a_chain_of_locators_is_followed() -> Outcome {
+    let mut running = Running::start("many")?;
+    let lines = running.lines_until_ready()?;
+    let locator = lines
+        .iter()
+        .find_map(|line| line.strip_prefix("locator ").and_then(parse_hex))
+        .ok_or(format!("no locator in {lines:?}"))?;
+    let pid = running.pid().to_string();
+    let output = inspect(&["inspect", &pid, "--json"])?;
+    check!(
+        output.status.success(),
+        "exit {:?}: {}",
+        output.status.code(),
+        text(&output.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .map_err(|error| format!("{error} in {}", text(&output.stdout)))?;
+    let locators = json["locators"].as_array().ok_or("no locators")?;
+    check!(locators.len() == 2, "{} locators: {json}", locators.len());
+    check!(
+        locators[0]["address"].as_str().and_then(parse_hex) == Some(locator),
+        "head {}",
+        locators[0]["address"]
+    );
+    check!(
+        locators[0]["next"] == locators[1]["address"] && locators[1]["next"].is_null(),
+        "links {} -> {}",
+        locators[0]["next"],
+        locators[1]["address"]
+    );
+    check!(
+        locators[0]["item_count"] == 203,
+        "the head holds {}",
+        locators[0]["item_count"]
+    );
+    let buffers = json["buffers"].as_array().ok_or("no buffers")?;
+    let ours: Vec<_> = buffers
+        .iter()
+        .filter(|buffer| {
+            let base = buffer["address"].as_str().and_then(parse_hex).unwrap_or(0);
+            !ready_made(locator, base)
+        })
+        .collect();
+    check!(ours.len() == MANY, "{} buffers listed", ours.len());
+    for buffer in &ours {
+        check!(
+            buffer["free"] == 0 && buffer["held"] == false,
+            "not a full, free buffer: {buffer}"
+        );
+    }
+    check!(
+        buffers.last().is_some_and(|last| last["locator"] == 1),
+        "the last buffer is not in the second locator"
+    );
+    Ok(())
+}
+
+fn an_exited_process_is_refused() -> Outcome {
+    let mut running = Running::start("idle")?;
+    running.lines_until_ready()?;
+    let pid = running.pid().to_string();
+    running.child.kill().map_err(|error| error.to_string())?;
+    // Not waited for: on Linux it stays a zombie until `Running` drops.
+    #[cfg(target_os = "linux")]
+    let message = {
+        let status = format!("/proc/{pid}/status");
+        let zombie = || {
+            std::fs::read_to_string(&status)
+                .is_ok_and(|text| text.lines().any(|line| line.starts_with("State:\tZ")))
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !zombie() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        check!(zombie(), "the child did not become a zombie");
+        format!("process {pid} has exited")
+    };
+    #[cfg(not(target_os = "linux"))]
+    let message = {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        format!("no process with id {pid}")
+    };
+    expect_failure(&["inspect", &pid], 3, &message)
+}
+
 /// A pid beyond any the kernel hands out.
 fn unused_pid() -> String {
     #[cfg(target_os = "linux")]
@@ -595,7 +705,13 @@ fn main() {
         ("json_output_matches_the_child", || {
             always(json_output_matches_the_child)
         }),
+        ("a_chain_of_locators_is_followed", || {
+            always(a_chain_of_locators_is_followed)
+        }),
         ("bad_pids_are_refused", || always(bad_pids_are_refused)),
+        ("an_exited_process_is_refused", || {
+            always(an_exited_process_is_refused)
+        }),
         ("a_process_without_a_locator_is_reported", || {
             always(a_process_without_a_locator_is_reported)
         }),

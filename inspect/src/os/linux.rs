@@ -51,6 +51,14 @@ impl Process {
         if tgid.is_some_and(|tgid| tgid != pid) {
             return Err(Failure::NoSuchProcess { pid });
         }
+        // A zombie has no memory left to show (and no maps).
+        let state = status
+            .lines()
+            .find_map(|line| line.strip_prefix("State:"))
+            .map(str::trim_start);
+        if state.is_some_and(|state| state.starts_with('Z') || state.starts_with('X')) {
+            return Err(Failure::Exited { pid });
+        }
         let user = rendezvous::effective_uid(&status).ok_or_else(|| Failure::Os {
             what: format!("reading /proc/{pid}/status"),
             error: io::Error::new(io::ErrorKind::InvalidData, "no Uid line"),
