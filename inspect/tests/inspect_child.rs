@@ -49,10 +49,7 @@ fn child(role: &str) -> Outcome {
         "buffers" => child_with_buffers(),
         "many" => child_with_many_buffers(),
         "idle" => wait_for_parent(),
-        #[cfg(target_os = "linux")]
         garbage => garbage::plant(garbage),
-        #[cfg(not(target_os = "linux"))]
-        other => Err(format!("unknown role {other}")),
     }
 }
 
@@ -120,18 +117,44 @@ fn wait_for_parent() -> Outcome {
     Ok(())
 }
 
-#[cfg(target_os = "linux")]
 mod garbage {
-    //! Children that plant a rendezvous file for themselves, as the library
-    //! would, but with bytes that fail validation.
+    //! Children that plant a rendezvous for themselves, as the library
+    //! would (a file on Linux, a named section on Windows), but with bytes
+    //! that fail validation.
 
     #![allow(unsafe_code)]
 
     use super::{Outcome, wait_for_parent};
-    use std::fs::{self, OpenOptions};
-    use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 
+    /// The locator bytes of garbage `kind` for a locator living at
+    /// `address` (64-bit layout, `SPEC.md`).
+    fn bytes(kind: &str, address: usize) -> Result<Vec<u8>, String> {
+        let mut bytes = vec![0u8; 4096];
+        let this = match kind {
+            "stale" => 0x7e00_0000_0000usize,
+            _ => address,
+        };
+        bytes[0..8].copy_from_slice(&(this as u64).to_le_bytes());
+        match kind {
+            "stale" => {}
+            "too_many_items" => bytes[21] = 250,
+            "bad_item" => {
+                bytes[21] = 1;
+                bytes[24..32].copy_from_slice(&0x100_0000_0000u64.to_le_bytes());
+                bytes[32..36].copy_from_slice(&4096u32.to_le_bytes());
+                bytes[36..40].copy_from_slice(&5000u32.to_le_bytes());
+            }
+            "dangling_next" => bytes[8..16].copy_from_slice(&0x10_0000_0000u64.to_le_bytes()),
+            other => return Err(format!("unknown role {other}")),
+        }
+        Ok(bytes)
+    }
+
+    #[cfg(target_os = "linux")]
     pub(super) fn plant(kind: &str) -> Outcome {
+        use std::fs::{self, OpenOptions};
+        use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+
         let path = memory_buffers::internals::rendezvous_path(std::process::id());
         let directory = path.parent().ok_or("no directory")?;
         if !directory.exists() {
@@ -166,27 +189,56 @@ mod garbage {
         if address == libc::MAP_FAILED {
             return Err(format!("mmap: {}", std::io::Error::last_os_error()));
         }
-        let address = address as usize;
-        let mut bytes = vec![0u8; 4096];
-        let this = match kind {
-            "stale" => 0x7e00_0000_0000usize,
-            _ => address,
-        };
-        bytes[0..8].copy_from_slice(&(this as u64).to_le_bytes());
-        match kind {
-            "stale" => {}
-            "too_many_items" => bytes[21] = 250,
-            "bad_item" => {
-                bytes[21] = 1;
-                bytes[24..32].copy_from_slice(&0x100_0000_0000u64.to_le_bytes());
-                bytes[32..36].copy_from_slice(&4096u32.to_le_bytes());
-                bytes[36..40].copy_from_slice(&5000u32.to_le_bytes());
-            }
-            "dangling_next" => bytes[8..16].copy_from_slice(&0x10_0000_0000u64.to_le_bytes()),
-            other => return Err(format!("unknown role {other}")),
-        }
-        file.write_all_at(&bytes, 0)
+        file.write_all_at(&bytes(kind, address as usize)?, 0)
             .map_err(|error| error.to_string())?;
+        wait_for_parent()
+    }
+
+    #[cfg(windows)]
+    pub(super) fn plant(kind: &str) -> Outcome {
+        use windows_sys::Win32::Foundation::INVALID_HANDLE_VALUE;
+        use windows_sys::Win32::System::Memory::{
+            CreateFileMappingW, FILE_MAP_ALL_ACCESS, MapViewOfFile, PAGE_READWRITE,
+        };
+
+        let name = format!(
+            "/Reloaded.Memory.Buffers.MemoryBuffer, PID {}",
+            std::process::id()
+        );
+        let wide: Vec<u16> = name.encode_utf16().chain(std::iter::once(0)).collect();
+        // SAFETY: `wide` is NUL-terminated and outlives the call; a
+        // pagefile-backed section of 64 KiB, as the library makes it. The
+        // handle is kept open (leaked) for the life of this child.
+        let section = unsafe {
+            CreateFileMappingW(
+                INVALID_HANDLE_VALUE,
+                std::ptr::null(),
+                PAGE_READWRITE,
+                0,
+                65536,
+                wide.as_ptr(),
+            )
+        };
+        if section.is_null() {
+            return Err(format!(
+                "CreateFileMappingW: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        // SAFETY: a read/write view of the whole new section, kept mapped
+        // for the life of this child.
+        let view = unsafe { MapViewOfFile(section, FILE_MAP_ALL_ACCESS, 0, 0, 0) };
+        if view.Value.is_null() {
+            return Err(format!(
+                "MapViewOfFile: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        let address = view.Value as usize;
+        let bytes = bytes(kind, address)?;
+        // SAFETY: the view is at least 4096 bytes, writable, and nothing
+        // else in this process uses it.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), view.Value.cast(), bytes.len()) };
         wait_for_parent()
     }
 }
@@ -620,10 +672,14 @@ fn a_process_without_a_locator_is_reported() -> Outcome {
     )
 }
 
-#[cfg(target_os = "linux")]
 fn garbage_locators_are_refused() -> Outcome {
+    let stale = if cfg!(windows) {
+        "is not the start of a view of a section in the process"
+    } else {
+        "is not mapped in the process"
+    };
     for (role, message) in [
-        ("stale", "is not mapped in the process"),
+        ("stale", stale),
         ("too_many_items", "item count is 250"),
         ("bad_item", "item 0: 5000 bytes used of a 4096-byte buffer"),
         ("dangling_next", "is not readable memory of the process"),
@@ -636,6 +692,14 @@ fn garbage_locators_are_refused() -> Outcome {
             .map_err(|why| format!("{role}: {why}"))?;
     }
     Ok(())
+}
+
+/// Wine runs every program as one user: there is no other to refuse.
+#[cfg(not(target_os = "linux"))]
+fn a_foreign_user_is_refused() -> Result<Option<&'static str>, String> {
+    Ok(Some(
+        "Linux only: a second user cannot be set up from a test on Windows or Wine",
+    ))
 }
 
 /// Root runs the inspector as `nobody` against a child of root's.
@@ -715,11 +779,9 @@ fn main() {
         ("a_process_without_a_locator_is_reported", || {
             always(a_process_without_a_locator_is_reported)
         }),
-        #[cfg(target_os = "linux")]
         ("garbage_locators_are_refused", || {
             always(garbage_locators_are_refused)
         }),
-        #[cfg(target_os = "linux")]
         ("a_foreign_user_is_refused", a_foreign_user_is_refused),
     ];
     let filter: Vec<String> = std::env::args()

@@ -21,8 +21,8 @@ use memory_buffers::internals::{self};
 use std::ffi::c_void;
 use std::io;
 use windows_sys::Win32::Foundation::{
-    CloseHandle, ERROR_ACCESS_DENIED, ERROR_FILE_NOT_FOUND, ERROR_INVALID_PARAMETER,
-    ERROR_PARTIAL_COPY, GetLastError, HANDLE,
+    CloseHandle, ERROR_ACCESS_DENIED, ERROR_FILE_NOT_FOUND, ERROR_INVALID_ADDRESS,
+    ERROR_INVALID_PARAMETER, ERROR_NOACCESS, ERROR_PARTIAL_COPY, GetLastError, HANDLE,
 };
 use windows_sys::Win32::System::Diagnostics::Debug::ReadProcessMemory;
 use windows_sys::Win32::System::Memory::{
@@ -114,14 +114,22 @@ impl Process {
                 code => os_failure(format!("opening process {pid}"), code),
             });
         }
-        let handle = Handle(raw);
-        let mut code = 0u32;
-        // SAFETY: `handle` is a live process handle with query rights, and
-        // `code` is writable.
-        if unsafe { GetExitCodeProcess(handle.0, &mut code) } != 0 && code != STILL_ACTIVE {
+        let process = Process {
+            pid,
+            handle: Handle(raw),
+        };
+        if process.has_exited() {
             return Err(Failure::NoSuchProcess { pid });
         }
-        Ok(Process { pid, handle })
+        Ok(process)
+    }
+
+    /// Whether the process has exited (its handle keeps the id alive).
+    fn has_exited(&self) -> bool {
+        let mut code = 0u32;
+        // SAFETY: the handle is a live process handle with query rights,
+        // and `code` is writable.
+        unsafe { GetExitCodeProcess(self.handle.0, &mut code) != 0 && code != STILL_ACTIVE }
     }
 
     pub(crate) fn find_locator(&self) -> Result<FoundLocator, Failure> {
@@ -251,8 +259,15 @@ impl Process {
             )
         };
         if ok == 0 {
-            return Err(match last_error() {
-                ERROR_PARTIAL_COPY | 487 /* ERROR_INVALID_ADDRESS */ => ReadFailure::Unmapped,
+            let code = last_error();
+            if self.has_exited() {
+                return Err(ReadFailure::Gone);
+            }
+            return Err(match code {
+                // Windows says ERROR_PARTIAL_COPY; Wine ERROR_NOACCESS.
+                ERROR_PARTIAL_COPY | ERROR_NOACCESS | ERROR_INVALID_ADDRESS => {
+                    ReadFailure::Unmapped
+                }
                 ERROR_ACCESS_DENIED => ReadFailure::Denied,
                 code => ReadFailure::Other(io::Error::from_raw_os_error(code as i32)),
             });
