@@ -239,6 +239,13 @@ typedef struct {
 // code for; the last error message says how.
 #define MEMORY_BUFFERS_STATUS_UNKNOWN_ERROR 21
 
+// An append would end past the `max_address` the buffer was requested
+// with; nothing was written.
+#define MEMORY_BUFFERS_STATUS_OUTSIDE_REQUESTED_RANGE 22
+
+// The memory is executable and not writable now; nothing was written.
+#define MEMORY_BUFFERS_STATUS_NOT_WRITABLE 23
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus

@@ -385,7 +385,7 @@ impl Locator {
     }
 
     #[inline]
-    fn locked(&self, generation: u16, taken: Taken) -> LockedBuffer {
+    fn locked(&self, generation: u16, taken: Taken, fit: &Fit) -> LockedBuffer {
         if taken.aligned != taken.position {
             // Alignment padding counts as used. Relaxed: ordered before the
             // eventual release of the item by its Release store.
@@ -394,7 +394,7 @@ impl Locator {
                 .position()
                 .store(taken.aligned, Ordering::Relaxed);
         }
-        LockedBuffer::new(taken.item, generation)
+        LockedBuffer::new(taken.item, generation, fit.max)
     }
 
     /// Takes one of the buffers this thread used last, if one fits: the
@@ -413,7 +413,7 @@ impl Locator {
         // pages are never unmapped.
         let item = unsafe { ItemRef::from_address(first) }?;
         match try_take(item, fit) {
-            Some(taken) => Some(self.locked(generation, taken)),
+            Some(taken) => Some(self.locked(generation, taken, fit)),
             None => self.take_older(generation, fit),
         }
     }
@@ -427,7 +427,7 @@ impl Locator {
             // SAFETY: as in `take_recent`.
             let item = unsafe { ItemRef::from_address(*address) }?;
             if let Some(taken) = try_take(item, fit) {
-                return Some(self.locked(generation, taken));
+                return Some(self.locked(generation, taken, fit));
             }
         }
         None
@@ -493,7 +493,7 @@ impl Locator {
                 ControlFlow::Continue(())
             })?;
         self.remember(taken.item);
-        Some(self.locked(generation, taken))
+        Some(self.locked(generation, taken, fit))
     }
 
     fn register_new(
@@ -557,7 +557,7 @@ impl Locator {
                 // Registered buffers are permanent.
                 mapping.leak();
                 self.remember(item);
-                return Ok(LockedBuffer::new(item, owner.generation()));
+                return Ok(LockedBuffer::new(item, owner.generation(), fit.max));
             }
             match map_private_locator() {
                 Ok(next) => {
