@@ -1,6 +1,7 @@
 //! The public entry point: [`Buffers`].
 
 use crate::address::validate_alignment;
+use crate::code_patch;
 use crate::error::{Error, ErrorKind, InvalidRequest};
 use crate::locator::{Fit, Locator, LocatorKind};
 use crate::locked_buffer::LockedBuffer;
@@ -193,6 +194,51 @@ impl Buffers {
     #[allow(unsafe_code)]
     pub unsafe fn flush_instruction_cache(address: usize, size: usize) {
         os::flush_instruction_cache(address, size);
+    }
+
+    /// Writes `bytes` over code that is not in a buffer, such as the first
+    /// bytes of a function being hooked: makes the pages writable, copies
+    /// the bytes, gives each page back the exact protection it had (read
+    /// from the system), and flushes the instruction cache.
+    ///
+    /// Patches made through this library are serialised, so two threads
+    /// patching one page never restore each other's temporary protection.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidRequest`] for address 0 or no bytes,
+    /// [`ErrorKind::NotMapped`] if part of the range is unmapped, and
+    /// [`ErrorKind::Os`] if the protection cannot be changed (a policy such
+    /// as SELinux `execmod` or Arbitrary Code Guard refuses writable code).
+    /// Nothing is written on error, except when only restoring the former
+    /// protection fails: then the bytes are written and the error names
+    /// `mprotect`/`VirtualProtect`.
+    ///
+    /// # Safety
+    ///
+    /// - `[address, address + bytes.len())` must be memory that may be
+    ///   overwritten: no thread may execute or read it mid-write unless every
+    ///   intermediate state is valid for it, and nothing may rely on the old
+    ///   bytes.
+    /// - Other code (another hooking library) must not change the same
+    ///   pages' protection at the same time.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use memory_buffers::Buffers;
+    ///
+    /// // A private, writable page stands in for a function's code.
+    /// let page = Buffers::allocate_private_memory(&Default::default())?;
+    /// // SAFETY: the page is ours and nothing runs or reads it.
+    /// unsafe { Buffers::patch_code(page.base_address() + 16, &[0xc3])? };
+    /// assert_eq!(page.as_slice()[16], 0xc3);
+    /// # Ok::<(), memory_buffers::Error>(())
+    /// ```
+    #[allow(unsafe_code)]
+    pub unsafe fn patch_code(address: usize, bytes: &[u8]) -> Result<(), Error> {
+        // SAFETY: forwarded from the caller.
+        unsafe { code_patch::patch_code(address, bytes) }
     }
 
     /// Rewrites code already written into a shared buffer: copies `size`

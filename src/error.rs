@@ -71,6 +71,8 @@ pub enum ErrorKind {
     /// The range to overwrite is not inside the written part of any
     /// registered buffer.
     OutsideBuffers,
+    /// Part of the range to patch is not mapped; nothing was written.
+    NotMapped,
     /// The buffer was taken before `fork()`; in the child it belongs to the
     /// parent's locator and can no longer be written or released.
     ProcessForked,
@@ -169,6 +171,7 @@ impl fmt::Display for Error {
             ErrorKind::OutsideBuffers => {
                 f.write_str("the range is not inside the written part of a buffer")?
             }
+            ErrorKind::NotMapped => f.write_str("part of the range is not mapped")?,
             ErrorKind::ProcessForked => {
                 f.write_str("the buffer was taken before fork() and belongs to the parent")?
             }
@@ -211,6 +214,7 @@ impl From<Error> for std::io::Error {
             ErrorKind::Unsupported => std::io::ErrorKind::Unsupported,
             ErrorKind::NoSpaceInRange => std::io::ErrorKind::OutOfMemory,
             ErrorKind::NotWritable => std::io::ErrorKind::PermissionDenied,
+            ErrorKind::NotMapped => std::io::ErrorKind::InvalidInput,
             ErrorKind::DoesNotFit
             | ErrorKind::OutsideRequestedRange
             | ErrorKind::OutsideBuffers

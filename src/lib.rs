@@ -43,6 +43,7 @@
 mod address;
 mod address_space;
 mod buffers;
+mod code_patch;
 mod error;
 mod locator;
 mod locked_buffer;
@@ -55,6 +56,7 @@ mod private_allocation;
 mod process;
 mod range_set;
 mod settings;
+pub mod x86;
 
 #[cfg(all(test, target_os = "linux"))]
 mod fault_tests;

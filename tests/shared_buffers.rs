@@ -311,8 +311,8 @@ fn eight_threads_share_buffers_without_overlap_or_corruption() {
 #[test]
 fn appends_stop_at_the_requested_range() {
     // A buffer with some bytes used, so that its free part starts mid-page.
-    let mut first = Buffers::get_buffer(&BufferSearchSettings::from_proximity(GIB, target(), 4096))
-        .unwrap();
+    let mut first =
+        Buffers::get_buffer(&BufferSearchSettings::from_proximity(GIB, target(), 4096)).unwrap();
     first.append_bytes(&[0x90; 8]).unwrap();
     let min = first.next_address();
     drop(first);
@@ -330,12 +330,19 @@ fn appends_stop_at_the_requested_range() {
     let too_long = buffer.append_bytes(&[0xaa; 65]).unwrap_err();
     assert_eq!(too_long.kind(), ErrorKind::OutsideRequestedRange);
     assert_eq!(too_long.max_address(), max);
-    assert_eq!(buffer.next_address(), start, "a failed append writes nothing");
+    assert_eq!(
+        buffer.next_address(),
+        start,
+        "a failed append writes nothing"
+    );
     let exact = max - start + 1;
     let address = buffer.append_bytes(&vec![0xbb; exact]).unwrap();
     assert_eq!(address, start);
     assert_eq!(buffer.next_address(), max + 1);
-    assert!(buffer.bytes_left() > 0, "the buffer has room, the range has not");
+    assert!(
+        buffer.bytes_left() > 0,
+        "the buffer has room, the range has not"
+    );
     assert_eq!(
         buffer.append_copy(&0u8).unwrap_err().kind(),
         ErrorKind::OutsideRequestedRange
