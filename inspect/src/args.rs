@@ -13,8 +13,8 @@ could be placed.
 
   --near ADDRESS  show each buffer's distance to ADDRESS, and the free
                   ranges within --reach of it
-  --reach BYTES   how far from --near to look (default 0x7fff0000, the
-                  reach of a rel32 jump)
+  --reach BYTES   how far from --near to look (default: exactly the reach
+                  of a rel32 jump or call, as within_rel32_reach)
   --size BYTES    size of the new buffer to place (default: one page)
   --json          print JSON (schema in the crate README)
 
@@ -22,16 +22,13 @@ Numbers are decimal or 0x-prefixed hexadecimal; '_' may separate digits.
 Exit codes: 0 ok, 1 system error, 2 usage, 3 no such process,
 4 permission denied, 5 no locator, 6 invalid locator, 7 unsupported system.";
 
-/// The default `--reach`: what a `jmp rel32` can reach, less a margin, as
-/// the library's examples use.
-pub(crate) const DEFAULT_REACH: usize = 0x7fff_0000;
-
 /// What to inspect and how to print it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Options {
     pub(crate) pid: u32,
     pub(crate) near: Option<usize>,
-    pub(crate) reach: usize,
+    /// `None`: `rel32` reach, as `within_rel32_reach`.
+    pub(crate) reach: Option<usize>,
     /// `None`: one allocation granule.
     pub(crate) size: Option<usize>,
     pub(crate) json: bool,
@@ -92,7 +89,7 @@ pub(crate) fn parse(arguments: &[OsString]) -> Result<Command, Failure> {
     let mut options = Options {
         pid: 0,
         near: None,
-        reach: DEFAULT_REACH,
+        reach: None,
         size: None,
         json: false,
     };
@@ -112,7 +109,7 @@ pub(crate) fn parse(arguments: &[OsString]) -> Result<Command, Failure> {
         };
         match name {
             "--near" => options.near = Some(value("an address")?),
-            "--reach" => options.reach = value("a number of bytes")?,
+            "--reach" => options.reach = Some(value("a number of bytes")?),
             "--size" => {
                 let size = value("a number of bytes")?;
                 if size == 0 {
@@ -168,7 +165,7 @@ mod tests {
             Command::Inspect(Options {
                 pid: 4242,
                 near: Some(0x7fff_0000_1000),
-                reach: 65536,
+                reach: Some(65536),
                 size: Some(100),
                 json: true,
             })
@@ -178,7 +175,7 @@ mod tests {
             Command::Inspect(Options {
                 pid: 1,
                 near: None,
-                reach: DEFAULT_REACH,
+                reach: None,
                 size: None,
                 json: false,
             })

@@ -7,15 +7,17 @@
 //! inspector predicts what `get_buffer` would do in that process, not what a
 //! second implementation would.
 
+use memory_buffers::BufferSearchSettings;
 use memory_buffers::internals::{self, MappedRanges, PlacementRequest};
 
 /// What to look for: a new buffer of `size` bytes within `reach` bytes of
 /// `near`, as `BufferSearchSettings::from_proximity(reach, near, size)`
-/// asks.
+/// asks, or without `reach` within `rel32` reach of `near`, as
+/// `BufferSearchSettings::within_rel32_reach(near, size)` asks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Query {
     pub(crate) near: usize,
-    pub(crate) reach: usize,
+    pub(crate) reach: Option<usize>,
     pub(crate) size: usize,
 }
 
@@ -85,7 +87,13 @@ pub(crate) fn free_ranges_near(
     space: Space,
     limit: usize,
 ) -> Result<Placement, InvalidQuery> {
-    let (min, max) = internals::proximity_range(query.reach, query.near, space.highest);
+    let (min, max) = match query.reach {
+        Some(reach) => internals::proximity_range(reach, query.near, space.highest),
+        None => {
+            let settings = BufferSearchSettings::within_rel32_reach(query.near, query.size);
+            (settings.min_address, settings.max_address)
+        }
+    };
     let request =
         internals::validate_request(min, max, query.size, space.granularity, space.highest)
             .map_err(|why| InvalidQuery(format!("{why}")))?;
@@ -191,7 +199,7 @@ mod tests {
         ];
         let query = Query {
             near,
-            reach: 0x10_0000,
+            reach: Some(0x10_0000),
             size: 100,
         };
         let placement = free_ranges_near(&mapped, query, SPACE, 3).unwrap();
@@ -224,7 +232,7 @@ mod tests {
         let mapped = [(0x10_0000, 0x10_8000), (0x10_9000, 0x20_0000)];
         let query = Query {
             near: 0x10_8800,
-            reach: 0x8000,
+            reach: Some(0x8000),
             size: 0x2000,
         };
         let placement = free_ranges_near(&mapped, query, SPACE, 8).unwrap();
@@ -246,10 +254,30 @@ mod tests {
     }
 
     #[test]
+    fn without_a_reach_the_range_is_the_rel32_reach_of_the_libraries_settings() {
+        let near = 0x5555_0000_0000;
+        let query = Query {
+            near,
+            reach: None,
+            size: 64,
+        };
+        let placement = free_ranges_near(&[], query, SPACE, 8).unwrap();
+        let settings = BufferSearchSettings::within_rel32_reach(near, 64);
+        assert_eq!(placement.min, near - 0x7fff_ffff);
+        assert_eq!(
+            (placement.min, placement.max),
+            (settings.min_address, settings.max_address)
+        );
+        // The middle of `[near - 0x7fff_ffff, near + 0x7fff_fffe]` is
+        // `near - 1`, in the granule below `near`.
+        assert_eq!(placement.next_buffer_at, Some(near - 0x1000));
+    }
+
+    #[test]
     fn an_impossible_query_says_why() {
         let query = Query {
             near: 0x1000,
-            reach: 0,
+            reach: Some(0),
             size: 0,
         };
         assert!(free_ranges_near(&[], query, SPACE, 8).is_err());

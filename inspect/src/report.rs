@@ -21,7 +21,8 @@ pub(crate) struct Report {
     pub(crate) near: Option<usize>,
     pub(crate) granularity: usize,
     /// The free ranges near `near`, if it was given.
-    pub(crate) placement: Option<(Placement, usize, usize)>,
+    /// With the `--reach` (`None`: `rel32` reach) and `--size` asked for.
+    pub(crate) placement: Option<(Placement, Option<usize>, usize)>,
 }
 
 impl Report {
@@ -137,10 +138,16 @@ pub(crate) fn render_text(report: &Report) -> String {
         }
     }
     if let (Some(near), Some((placement, reach, size))) = (report.near, &report.placement) {
+        let reach = match reach {
+            Some(reach) => format!("within {reach:#x} bytes of {near:#x}"),
+            None => format!("within rel32 reach of {near:#x}"),
+        };
         let _ = writeln!(
             out,
-            "\nfree ranges for a {size}-byte buffer ({} bytes mapped) within {reach:#x} bytes of {near:#x}: {} of {}, nearest first",
+            "\nfree ranges for a {size}-byte buffer ({} bytes mapped) {reach} ([{:#x}, {:#x}]): {} of {}, nearest first",
             placement.block_len,
+            placement.min,
+            placement.max,
             placement.ranges.len(),
             placement.total_ranges,
         );
@@ -269,7 +276,8 @@ pub(crate) fn render_json(report: &Report) -> String {
         (Some(near), Some((placement, reach, size))) => {
             let _ = write!(
                 out,
-                "{{\"reach\":{reach},\"size\":{size},\"block_len\":{},\"min\":{},\"max\":{},\"total\":{},\"next_buffer_at\":{},\"ranges\":[",
+                "{{\"reach\":{},\"size\":{size},\"block_len\":{},\"min\":{},\"max\":{},\"total\":{},\"next_buffer_at\":{},\"ranges\":[",
+                reach.map_or_else(|| "null".to_string(), |reach| reach.to_string()),
                 placement.block_len,
                 json_address(placement.min),
                 json_address(placement.max),
@@ -328,7 +336,7 @@ mod tests {
         let placement = near.map(|near| {
             let query = Query {
                 near,
-                reach: 0x10_0000,
+                reach: Some(0x10_0000),
                 size: 64,
             };
             let space = Space {
@@ -396,6 +404,9 @@ mod tests {
         assert_eq!(buffers[1]["held"], true);
         assert_eq!(buffers[1]["distance"], 0x1000_0000_0000i64 + 300);
         let free = &json["free_ranges"];
+        assert_eq!(free["reach"], 0x10_0000);
+        assert_eq!(free["size"], 64);
+        assert_eq!(free["block_len"], 4096);
         assert_eq!(free["next_buffer_at"], "0x100000003000");
         assert_eq!(free["ranges"][0]["start"], "0x100000003000");
         assert_eq!(free["ranges"][0]["distance"], 0x3000);
