@@ -299,6 +299,58 @@ pub fn rendezvous_path(pid: u32) -> std::path::PathBuf {
     path
 }
 
+/// The library's rule for a directory on the rendezvous path (see
+/// `rendezvous::directory_is_trusted`): may a directory with this owner and
+/// mode (`st_mode`) hold the files of `user`?
+#[cfg(all(target_os = "linux", not(memory_buffers_unsupported)))]
+pub fn rendezvous_directory_is_trusted(owner: u32, mode: u32, user: u32) -> bool {
+    crate::locator::rendezvous::directory_is_trusted(&file_status(owner, mode, 0, 0, 0), user)
+}
+
+/// The library's rule for a rendezvous file's *this address* (see
+/// `rendezvous::is_locator_mapping`): is `entry`, the maps line containing
+/// `this_address`, the live mapping of the file with this device and inode?
+#[cfg(all(target_os = "linux", not(memory_buffers_unsupported)))]
+pub fn is_rendezvous_mapping(
+    entry: &MapsEntry,
+    this_address: usize,
+    dev_major: u32,
+    dev_minor: u32,
+    inode: u64,
+) -> bool {
+    let entry = maps::MapsEntry {
+        start: entry.start,
+        end: entry.end,
+        offset: entry.offset,
+        dev_major: entry.dev_major,
+        dev_minor: entry.dev_minor,
+        inode: entry.inode,
+        // Not part of the rule.
+        access: maps::Access::default(),
+    };
+    let file = file_status(0, 0, dev_major, dev_minor, inode);
+    crate::locator::rendezvous::is_locator_mapping(&entry, this_address, &file)
+}
+
+#[cfg(all(target_os = "linux", not(memory_buffers_unsupported)))]
+fn file_status(
+    owner: u32,
+    mode: u32,
+    dev_major: u32,
+    dev_minor: u32,
+    inode: u64,
+) -> crate::os::FileStatus {
+    crate::os::FileStatus {
+        kind: crate::os::FileKind::Other,
+        owner,
+        mode,
+        size: 0,
+        dev_major,
+        dev_minor,
+        inode,
+    }
+}
+
 /// The named section of process `pid`:
 /// `/Reloaded.Memory.Buffers.MemoryBuffer, PID <pid>`.
 #[cfg(all(windows, not(memory_buffers_unsupported)))]

@@ -22,6 +22,7 @@ mod decode;
 mod failure;
 mod free_ranges;
 mod os;
+#[cfg(target_os = "linux")]
 mod rendezvous;
 mod report;
 

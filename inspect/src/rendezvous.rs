@@ -7,12 +7,15 @@
 //! writable by others otherwise; the file must be a regular file of the
 //! process's user, one page long; its *this address* must be
 //! locator-aligned and start a live mapping, at offset 0, of that very file
-//! (same device and inode) in the process's `/proc/<pid>/maps`.
+//! (same device and inode) in the process's `/proc/<pid>/maps`. The
+//! directory and mapping rules are decided by the library's own functions
+//! (`internals::rendezvous_directory_is_trusted`, `is_rendezvous_mapping`);
+//! this module only adds the reason a check failed.
 
-#![cfg_attr(not(target_os = "linux"), allow(dead_code))]
+#![cfg(target_os = "linux")]
 
-use memory_buffers::internals::MapsEntry;
 use memory_buffers::internals::layout::LOCATOR_SIZE;
+use memory_buffers::internals::{self, MapsEntry};
 
 /// The device and inode of the rendezvous file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,20 +42,20 @@ pub(crate) fn effective_uid(status: &str) -> Option<u32> {
 /// Whether a directory on the rendezvous path may hold the process's file:
 /// the library's rule for its own directories.
 pub(crate) fn check_directory(mode: u32, owner: u32, user: u32) -> Result<(), String> {
-    let shared_sticky = mode & 0o7777 == 0o1777;
-    let writable_by_others_without_sticky = mode & 0o022 != 0 && mode & 0o1000 == 0;
-    if !(owner == user || owner == 0 || shared_sticky) {
-        return Err(format!(
-            "it belongs to user {owner}, not to the process's user {user} or root"
-        ));
+    if internals::rendezvous_directory_is_trusted(owner, mode, user) {
+        return Ok(());
     }
-    if writable_by_others_without_sticky {
+    if owner != user && owner != 0 && mode & 0o7777 != 0o1777 {
         return Err(format!(
-            "others may write to it without the sticky bit (mode {:o})",
+            "it belongs to user {owner}, not to the process's user {user} or root, \
+             and is not shared with the sticky bit (mode {:o})",
             mode & 0o7777
         ));
     }
-    Ok(())
+    Err(format!(
+        "others may write to it without the sticky bit (mode {:o})",
+        mode & 0o7777
+    ))
 }
 
 /// Whether the rendezvous file (as `stat` describes it) may be the
@@ -102,22 +105,25 @@ pub(crate) fn check_live_mapping(
              (a file left by an earlier process with the same id?)"
         ));
     };
-    let same_file = entry.inode == file.inode
-        && entry.dev_major == file.dev_major
-        && entry.dev_minor == file.dev_minor;
-    if !same_file || entry.start != this_address || entry.offset != 0 {
-        return Err(format!(
-            "its \"this address\" {this_address:#x} is not the start of the process's \
-             mapping of the rendezvous file (a file left by an earlier process with \
-             the same id, or forged?)"
-        ));
+    if internals::is_rendezvous_mapping(
+        entry,
+        this_address,
+        file.dev_major,
+        file.dev_minor,
+        file.inode,
+    ) {
+        return Ok(());
     }
-    if entry.end - entry.start < LOCATOR_SIZE {
+    if entry.end - entry.start < LOCATOR_SIZE && entry.start == this_address {
         return Err(format!(
             "the mapping at {this_address:#x} is shorter than a locator"
         ));
     }
-    Ok(())
+    Err(format!(
+        "its \"this address\" {this_address:#x} is not the start of the process's \
+         mapping of the rendezvous file (a file left by an earlier process with \
+         the same id, or forged?)"
+    ))
 }
 
 #[cfg(test)]
