@@ -16,6 +16,7 @@ use crate::free_ranges::Space;
 use crate::rendezvous::{self, FileIdentity};
 use memory_buffers::internals::layout::{LOCATOR_SIZE, THIS_ADDRESS};
 use memory_buffers::internals::{self, MapsEntry};
+use std::cell::OnceCell;
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::ops::ControlFlow;
@@ -27,6 +28,9 @@ pub(crate) struct Process {
     pid: u32,
     /// Its effective user id: the owner its rendezvous file must have.
     user: u32,
+    /// Its maps, once read: the locator is validated and the free ranges
+    /// found on the same picture, and a large map is read only once.
+    maps: OnceCell<Vec<MapsEntry>>,
 }
 
 fn os_failure(what: String, error: io::Error) -> Failure {
@@ -63,7 +67,11 @@ impl Process {
             what: format!("reading /proc/{pid}/status"),
             error: io::Error::new(io::ErrorKind::InvalidData, "no Uid line"),
         })?;
-        Ok(Process { pid, user })
+        Ok(Process {
+            pid,
+            user,
+            maps: OnceCell::new(),
+        })
     }
 
     pub(crate) fn find_locator(&self) -> Result<FoundLocator, Failure> {
@@ -134,7 +142,7 @@ impl Process {
             inode: opened.ino(),
         };
         let entries = self.maps_entries()?;
-        rendezvous::check_live_mapping(&entries, this_address, identity).map_err(invalid)?;
+        rendezvous::check_live_mapping(entries, this_address, identity).map_err(invalid)?;
         Ok(FoundLocator {
             address: this_address,
             rendezvous: shown,
@@ -162,8 +170,16 @@ impl Process {
     }
 
     /// Every well-formed line of `/proc/<pid>/maps`, parsed by the
-    /// library's parser.
-    fn maps_entries(&self) -> Result<Vec<MapsEntry>, Failure> {
+    /// library's parser; read once.
+    fn maps_entries(&self) -> Result<&[MapsEntry], Failure> {
+        if let Some(entries) = self.maps.get() {
+            return Ok(entries);
+        }
+        let entries = self.read_maps()?;
+        Ok(self.maps.get_or_init(|| entries))
+    }
+
+    fn read_maps(&self) -> Result<Vec<MapsEntry>, Failure> {
         let pid = self.pid;
         let path = PathBuf::from(format!("/proc/{pid}/maps"));
         let denied = || Failure::PermissionDenied {
