@@ -635,6 +635,19 @@ fn expect_failure(arguments: &[&str], code: i32, message: &str) -> Outcome {
     Ok(())
 }
 
+fn help_is_printed_and_usage_errors_point_to_it() -> Outcome {
+    let output = inspect(&["--help"])?;
+    check!(output.status.success(), "--help: {:?}", output.status);
+    let stdout = text(&output.stdout);
+    check!(
+        stdout.starts_with("usage: memory-buffers inspect <pid>") && stdout.contains("--json"),
+        "{stdout}"
+    );
+    expect_failure(&[], 2, "no command given")?;
+    expect_failure(&["inspect", "1", "--near", "nowhere"], 2, "is not a number")?;
+    expect_failure(&["show", "1"], 2, "see memory-buffers --help")
+}
+
 fn bad_pids_are_refused() -> Outcome {
     expect_failure(&["inspect", "0"], 2, "not a process id")?;
     expect_failure(&["inspect", "-1"], 2, "unknown option")?;
@@ -771,6 +784,9 @@ fn main() {
         }),
         ("a_chain_of_locators_is_followed", || {
             always(a_chain_of_locators_is_followed)
+        }),
+        ("help_is_printed_and_usage_errors_point_to_it", || {
+            always(help_is_printed_and_usage_errors_point_to_it)
         }),
         ("bad_pids_are_refused", || always(bad_pids_are_refused)),
         ("an_exited_process_is_refused", || {
