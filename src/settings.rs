@@ -147,6 +147,7 @@ impl BufferAllocatorSettings {
     /// assert_eq!(settings.min_address, 0);
     /// assert_eq!(settings.max_address, 0x1000 + 0x7fff_ffff);
     /// ```
+    #[must_use]
     pub fn from_proximity(proximity: usize, target: usize, size: usize) -> Self {
         let (min_address, max_address) = proximity_range(proximity, target, highest_user_address());
         Self::new(min_address, max_address, size)
@@ -241,6 +242,7 @@ impl BufferSearchSettings {
     /// For a 5-byte `jmp rel32` placed in the buffer to reach `target`, use a
     /// proximity of at most `0x7fff_fff0` or so (2 GiB minus the jump and
     /// any bytes written before it).
+    #[must_use]
     pub fn from_proximity(proximity: usize, target: usize, size: usize) -> Self {
         let (min_address, max_address) = proximity_range(proximity, target, highest_user_address());
         BufferSearchSettings {

@@ -82,6 +82,8 @@ pub const MEMORY_BUFFERS_STATUS_OUTSIDE_REQUESTED_RANGE: MemoryBuffersStatus =
     MemoryBuffersStatus(22);
 /// The memory is executable and not writable now; nothing was written.
 pub const MEMORY_BUFFERS_STATUS_NOT_WRITABLE: MemoryBuffersStatus = MemoryBuffersStatus(23);
+/// Part of the range to patch is not mapped; nothing was written.
+pub const MEMORY_BUFFERS_STATUS_NOT_MAPPED: MemoryBuffersStatus = MemoryBuffersStatus(24);
 
 impl MemoryBuffersStatus {
     /// The static description of this status.
@@ -115,6 +117,7 @@ impl MemoryBuffersStatus {
                 c"the bytes would end past the range the buffer was requested for"
             }
             MEMORY_BUFFERS_STATUS_NOT_WRITABLE => c"the memory is executable and not writable now",
+            MEMORY_BUFFERS_STATUS_NOT_MAPPED => c"part of the range is not mapped",
             _ => c"unknown status code",
         }
     }
@@ -149,6 +152,7 @@ impl From<ErrorKind> for MemoryBuffersStatus {
             ErrorKind::DoesNotFit => MEMORY_BUFFERS_STATUS_DOES_NOT_FIT,
             ErrorKind::OutsideRequestedRange => MEMORY_BUFFERS_STATUS_OUTSIDE_REQUESTED_RANGE,
             ErrorKind::NotWritable => MEMORY_BUFFERS_STATUS_NOT_WRITABLE,
+            ErrorKind::NotMapped => MEMORY_BUFFERS_STATUS_NOT_MAPPED,
             ErrorKind::OutsideBuffers => MEMORY_BUFFERS_STATUS_OUTSIDE_BUFFERS,
             ErrorKind::ProcessForked => MEMORY_BUFFERS_STATUS_PROCESS_FORKED,
             ErrorKind::Os { .. } => MEMORY_BUFFERS_STATUS_OS_ERROR,
@@ -464,7 +468,7 @@ mod tests {
 
     #[test]
     fn every_named_status_has_its_own_message() {
-        let named: Vec<_> = (0..=23).map(MemoryBuffersStatus).collect();
+        let named: Vec<_> = (0..=24).map(MemoryBuffersStatus).collect();
         let unknown = MemoryBuffersStatus(-1).message();
         for (index, status) in named.iter().enumerate() {
             assert_ne!(status.message(), unknown, "{status:?}");
@@ -476,7 +480,7 @@ mod tests {
                 );
             }
         }
-        assert_eq!(MemoryBuffersStatus(24).message(), unknown);
+        assert_eq!(MemoryBuffersStatus(25).message(), unknown);
     }
 
     #[test]
