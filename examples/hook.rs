@@ -90,17 +90,13 @@ pub mod inline_hook {
         /// calling the function meanwhile goes to the old hook or the new
         /// one, never anywhere else.
         pub fn repoint(&self, hook: usize) -> Result<(), Error> {
-            let bytes = (hook as u64).to_le_bytes();
             // SAFETY: the slot is 8 written, 8-byte aligned bytes of a
             // buffer; the write is one aligned atomic store, so a thread
             // running the trampoline reads the old or the new target.
             unsafe {
-                Buffers::overwrite_allocated_code_ex(
-                    bytes.as_ptr(),
-                    self.target_slot as *mut u8,
-                    bytes.len(),
-                    |_, slot, _| (*slot.cast::<AtomicU64>()).store(hook as u64, Ordering::Release),
-                )
+                Buffers::overwrite_allocated_code_ex(self.target_slot, 8, |slot, _| {
+                    (*slot.cast::<AtomicU64>()).store(hook as u64, Ordering::Release)
+                })
             }
         }
 

@@ -30,6 +30,7 @@ use std::sync::atomic::Ordering;
 /// to the parent's locator, which the child may not even have mapped: there
 /// its appends fail with [`ErrorKind::ProcessForked`], its accessors return
 /// 0, and dropping it releases nothing.
+#[must_use = "the buffer is released as soon as the guard is dropped"]
 pub struct LockedBuffer {
     /// The item's address in bits 0 to 47 (user-space addresses on every
     /// supported system fit), and the generation of the process state it

@@ -169,6 +169,7 @@ impl BufferAllocatorSettings {
     /// assert_eq!(settings.min_address, 0);
     /// assert_eq!(settings.max_address, 0x1000 + 0x7fff_ffff);
     /// ```
+    #[must_use]
     pub fn from_proximity(proximity: usize, target: usize, size: usize) -> Self {
         let (min_address, max_address) = proximity_range(proximity, target, highest_user_address());
         Self::new(min_address, max_address, size)
@@ -278,6 +279,7 @@ impl BufferSearchSettings {
     /// // Saturates at 0.
     /// assert_eq!(BufferSearchSettings::from_proximity(0x7fff_0000, 0x1000, 64).min_address, 0);
     /// ```
+    #[must_use]
     pub fn from_proximity(proximity: usize, target: usize, size: usize) -> Self {
         let (min_address, max_address) = proximity_range(proximity, target, highest_user_address());
         BufferSearchSettings {

@@ -51,8 +51,13 @@ pub unsafe extern "C" fn memory_buffers_overwrite_allocated_code(
     run("memory_buffers_overwrite_allocated_code", || {
         check_pointers(source, target)?;
         // SAFETY: forwarded from the caller's contract, which is the
-        // library function's; the library checks the target range.
-        unsafe { Buffers::overwrite_allocated_code(source, target, size) }?;
+        // library function's: `source` is readable for `size` bytes, and the
+        // library checks the target range before the copy runs.
+        unsafe {
+            Buffers::overwrite_allocated_code_ex(target as usize, size, |target, size| {
+                std::ptr::copy(source, target, size)
+            })
+        }?;
         Ok(())
     })
 }
@@ -92,7 +97,7 @@ pub unsafe extern "C" fn memory_buffers_overwrite_allocated_code_ex(
         // inside the target range, which the library checks before calling
         // it.
         unsafe {
-            Buffers::overwrite_allocated_code_ex(source, target, size, |source, target, size| {
+            Buffers::overwrite_allocated_code_ex(target as usize, size, |target, size| {
                 write(context, source, target, size)
             })
         }?;

@@ -103,6 +103,10 @@ pub enum PrivateLocatorReason {
     SectionNotProven,
 }
 
+/// The directory below which the Unix rendezvous directories live.
+#[cfg(all(target_os = "linux", not(memory_buffers_unsupported)))]
+pub(crate) const RENDEZVOUS_BASE: &str = "/tmp";
+
 /// The locator of one process, with its local accelerators.
 pub(crate) struct Locator {
     kind: LocatorKind,
@@ -290,22 +294,22 @@ impl Locator {
     /// back to a private one when the shared one cannot be trusted or made.
     pub(crate) fn open() -> Result<Locator, ErrorKind> {
         #[cfg(all(target_os = "linux", not(memory_buffers_unsupported)))]
-        let (shared, sweep) = match rendezvous::find_or_create_owing_sweep("/tmp", os::process_id())
-        {
-            Ok((found, owed)) => {
-                let sweep = match owed {
-                    Some(owed) => {
-                        rendezvous::owe_sweep(owed);
-                        SweepState::AFTER_THIS_REQUEST
-                    }
-                    None => SweepState::NONE,
-                };
-                let (rendezvous::Rendezvous::Found(locator)
-                | rendezvous::Rendezvous::Created(locator)) = found;
-                (Ok((locator, 0..0)), sweep)
-            }
-            Err(reason) => (Err(reason), SweepState::NONE),
-        };
+        let (shared, sweep) =
+            match rendezvous::find_or_create_owing_sweep(RENDEZVOUS_BASE, os::process_id()) {
+                Ok((found, owed)) => {
+                    let sweep = match owed {
+                        Some(owed) => {
+                            rendezvous::owe_sweep(owed);
+                            SweepState::AFTER_THIS_REQUEST
+                        }
+                        None => SweepState::NONE,
+                    };
+                    let (rendezvous::Rendezvous::Found(locator)
+                    | rendezvous::Rendezvous::Created(locator)) = found;
+                    (Ok((locator, 0..0)), sweep)
+                }
+                Err(reason) => (Err(reason), SweepState::NONE),
+            };
         #[cfg(all(windows, not(memory_buffers_unsupported)))]
         let (shared, sweep) = (
             rendezvous_windows::find_or_create(os::process_id())
