@@ -122,8 +122,11 @@ impl LockedBuffer {
     ///
     /// ```
     /// use memory_buffers::{BufferSearchSettings, Buffers, ErrorKind};
-    /// let buffer = Buffers::get_buffer(&BufferSearchSettings::new(0, 0x7fff_ffff, 64))?;
-    /// assert_eq!(buffer.limit(), 0x7fff_ffff);
+    /// // A range no other example uses, so that the buffer released below is
+    /// // still free when it is asked for again.
+    /// let (min, max) = (0x5_0000_0000, 0x5_ffff_ffff);
+    /// let buffer = Buffers::get_buffer(&BufferSearchSettings::new(min, max, 64))?;
+    /// assert_eq!(buffer.limit(), max);
     /// let start = buffer.next_address();
     /// drop(buffer);
     ///

@@ -13,13 +13,13 @@ pub const DEFAULT_RETRY_COUNT: u32 = 3;
 /// (inclusive). Larger `max_address` values are clamped to it.
 ///
 /// ```
-/// use memory_buffers::{BufferSearchSettings, Buffers, highest_user_address};
+/// use memory_buffers::{BufferAllocatorSettings, Buffers, highest_user_address};
 ///
 /// const TOP: usize = highest_user_address();
 /// assert!(TOP > u32::MAX as usize);
 /// // "Anywhere": a `max_address` of `usize::MAX` is clamped to the top.
-/// let buffer = Buffers::get_buffer(&BufferSearchSettings::new(0, usize::MAX, 16))?;
-/// assert!(buffer.next_address() + 15 <= TOP);
+/// let allocation = Buffers::allocate_private_memory(&BufferAllocatorSettings::new(0, usize::MAX, 16))?;
+/// assert!(allocation.base_address() + (allocation.size() - 1) <= TOP);
 /// # Ok::<(), memory_buffers::Error>(())
 /// ```
 pub const fn highest_user_address() -> usize {
