@@ -8,6 +8,13 @@
 use std::fmt;
 
 /// Why a request was refused before any system call was made.
+///
+/// ```
+/// use memory_buffers::{BufferSearchSettings, Buffers, InvalidRequest};
+/// let error = Buffers::get_buffer(&BufferSearchSettings::new(0, 0x7fff_ffff, 0)).unwrap_err();
+/// assert_eq!(error.invalid_request(), Some(InvalidRequest::ZeroSize));
+/// assert_eq!(error.to_string(), "invalid request: size is zero (range 0x0..=0x7fffffff, size 0x0)");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum InvalidRequest {
@@ -48,6 +55,19 @@ impl fmt::Display for InvalidRequest {
 }
 
 /// Why an operation failed.
+///
+/// ```
+/// use memory_buffers::{BufferSearchSettings, Buffers, ErrorKind};
+/// let mut buffer = Buffers::get_buffer(&BufferSearchSettings::new(0, 0x7fff_ffff, 16))?;
+/// let too_many = vec![0; buffer.bytes_left() + 1];
+/// match buffer.append_bytes(&too_many) {
+///     Err(error) if error.kind() == ErrorKind::DoesNotFit => {
+///         // Nothing was written: get another buffer for the bytes.
+///     }
+///     other => panic!("unexpected: {other:?}"),
+/// }
+/// # Ok::<(), memory_buffers::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ErrorKind {
@@ -61,9 +81,18 @@ pub enum ErrorKind {
     ExecutableMemoryRefused,
     /// An append did not fit in the buffer's free bytes; nothing was written.
     DoesNotFit,
+    /// An append would have ended past the `max_address` of the request
+    /// that produced the buffer guard; nothing was written.
+    OutsideRequestedRange,
+    /// The memory is executable and not writable (a write-then-execute
+    /// allocation after [`make_executable`](crate::PrivateAllocation::make_executable));
+    /// nothing was written.
+    NotWritable,
     /// The range to overwrite is not inside the written part of any
     /// registered buffer.
     OutsideBuffers,
+    /// Part of the range to patch is not mapped; nothing was written.
+    NotMapped,
     /// The buffer was taken before `fork()`; in the child it belongs to the
     /// parent's locator and can no longer be written or released.
     ProcessForked,
@@ -84,7 +113,7 @@ pub enum ErrorKind {
 /// `size` are what the caller asked for. For appends they are the free range
 /// of the buffer and the number of bytes to append; for overwrites, the
 /// target range and its length.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Error {
     kind: ErrorKind,
     min_address: usize,
@@ -108,26 +137,61 @@ impl Error {
     }
 
     /// Why the operation failed.
+    ///
+    /// ```
+    /// use memory_buffers::{BufferSearchSettings, Buffers, ErrorKind, InvalidRequest};
+    /// // min_address above max_address: refused before any system call.
+    /// let error = Buffers::get_buffer(&BufferSearchSettings::new(0x2000, 0x1000, 16)).unwrap_err();
+    /// assert_eq!(error.kind(), ErrorKind::InvalidRequest(InvalidRequest::MinAboveMax));
+    /// ```
     pub const fn kind(&self) -> ErrorKind {
         self.kind
     }
 
     /// The lowest address of the request.
+    ///
+    /// ```
+    /// use memory_buffers::{BufferSearchSettings, Buffers};
+    /// // min_address above max_address: refused before any system call.
+    /// let error = Buffers::get_buffer(&BufferSearchSettings::new(0x2000, 0x1000, 16)).unwrap_err();
+    /// assert_eq!(error.min_address(), 0x2000);
+    /// ```
     pub const fn min_address(&self) -> usize {
         self.min_address
     }
 
     /// The highest address of the request.
+    ///
+    /// ```
+    /// use memory_buffers::{BufferSearchSettings, Buffers};
+    /// // min_address above max_address: refused before any system call.
+    /// let error = Buffers::get_buffer(&BufferSearchSettings::new(0x2000, 0x1000, 16)).unwrap_err();
+    /// assert_eq!(error.max_address(), 0x1000);
+    /// ```
     pub const fn max_address(&self) -> usize {
         self.max_address
     }
 
     /// The size of the request in bytes.
+    ///
+    /// ```
+    /// use memory_buffers::{BufferSearchSettings, Buffers};
+    /// // min_address above max_address: refused before any system call.
+    /// let error = Buffers::get_buffer(&BufferSearchSettings::new(0x2000, 0x1000, 16)).unwrap_err();
+    /// assert_eq!(error.size(), 16);
+    /// ```
     pub const fn size(&self) -> usize {
         self.size
     }
 
     /// The reason the request was invalid, if it was.
+    ///
+    /// ```
+    /// use memory_buffers::{BufferSearchSettings, Buffers, InvalidRequest};
+    /// // min_address above max_address: refused before any system call.
+    /// let error = Buffers::get_buffer(&BufferSearchSettings::new(0x2000, 0x1000, 16)).unwrap_err();
+    /// assert_eq!(error.invalid_request(), Some(InvalidRequest::MinAboveMax));
+    /// ```
     pub const fn invalid_request(&self) -> Option<InvalidRequest> {
         match self.kind {
             ErrorKind::InvalidRequest(reason) => Some(reason),
@@ -136,6 +200,14 @@ impl Error {
     }
 
     /// The `errno` of a failed system call, if that was the cause.
+    ///
+    /// ```
+    /// use memory_buffers::{BufferSearchSettings, Buffers};
+    /// // min_address above max_address: refused before any system call.
+    /// let error = Buffers::get_buffer(&BufferSearchSettings::new(0x2000, 0x1000, 16)).unwrap_err();
+    /// // Not a system call's failure.
+    /// assert_eq!(error.errno(), None);
+    /// ```
     pub const fn errno(&self) -> Option<i32> {
         match self.kind {
             ErrorKind::Os { errno, .. } => Some(errno),
@@ -153,9 +225,16 @@ impl fmt::Display for Error {
                 f.write_str("the kernel refused a read/write/execute mapping")?
             }
             ErrorKind::DoesNotFit => f.write_str("the bytes do not fit in the buffer")?,
+            ErrorKind::OutsideRequestedRange => {
+                f.write_str("the bytes would end past the range the buffer was requested for")?
+            }
+            ErrorKind::NotWritable => {
+                f.write_str("the memory is executable now; make it writable first")?
+            }
             ErrorKind::OutsideBuffers => {
                 f.write_str("the range is not inside the written part of a buffer")?
             }
+            ErrorKind::NotMapped => f.write_str("part of the range is not mapped")?,
             ErrorKind::ProcessForked => {
                 f.write_str("the buffer was taken before fork() and belongs to the parent")?
             }
@@ -174,6 +253,19 @@ impl fmt::Display for Error {
     }
 }
 
+/// Addresses and sizes in hex, as in [`Display`](fmt::Display): this is what
+/// `fn main() -> Result<(), Error>` prints.
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Error")
+            .field("kind", &self.kind)
+            .field("min_address", &format_args!("{:#x}", self.min_address))
+            .field("max_address", &format_args!("{:#x}", self.max_address))
+            .field("size", &format_args!("{:#x}", self.size))
+            .finish()
+    }
+}
+
 impl std::error::Error for Error {}
 
 impl From<Error> for std::io::Error {
@@ -184,9 +276,12 @@ impl From<Error> for std::io::Error {
             ErrorKind::ExecutableMemoryRefused => std::io::ErrorKind::PermissionDenied,
             ErrorKind::Unsupported => std::io::ErrorKind::Unsupported,
             ErrorKind::NoSpaceInRange => std::io::ErrorKind::OutOfMemory,
-            ErrorKind::DoesNotFit | ErrorKind::OutsideBuffers | ErrorKind::ProcessForked => {
-                std::io::ErrorKind::Other
-            }
+            ErrorKind::NotWritable => std::io::ErrorKind::PermissionDenied,
+            ErrorKind::NotMapped => std::io::ErrorKind::InvalidInput,
+            ErrorKind::DoesNotFit
+            | ErrorKind::OutsideRequestedRange
+            | ErrorKind::OutsideBuffers
+            | ErrorKind::ProcessForked => std::io::ErrorKind::Other,
         };
         std::io::Error::new(kind, error)
     }

@@ -25,6 +25,13 @@
 //! # Ok::<(), memory_buffers::Error>(())
 //! ```
 //!
+//! # The shared format
+//!
+//! The rendezvous, the locator's binary layout, its locks and the rules
+//! every implementation follows are a contract with the other buffers
+//! libraries in the process. It is written down in the format contract,
+//! `FORMAT.md` at the root of the repository and of the package.
+//!
 //! # Platforms
 //!
 //! Linux (x86-64, and AArch64 with instruction-cache flushes) and Windows
@@ -43,6 +50,7 @@
 mod address;
 mod address_space;
 mod buffers;
+mod code_patch;
 mod error;
 mod locator;
 mod locked_buffer;
@@ -55,6 +63,7 @@ mod private_allocation;
 mod process;
 mod range_set;
 mod settings;
+pub mod x86;
 
 #[cfg(all(test, target_os = "linux"))]
 mod fault_tests;

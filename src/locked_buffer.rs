@@ -20,10 +20,17 @@ use std::sync::atomic::Ordering;
 /// are never overwritten by the library; the next holder continues after
 /// them.
 ///
+/// Appends stay inside the range of the request that produced the guard:
+/// the buffer may extend past its `max_address` (buffers are whole pages),
+/// but an append that would end beyond it fails with
+/// [`ErrorKind::OutsideRequestedRange`] and writes nothing, so code written
+/// for a target in reach stays in reach.
+///
 /// If the process forks while a guard is held, the guard in the child refers
 /// to the parent's locator, which the child may not even have mapped: there
 /// its appends fail with [`ErrorKind::ProcessForked`], its accessors return
 /// 0, and dropping it releases nothing.
+#[must_use = "the buffer is released as soon as the guard is dropped"]
 pub struct LockedBuffer {
     /// The item's address in bits 0 to 47 (user-space addresses on every
     /// supported system fit), and the generation of the process state it
@@ -33,6 +40,8 @@ pub struct LockedBuffer {
     /// read from the item (fixed once published), and so is the position,
     /// which only this guard changes while it lives.
     word: NonZeroU64,
+    /// The request's `max_address`: the last byte appends may write.
+    limit: usize,
 }
 
 /// Bits of [`LockedBuffer::word`] that hold the item's address.
@@ -44,9 +53,9 @@ const DEAD: NonZeroU64 = NonZeroU64::new(4).unwrap();
 
 impl LockedBuffer {
     /// Wraps an item the caller has just taken for the process state of
-    /// `generation`.
+    /// `generation`, for a request whose range ends at `limit`.
     #[inline]
-    pub(crate) fn new(item: ItemRef, generation: u16) -> LockedBuffer {
+    pub(crate) fn new(item: ItemRef, generation: u16, limit: usize) -> LockedBuffer {
         let address = item.address() as u64;
         debug_assert!(address >> ADDRESS_BITS == 0, "item above 2^48");
         debug_assert!(address & 3 == 0, "items are 4-byte aligned");
@@ -54,34 +63,84 @@ impl LockedBuffer {
         let word = NonZeroU64::new(address | u64::from(generation) << ADDRESS_BITS);
         LockedBuffer {
             word: word.unwrap_or(DEAD),
+            limit,
         }
     }
 
-    /// Turns the guard into one word, for a foreign-function layer that
-    /// keeps guards where Rust values cannot live (a C handle table). The
-    /// buffer stays held until [`LockedBuffer::from_raw`] gives the guard
-    /// back and it is dropped. The word is never 0, and its lowest bit is
-    /// always clear (free for the caller's own use, such as a busy flag).
+    /// Turns the guard into a word and its append limit (the request's
+    /// `max_address`), for a foreign-function layer that keeps guards where
+    /// Rust values cannot live (a C handle table). The buffer stays held
+    /// until [`LockedBuffer::from_raw`] gives the guard back and it is
+    /// dropped. The word is never 0, and its lowest bit is always clear
+    /// (free for the caller's own use, such as a busy flag).
+    ///
+    /// ```
+    /// use memory_buffers::{BufferSearchSettings, Buffers, LockedBuffer};
+    /// let guard = Buffers::get_buffer(&BufferSearchSettings::new(0, 0x7fff_ffff, 16))?;
+    /// let (word, limit) = guard.into_raw();
+    /// assert_eq!((word & 1, limit), (0, 0x7fff_ffff));
+    /// // SAFETY: the pair came from `into_raw` and makes one guard.
+    /// drop(unsafe { LockedBuffer::from_raw(word, limit) });
+    /// # Ok::<(), memory_buffers::Error>(())
+    /// ```
     #[must_use = "the buffer stays held until the word is turned back into a guard and dropped"]
-    pub fn into_raw(self) -> u64 {
-        let word = self.word.get();
+    pub fn into_raw(self) -> (u64, usize) {
+        let raw = (self.word.get(), self.limit);
         std::mem::forget(self);
-        word
+        raw
     }
 
-    /// The guard [`LockedBuffer::into_raw`] turned into `word`.
+    /// The guard [`LockedBuffer::into_raw`] turned into `word` and `limit`.
     ///
     /// # Safety
     ///
     /// `word` must come from [`LockedBuffer::into_raw`] of this copy of the
     /// library, with its lowest bit clear again, and each such word must be
     /// turned back into at most one guard at a time (two live guards for one
-    /// word would both append to the buffer).
-    pub unsafe fn from_raw(word: u64) -> LockedBuffer {
+    /// word would both append to the buffer). `limit` should be the one
+    /// returned with it; another value only moves where appends stop.
+    ///
+    /// ```
+    /// use memory_buffers::{BufferSearchSettings, Buffers, LockedBuffer};
+    /// let (word, limit) = Buffers::get_buffer(&BufferSearchSettings::new(0, 0x7fff_ffff, 16))?.into_raw();
+    /// // ... the pair is kept where a guard cannot be, then turned back:
+    /// // SAFETY: the pair came from `into_raw` and makes this one guard.
+    /// let mut buffer = unsafe { LockedBuffer::from_raw(word, limit) };
+    /// assert!(buffer.append_bytes(&[0x90])? <= limit);
+    /// # Ok::<(), memory_buffers::Error>(())
+    /// ```
+    pub unsafe fn from_raw(word: u64, limit: usize) -> LockedBuffer {
         LockedBuffer {
             // Not 0 (contract); should it be, a dead guard is harmless.
             word: NonZeroU64::new(word).unwrap_or(DEAD),
+            limit,
         }
+    }
+
+    /// The last address appends through this guard may write: the
+    /// `max_address` of the request that produced it.
+    ///
+    /// ```
+    /// use memory_buffers::{BufferSearchSettings, Buffers, ErrorKind};
+    /// // A range no other example uses, so that the buffer released below is
+    /// // still free when it is asked for again.
+    /// let (min, max) = (0x5_0000_0000, 0x5_ffff_ffff);
+    /// let buffer = Buffers::get_buffer(&BufferSearchSettings::new(min, max, 64))?;
+    /// assert_eq!(buffer.limit(), max);
+    /// let start = buffer.next_address();
+    /// drop(buffer);
+    ///
+    /// // Ask for 16 bytes that must start at `start`: the same buffer, which
+    /// // has room for more, but appends stop at the range asked for.
+    /// let mut buffer = Buffers::get_buffer(&BufferSearchSettings::new(start, start + 15, 16))?;
+    /// assert_eq!((buffer.next_address(), buffer.limit()), (start, start + 15));
+    /// let error = buffer.append_bytes(&[0; 17]).unwrap_err();
+    /// assert_eq!(error.kind(), ErrorKind::OutsideRequestedRange);
+    /// assert_eq!(buffer.append_bytes(&[0; 16])?, start);
+    /// # Ok::<(), memory_buffers::Error>(())
+    /// ```
+    pub fn limit(&self) -> usize {
+        self.limit
     }
 
     /// Whether an item at `address` can be held by a guard.
@@ -111,11 +170,27 @@ impl LockedBuffer {
     }
 
     /// Address of the first byte of the buffer (0 in a forked child).
+    ///
+    /// ```
+    /// use memory_buffers::{BufferSearchSettings, Buffers};
+    /// let buffer = Buffers::get_buffer(&BufferSearchSettings::new(0, 0x7fff_ffff, 16))?;
+    /// assert_ne!(buffer.base_address(), 0);
+    /// assert_eq!(buffer.base_address() + buffer.position(), buffer.next_address());
+    /// # Ok::<(), memory_buffers::Error>(())
+    /// ```
     pub fn base_address(&self) -> usize {
         self.live_item().map_or(0, |item| item.base_address())
     }
 
     /// Total size of the buffer in bytes (0 in a forked child).
+    ///
+    /// ```
+    /// use memory_buffers::{BufferSearchSettings, Buffers};
+    /// let buffer = Buffers::get_buffer(&BufferSearchSettings::new(0, 0x7fff_ffff, 16))?;
+    /// assert!(buffer.size() >= 16);
+    /// assert_eq!(buffer.size(), buffer.position() + buffer.bytes_left());
+    /// # Ok::<(), memory_buffers::Error>(())
+    /// ```
     pub fn size(&self) -> usize {
         // Relaxed: fixed once the item is published.
         self.live_item()
@@ -123,18 +198,47 @@ impl LockedBuffer {
     }
 
     /// Bytes already used (0 in a forked child).
+    ///
+    /// ```
+    /// use memory_buffers::{BufferSearchSettings, Buffers};
+    /// let mut buffer = Buffers::get_buffer(&BufferSearchSettings::new(0, 0x7fff_ffff, 16))?;
+    /// let before = buffer.position();
+    /// buffer.append_bytes(&[1, 2, 3, 4])?;
+    /// assert_eq!(buffer.position(), before + 4);
+    /// # Ok::<(), memory_buffers::Error>(())
+    /// ```
     pub fn position(&self) -> usize {
         // Relaxed: only this guard changes it while it lives.
         self.live_item()
             .map_or(0, |item| item.position().load(Ordering::Relaxed) as usize)
     }
 
-    /// Bytes that can still be appended.
+    /// Bytes that can still be appended before the end of the buffer
+    /// (appends also stop at the [`limit`](Self::limit)).
+    ///
+    /// ```
+    /// use memory_buffers::{BufferSearchSettings, Buffers};
+    /// let mut buffer = Buffers::get_buffer(&BufferSearchSettings::new(0, 0x7fff_ffff, 16))?;
+    /// let left = buffer.bytes_left();
+    /// assert!(left >= 16);
+    /// buffer.append_bytes(&[0; 16])?;
+    /// assert_eq!(buffer.bytes_left(), left - 16);
+    /// # Ok::<(), memory_buffers::Error>(())
+    /// ```
     pub fn bytes_left(&self) -> usize {
         self.size().saturating_sub(self.position())
     }
 
     /// Address the next append will write to.
+    ///
+    /// ```
+    /// use memory_buffers::{BufferSearchSettings, Buffers};
+    /// let mut buffer = Buffers::get_buffer(&BufferSearchSettings::new(0, 0x7fff_ffff, 16))?;
+    /// let next = buffer.next_address();
+    /// assert_eq!(buffer.append_bytes(&[0xc3])?, next);
+    /// assert_eq!(buffer.next_address(), next + 1);
+    /// # Ok::<(), memory_buffers::Error>(())
+    /// ```
     pub fn next_address(&self) -> usize {
         self.base_address().wrapping_add(self.position())
     }
@@ -155,10 +259,20 @@ impl LockedBuffer {
         let fail = |kind| Error::new(kind, start, last, len);
         // Checked against the size: a position out of bounds (written by a
         // misbehaving library) leaves nothing to append to.
-        match u32::try_from(len) {
-            Ok(len) if len <= size.saturating_sub(position) => Ok((start, position + len)),
-            _ => Err(fail(ErrorKind::DoesNotFit)),
+        let after = match u32::try_from(len) {
+            Ok(len) if len <= size.saturating_sub(position) => position + len,
+            _ => return Err(fail(ErrorKind::DoesNotFit)),
+        };
+        // The bytes fit the buffer, so `start + len` does not overflow.
+        if len != 0 && start + (len - 1) > self.limit {
+            return Err(Error::new(
+                ErrorKind::OutsideRequestedRange,
+                start,
+                self.limit,
+                len,
+            ));
         }
+        Ok((start, after))
     }
 
     fn advance(&mut self, position: u32) {
@@ -171,6 +285,19 @@ impl LockedBuffer {
     ///
     /// Returns the address the bytes were written to. If they do not fit,
     /// returns [`ErrorKind::DoesNotFit`] and writes nothing.
+    ///
+    /// ```
+    /// use memory_buffers::{BufferSearchSettings, Buffers, ErrorKind};
+    /// let mut buffer = Buffers::get_buffer(&BufferSearchSettings::new(0, 0x7fff_ffff, 4))?;
+    /// let address = buffer.append_bytes(b"abcd")?;
+    /// // SAFETY: the 4 bytes were just written there, and stay.
+    /// assert_eq!(unsafe { *(address as *const [u8; 4]) }, *b"abcd");
+    ///
+    /// let too_many = vec![0; buffer.bytes_left() + 1];
+    /// let error = buffer.append_bytes(&too_many).unwrap_err();
+    /// assert_eq!(error.kind(), ErrorKind::DoesNotFit);
+    /// # Ok::<(), memory_buffers::Error>(())
+    /// ```
     pub fn append_bytes(&mut self, bytes: &[u8]) -> Result<usize, Error> {
         let (address, after) = self.reserve(bytes.len())?;
         // SAFETY: `reserve` checked that the bytes fit between the position
@@ -184,6 +311,16 @@ impl LockedBuffer {
     ///
     /// Returns the address written to, or [`ErrorKind::DoesNotFit`] without
     /// writing anything.
+    ///
+    /// ```
+    /// use memory_buffers::{BufferSearchSettings, Buffers};
+    /// let mut buffer = Buffers::get_buffer(&BufferSearchSettings::new(0, 0x7fff_ffff, 8))?;
+    /// let address = buffer.append_copy(&0x1122_3344_5566_7788u64)?;
+    /// // SAFETY: 8 bytes were just written there; they may be unaligned.
+    /// let value = unsafe { (address as *const u64).read_unaligned() };
+    /// assert_eq!(value, 0x1122_3344_5566_7788);
+    /// # Ok::<(), memory_buffers::Error>(())
+    /// ```
     pub fn append_copy<T: Copy>(&mut self, value: &T) -> Result<usize, Error> {
         let (address, after) = self.reserve(std::mem::size_of::<T>())?;
         // SAFETY: as in `append_bytes`, for `size_of::<T>()` bytes.
@@ -199,6 +336,21 @@ impl LockedBuffer {
     /// other architectures it is required and performed.
     ///
     /// Returns the address of the first instruction.
+    ///
+    /// ```
+    /// use memory_buffers::{BufferSearchSettings, Buffers};
+    /// let mut buffer = Buffers::get_buffer(&BufferSearchSettings::new(0, 0x7fff_ffff, 6))?;
+    /// // x86-64: mov eax, 42; ret
+    /// let code = buffer.append_code(&[0xb8, 42, 0, 0, 0, 0xc3])?;
+    /// #[cfg(target_arch = "x86_64")]
+    /// {
+    ///     // SAFETY: a complete function in executable memory that stays.
+    ///     let answer: extern "C" fn() -> u32 = unsafe { std::mem::transmute(code) };
+    ///     assert_eq!(answer(), 42);
+    /// }
+    /// # let _ = code;
+    /// # Ok::<(), memory_buffers::Error>(())
+    /// ```
     pub fn append_code(&mut self, code: &[u8]) -> Result<usize, Error> {
         let address = self.append_bytes(code)?;
         os::flush_instruction_cache(address, code.len());
