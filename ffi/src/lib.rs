@@ -18,7 +18,12 @@
 //!   [`memory_buffers_last_error_message`], which copies into a caller
 //!   buffer; nothing allocated by the library is ever handed to C.
 //! - No panic crosses into C: each function catches it and returns
-//!   [`MEMORY_BUFFERS_STATUS_PANIC`].
+//!   [`MEMORY_BUFFERS_STATUS_PANIC`]. Built with `panic = "abort"` (the
+//!   workspace's `min-size` profile), a panic aborts instead; no input
+//!   leads to one, bad input is a status code.
+//! - [`memory_buffers_version`] and [`memory_buffers_version_number`] give
+//!   the loaded library's version, the header's `MEMORY_BUFFERS_VERSION*`
+//!   macros the version a program was compiled against.
 //! - `NULL` where a pointer is required is
 //!   [`MEMORY_BUFFERS_STATUS_NULL_POINTER`], never undefined behaviour.
 //!
