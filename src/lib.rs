@@ -44,6 +44,10 @@ mod address;
 mod address_space;
 mod buffers;
 mod error;
+// The pure half of making another Linux process call mmap.
+#[cfg(target_os = "linux")]
+#[cfg_attr(memory_buffers_unsupported, allow(dead_code))]
+mod injection;
 mod locator;
 mod locked_buffer;
 // The maps-file parser is pure and tested everywhere; only Linux reads one.
@@ -55,6 +59,7 @@ mod private_allocation;
 mod process;
 mod range_set;
 mod settings;
+mod target_process;
 
 #[cfg(all(test, target_os = "linux"))]
 mod fault_tests;
@@ -71,6 +76,7 @@ pub use settings::{
     BufferAllocatorSettings, BufferSearchSettings, DEFAULT_RETRY_COUNT, allocation_granularity,
     highest_user_address,
 };
+pub use target_process::{RemoteAllocation, TargetProcess, TargetProcessError};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]
