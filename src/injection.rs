@@ -42,8 +42,8 @@ pub(crate) const SEARCH_LIMIT: usize = 1 << 20;
 /// Regions searched for a `syscall` instruction, at most.
 const MAX_SEARCH_REGIONS: usize = 8;
 
-/// Executable, readable mappings that may hold a `syscall` instruction,
-/// best first: the vDSO (the kernel's own code, in every process), then the
+/// Executable, readable, not writable mappings that may hold a `syscall`
+/// instruction, best first: the vDSO (the kernel's own code, in every process), then the
 /// C library's text, then other file-backed code. Each is `(start, end)`.
 ///
 /// `[vsyscall]` is left out: it is emulated, and cannot be read.
@@ -54,7 +54,12 @@ pub(crate) fn syscall_search_regions(maps_text: &[u8]) -> Vec<(usize, usize)> {
             let entry = maps::parse_maps_line(line)?;
             let mut fields = line.split(|&byte| byte == b' ').filter(|f| !f.is_empty());
             let permissions = fields.nth(1)?;
-            if permissions.len() != 4 || permissions[0] != b'r' || permissions[2] != b'x' {
+            // Writable code (a JIT's) could change under the step.
+            if permissions.len() != 4
+                || permissions[0] != b'r'
+                || permissions[1] != b'-'
+                || permissions[2] != b'x'
+            {
                 return None;
             }
             // The path is what follows the five fixed fields.
