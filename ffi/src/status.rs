@@ -7,7 +7,7 @@
 //! [`memory_buffers_last_error_message`].
 
 use crate::size_t;
-use memory_buffers::{Error, ErrorKind, InvalidRequest};
+use memory_buffers::{Error, ErrorKind, InvalidRequest, TargetProcessError};
 use std::cell::RefCell;
 use std::ffi::{CStr, c_char};
 use std::panic::{self, AssertUnwindSafe};
@@ -76,6 +76,19 @@ pub const MEMORY_BUFFERS_STATUS_PANIC: MemoryBuffersStatus = MemoryBuffersStatus
 /// The library failed in a way this version of the C interface has no
 /// code for; the last error message says how.
 pub const MEMORY_BUFFERS_STATUS_UNKNOWN_ERROR: MemoryBuffersStatus = MemoryBuffersStatus(21);
+/// The target process does not exist, or exited (possibly during the
+/// call).
+pub const MEMORY_BUFFERS_STATUS_PROCESS_NOT_RUNNING: MemoryBuffersStatus = MemoryBuffersStatus(22);
+/// The system refused access to the target process; the last error message
+/// says why (another user, Yama's `ptrace_scope`, a debugger already
+/// attached, a protected process).
+pub const MEMORY_BUFFERS_STATUS_PROCESS_ACCESS_DENIED: MemoryBuffersStatus =
+    MemoryBuffersStatus(23);
+/// The target process could not be made to map memory (Linux: its thread
+/// did not stop, it has no `syscall` instruction, or it runs 32-bit code);
+/// the last error message says which.
+pub const MEMORY_BUFFERS_STATUS_PROCESS_NOT_INJECTABLE: MemoryBuffersStatus =
+    MemoryBuffersStatus(24);
 
 impl MemoryBuffersStatus {
     /// The static description of this status.
@@ -105,6 +118,9 @@ impl MemoryBuffersStatus {
             MEMORY_BUFFERS_STATUS_BUFFER_TOO_SMALL => c"the text buffer is too small",
             MEMORY_BUFFERS_STATUS_PANIC => c"the library panicked (a bug)",
             MEMORY_BUFFERS_STATUS_UNKNOWN_ERROR => c"unknown library error",
+            MEMORY_BUFFERS_STATUS_PROCESS_NOT_RUNNING => c"the target process does not exist or exited",
+            MEMORY_BUFFERS_STATUS_PROCESS_ACCESS_DENIED => c"access to the target process was denied",
+            MEMORY_BUFFERS_STATUS_PROCESS_NOT_INJECTABLE => c"the target process could not be made to map memory",
             _ => c"unknown status code",
         }
     }
@@ -141,6 +157,16 @@ impl From<ErrorKind> for MemoryBuffersStatus {
             ErrorKind::ProcessForked => MEMORY_BUFFERS_STATUS_PROCESS_FORKED,
             ErrorKind::Os { .. } => MEMORY_BUFFERS_STATUS_OS_ERROR,
             ErrorKind::Unsupported => MEMORY_BUFFERS_STATUS_UNSUPPORTED,
+            ErrorKind::TargetProcess(reason) => match reason {
+                TargetProcessError::NotRunning => MEMORY_BUFFERS_STATUS_PROCESS_NOT_RUNNING,
+                TargetProcessError::ThisProcess => MEMORY_BUFFERS_STATUS_INVALID_ARGUMENT,
+                TargetProcessError::DidNotStop
+                | TargetProcessError::NoSyscallInstruction
+                | TargetProcessError::OtherArchitecture => {
+                    MEMORY_BUFFERS_STATUS_PROCESS_NOT_INJECTABLE
+                }
+                _ => MEMORY_BUFFERS_STATUS_PROCESS_ACCESS_DENIED,
+            },
             _ => MEMORY_BUFFERS_STATUS_UNKNOWN_ERROR,
         }
     }
@@ -452,7 +478,7 @@ mod tests {
 
     #[test]
     fn every_named_status_has_its_own_message() {
-        let named: Vec<_> = (0..=21).map(MemoryBuffersStatus).collect();
+        let named: Vec<_> = (0..=24).map(MemoryBuffersStatus).collect();
         let unknown = MemoryBuffersStatus(-1).message();
         for (index, status) in named.iter().enumerate() {
             assert_ne!(status.message(), unknown, "{status:?}");
@@ -464,7 +490,7 @@ mod tests {
                 );
             }
         }
-        assert_eq!(MemoryBuffersStatus(22).message(), unknown);
+        assert_eq!(MemoryBuffersStatus(25).message(), unknown);
     }
 
     #[test]
