@@ -49,6 +49,16 @@ const SCENARIOS: &[Scenario] = &[
         "a_target_under_a_debugger_is_refused_with_the_reason",
         a_target_under_a_debugger_is_refused_with_the_reason,
     ),
+    #[cfg(target_os = "linux")]
+    (
+        "a_stopped_target_stays_stopped",
+        a_stopped_target_stays_stopped,
+    ),
+    #[cfg(target_os = "linux")]
+    (
+        "a_target_whose_main_thread_exited_is_served_by_another",
+        a_target_whose_main_thread_exited_is_served_by_another,
+    ),
 ];
 
 fn main() {
@@ -297,10 +307,16 @@ fn keep_allocating_until_it_reports(
         if let Ok(line) = child.lines.try_recv() {
             return Ok((line, injections));
         }
-        let allocation = process
-            .allocate_private_memory(&near(near_address))
-            .map_err(|e| e.to_string())?;
-        drop(allocation);
+        match process.allocate_private_memory(&near(near_address)) {
+            Ok(allocation) => drop(allocation),
+            // It may have reported and exited since the look above.
+            Err(error)
+                if error.kind() == ErrorKind::TargetProcess(TargetProcessError::NotRunning) =>
+            {
+                return Ok((child.line()?, injections));
+            }
+            Err(error) => return Err(error.to_string()),
+        }
         injections += 2;
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -454,6 +470,104 @@ fn a_target_under_a_debugger_is_refused_with_the_reason() -> Outcome {
     Ok(())
 }
 
+/// The state letter of `/proc/<pid>/status` (`S`, `T`...).
+#[cfg(target_os = "linux")]
+fn state_of(pid: u32) -> Result<String, String> {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("State:"))
+        .ok_or("no State")?;
+    Ok(line["State:".len()..].trim().chars().take(1).collect())
+}
+
+/// A target stopped by `SIGSTOP` (job control) is made to map and unmap,
+/// and is stopped again afterwards, until `SIGCONT`.
+#[cfg(target_os = "linux")]
+fn a_stopped_target_stays_stopped() -> Outcome {
+    let mut child = Target::spawn("echo")?;
+    let function = child.ready()?;
+    let pid = child.id();
+    let process = TargetProcess::open(pid).map_err(|e| e.to_string())?;
+    // SAFETY: signals our own child.
+    check!(
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) } == 0,
+        "SIGSTOP"
+    );
+    let started = Instant::now();
+    while state_of(pid)? != "T" {
+        check!(
+            started.elapsed() < Duration::from_secs(10),
+            "the target did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let allocation = process
+        .allocate_private_memory(&near(function))
+        .map_err(|e| e.to_string())?;
+    let base = allocation.base_address();
+    allocation.write(0, b"stopped").map_err(|e| e.to_string())?;
+    std::thread::sleep(Duration::from_millis(20));
+    check!(
+        state_of(pid)? == "T",
+        "the target runs again: {}",
+        state_of(pid)?
+    );
+    // SAFETY: signals our own child.
+    check!(
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGCONT) } == 0,
+        "SIGCONT"
+    );
+    check!(
+        child.ask(&format!("read {base:x} 7"))? == hex(b"stopped"),
+        "the target does not see the bytes"
+    );
+    drop(allocation);
+    check!(
+        child.ask(&format!("mapped {base:x}"))? == "no",
+        "still mapped"
+    );
+    let status = child.finish()?;
+    check!(status.success(), "the target ended with {status}");
+    Ok(())
+}
+
+/// The target's main thread called `pthread_exit` (it is a zombie while
+/// the others run): another thread is made to make the calls.
+#[cfg(target_os = "linux")]
+fn a_target_whose_main_thread_exited_is_served_by_another() -> Outcome {
+    let mut child = Target::spawn("main-exits")?;
+    let function = child.ready()?;
+    let pid = child.id();
+    let started = Instant::now();
+    while state_of(pid)? != "Z" {
+        check!(
+            started.elapsed() < Duration::from_secs(10),
+            "the main thread did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let process = TargetProcess::open(pid).map_err(|e| e.to_string())?;
+    let allocation = process
+        .allocate_private_memory(&near(function))
+        .map_err(|e| e.to_string())?;
+    let base = allocation.base_address();
+    allocation.write(0, b"thread").map_err(|e| e.to_string())?;
+    check!(
+        child.ask(&format!("read {base:x} 6"))? == hex(b"thread"),
+        "the target does not see the bytes"
+    );
+    drop(allocation);
+    check!(
+        child.ask(&format!("mapped {base:x}"))? == "no",
+        "still mapped"
+    );
+    let status = child.finish()?;
+    check!(status.success(), "the target ended with {status}");
+    Ok(())
+}
+
 /// The target roles: each prints `ready <address of one of its functions>`
 /// first.
 mod targets {
@@ -472,6 +586,22 @@ mod targets {
                 0
             }
             "sleep" => sleep(),
+            #[cfg(target_os = "linux")]
+            "main-exits" => {
+                std::thread::spawn(|| {
+                    let code = echo();
+                    let _ = std::io::stdout().flush();
+                    std::process::exit(code)
+                });
+                // The raw `exit` system call ends only the calling thread,
+                // without unwinding (`pthread_exit` would unwind into the
+                // runtime's catch and abort). The process lives on in the
+                // thread spawned above, which exits it.
+                loop {
+                    // SAFETY: ends this thread; nothing of it is used after.
+                    unsafe { libc::syscall(libc::SYS_exit, 0) };
+                }
+            }
             "exit-soon" => {
                 std::thread::sleep(std::time::Duration::from_millis(200));
                 0

@@ -26,6 +26,7 @@ use crate::target_process::TargetProcessError;
 use std::fs::File;
 use std::io::Read;
 use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use super::Errno;
@@ -70,6 +71,11 @@ fn target(reason: TargetProcessError) -> ErrorKind {
 #[derive(Debug)]
 pub(crate) struct RemoteProcess {
     pid: libc::pid_t,
+    /// A thread of it that has not exited: the main thread unless that one
+    /// called `pthread_exit` (its `/proc` files and memory calls then fail
+    /// as for an exited process). Atomic so that the byte calls, which
+    /// take `&self`, can move on to another thread.
+    thread: AtomicI32,
     /// A `syscall` instruction in the target, found once; its bytes are
     /// checked again (while the thread is stopped) before every use.
     site: Option<usize>,
@@ -83,17 +89,33 @@ impl RemoteProcess {
             Ok(pid) if pid > 0 => pid,
             _ => return Err(target(TargetProcessError::NotRunning)),
         };
-        let process = RemoteProcess { pid, site: None };
-        File::open(process.proc_path("maps"))
+        let process = RemoteProcess {
+            pid,
+            thread: AtomicI32::new(pid),
+            site: None,
+        };
+        process.choose_thread()?;
+        File::open(process.maps_path())
             .map_err(|error| process.access_error(errno_of(&error), "open"))?;
-        match read_status(pid) {
-            Some(status) if !status.has_exited() => Ok(process),
-            _ => Err(target(TargetProcessError::NotRunning)),
-        }
+        Ok(process)
     }
 
-    fn proc_path(&self, file: &str) -> String {
-        format!("/proc/{}/{file}", self.pid)
+    /// Picks a live thread again: the main thread if it still runs.
+    fn choose_thread(&self) -> Result<libc::pid_t, ErrorKind> {
+        let thread = live_thread(self.pid).ok_or(target(TargetProcessError::NotRunning))?;
+        // Relaxed: a thread id is a plain value; any live one will do.
+        self.thread.store(thread, Ordering::Relaxed);
+        Ok(thread)
+    }
+
+    fn thread(&self) -> libc::pid_t {
+        self.thread.load(Ordering::Relaxed)
+    }
+
+    /// The maps file, read through a live thread: a main thread that
+    /// exited shows an empty one.
+    fn maps_path(&self) -> String {
+        format!("/proc/{}/task/{}/maps", self.pid, self.thread())
     }
 
     /// The error for a failed access to the process: gone, refused (and
@@ -113,7 +135,8 @@ impl RemoteProcess {
         buffer: &mut Vec<u8>,
         visit: impl FnMut(&MapsEntry) -> ControlFlow<()>,
     ) -> Result<(), Errno> {
-        let mut file = File::open(self.proc_path("maps")).map_err(|error| errno_of(&error))?;
+        let _ = self.choose_thread();
+        let mut file = File::open(self.maps_path()).map_err(|error| errno_of(&error))?;
         maps::for_each_entry(|out| file.read(out), buffer, visit).map_err(|error| errno_of(&error))
     }
 
@@ -155,6 +178,34 @@ impl RemoteProcess {
 
     /// Copies `bytes` into the target at `address` (`process_vm_writev`).
     pub(crate) fn write(&self, address: usize, bytes: &[u8]) -> Result<(), ErrorKind> {
+        self.through_live_thread(|thread| Self::write_through(thread, address, bytes))
+            .map_err(|errno| self.access_error(errno, "process_vm_writev"))
+    }
+
+    /// Copies `out.len()` bytes of the target at `address` into `out`
+    /// (`process_vm_readv`).
+    pub(crate) fn read(&self, address: usize, out: &mut [u8]) -> Result<(), ErrorKind> {
+        self.through_live_thread(|thread| Self::read_through(thread, address, out))
+            .map_err(|errno| self.access_error(errno, "process_vm_readv"))
+    }
+
+    /// Runs `access` with the chosen thread, and once more with another if
+    /// that one has exited (`ESRCH`).
+    fn through_live_thread(
+        &self,
+        mut access: impl FnMut(libc::pid_t) -> Result<(), Errno>,
+    ) -> Result<(), Errno> {
+        let thread = self.thread();
+        match access(thread) {
+            Err(libc::ESRCH) => match self.choose_thread() {
+                Ok(other) if other != thread => access(other),
+                _ => Err(libc::ESRCH),
+            },
+            result => result,
+        }
+    }
+
+    fn write_through(thread: libc::pid_t, address: usize, bytes: &[u8]) -> Result<(), Errno> {
         let local = libc::iovec {
             iov_base: bytes.as_ptr().cast_mut().cast(),
             iov_len: bytes.len(),
@@ -166,13 +217,11 @@ impl RemoteProcess {
         // SAFETY: `local` describes `bytes`, which the kernel only reads;
         // the remote range is checked by the kernel and is in the other
         // process, so nothing of this process is written.
-        let written = unsafe { libc::process_vm_writev(self.pid, &local, 1, &remote, 1, 0) };
-        self.transferred("process_vm_writev", written, bytes.len())
+        let written = unsafe { libc::process_vm_writev(thread, &local, 1, &remote, 1, 0) };
+        transferred(written, bytes.len())
     }
 
-    /// Copies `out.len()` bytes of the target at `address` into `out`
-    /// (`process_vm_readv`).
-    pub(crate) fn read(&self, address: usize, out: &mut [u8]) -> Result<(), ErrorKind> {
+    fn read_through(thread: libc::pid_t, address: usize, out: &mut [u8]) -> Result<(), Errno> {
         let local = libc::iovec {
             iov_base: out.as_mut_ptr().cast(),
             iov_len: out.len(),
@@ -183,20 +232,8 @@ impl RemoteProcess {
         };
         // SAFETY: `local` describes `out`, writable for its length; the
         // remote range is only read, and checked by the kernel.
-        let read = unsafe { libc::process_vm_readv(self.pid, &local, 1, &remote, 1, 0) };
-        self.transferred("process_vm_readv", read, out.len())
-    }
-
-    fn transferred(&self, call: &'static str, result: isize, len: usize) -> Result<(), ErrorKind> {
-        match usize::try_from(result) {
-            Ok(done) if done == len => Ok(()),
-            // A short transfer: the range ends in unmapped memory.
-            Ok(_) => Err(ErrorKind::Os {
-                call,
-                errno: libc::EFAULT,
-            }),
-            Err(_) => Err(self.access_error(last_errno(), call)),
-        }
+        let read = unsafe { libc::process_vm_readv(thread, &local, 1, &remote, 1, 0) };
+        transferred(read, out.len())
     }
 
     /// A `syscall` instruction in the target's code: the cached one, or the
@@ -207,7 +244,7 @@ impl RemoteProcess {
             return Ok(site);
         }
         let mut text = Vec::new();
-        File::open(self.proc_path("maps"))
+        File::open(self.maps_path())
             .and_then(|file| file.take(MAX_MAPS_TEXT).read_to_end(&mut text))
             .map_err(|error| self.access_error(errno_of(&error), "read /proc/<pid>/maps"))?;
         const CHUNK: usize = 64 * 1024;
@@ -239,13 +276,24 @@ impl RemoteProcess {
         // unloaded): then look again, once.
         for _ in 0..2 {
             let site = self.syscall_site()?;
-            match inject_on_own_thread(self.pid, site, call) {
+            let thread = self.choose_thread()?;
+            match inject_on_own_thread(thread, site, call) {
                 Err(Injection::SiteGone) => self.site = None,
                 Err(Injection::Failed(kind)) => return Err(kind),
                 Ok(raw) => return Ok(injection::syscall_result(raw)),
             }
         }
         Err(target(TargetProcessError::NoSyscallInstruction))
+    }
+}
+
+/// `Ok` for a `process_vm_*` call that moved all `len` bytes; a short
+/// transfer means the range ends in unmapped memory (`EFAULT`).
+fn transferred(result: isize, len: usize) -> Result<(), Errno> {
+    match usize::try_from(result) {
+        Ok(done) if done == len => Ok(()),
+        Ok(_) => Err(libc::EFAULT),
+        Err(_) => Err(last_errno()),
     }
 }
 
@@ -579,6 +627,24 @@ fn peek(tid: libc::pid_t, address: usize) -> Result<u64, Errno> {
         &mut word as *mut u64 as usize,
     )?;
     Ok(word)
+}
+
+/// A thread of process `pid` that has not exited: the main thread if it
+/// still runs (it usually does), another one if it called `pthread_exit`.
+fn live_thread(pid: libc::pid_t) -> Option<libc::pid_t> {
+    let alive = |tid: libc::pid_t| {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status"))
+            .ok()
+            .and_then(|text| ProcessStatus::parse(&text))
+            .is_some_and(|status| !status.has_exited())
+    };
+    if alive(pid) {
+        return Some(pid);
+    }
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .find(|&tid| alive(tid))
 }
 
 fn read_status(pid: libc::pid_t) -> Option<ProcessStatus> {
