@@ -7,6 +7,9 @@ use crate::{readable, size_t, take_handle, writable};
 use memory_buffers::{Buffers, PrivateAllocation, RemoteAllocation, TargetProcess};
 use std::ptr::NonNull;
 
+#[cfg(doc)]
+use crate::{memory_buffers_private_allocation_read, memory_buffers_private_allocation_write};
+
 /// Read/write/execute pages owned by the caller (opaque), in this process
 /// or in another one.
 ///
