@@ -102,7 +102,18 @@ impl AddressSpace {
         request: PlacementRequest,
         retry_count: u32,
     ) -> Result<OwnedMapping, ErrorKind> {
-        self.map_nearest_in(&mut ThisProcess, request, retry_count)
+        self.map_nearest_with(request, retry_count, Protection::ReadWriteExecute)
+    }
+
+    /// Like [`map_nearest`](Self::map_nearest), with the given access
+    /// rights.
+    pub(crate) fn map_nearest_with(
+        &mut self,
+        request: PlacementRequest,
+        retry_count: u32,
+        protection: Protection,
+    ) -> Result<OwnedMapping, ErrorKind> {
+        self.map_nearest_in(&mut ThisProcess { protection }, request, retry_count)
     }
 
     /// [`AddressSpace::map_nearest`] in the address space of `space`, of
@@ -215,8 +226,10 @@ pub(crate) trait ClaimableSpace {
     ) -> Option<(usize, usize)>;
 }
 
-/// The address space of this process.
-pub(crate) struct ThisProcess;
+/// The address space of this process, claimed with these access rights.
+pub(crate) struct ThisProcess {
+    pub(crate) protection: Protection,
+}
 
 impl ClaimableSpace for ThisProcess {
     type Mapping = OwnedMapping;
@@ -230,7 +243,7 @@ impl ClaimableSpace for ThisProcess {
     }
 
     fn map_exactly(&mut self, start: usize, len: usize) -> Result<Option<OwnedMapping>, ErrorKind> {
-        match os::map_fixed_noreplace(start, len, Protection::ReadWriteExecute) {
+        match os::map_fixed_noreplace(start, len, self.protection) {
             Ok(FixedMapping::Mapped(mapping)) => Ok(Some(mapping)),
             Ok(FixedMapping::Elsewhere) => Ok(None),
             Err(errno) => claim_failure(os::MAP_CALL, errno),

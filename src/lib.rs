@@ -43,6 +43,7 @@
 mod address;
 mod address_space;
 mod buffers;
+mod code_patch;
 mod error;
 // The pure half of making another Linux process call mmap.
 #[cfg(target_os = "linux")]
@@ -60,6 +61,7 @@ mod process;
 mod range_set;
 mod settings;
 mod target_process;
+pub mod x86;
 
 #[cfg(all(test, target_os = "linux"))]
 mod fault_tests;

@@ -76,19 +76,27 @@ pub const MEMORY_BUFFERS_STATUS_PANIC: MemoryBuffersStatus = MemoryBuffersStatus
 /// The library failed in a way this version of the C interface has no
 /// code for; the last error message says how.
 pub const MEMORY_BUFFERS_STATUS_UNKNOWN_ERROR: MemoryBuffersStatus = MemoryBuffersStatus(21);
+/// An append would end past the `max_address` the buffer was requested
+/// with; nothing was written.
+pub const MEMORY_BUFFERS_STATUS_OUTSIDE_REQUESTED_RANGE: MemoryBuffersStatus =
+    MemoryBuffersStatus(22);
+/// The memory is executable and not writable now; nothing was written.
+pub const MEMORY_BUFFERS_STATUS_NOT_WRITABLE: MemoryBuffersStatus = MemoryBuffersStatus(23);
+/// Part of the range to patch is not mapped; nothing was written.
+pub const MEMORY_BUFFERS_STATUS_NOT_MAPPED: MemoryBuffersStatus = MemoryBuffersStatus(24);
 /// The target process does not exist, or exited (possibly during the
 /// call).
-pub const MEMORY_BUFFERS_STATUS_PROCESS_NOT_RUNNING: MemoryBuffersStatus = MemoryBuffersStatus(22);
+pub const MEMORY_BUFFERS_STATUS_PROCESS_NOT_RUNNING: MemoryBuffersStatus = MemoryBuffersStatus(25);
 /// The system refused access to the target process; the last error message
 /// says why (another user, Yama's `ptrace_scope`, a debugger already
 /// attached, a protected process).
 pub const MEMORY_BUFFERS_STATUS_PROCESS_ACCESS_DENIED: MemoryBuffersStatus =
-    MemoryBuffersStatus(23);
+    MemoryBuffersStatus(26);
 /// The target process could not be made to map memory (Linux: its thread
 /// did not stop, it has no `syscall` instruction, or it runs 32-bit code);
 /// the last error message says which.
 pub const MEMORY_BUFFERS_STATUS_PROCESS_NOT_INJECTABLE: MemoryBuffersStatus =
-    MemoryBuffersStatus(24);
+    MemoryBuffersStatus(27);
 
 impl MemoryBuffersStatus {
     /// The static description of this status.
@@ -118,6 +126,11 @@ impl MemoryBuffersStatus {
             MEMORY_BUFFERS_STATUS_BUFFER_TOO_SMALL => c"the text buffer is too small",
             MEMORY_BUFFERS_STATUS_PANIC => c"the library panicked (a bug)",
             MEMORY_BUFFERS_STATUS_UNKNOWN_ERROR => c"unknown library error",
+            MEMORY_BUFFERS_STATUS_OUTSIDE_REQUESTED_RANGE => {
+                c"the bytes would end past the range the buffer was requested for"
+            }
+            MEMORY_BUFFERS_STATUS_NOT_WRITABLE => c"the memory is executable and not writable now",
+            MEMORY_BUFFERS_STATUS_NOT_MAPPED => c"part of the range is not mapped",
             MEMORY_BUFFERS_STATUS_PROCESS_NOT_RUNNING => c"the target process does not exist or exited",
             MEMORY_BUFFERS_STATUS_PROCESS_ACCESS_DENIED => c"access to the target process was denied",
             MEMORY_BUFFERS_STATUS_PROCESS_NOT_INJECTABLE => c"the target process could not be made to map memory",
@@ -153,6 +166,9 @@ impl From<ErrorKind> for MemoryBuffersStatus {
             ErrorKind::NoSpaceInRange => MEMORY_BUFFERS_STATUS_NO_SPACE_IN_RANGE,
             ErrorKind::ExecutableMemoryRefused => MEMORY_BUFFERS_STATUS_EXECUTABLE_MEMORY_REFUSED,
             ErrorKind::DoesNotFit => MEMORY_BUFFERS_STATUS_DOES_NOT_FIT,
+            ErrorKind::OutsideRequestedRange => MEMORY_BUFFERS_STATUS_OUTSIDE_REQUESTED_RANGE,
+            ErrorKind::NotWritable => MEMORY_BUFFERS_STATUS_NOT_WRITABLE,
+            ErrorKind::NotMapped => MEMORY_BUFFERS_STATUS_NOT_MAPPED,
             ErrorKind::OutsideBuffers => MEMORY_BUFFERS_STATUS_OUTSIDE_BUFFERS,
             ErrorKind::ProcessForked => MEMORY_BUFFERS_STATUS_PROCESS_FORKED,
             ErrorKind::Os { .. } => MEMORY_BUFFERS_STATUS_OS_ERROR,
@@ -478,7 +494,7 @@ mod tests {
 
     #[test]
     fn every_named_status_has_its_own_message() {
-        let named: Vec<_> = (0..=24).map(MemoryBuffersStatus).collect();
+        let named: Vec<_> = (0..=27).map(MemoryBuffersStatus).collect();
         let unknown = MemoryBuffersStatus(-1).message();
         for (index, status) in named.iter().enumerate() {
             assert_ne!(status.message(), unknown, "{status:?}");
@@ -490,7 +506,7 @@ mod tests {
                 );
             }
         }
-        assert_eq!(MemoryBuffersStatus(25).message(), unknown);
+        assert_eq!(MemoryBuffersStatus(28).message(), unknown);
     }
 
     #[test]

@@ -89,6 +89,10 @@ pub enum PrivateLocatorReason {
     SectionNotProven,
 }
 
+/// The directory below which the Unix rendezvous directories live.
+#[cfg(all(target_os = "linux", not(memory_buffers_unsupported)))]
+pub(crate) const RENDEZVOUS_BASE: &str = "/tmp";
+
 /// The locator of one process, with its local accelerators.
 pub(crate) struct Locator {
     kind: LocatorKind,
@@ -276,22 +280,22 @@ impl Locator {
     /// back to a private one when the shared one cannot be trusted or made.
     pub(crate) fn open() -> Result<Locator, ErrorKind> {
         #[cfg(all(target_os = "linux", not(memory_buffers_unsupported)))]
-        let (shared, sweep) = match rendezvous::find_or_create_owing_sweep("/tmp", os::process_id())
-        {
-            Ok((found, owed)) => {
-                let sweep = match owed {
-                    Some(owed) => {
-                        rendezvous::owe_sweep(owed);
-                        SweepState::AFTER_THIS_REQUEST
-                    }
-                    None => SweepState::NONE,
-                };
-                let (rendezvous::Rendezvous::Found(locator)
-                | rendezvous::Rendezvous::Created(locator)) = found;
-                (Ok((locator, 0..0)), sweep)
-            }
-            Err(reason) => (Err(reason), SweepState::NONE),
-        };
+        let (shared, sweep) =
+            match rendezvous::find_or_create_owing_sweep(RENDEZVOUS_BASE, os::process_id()) {
+                Ok((found, owed)) => {
+                    let sweep = match owed {
+                        Some(owed) => {
+                            rendezvous::owe_sweep(owed);
+                            SweepState::AFTER_THIS_REQUEST
+                        }
+                        None => SweepState::NONE,
+                    };
+                    let (rendezvous::Rendezvous::Found(locator)
+                    | rendezvous::Rendezvous::Created(locator)) = found;
+                    (Ok((locator, 0..0)), sweep)
+                }
+                Err(reason) => (Err(reason), SweepState::NONE),
+            };
         #[cfg(all(windows, not(memory_buffers_unsupported)))]
         let (shared, sweep) = (
             rendezvous_windows::find_or_create(os::process_id())
@@ -381,7 +385,7 @@ impl Locator {
     }
 
     #[inline]
-    fn locked(&self, generation: u16, taken: Taken) -> LockedBuffer {
+    fn locked(&self, generation: u16, taken: Taken, fit: &Fit) -> LockedBuffer {
         if taken.aligned != taken.position {
             // Alignment padding counts as used. Relaxed: ordered before the
             // eventual release of the item by its Release store.
@@ -390,7 +394,7 @@ impl Locator {
                 .position()
                 .store(taken.aligned, Ordering::Relaxed);
         }
-        LockedBuffer::new(taken.item, generation)
+        LockedBuffer::new(taken.item, generation, fit.max)
     }
 
     /// Takes one of the buffers this thread used last, if one fits: the
@@ -409,7 +413,7 @@ impl Locator {
         // pages are never unmapped.
         let item = unsafe { ItemRef::from_address(first) }?;
         match try_take(item, fit) {
-            Some(taken) => Some(self.locked(generation, taken)),
+            Some(taken) => Some(self.locked(generation, taken, fit)),
             None => self.take_older(generation, fit),
         }
     }
@@ -423,7 +427,7 @@ impl Locator {
             // SAFETY: as in `take_recent`.
             let item = unsafe { ItemRef::from_address(*address) }?;
             if let Some(taken) = try_take(item, fit) {
-                return Some(self.locked(generation, taken));
+                return Some(self.locked(generation, taken, fit));
             }
         }
         None
@@ -489,7 +493,7 @@ impl Locator {
                 ControlFlow::Continue(())
             })?;
         self.remember(taken.item);
-        Some(self.locked(generation, taken))
+        Some(self.locked(generation, taken, fit))
     }
 
     fn register_new(
@@ -553,7 +557,7 @@ impl Locator {
                 // Registered buffers are permanent.
                 mapping.leak();
                 self.remember(item);
-                return Ok(LockedBuffer::new(item, owner.generation()));
+                return Ok(LockedBuffer::new(item, owner.generation(), fit.max));
             }
             match map_private_locator() {
                 Ok(next) => {

@@ -33,7 +33,7 @@ use std::time::Instant;
 
 // The helpers of the crate's own benches (a criterion set-up among them,
 // unused here).
-#[path = "../../benches/common/mod.rs"]
+#[path = "../../benchmarks/benches/common/mod.rs"]
 mod common;
 
 use common::{ExtraMappings, PAGE, median, target_address};
