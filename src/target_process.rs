@@ -226,7 +226,10 @@ impl TargetProcess {
     ///
     /// As for [`Buffers::allocate_private_memory`](crate::Buffers::allocate_private_memory),
     /// and [`ErrorKind::TargetProcess`] when the process exited or refused
-    /// (see [`TargetProcessError`]).
+    /// (see [`TargetProcessError`]). Pages in another process are always
+    /// read/write/execute:
+    /// [`write_then_execute`](BufferAllocatorSettings::write_then_execute)
+    /// gives [`ErrorKind::Unsupported`].
     ///
     /// # Example
     ///
@@ -246,6 +249,12 @@ impl TargetProcess {
     ) -> Result<RemoteAllocation, Error> {
         let request = settings.validate()?;
         let fail = |kind: ErrorKind| Error::new(kind, request.min, request.max, request.size);
+        if settings.write_then_execute {
+            // Changing the rights later would take one more injected call
+            // (`mprotect`, `VirtualProtectEx`); until it exists, say so
+            // rather than hand out memory that is writable and executable.
+            return Err(fail(ErrorKind::Unsupported));
+        }
         if request.max - request.min < request.rounded_size - 1 {
             return Err(fail(ErrorKind::NoSpaceInRange));
         }

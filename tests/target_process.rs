@@ -56,6 +56,11 @@ const SCENARIOS: &[Scenario] = &[
     ),
     #[cfg(target_os = "linux")]
     (
+        "signals_arriving_during_the_calls_are_all_delivered",
+        signals_arriving_during_the_calls_are_all_delivered,
+    ),
+    #[cfg(target_os = "linux")]
+    (
         "a_target_whose_main_thread_exited_is_served_by_another",
         a_target_whose_main_thread_exited_is_served_by_another,
     ),
@@ -533,6 +538,55 @@ fn a_stopped_target_stays_stopped() -> Outcome {
     Ok(())
 }
 
+/// The target takes a `SIGALRM` every 200 µs (a handler with
+/// `SA_RESTART` counts them) while it is made to map and unmap hundreds of
+/// times: signals that arrive while its thread is held are delivered
+/// afterwards, none is turned into a crash (a leaked single-step `SIGTRAP`
+/// would kill it), and its `read` carries on.
+#[cfg(target_os = "linux")]
+fn signals_arriving_during_the_calls_are_all_delivered() -> Outcome {
+    let mut child = Target::spawn("signals")?;
+    let function = child.ready()?;
+    let process = TargetProcess::open(child.id()).map_err(|e| e.to_string())?;
+    let count = |child: &mut Target| -> Result<u64, String> {
+        child
+            .ask("count")?
+            .parse::<u64>()
+            .map_err(|e| e.to_string())
+    };
+    let before = count(&mut child)?;
+    let mut last = 0;
+    for round in 0..200u32 {
+        let allocation = process
+            .allocate_private_memory(&near(function))
+            .map_err(|e| format!("round {round}: {e}"))?;
+        allocation
+            .write(0, &round.to_le_bytes())
+            .map_err(|e| e.to_string())?;
+        last = allocation.base_address();
+        if round % 50 == 49 {
+            let seen = child.ask(&format!("read {last:x} 4"))?;
+            check!(
+                seen == hex(&round.to_le_bytes()),
+                "round {round}: the target read {seen}"
+            );
+        }
+    }
+    let after = count(&mut child)?;
+    check!(
+        after > before + 100,
+        "only {} signals handled during the calls",
+        after - before
+    );
+    check!(
+        child.ask(&format!("mapped {last:x}"))? == "no",
+        "the last allocation is still mapped"
+    );
+    let status = child.finish()?;
+    check!(status.success(), "the target ended with {status}");
+    Ok(())
+}
+
 /// The target's main thread called `pthread_exit` (it is a zombie while
 /// the others run): another thread is made to make the calls.
 #[cfg(target_os = "linux")]
@@ -602,6 +656,11 @@ mod targets {
                     unsafe { libc::syscall(libc::SYS_exit, 0) };
                 }
             }
+            #[cfg(target_os = "linux")]
+            "signals" => {
+                count_alarms_every_200_us();
+                echo()
+            }
             "exit-soon" => {
                 std::thread::sleep(std::time::Duration::from_millis(200));
                 0
@@ -639,6 +698,10 @@ mod targets {
                     let mapped = address != 0 && super::support::is_mapped(address, address + 1);
                     println!("{}", if mapped { "yes" } else { "no" });
                 }
+                #[cfg(target_os = "linux")]
+                Some(&"count") => {
+                    println!("{}", ALARMS.load(std::sync::atomic::Ordering::Relaxed));
+                }
                 Some(&"read") => {
                     let (address, len) = (number(1, 16), number(2, 10));
                     // SAFETY: the test asks only for bytes it has just
@@ -648,6 +711,38 @@ mod targets {
                 }
                 _ => println!("unknown command"),
             }
+        }
+    }
+
+    /// `SIGALRM`s handled so far.
+    #[cfg(target_os = "linux")]
+    static ALARMS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+    #[cfg(target_os = "linux")]
+    extern "C" fn count_alarm(_: libc::c_int) {
+        ALARMS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A `SIGALRM` every 200 µs, counted by a handler installed with
+    /// `SA_RESTART` (so `read` restarts after it).
+    #[cfg(target_os = "linux")]
+    fn count_alarms_every_200_us() {
+        // SAFETY: an all-zero `sigaction` is valid; the handler only does
+        // an atomic add, which is async-signal-safe.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = count_alarm as *const () as usize;
+            action.sa_flags = libc::SA_RESTART;
+            libc::sigaction(libc::SIGALRM, &action, std::ptr::null_mut());
+            let every = libc::timeval {
+                tv_sec: 0,
+                tv_usec: 200,
+            };
+            let timer = libc::itimerval {
+                it_interval: every,
+                it_value: every,
+            };
+            libc::setitimer(libc::ITIMER_REAL, &timer, std::ptr::null_mut());
         }
     }
 
