@@ -510,3 +510,37 @@ impl Drop for RemoteAllocation {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_can_be_shared_between_threads() {
+        fn send_and_sync<T: Send + Sync>() {}
+        send_and_sync::<TargetProcess>();
+        send_and_sync::<RemoteAllocation>();
+    }
+
+    #[test]
+    fn reasons_read_as_sentences_and_map_to_io_kinds() {
+        let error = Error::new(
+            ErrorKind::TargetProcess(TargetProcessError::PtraceScope(1)),
+            0,
+            0,
+            0,
+        );
+        assert!(
+            error.to_string().contains("kernel.yama.ptrace_scope = 1"),
+            "{error}"
+        );
+        assert_eq!(
+            std::io::Error::from(error).kind(),
+            std::io::ErrorKind::PermissionDenied
+        );
+        assert_eq!(
+            TargetProcessError::NotRunning.io_error_kind(),
+            std::io::ErrorKind::NotFound
+        );
+    }
+}

@@ -96,7 +96,7 @@ impl RemoteProcess {
         };
         process.choose_thread()?;
         File::open(process.maps_path())
-            .map_err(|error| process.access_error(errno_of(&error), "open"))?;
+            .map_err(|error| process.access_error(errno_of(&error), "open /proc/<pid>/maps"))?;
         Ok(process)
     }
 
