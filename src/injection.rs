@@ -52,21 +52,19 @@ pub(crate) fn syscall_search_regions(maps_text: &[u8]) -> Vec<(usize, usize)> {
         .split(|&byte| byte == b'\n')
         .filter_map(|line| {
             let entry = maps::parse_maps_line(line)?;
-            let mut fields = line.split(|&byte| byte == b' ').filter(|f| !f.is_empty());
-            let permissions = fields.nth(1)?;
             // Writable code (a JIT's) could change under the step.
-            if permissions.len() != 4
-                || permissions[0] != b'r'
-                || permissions[1] != b'-'
-                || permissions[2] != b'x'
-            {
+            if !entry.access.read || entry.access.write || !entry.access.execute {
                 return None;
             }
             // The path is what follows the five fixed fields.
-            let path = fields.nth(3).map_or(&[][..], |first| {
-                let at = first.as_ptr() as usize - line.as_ptr() as usize;
-                &line[at..]
-            });
+            let path = line
+                .split(|&byte| byte == b' ')
+                .filter(|field| !field.is_empty())
+                .nth(5)
+                .map_or(&[][..], |first| {
+                    let at = first.as_ptr() as usize - line.as_ptr() as usize;
+                    &line[at..]
+                });
             let rank = if path == b"[vdso]" {
                 0
             } else if path.starts_with(b"[") {

@@ -138,6 +138,7 @@ impl RemoteProcess {
             dev_major: 0,
             dev_minor: 0,
             inode: 0,
+            access: crate::maps::Access::default(),
         };
         let top = super::highest_user_address();
         let mut address = super::lowest_mappable_address();
