@@ -109,15 +109,27 @@ pub(crate) struct SyscallRequest {
 }
 
 impl SyscallRequest {
-    /// `mmap(address, len, PROT_READ | PROT_WRITE | PROT_EXEC,
-    /// MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0)`.
+    /// `mmap(address, len, protection, MAP_PRIVATE | MAP_ANONYMOUS |
+    /// MAP_FIXED_NOREPLACE, -1, 0)`; `protection` is `PROT_*` bits.
     #[cfg(target_arch = "x86_64")]
-    pub(crate) fn map_fixed_noreplace(address: usize, len: usize) -> SyscallRequest {
-        const PROT_RWX: u64 = 0x1 | 0x2 | 0x4;
+    pub(crate) fn map_fixed_noreplace(
+        address: usize,
+        len: usize,
+        protection: u64,
+    ) -> SyscallRequest {
         const FLAGS: u64 = 0x02 | 0x20 | 0x10_0000;
         SyscallRequest {
             number: 9,
-            arguments: [address as u64, len as u64, PROT_RWX, FLAGS, u64::MAX, 0],
+            arguments: [address as u64, len as u64, protection, FLAGS, u64::MAX, 0],
+        }
+    }
+
+    /// `mprotect(address, len, protection)`.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn protect(address: usize, len: usize, protection: u64) -> SyscallRequest {
+        SyscallRequest {
+            number: 10,
+            arguments: [address as u64, len as u64, protection, 0, 0, 0],
         }
     }
 
@@ -435,7 +447,7 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
         saved.rsp = 0x7ffd_0000;
         saved.rbx = 77;
         saved.eflags = 0x246;
-        let request = SyscallRequest::map_fixed_noreplace(0x10_0000, 0x2000);
+        let request = SyscallRequest::map_fixed_noreplace(0x10_0000, 0x2000, 7);
         let injected = injected_registers(&saved, 0x7fff_1000, request);
         assert_eq!(injected.rip, 0x7fff_1000);
         assert_eq!(injected.rax, 9);
@@ -460,6 +472,8 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
             (0x7ffd_0000, 77, 0x246)
         );
         assert_eq!(SyscallRequest::unmap(0x5000, 0x1000).number, 11);
+        let protect = SyscallRequest::protect(0x5000, 0x1000, 5);
+        assert_eq!((protect.number, protect.arguments[2]), (10, 5));
         assert!(!is_32_bit(&saved));
         saved.cs = 0x23;
         assert!(is_32_bit(&saved));

@@ -20,7 +20,7 @@
 
 use crate::address_space::{self, AddressSpace, ClaimableSpace};
 use crate::error::{Error, ErrorKind};
-use crate::os::{self, RemoteProcess};
+use crate::os::{self, Protection, RemoteProcess};
 use crate::placement::PlacementRequest;
 use crate::settings::BufferAllocatorSettings;
 use std::fmt;
@@ -226,10 +226,13 @@ impl TargetProcess {
     ///
     /// As for [`Buffers::allocate_private_memory`](crate::Buffers::allocate_private_memory),
     /// and [`ErrorKind::TargetProcess`] when the process exited or refused
-    /// (see [`TargetProcessError`]). Pages in another process are always
-    /// read/write/execute:
+    /// (see [`TargetProcessError`]).
+    ///
+    /// With
     /// [`write_then_execute`](BufferAllocatorSettings::write_then_execute)
-    /// gives [`ErrorKind::Unsupported`].
+    /// the pages are read/write until
+    /// [`make_executable`](RemoteAllocation::make_executable), then
+    /// read/execute, as for this process.
     ///
     /// # Example
     ///
@@ -249,12 +252,6 @@ impl TargetProcess {
     ) -> Result<RemoteAllocation, Error> {
         let request = settings.validate()?;
         let fail = |kind: ErrorKind| Error::new(kind, request.min, request.max, request.size);
-        if settings.write_then_execute {
-            // Changing the rights later would take one more injected call
-            // (`mprotect`, `VirtualProtectEx`); until it exists, say so
-            // rather than hand out memory that is writable and executable.
-            return Err(fail(ErrorKind::Unsupported));
-        }
         if request.max - request.min < request.rounded_size - 1 {
             return Err(fail(ErrorKind::NoSpaceInRange));
         }
@@ -267,19 +264,33 @@ impl TargetProcess {
             lowest_address: os::lowest_mappable_address(),
             highest_address: crate::settings::highest_user_address(),
         };
+        let protection = if settings.write_then_execute {
+            Protection::ReadWrite
+        } else {
+            Protection::ReadWriteExecute
+        };
         let mut state = self.state();
         let State {
             process,
             address_space,
         } = &mut *state;
         let base_address = address_space
-            .map_nearest_in(process, placement, settings.retry_count)
+            .map_nearest_in(
+                &mut Claim {
+                    process,
+                    protection,
+                },
+                placement,
+                settings.retry_count,
+            )
             .map_err(fail)?;
         Ok(RemoteAllocation {
             process: Arc::clone(&self.shared),
             base_address,
             size: request.rounded_size,
             owned: true,
+            write_then_execute: settings.write_then_execute,
+            executable: false,
         })
     }
 
@@ -343,7 +354,13 @@ impl Shared {
     }
 }
 
-impl ClaimableSpace for RemoteProcess {
+/// Another process's address space, claimed with these rights.
+struct Claim<'a> {
+    process: &'a mut RemoteProcess,
+    protection: Protection,
+}
+
+impl ClaimableSpace for Claim<'_> {
     /// The base address; the [`RemoteAllocation`] made from it owns it.
     type Mapping = usize;
 
@@ -352,11 +369,14 @@ impl ClaimableSpace for RemoteProcess {
         buffer: &mut Vec<u8>,
         visit: impl FnMut(&crate::maps::MapsEntry) -> ControlFlow<()>,
     ) -> Result<(), os::Errno> {
-        RemoteProcess::read_maps(self, buffer, visit)
+        self.process.read_maps(buffer, visit)
     }
 
     fn map_exactly(&mut self, start: usize, len: usize) -> Result<Option<usize>, ErrorKind> {
-        match self.map_fixed_noreplace(start, len)? {
+        match self
+            .process
+            .map_fixed_noreplace(start, len, self.protection)?
+        {
             Ok(true) => Ok(Some(start)),
             Ok(false) => Ok(None),
             Err(errno) => address_space::claim_failure(os::REMOTE_MAP_CALL, errno),
@@ -381,6 +401,10 @@ pub struct RemoteAllocation {
     size: usize,
     /// Whether dropping unmaps the pages (false once leaked).
     owned: bool,
+    /// Mapped read/write, to become read/execute (never both).
+    write_then_execute: bool,
+    /// A write-then-execute allocation made read/execute.
+    executable: bool,
 }
 
 impl RemoteAllocation {
@@ -418,7 +442,9 @@ impl RemoteAllocation {
     /// # Errors
     ///
     /// [`ErrorKind::DoesNotFit`] (nothing written) if the bytes reach past
-    /// the end; [`ErrorKind::TargetProcess`] if the process exited.
+    /// the end; [`ErrorKind::NotWritable`] while a write-then-execute
+    /// allocation is executable; [`ErrorKind::TargetProcess`] if the
+    /// process exited.
     ///
     /// # Example
     ///
@@ -434,6 +460,14 @@ impl RemoteAllocation {
     /// ```
     pub fn write(&self, offset: usize, bytes: &[u8]) -> Result<(), Error> {
         let address = self.range(offset, bytes.len())?;
+        if self.executable {
+            return Err(Error::new(
+                ErrorKind::NotWritable,
+                address,
+                address,
+                bytes.len(),
+            ));
+        }
         self.process
             .state()
             .process
@@ -453,6 +487,83 @@ impl RemoteAllocation {
             .process
             .read(address, out)
             .map_err(|kind| Error::new(kind, address, address, out.len()))
+    }
+
+    /// Makes the pages executable: read/execute for a write-then-execute
+    /// allocation (no longer writable), nothing to do for a
+    /// read/write/execute one. x86-64 needs no instruction-cache flush
+    /// after writing code.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::ExecutableMemoryRefused`] if a policy of the target
+    /// forbids it, [`ErrorKind::TargetProcess`] if the process exited,
+    /// [`ErrorKind::Os`] for other refusals.
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// use memory_buffers::{BufferAllocatorSettings, TargetProcess};
+    /// let game = TargetProcess::open(4242)?;
+    /// let mut settings = BufferAllocatorSettings::new(0, 0x7fff_ffff, 4096);
+    /// settings.write_then_execute = true;
+    /// let mut code = game.allocate_private_memory(&settings)?;
+    /// code.write(0, &[0xc3])?;
+    /// code.make_executable()?; // read/execute from now on
+    /// # Ok::<(), memory_buffers::Error>(())
+    /// ```
+    pub fn make_executable(&mut self) -> Result<(), Error> {
+        if self.write_then_execute && !self.executable {
+            self.set(Protection::ReadExecute)?;
+            self.executable = true;
+        }
+        Ok(())
+    }
+
+    /// Makes a write-then-execute allocation read/write again (no longer
+    /// executable); does nothing for a read/write/execute one.
+    ///
+    /// # Errors
+    ///
+    /// As for [`RemoteAllocation::make_executable`].
+    pub fn make_writable(&mut self) -> Result<(), Error> {
+        if self.executable {
+            self.set(Protection::ReadWrite)?;
+            self.executable = false;
+        }
+        Ok(())
+    }
+
+    /// Whether the pages can be written now.
+    pub fn is_writable(&self) -> bool {
+        !self.executable
+    }
+
+    fn set(&self, protection: Protection) -> Result<(), Error> {
+        let result = self
+            .process
+            .state()
+            .process
+            .protect(self.base_address, self.size, protection);
+        let kind = match result {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(errno))
+                if os::is_execute_refusal(errno) && protection == Protection::ReadExecute =>
+            {
+                ErrorKind::ExecutableMemoryRefused
+            }
+            Ok(Err(errno)) => ErrorKind::Os {
+                call: os::REMOTE_PROTECT_CALL,
+                errno,
+            },
+            Err(kind) => kind,
+        };
+        Err(Error::new(
+            kind,
+            self.base_address,
+            self.base_address + (self.size - 1),
+            self.size,
+        ))
     }
 
     /// Gives up ownership without unmapping: the pages stay mapped in the

@@ -39,6 +39,10 @@ const SCENARIOS: &[Scenario] = &[
         a_target_that_exits_gives_an_error_not_a_hang,
     ),
     ("bad_process_ids_are_refused", bad_process_ids_are_refused),
+    (
+        "write_then_execute_pages_change_rights_in_the_target",
+        write_then_execute_pages_change_rights_in_the_target,
+    ),
     #[cfg(target_os = "linux")]
     (
         "another_users_process_is_refused_with_the_reason",
@@ -389,6 +393,60 @@ fn a_target_that_exits_gives_an_error_not_a_hang() -> Outcome {
     Ok(())
 }
 
+/// A write-then-execute allocation is read/write in the target, then
+/// read/execute (writes refused here, the rights seen by the target
+/// itself), then read/write again.
+fn write_then_execute_pages_change_rights_in_the_target() -> Outcome {
+    let mut child = Target::spawn("echo")?;
+    let function = child.ready()?;
+    let process = TargetProcess::open(child.id()).map_err(|e| e.to_string())?;
+    let mut settings = near(function);
+    settings.write_then_execute = true;
+    let mut code = process
+        .allocate_private_memory(&settings)
+        .map_err(|e| e.to_string())?;
+    let base = code.base_address();
+    let rights = |child: &mut Target| child.ask(&format!("rights {base:x}"));
+    check!(
+        rights(&mut child)? == "rw-",
+        "at first: {}",
+        rights(&mut child)?
+    );
+    code.write(0, &[0xc3]).map_err(|e| e.to_string())?;
+    code.make_executable().map_err(|e| e.to_string())?;
+    check!(
+        rights(&mut child)? == "r-x",
+        "executable: {}",
+        rights(&mut child)?
+    );
+    check!(!code.is_writable(), "still writable");
+    let refused = code.write(0, &[0x90]).unwrap_err();
+    check!(refused.kind() == ErrorKind::NotWritable, "{refused}");
+    check!(
+        child.ask(&format!("read {base:x} 1"))? == "c3",
+        "the code changed"
+    );
+    code.make_writable().map_err(|e| e.to_string())?;
+    check!(
+        rights(&mut child)? == "rw-",
+        "writable again: {}",
+        rights(&mut child)?
+    );
+    code.write(0, &[0x90]).map_err(|e| e.to_string())?;
+    let plain = process
+        .allocate_private_memory(&near(function))
+        .map_err(|e| e.to_string())?;
+    let plain_base = plain.base_address();
+    check!(
+        child.ask(&format!("rights {plain_base:x}"))? == "rwx",
+        "a plain allocation is not read/write/execute"
+    );
+    drop((code, plain));
+    let status = child.finish()?;
+    check!(status.success(), "the target ended with {status}");
+    Ok(())
+}
+
 fn bad_process_ids_are_refused() -> Outcome {
     for (id, reason) in [
         (0, TargetProcessError::NotRunning),
@@ -702,6 +760,7 @@ mod targets {
                 Some(&"count") => {
                     println!("{}", ALARMS.load(std::sync::atomic::Ordering::Relaxed));
                 }
+                Some(&"rights") => println!("{}", rights_of(number(1, 16))),
                 Some(&"read") => {
                     let (address, len) = (number(1, 16), number(2, 10));
                     // SAFETY: the test asks only for bytes it has just
@@ -712,6 +771,46 @@ mod targets {
                 _ => println!("unknown command"),
             }
         }
+    }
+
+    /// The rights of the page at `address` as `rwx` letters, as this
+    /// process's own map shows them.
+    #[cfg(target_os = "linux")]
+    fn rights_of(address: usize) -> String {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+        for line in maps.lines() {
+            let mut fields = line.split_whitespace();
+            let (Some(range), Some(permissions)) = (fields.next(), fields.next()) else {
+                continue;
+            };
+            let Some((start, end)) = range.split_once('-') else {
+                continue;
+            };
+            let start = usize::from_str_radix(start, 16).unwrap_or(usize::MAX);
+            let end = usize::from_str_radix(end, 16).unwrap_or(0);
+            if (start..end).contains(&address) {
+                return permissions[..3].to_string();
+            }
+        }
+        "unmapped".into()
+    }
+
+    #[cfg(windows)]
+    fn rights_of(address: usize) -> String {
+        use windows_sys::Win32::System::Memory::{
+            MEM_COMMIT, PAGE_EXECUTE_READ, PAGE_EXECUTE_READWRITE, PAGE_READWRITE,
+        };
+        let region = super::support::windows::query(address);
+        if region.State != MEM_COMMIT {
+            return "unmapped".into();
+        }
+        match region.Protect {
+            PAGE_READWRITE => "rw-",
+            PAGE_EXECUTE_READ => "r-x",
+            PAGE_EXECUTE_READWRITE => "rwx",
+            _ => "other",
+        }
+        .into()
     }
 
     /// `SIGALRM`s handled so far.

@@ -41,7 +41,7 @@ mod remote;
 pub(crate) mod fault;
 
 pub(crate) use backend::*;
-pub(crate) use remote::{REMOTE_MAP_CALL, RemoteProcess};
+pub(crate) use remote::{REMOTE_MAP_CALL, REMOTE_PROTECT_CALL, RemoteProcess};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 

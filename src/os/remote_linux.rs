@@ -29,13 +29,28 @@ use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
-use super::Errno;
+use super::{Errno, Protection};
 
 /// The call that maps memory in a target, as error messages name it.
 pub(crate) const REMOTE_MAP_CALL: &str = "mmap (made by the target through ptrace)";
 
 /// The call that unmaps memory in a target, as error messages name it.
 const REMOTE_UNMAP_CALL: &str = "munmap (made by the target through ptrace)";
+
+/// The call that changes the rights of memory in a target, as error
+/// messages name it.
+pub(crate) const REMOTE_PROTECT_CALL: &str = "mprotect (made by the target through ptrace)";
+
+/// The `PROT_*` bits of `protection`, as the target's `mmap` and
+/// `mprotect` take them.
+fn protection_bits(protection: Protection) -> u64 {
+    let bits = match protection {
+        Protection::ReadWrite => libc::PROT_READ | libc::PROT_WRITE,
+        Protection::ReadExecute => libc::PROT_READ | libc::PROT_EXEC,
+        Protection::ReadWriteExecute => libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
+    };
+    bits as u64
+}
 
 /// Longest wait for the target's thread to stop after `PTRACE_INTERRUPT`.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -140,7 +155,7 @@ impl RemoteProcess {
         maps::for_each_entry(|out| file.read(out), buffer, visit).map_err(|error| errno_of(&error))
     }
 
-    /// Makes the target map `len` read/write/execute bytes at exactly
+    /// Makes the target map `len` bytes with `protection` at exactly
     /// `address` without replacing anything. `Ok(Ok(true))` when mapped
     /// there, `Ok(Ok(false))` when the kernel placed them elsewhere (it
     /// treats `MAP_FIXED_NOREPLACE` as a hint before Linux 4.17; they have
@@ -149,8 +164,14 @@ impl RemoteProcess {
         &mut self,
         address: usize,
         len: usize,
+        protection: Protection,
     ) -> Result<Result<bool, Errno>, ErrorKind> {
-        let placed = match self.call(Call::Map { address, len })? {
+        let protection = protection_bits(protection);
+        let placed = match self.call(Call::Map {
+            address,
+            len,
+            protection,
+        })? {
             Ok(placed) => placed as usize,
             Err(errno) => return Ok(Err(errno)),
         };
@@ -163,6 +184,24 @@ impl RemoteProcess {
             len,
         });
         Ok(Ok(false))
+    }
+
+    /// Makes the target change the rights of `[address, address + len)`;
+    /// `Ok(Err(errno))` when its `mprotect` failed.
+    pub(crate) fn protect(
+        &mut self,
+        address: usize,
+        len: usize,
+        protection: Protection,
+    ) -> Result<Result<(), Errno>, ErrorKind> {
+        let protection = protection_bits(protection);
+        Ok(self
+            .call(Call::Protect {
+                address,
+                len,
+                protection,
+            })?
+            .map(drop))
     }
 
     /// Makes the target unmap `[address, address + len)`.
@@ -300,8 +339,20 @@ fn transferred(result: isize, len: usize) -> Result<(), Errno> {
 /// A system call to make the target make.
 #[derive(Clone, Copy, Debug)]
 enum Call {
-    Map { address: usize, len: usize },
-    Unmap { address: usize, len: usize },
+    Map {
+        address: usize,
+        len: usize,
+        protection: u64,
+    },
+    Protect {
+        address: usize,
+        len: usize,
+        protection: u64,
+    },
+    Unmap {
+        address: usize,
+        len: usize,
+    },
 }
 
 /// Why an injection did not complete.
@@ -350,7 +401,16 @@ fn inject(_pid: libc::pid_t, _site: usize, _call: Call) -> Result<u64, Injection
 fn inject(tid: libc::pid_t, site: usize, call: Call) -> Result<u64, Injection> {
     use injection::{Stop, SyscallRequest};
     let request = match call {
-        Call::Map { address, len } => SyscallRequest::map_fixed_noreplace(address, len),
+        Call::Map {
+            address,
+            len,
+            protection,
+        } => SyscallRequest::map_fixed_noreplace(address, len, protection),
+        Call::Protect {
+            address,
+            len,
+            protection,
+        } => SyscallRequest::protect(address, len, protection),
         Call::Unmap { address, len } => SyscallRequest::unmap(address, len),
     };
     let mut tracee = Tracee::seize(tid)?;

@@ -1,13 +1,16 @@
 //! Another process's memory on systems without a backend: every call fails
 //! with [`ErrorKind::Unsupported`], so the crate still compiles.
 
-use super::Errno;
+use super::{Errno, Protection};
 use crate::error::ErrorKind;
 use crate::maps::MapsEntry;
 use std::ops::ControlFlow;
 
 /// The call that maps memory in a target, as error messages name it.
 pub(crate) const REMOTE_MAP_CALL: &str = "mmap";
+
+/// The call that changes the rights of memory in a target.
+pub(crate) const REMOTE_PROTECT_CALL: &str = "mprotect";
 
 /// Another process, by id; never opened here.
 #[derive(Debug)]
@@ -30,7 +33,17 @@ impl RemoteProcess {
         &mut self,
         _address: usize,
         _len: usize,
+        _protection: Protection,
     ) -> Result<Result<bool, Errno>, ErrorKind> {
+        Err(ErrorKind::Unsupported)
+    }
+
+    pub(crate) fn protect(
+        &mut self,
+        _address: usize,
+        _len: usize,
+        _protection: Protection,
+    ) -> Result<Result<(), Errno>, ErrorKind> {
         Err(ErrorKind::Unsupported)
     }
 

@@ -12,7 +12,7 @@
 //! `VirtualAllocEx`, `VirtualFreeEx`, `ReadProcessMemory`,
 //! `WriteProcessMemory`, `GetExitCodeProcess` in the Win32 API documentation.
 
-use super::Errno;
+use super::{Errno, Protection};
 use crate::error::ErrorKind;
 use crate::maps::MapsEntry;
 use crate::target_process::TargetProcessError;
@@ -24,8 +24,9 @@ use windows_sys::Win32::Foundation::{
 };
 use windows_sys::Win32::System::Diagnostics::Debug::{ReadProcessMemory, WriteProcessMemory};
 use windows_sys::Win32::System::Memory::{
-    MEM_COMMIT, MEM_FREE, MEM_RELEASE, MEM_RESERVE, MEMORY_BASIC_INFORMATION,
-    PAGE_EXECUTE_READWRITE, VirtualAllocEx, VirtualFreeEx, VirtualQueryEx,
+    MEM_COMMIT, MEM_FREE, MEM_RELEASE, MEM_RESERVE, MEMORY_BASIC_INFORMATION, PAGE_EXECUTE_READ,
+    PAGE_EXECUTE_READWRITE, PAGE_READWRITE, VirtualAllocEx, VirtualFreeEx, VirtualProtectEx,
+    VirtualQueryEx,
 };
 use windows_sys::Win32::System::Threading::{
     GetExitCodeProcess, OpenProcess, PROCESS_QUERY_INFORMATION, PROCESS_VM_OPERATION,
@@ -34,6 +35,18 @@ use windows_sys::Win32::System::Threading::{
 
 /// The call that maps memory in a target, as error messages name it.
 pub(crate) const REMOTE_MAP_CALL: &str = "VirtualAllocEx";
+
+/// The call that changes the rights of memory in a target.
+pub(crate) const REMOTE_PROTECT_CALL: &str = "VirtualProtectEx";
+
+/// The page protection constant of `protection`.
+fn page_flags(protection: Protection) -> u32 {
+    match protection {
+        Protection::ReadWrite => PAGE_READWRITE,
+        Protection::ReadExecute => PAGE_EXECUTE_READ,
+        Protection::ReadWriteExecute => PAGE_EXECUTE_READWRITE,
+    }
+}
 
 /// The rights asked for, and no more: query (for `VirtualQueryEx` and the
 /// exit code), operate on memory (allocate, free), read and write it.
@@ -182,7 +195,7 @@ impl RemoteProcess {
         Ok(())
     }
 
-    /// Reserves and commits `len` read/write/execute bytes at exactly
+    /// Reserves and commits `len` bytes with `protection` at exactly
     /// `address` in the target. `Ok(Ok(true))` when mapped there,
     /// `Ok(Ok(false))` when placed elsewhere (given back),
     /// `Ok(Err(error))` when refused (`ERROR_INVALID_ADDRESS` if anything
@@ -191,6 +204,7 @@ impl RemoteProcess {
         &mut self,
         address: usize,
         len: usize,
+        protection: Protection,
     ) -> Result<Result<bool, Errno>, ErrorKind> {
         // SAFETY: an exact-address reservation fails rather than touch an
         // existing one, so nothing the target uses is affected.
@@ -200,7 +214,7 @@ impl RemoteProcess {
                 address as *const c_void,
                 len,
                 MEM_RESERVE | MEM_COMMIT,
-                PAGE_EXECUTE_READWRITE,
+                page_flags(protection),
             )
         };
         if result.is_null() {
@@ -216,6 +230,36 @@ impl RemoteProcess {
         // SAFETY: the reservation was just made for us; nobody knows it.
         unsafe { VirtualFreeEx(self.handle, result, 0, MEM_RELEASE) };
         Ok(Ok(false))
+    }
+
+    /// Changes the rights of `[address, address + len)` in the target;
+    /// `Ok(Err(error))` when the system refused.
+    pub(crate) fn protect(
+        &mut self,
+        address: usize,
+        len: usize,
+        protection: Protection,
+    ) -> Result<Result<(), Errno>, ErrorKind> {
+        let mut former = 0u32;
+        // SAFETY: changes the rights of pages this library mapped in the
+        // target for the caller, who owns them; `former` is writable.
+        let ok = unsafe {
+            VirtualProtectEx(
+                self.handle,
+                address as *const c_void,
+                len,
+                page_flags(protection),
+                &mut former,
+            )
+        };
+        if ok != 0 {
+            return Ok(Ok(()));
+        }
+        let error = last_error();
+        if !self.is_running() {
+            return Err(target(TargetProcessError::NotRunning));
+        }
+        Ok(Err(error))
     }
 
     /// Releases the reservation at `address` in the target.
