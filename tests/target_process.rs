@@ -200,7 +200,7 @@ fn the_target_sees_the_mapping_and_reads_the_bytes_itself() -> Outcome {
         .allocate_private_memory(&near(function))
         .map_err(|e| e.to_string())?;
     eprintln!(
-        "first allocation (finds the syscall site): {:?}",
+        "first allocation (reads the map, finds a syscall instruction): {:?}",
         started.elapsed()
     );
     let base = allocation.base_address();
