@@ -546,12 +546,26 @@ impl Tracee {
                 ) {
                     return Err(target(TargetProcessError::NotRunning));
                 }
-                let mut status = 0;
-                // SAFETY: `status` is writable.
-                let collected =
-                    unsafe { libc::waitpid(self.tid, &mut status, libc::WNOHANG | libc::__WALL) };
-                if collected == self.tid {
-                    match injection::classify_stop(status) {
+                // Collect the stop, and only a stop: without `WEXITED` an
+                // exit in between is left to the target's parent. For a
+                // traced stop `si_status` is the whole stop code (signal,
+                // and event in the next byte), which a `waitpid` status
+                // holds shifted by 8 above `0x7f`.
+                // SAFETY: all-zero is a valid `siginfo_t`.
+                let mut stopped: libc::siginfo_t = unsafe { std::mem::zeroed() };
+                // SAFETY: `stopped` is writable.
+                let collected = unsafe {
+                    libc::waitid(
+                        libc::P_PID,
+                        self.tid as libc::id_t,
+                        &mut stopped,
+                        libc::WSTOPPED | libc::WNOHANG | libc::__WALL,
+                    )
+                };
+                // SAFETY: filled by `waitid`, or zero (nothing collected).
+                let (pid, code) = unsafe { (stopped.si_pid(), stopped.si_status()) };
+                if collected == 0 && pid == self.tid {
+                    match injection::classify_stop((code << 8) | 0x7f) {
                         injection::Stop::Other => {}
                         stop => return Ok(stop),
                     }
