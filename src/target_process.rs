@@ -393,6 +393,7 @@ impl ClaimableSpace for Claim<'_> {
 ///
 /// Obtained from [`TargetProcess::allocate_private_memory`]. It keeps the
 /// process open.
+#[must_use = "the pages are unmapped in the target when the allocation is dropped"]
 pub struct RemoteAllocation {
     process: Arc<Shared>,
     /// Start of the mapping in the target; aligned to the granularity.
@@ -479,7 +480,19 @@ impl RemoteAllocation {
     ///
     /// # Errors
     ///
-    /// As for [`RemoteAllocation::write`].
+    /// As for [`RemoteAllocation::write`] (reading is allowed in every
+    /// state).
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// use memory_buffers::{BufferAllocatorSettings, TargetProcess};
+    /// let game = TargetProcess::open(4242)?;
+    /// let table = game.allocate_private_memory(&BufferAllocatorSettings::new(0, 0x7fff_ffff, 4096))?;
+    /// let mut counter = [0u8; 8];
+    /// table.read(0, &mut counter)?; // what the game wrote there
+    /// # Ok::<(), memory_buffers::Error>(())
+    /// ```
     pub fn read(&self, offset: usize, out: &mut [u8]) -> Result<(), Error> {
         let address = self.range(offset, out.len())?;
         self.process
@@ -568,6 +581,15 @@ impl RemoteAllocation {
 
     /// Gives up ownership without unmapping: the pages stay mapped in the
     /// target for its life. Returns the base address.
+    ///
+    /// ```no_run
+    /// use memory_buffers::{BufferAllocatorSettings, TargetProcess};
+    /// let game = TargetProcess::open(4242)?;
+    /// let hook = game.allocate_private_memory(&BufferAllocatorSettings::new(0, 0x7fff_ffff, 4096))?;
+    /// let kept_at = hook.leak(); // still there after this tool exits
+    /// # Ok::<(), memory_buffers::Error>(())
+    /// ```
+    #[must_use = "the address is the only way left to the pages"]
     pub fn leak(mut self) -> usize {
         self.owned = false;
         self.base_address
@@ -580,6 +602,14 @@ impl RemoteAllocation {
     /// [`ErrorKind::TargetProcess`] if the process exited (its memory is
     /// gone with it) or refused; [`ErrorKind::Os`] if the target's `munmap`
     /// failed.
+    ///
+    /// ```no_run
+    /// use memory_buffers::{BufferAllocatorSettings, TargetProcess};
+    /// let game = TargetProcess::open(4242)?;
+    /// let pages = game.allocate_private_memory(&BufferAllocatorSettings::new(0, 0x7fff_ffff, 4096))?;
+    /// pages.free()?;
+    /// # Ok::<(), memory_buffers::Error>(())
+    /// ```
     pub fn free(mut self) -> Result<(), Error> {
         self.owned = false;
         self.unmap()
