@@ -872,8 +872,8 @@ MemoryBuffersStatus memory_buffers_private_allocation_process_id(const MemoryBuf
 //
 // # Safety
 //
-// `bytes` must be `NULL` or valid for reading `len` bytes. `allocation`
-// may be any value.
+// `bytes` must be `NULL` or valid for reading `len` bytes, and not
+// overlap the allocation's own pages. `allocation` may be any value.
 MemoryBuffersStatus memory_buffers_private_allocation_write(const MemoryBuffersPrivateAllocation *allocation,
                                                             size_t offset,
                                                             const uint8_t *bytes,
@@ -889,8 +889,8 @@ MemoryBuffersStatus memory_buffers_private_allocation_write(const MemoryBuffersP
 //
 // # Safety
 //
-// `out` must be `NULL` or valid for writing `len` bytes. `allocation` may
-// be any value.
+// `out` must be `NULL` or valid for writing `len` bytes, and not overlap
+// the allocation's own pages. `allocation` may be any value.
 MemoryBuffersStatus memory_buffers_private_allocation_read(const MemoryBuffersPrivateAllocation *allocation,
                                                            size_t offset,
                                                            uint8_t *out,

@@ -70,8 +70,8 @@ pub unsafe extern "C" fn memory_buffers_private_allocation_process_id(
 ///
 /// # Safety
 ///
-/// `bytes` must be `NULL` or valid for reading `len` bytes. `allocation`
-/// may be any value.
+/// `bytes` must be `NULL` or valid for reading `len` bytes, and not
+/// overlap the allocation's own pages. `allocation` may be any value.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn memory_buffers_private_allocation_write(
     allocation: *const MemoryBuffersPrivateAllocation,
@@ -86,17 +86,10 @@ pub unsafe extern "C" fn memory_buffers_private_allocation_write(
         let source = readable(bytes, "`bytes` is NULL")?;
         // SAFETY: non-null and readable for `len` bytes (contract).
         let source = unsafe { std::slice::from_raw_parts(source.as_ptr(), len) };
-        let handle = ALLOCATIONS.check_out(allocation)?;
-        let address = address_of(&handle.allocation, offset, len)?;
-        match &handle.allocation {
-            Pages::Local(_) => {
-                // SAFETY: `[address, address + len)` lies inside pages this
-                // handle owns, mapped read/write while it is checked out
-                // (so not released meanwhile); the caller's bytes cannot
-                // overlap them unless the caller passed part of the
-                // allocation itself, which `copy` allows.
-                unsafe { std::ptr::copy(source.as_ptr(), address as *mut u8, len) };
-            }
+        let mut handle = ALLOCATIONS.check_out(allocation)?;
+        address_of(&handle.allocation, offset, len)?;
+        match &mut handle.allocation {
+            Pages::Local(pages) => pages.write(offset, source)?,
             Pages::Remote(pages) => pages.write(offset, source)?,
         }
         Ok(())
@@ -113,8 +106,8 @@ pub unsafe extern "C" fn memory_buffers_private_allocation_write(
 ///
 /// # Safety
 ///
-/// `out` must be `NULL` or valid for writing `len` bytes. `allocation` may
-/// be any value.
+/// `out` must be `NULL` or valid for writing `len` bytes, and not overlap
+/// the allocation's own pages. `allocation` may be any value.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn memory_buffers_private_allocation_read(
     allocation: *const MemoryBuffersPrivateAllocation,
@@ -128,20 +121,14 @@ pub unsafe extern "C" fn memory_buffers_private_allocation_read(
         }
         let destination = writable(out, "`out` is NULL")?;
         let handle = ALLOCATIONS.check_out(allocation)?;
-        let address = address_of(&handle.allocation, offset, len)?;
+        let start = address_of(&handle.allocation, offset, len)? - handle.allocation.base_address();
+        // SAFETY: `out` is non-null and writable for `len` bytes (contract).
+        let destination = unsafe { std::slice::from_raw_parts_mut(destination.as_ptr(), len) };
         match &handle.allocation {
-            Pages::Local(_) => {
-                // SAFETY: the source lies inside pages this handle owns
-                // (see the write above); `out` is writable for `len` bytes
-                // (contract).
-                unsafe { std::ptr::copy(address as *const u8, destination.as_ptr(), len) };
+            Pages::Local(pages) => {
+                destination.copy_from_slice(&pages.as_slice()[start..start + len])
             }
-            Pages::Remote(pages) => {
-                // SAFETY: `out` is non-null and writable for `len` bytes.
-                let destination =
-                    unsafe { std::slice::from_raw_parts_mut(destination.as_ptr(), len) };
-                pages.read(offset, destination)?;
-            }
+            Pages::Remote(pages) => pages.read(offset, destination)?,
         }
         Ok(())
     })
