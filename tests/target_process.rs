@@ -81,10 +81,27 @@ fn main() {
         "target process",
         SCENARIOS.iter().map(|(name, _)| *name),
         |name| {
-            (name == "another_users_process_is_refused_with_the_reason" && !is_root())
-                .then_some("needs root, to drop to another user")
+            if name == "bad_process_ids_are_refused" {
+                None
+            } else if let Some(reason) = ptrace_forbidden() {
+                Some(reason)
+            } else {
+                (name == "another_users_process_is_refused_with_the_reason" && !is_root())
+                    .then_some("needs root, to drop to another user")
+            }
         },
     );
+}
+
+/// Why this machine lets no test trace its children, if it does not:
+/// Yama's `ptrace_scope` at 3, or at 2 without root.
+fn ptrace_forbidden() -> Option<&'static str> {
+    let scope = std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope").ok()?;
+    match scope.trim() {
+        "3" => Some("kernel.yama.ptrace_scope is 3: no process may trace"),
+        "2" if !is_root() => Some("kernel.yama.ptrace_scope is 2: tracing needs root"),
+        _ => None,
+    }
 }
 
 fn is_root() -> bool {
