@@ -52,6 +52,10 @@ mod address_space;
 mod buffers;
 mod code_patch;
 mod error;
+// The pure half of making another Linux process call mmap.
+#[cfg(target_os = "linux")]
+#[cfg_attr(memory_buffers_unsupported, allow(dead_code))]
+mod injection;
 mod locator;
 mod locked_buffer;
 // The maps-file parser is pure and tested everywhere; only Linux reads one.
@@ -63,6 +67,7 @@ mod private_allocation;
 mod process;
 mod range_set;
 mod settings;
+mod target_process;
 pub mod x86;
 
 #[cfg(all(test, target_os = "linux"))]
@@ -80,6 +85,7 @@ pub use settings::{
     BufferAllocatorSettings, BufferSearchSettings, DEFAULT_RETRY_COUNT, allocation_granularity,
     highest_user_address,
 };
+pub use target_process::{RemoteAllocation, TargetProcess, TargetProcessError};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -72,6 +72,7 @@ mod registry;
 mod settings;
 mod slots;
 mod status;
+mod target_process;
 mod version;
 
 pub use allocation::*;
@@ -80,6 +81,7 @@ pub use code::*;
 pub use locator::*;
 pub use settings::*;
 pub use status::*;
+pub use target_process::*;
 pub use version::*;
 
 use registry::HandleRegistry;
