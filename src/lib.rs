@@ -43,7 +43,16 @@
 mod address;
 mod address_space;
 mod buffers;
+// Cache-line arithmetic for AArch64 code writes; pure, tested everywhere.
+#[cfg_attr(
+    not(all(target_arch = "aarch64", unix, not(target_vendor = "apple"))),
+    allow(dead_code)
+)]
+mod cache_maintenance;
 mod error;
+// FreeBSD's mapping records; pure, tested everywhere, read on FreeBSD.
+#[cfg_attr(not(target_os = "freebsd"), allow(dead_code))]
+mod kinfo_vmmap;
 mod locator;
 mod locked_buffer;
 // The maps-file parser is pure and tested everywhere; only Linux reads one.
@@ -54,6 +63,9 @@ mod placement;
 mod private_allocation;
 mod process;
 mod range_set;
+// The region walk of macOS; pure, tested everywhere, used on macOS.
+#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
+mod region_walk;
 mod settings;
 
 #[cfg(all(test, target_os = "linux"))]

@@ -1,4 +1,5 @@
-//! Finding the process's shared locator, or creating it (Unix).
+//! Finding the process's shared locator, or creating it (Linux, macOS,
+//! FreeBSD: the same file and protocol on each, as the original has it).
 //!
 //! Every buffers library in a process opens the file `SPEC.md` names for the
 //! process id and uses the locator address stored in it, so they all share
@@ -27,11 +28,19 @@
 //!
 //! A process id alone does not say whose a file is: a process in another
 //! PID namespace sharing `/tmp` can have the same id, or look dead to
-//! `kill`. So the creator holds a shared open-file-description lock on its
+//! `kill`. So the creator holds a shared lock on its
 //! file for as long as its locator is mapped (see [`LivenessLock`]). A file
 //! whose lock is held is never removed by cleanup, and never taken over:
 //! whoever finds it and cannot validate it uses a private locator
 //! ([`PrivateLocatorReason::FileInUse`]).
+//!
+//! What differs between the Unix systems stays in their backends: Linux
+//! has `openat2`, `O_TMPFILE`, `/proc/self/maps`, open-file-description
+//! locks (which a mapping keeps) and `MADV_DONTFORK`; macOS and FreeBSD
+//! walk the path one component at a time, publish through a temporary name,
+//! hold a `flock` through a descriptor kept open, and keep the mapping out
+//! of children with `minherit`. The file's layout and the checks are the
+//! same everywhere.
 
 use super::PrivateLocatorReason;
 use super::layout::{LOCATOR_SIZE, LocatorRef, PROBE_OFFSET};
@@ -41,6 +50,15 @@ use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, Once};
 use std::time::Duration;
+
+/// The directory the rendezvous directories are in: `/tmp`, as `SPEC.md`
+/// says. On macOS `/tmp` is a symlink to `/private/tmp`, which the
+/// symlink-refusing walk would not follow: the same directory is named by
+/// its real path there.
+#[cfg(not(target_os = "macos"))]
+pub(crate) const BASE_DIRECTORY: &str = "/tmp";
+#[cfg(target_os = "macos")]
+pub(crate) const BASE_DIRECTORY: &str = "/private/tmp";
 
 /// Directory components below the base directory (`/tmp` in production).
 const DIRECTORY_COMPONENTS: [&str; 2] = [".reloaded", "memory.buffers"];
@@ -127,9 +145,13 @@ pub(crate) enum Rendezvous {
 pub(crate) struct LivenessLock(Option<File>);
 
 impl LivenessLock {
-    /// Closes the descriptor but keeps the lock, which the mapping holds.
+    /// Keeps the lock for the life of the process: on Linux the mapping
+    /// holds it and the descriptor closes; elsewhere the descriptor stays
+    /// open (see [`os::keep_liveness_lock`]).
     fn keep_for_life(mut self) {
-        drop(self.0.take());
+        if let Some(file) = self.0.take() {
+            os::keep_liveness_lock(file);
+        }
     }
 }
 
@@ -437,15 +459,17 @@ enum Liveness {
 }
 
 /// Checks that `this_address` starts a live shared mapping, at offset 0, of
-/// the file described by `status`: in `/proc/self/maps`, or, when that
-/// cannot be read, by [`same_page_without_proc`].
+/// the file described by `status`: in the system's list of file mappings
+/// (`/proc/self/maps`, FreeBSD's `KERN_PROC_VMMAP`), or, when there is
+/// none (no `/proc`; macOS, whose region walk does not name files), by
+/// [`same_page_without_proc`].
 fn live_locator(file: &File, this_address: usize, status: &FileStatus) -> Liveness {
     if !this_address.is_multiple_of(LOCATOR_SIZE) {
         return Liveness::Dead;
     }
     let mut found = false;
     let mut buffer = Vec::new();
-    let read = os::read_maps(&mut buffer, |entry| {
+    let read = os::read_file_mappings(&mut buffer, |entry| {
         if entry.start <= this_address && this_address < entry.end {
             found = entry.start == this_address
                 && entry.end - entry.start >= LOCATOR_SIZE

@@ -15,12 +15,35 @@
     all(target_os = "linux", not(memory_buffers_unsupported)),
     path = "linux.rs"
 )]
+#[cfg_attr(
+    all(target_os = "macos", not(memory_buffers_unsupported)),
+    path = "macos.rs"
+)]
+#[cfg_attr(
+    all(target_os = "freebsd", not(memory_buffers_unsupported)),
+    path = "freebsd.rs"
+)]
 #[cfg_attr(all(windows, not(memory_buffers_unsupported)), path = "windows.rs")]
 #[cfg_attr(
-    any(not(any(target_os = "linux", windows)), memory_buffers_unsupported),
+    any(
+        not(any(
+            target_os = "linux",
+            target_os = "macos",
+            target_os = "freebsd",
+            windows
+        )),
+        memory_buffers_unsupported
+    ),
     path = "unsupported.rs"
 )]
 mod backend;
+
+/// What the Unix backends share.
+#[cfg(all(
+    any(target_os = "linux", target_os = "macos", target_os = "freebsd"),
+    not(memory_buffers_unsupported)
+))]
+mod unix;
 
 pub(crate) mod fault;
 

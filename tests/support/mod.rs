@@ -49,6 +49,46 @@ pub fn scenario_of_this_child() -> Option<String> {
     std::env::var(SCENARIO_VARIABLE).ok()
 }
 
+/// Set by `.ci/qemu-aarch64-runner` (the cargo runner for AArch64 Linux)
+/// to the emulator command line that runs this test binary, so that child
+/// processes run under it too: an AArch64 executable cannot be started
+/// directly on an x86-64 host unless `binfmt_misc` knows QEMU, which
+/// containers do not offer. Arguments are separated by spaces.
+pub const RUNNER_VARIABLE: &str = "MEMORY_BUFFERS_TEST_RUNNER";
+
+/// A command that runs `executable`: under the emulator named by
+/// [`RUNNER_VARIABLE`] if set (the child is then the emulator, which runs
+/// `executable`), directly otherwise.
+pub fn command_for(executable: &std::path::Path) -> Command {
+    runner_command(std::env::var(RUNNER_VARIABLE).ok().as_deref(), executable)
+}
+
+/// `full`, or `emulated` (with a printed note saying so) when the tests run
+/// under an emulator ([`RUNNER_VARIABLE`] set): QEMU runs atomics and
+/// threads of a stress test one to two orders of magnitude slower, and
+/// the full count took over twelve minutes there.
+pub fn count_for_this_machine(full: u64, emulated: u64, what: &str) -> u64 {
+    if std::env::var_os(RUNNER_VARIABLE).is_some() {
+        println!("{what}: {emulated} instead of {full} under the emulator");
+        emulated
+    } else {
+        full
+    }
+}
+
+/// [`command_for`] with the runner given, for testing.
+pub fn runner_command(runner: Option<&str>, executable: &std::path::Path) -> Command {
+    let mut words = runner.unwrap_or_default().split_whitespace();
+    match words.next() {
+        Some(emulator) => {
+            let mut command = Command::new(emulator);
+            command.args(words).arg(executable);
+            command
+        }
+        None => Command::new(executable),
+    }
+}
+
 /// Runs each scenario of `names` in a fresh child process (this executable,
 /// with [`SCENARIO_VARIABLE`] naming it), except those the command line
 /// filters out and those for which `skip` gives a reason, which is printed.
@@ -74,7 +114,7 @@ pub fn run_in_children<'a>(
             skipped += 1;
             continue;
         }
-        let output = Command::new(&executable)
+        let output = command_for(&executable)
             .env(SCENARIO_VARIABLE, name)
             .output()
             .expect("the test can run itself");
