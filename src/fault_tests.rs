@@ -812,6 +812,14 @@ fn a_rendezvous_pointing_at_another_mapping_is_taken_over() {
     assert_eq!(base.find_or_create(), Ok(Rendezvous::Found(second)));
 }
 
+/// Says that the calling test is skipped, and why, past the test
+/// harness's capture of standard error, so that the skip is seen.
+fn skip(reason: &str) {
+    use std::io::Write;
+    let name = std::thread::current().name().unwrap_or("a test").to_owned();
+    let _ = writeln!(std::io::stderr(), "{name}: skipped, {reason}");
+}
+
 /// Why the check without `/proc` cannot run here, if it cannot: QEMU user
 /// mode does not implement `process_vm_readv` (it answers `ENOSYS`), so
 /// without `/proc` the library cannot prove a rendezvous live and, rightly,
@@ -836,7 +844,7 @@ fn own_memory_unreadable() -> Option<String> {
 #[test]
 fn without_proc_a_live_rendezvous_is_found_not_replaced() {
     if let Some(reason) = own_memory_unreadable() {
-        println!("skipped: {reason}");
+        skip(&reason);
         return;
     }
     let base = TempBase::new();
@@ -858,7 +866,7 @@ fn without_proc_a_live_rendezvous_is_found_not_replaced() {
 #[test]
 fn without_proc_a_rendezvous_naming_unmapped_or_unrelated_memory_is_taken_over() {
     if let Some(reason) = own_memory_unreadable() {
-        println!("skipped: {reason}");
+        skip(&reason);
         return;
     }
     let base = TempBase::new();

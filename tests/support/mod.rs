@@ -69,7 +69,12 @@ pub fn command_for(executable: &std::path::Path) -> Command {
 /// the full count took over twelve minutes there.
 pub fn count_for_this_machine(full: u64, emulated: u64, what: &str) -> u64 {
     if std::env::var_os(RUNNER_VARIABLE).is_some() {
-        println!("{what}: {emulated} instead of {full} under the emulator");
+        // Past the test harness's capture, so that it is seen.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "{what}: {emulated} instead of {full} under the emulator"
+        );
         emulated
     } else {
         full
