@@ -76,7 +76,10 @@ mod tests {
     fn every_line_touching_the_range_is_visited_once() {
         let lines: Vec<usize> = line_starts(0x1038, 0x1041, 64).collect();
         assert_eq!(lines, [0x1000, 0x1040]);
-        assert_eq!(line_starts(0x1040, 0x1080, 64).collect::<Vec<_>>(), [0x1040]);
+        assert_eq!(
+            line_starts(0x1040, 0x1080, 64).collect::<Vec<_>>(),
+            [0x1040]
+        );
         assert_eq!(line_starts(0x1040, 0x1040, 64).count(), 0);
         assert_eq!(line_starts(0x2000, 0x1000, 64).count(), 0);
         // Brute force: each byte of the range lies in exactly one line.

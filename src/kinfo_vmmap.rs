@@ -142,7 +142,14 @@ mod tests {
     /// The first records of `procstat -v` of a small program: its text
     /// (a file), its data, and an anonymous mapping.
     fn small_process() -> Vec<u8> {
-        let mut bytes = record(2, 0x20_0000, 0x20_1000, 0x1f4a, 0x6b00_ff00_0000_0071, "/bin/cat");
+        let mut bytes = record(
+            2,
+            0x20_0000,
+            0x20_1000,
+            0x1f4a,
+            0x6b00_ff00_0000_0071,
+            "/bin/cat",
+        );
         bytes.extend(record(1, 0x20_1000, 0x20_3000, 0, 0, ""));
         bytes.extend(record(
             2,
@@ -168,7 +175,11 @@ mod tests {
         );
         assert_eq!(entries[0].offset, 0x2000);
         assert_eq!((entries[1].start, entries[1].end), (0x20_1000, 0x20_3000));
-        assert_eq!((entries[1].inode, entries[1].dev_minor), (0, 0), "anonymous");
+        assert_eq!(
+            (entries[1].inode, entries[1].dev_minor),
+            (0, 0),
+            "anonymous"
+        );
         assert_eq!(entries[2].inode, 77);
         assert_eq!(split_device(0x71), (0, 0x71));
     }

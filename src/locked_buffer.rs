@@ -173,9 +173,14 @@ impl LockedBuffer {
     /// returns [`ErrorKind::DoesNotFit`] and writes nothing.
     pub fn append_bytes(&mut self, bytes: &[u8]) -> Result<usize, Error> {
         let (address, after) = self.reserve(bytes.len())?;
+        let item = self.item();
+        // Writable around the write where W^X is enforced (Apple Silicon's
+        // `MAP_JIT` buffers); elsewhere this only runs the closure.
         // SAFETY: `reserve` checked that the bytes fit between the position
         // and the end of the buffer, and this guard holds the item.
-        unsafe { self.item().write_bytes(address, bytes) };
+        os::with_code_writable(address, bytes.len(), || unsafe {
+            item.write_bytes(address, bytes)
+        });
         self.advance(after);
         Ok(address)
     }
@@ -186,8 +191,11 @@ impl LockedBuffer {
     /// writing anything.
     pub fn append_copy<T: Copy>(&mut self, value: &T) -> Result<usize, Error> {
         let (address, after) = self.reserve(std::mem::size_of::<T>())?;
+        let item = self.item();
         // SAFETY: as in `append_bytes`, for `size_of::<T>()` bytes.
-        unsafe { self.item().write_value(address, value) };
+        os::with_code_writable(address, std::mem::size_of::<T>(), || unsafe {
+            item.write_value(address, value)
+        });
         self.advance(after);
         Ok(address)
     }

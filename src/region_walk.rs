@@ -74,7 +74,9 @@ mod tests {
     use super::*;
 
     /// A fake address space: `next_region` over a sorted table.
-    fn table(regions: &[(usize, usize)]) -> impl FnMut(usize) -> Result<Option<(usize, usize)>, ()> + '_ {
+    fn table(
+        regions: &[(usize, usize)],
+    ) -> impl FnMut(usize) -> Result<Option<(usize, usize)>, ()> + '_ {
         move |address| {
             Ok(regions
                 .iter()
@@ -161,7 +163,11 @@ mod tests {
         let mut calls = 0;
         let failing = |address: usize| {
             calls += 1;
-            if address >= 0x3000 { Err(()) } else { Ok(Some((address, 0x1000))) }
+            if address >= 0x3000 {
+                Err(())
+            } else {
+                Ok(Some((address, 0x1000)))
+            }
         };
         let mut seen = Vec::new();
         let result = for_each_mapped_run(0x1000, failing, |entry| {

@@ -43,7 +43,7 @@
 //! same everywhere.
 
 use super::PrivateLocatorReason;
-use super::layout::{LOCATOR_SIZE, LocatorRef, PROBE_OFFSET};
+use super::layout::{self, LOCATOR_SIZE, LocatorRef, PROBE_OFFSET};
 use crate::os::{self, Directory, FileKind, FileStatus};
 use std::fs::File;
 use std::ops::ControlFlow;
@@ -76,7 +76,8 @@ const IN_PROGRESS_CHECKS: u32 = 3;
 
 /// Length of the rendezvous file: the allocation granularity, as `SPEC.md`
 /// states (4096 bytes with 4 KiB pages). With larger pages the bytes after
-/// the locator are left unused on Linux.
+/// the locator are left unused on Linux and FreeBSD, and are chained
+/// locator headers on macOS AArch64 (see [`layout::rendezvous_file_start`]).
 fn file_len() -> usize {
     LOCATOR_SIZE.max(os::allocation_granularity())
 }
@@ -714,8 +715,10 @@ fn publish_new(
         };
         // The initial locator is written through the file, not the view:
         // all zeros but *this address* (as `LocatorRef::initialise` would
-        // leave it). See `os::write_new_file` for why.
-        if let Err(errno) = os::write_new_file(draft.file(), &address.to_ne_bytes(), file_len()) {
+        // leave it), and on Apple Silicon the chained headers after it.
+        // See `os::write_new_file` for why.
+        let start = layout::rendezvous_file_start(address, file_len(), layout::CHAINED_HEADERS);
+        if let Err(errno) = os::write_new_file(draft.file(), &start, file_len()) {
             drop(mapping);
             draft.discard(directory);
             return Err(unavailable(errno));

@@ -107,7 +107,6 @@ pub(crate) fn map_anywhere(len: usize, protection: Protection) -> Result<OwnedMa
     Ok(OwnedMapping::new(address, len))
 }
 
-
 /// Runs `write` while `[address, address + len)` is writable. Linux does not
 /// enforce W^X on the read/write/execute buffers this library maps, so this
 /// only calls `write`.
@@ -311,7 +310,6 @@ impl Directory {
     }
 }
 
-
 /// Calls `visit` with the name of each `struct linux_dirent64` record in
 /// `bytes` (`d_ino: u64, d_off: i64, d_reclen: u16, d_type: u8, d_name`,
 /// NUL-terminated). A malformed record ends the walk.
@@ -329,7 +327,6 @@ fn for_each_dirent_name(bytes: &[u8], mut visit: impl FnMut(&[u8])) {
         rest = &rest[record_len..];
     }
 }
-
 
 /// Copies `out.len()` bytes of this process's memory at `address` into
 /// `out` with `process_vm_readv`, which reports an unmapped or unreadable
@@ -411,7 +408,6 @@ pub(crate) fn keep_liveness_lock(file: File) {
     drop(file);
 }
 
-
 /// Keeps `mapping` out of children made by `fork` (`MADV_DONTFORK`): in a
 /// child the address is simply unmapped. Used for the shared locator this
 /// process publishes, so that no child can ever take its parent's locator
@@ -427,7 +423,6 @@ pub(crate) fn exclude_from_fork(mapping: &OwnedMapping) -> Result<(), Errno> {
         )
     })
 }
-
 
 /// Gets the blocks of the first `len` bytes of an existing (possibly live)
 /// `file`, so that even reading it through a mapping cannot fault on a full

@@ -297,7 +297,9 @@ pub(crate) fn sleep_until(deadline: Duration) {
 #[cfg(target_vendor = "apple")]
 pub(crate) fn sleep_until(deadline: Duration) {
     loop {
-        let Some(left) = deadline.checked_sub(monotonic_now()).filter(|left| !left.is_zero())
+        let Some(left) = deadline
+            .checked_sub(monotonic_now())
+            .filter(|left| !left.is_zero())
         else {
             return;
         };
@@ -704,8 +706,9 @@ pub(crate) fn set_file_mode(file: &File, mode: u32) -> Result<(), Errno> {
 #[cfg(not(target_os = "linux"))]
 pub(crate) fn hold_liveness_lock(file: &File) -> Result<(), Errno> {
     // SAFETY: `flock` on a descriptor we own.
-    let result =
-        retry_interrupted(|| unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) });
+    let result = retry_interrupted(|| unsafe {
+        libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB)
+    });
     zero_or_errno(result)
 }
 
@@ -729,8 +732,9 @@ pub(crate) fn keep_liveness_lock(file: File) {
 #[cfg(not(target_os = "linux"))]
 pub(crate) fn is_locked_elsewhere(file: &File) -> Result<bool, Errno> {
     // SAFETY: `flock` on a descriptor we own.
-    let result =
-        retry_interrupted(|| unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) });
+    let result = retry_interrupted(|| unsafe {
+        libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB)
+    });
     if result == 0 {
         // SAFETY: as above; drops the lock just taken.
         unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
