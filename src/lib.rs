@@ -27,12 +27,19 @@
 //!
 //! # Platforms
 //!
-//! Linux (x86-64, and AArch64 with instruction-cache flushes) and Windows
-//! (x86-64; tested under Wine). On Linux the shared locator is found
-//! through a file in `/tmp/.reloaded/memory.buffers`, on Windows through the
-//! named section `/Reloaded.Memory.Buffers.MemoryBuffer, PID <pid>`, both as
-//! the original library does it. Other systems compile, and every call
-//! returns [`ErrorKind::Unsupported`].
+//! - Linux x86-64: tested.
+//! - Linux AArch64: tested under QEMU user mode (never on Arm hardware);
+//!   the instruction cache is flushed after every code write.
+//! - Windows x86-64: tested under Wine.
+//! - macOS (Intel and Apple Silicon, with `MAP_JIT` and
+//!   `pthread_jit_write_protect_np` around code writes) and FreeBSD:
+//!   compiled in CI, never run.
+//!
+//! On Unix the shared locator is found through a file in
+//! `/tmp/.reloaded/memory.buffers`, on Windows through the named section
+//! `/Reloaded.Memory.Buffers.MemoryBuffer, PID <pid>`, both as the original
+//! library does it. Other systems compile, and every call returns
+//! [`ErrorKind::Unsupported`].
 
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]

@@ -304,11 +304,13 @@ pub fn unmap_exact(address: usize, _len: usize) {
 /// Why the top gibibyte of user space cannot be mapped here, if it cannot.
 ///
 /// QEMU user mode runs AArch64 code in the host's address space: on an
-/// x86-64 host the guest's 48-bit space is cut at the host's 47 bits, and
-/// QEMU treats `MAP_FIXED_NOREPLACE` above that as a hint, returning memory
-/// elsewhere (as a kernel older than 4.17 would). The library sees the
-/// pages land elsewhere, gives them back and reports `NoSpaceInRange`,
-/// which is right; the test cannot show placement there.
+/// x86-64 host the guest's 48-bit space (up to 2^48) is cut at the host's
+/// 47 bits, so nothing can be mapped in the top half of the guest's range.
+/// QEMU 7.2 also does not know `MAP_FIXED_NOREPLACE` and maps with the
+/// address as a mere hint, returning memory elsewhere (as a kernel older
+/// than 4.17 would). The library sees the pages land elsewhere, gives them
+/// back and reports `NoSpaceInRange`, which is right; the test cannot show
+/// placement there.
 pub fn top_of_user_space_unreachable() -> Option<&'static str> {
     #[cfg(target_os = "linux")]
     {
@@ -318,8 +320,9 @@ pub fn top_of_user_space_unreachable() -> Option<&'static str> {
             unmap_exact(probe, 65536);
         } else if !is_mapped(probe, probe + 65536) {
             return Some(
-                "the top of user space cannot be mapped here (QEMU user mode on a host with \
-                 a smaller address space treats MAP_FIXED_NOREPLACE there as a hint)",
+                "the top of user space cannot be mapped here (QEMU user mode keeps the guest \
+                 in the host's 47-bit address space, below the top of AArch64's 48 bits, and \
+                 takes MAP_FIXED_NOREPLACE for a hint)",
             );
         }
     }
