@@ -239,6 +239,16 @@ typedef struct {
 // code for; the last error message says how.
 #define MEMORY_BUFFERS_STATUS_UNKNOWN_ERROR 21
 
+// An append would end past the `max_address` the buffer was requested
+// with; nothing was written.
+#define MEMORY_BUFFERS_STATUS_OUTSIDE_REQUESTED_RANGE 22
+
+// The memory is executable and not writable now; nothing was written.
+#define MEMORY_BUFFERS_STATUS_NOT_WRITABLE 23
+
+// Part of the range to patch is not mapped; nothing was written.
+#define MEMORY_BUFFERS_STATUS_NOT_MAPPED 24
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -573,6 +583,32 @@ MemoryBuffersStatus memory_buffers_overwrite_allocated_code_ex(const uint8_t *so
                                                                size_t size,
                                                                MemoryBuffersWriteCallback write,
                                                                void *context);
+
+// Writes `size` bytes from `source` over code that is not in a buffer,
+// such as the first bytes of a function being hooked: makes the pages
+// writable, copies the bytes, gives each page back the exact protection it
+// had, and flushes the instruction cache. Patches made through this
+// library are serialised.
+//
+// # Errors
+//
+// - [`MEMORY_BUFFERS_STATUS_NULL_POINTER`] if `source` or `target` is
+//   `NULL`; [`MEMORY_BUFFERS_STATUS_ZERO_SIZE`] if `size` is 0.
+// - [`MEMORY_BUFFERS_STATUS_NOT_MAPPED`] if part of the range is not
+//   mapped; nothing is written.
+// - [`MEMORY_BUFFERS_STATUS_OS_ERROR`] if the protection cannot be changed
+//   (nothing written), or cannot be restored after the write.
+//
+// # Safety
+//
+// - `source` must be valid for reading `size` bytes.
+// - The target range must be memory that may be overwritten: no thread
+//   executes or reads it mid-write unless every intermediate state is valid
+//   for it.
+// - No other code may change the same pages' protection meanwhile.
+MemoryBuffersStatus memory_buffers_patch_code(const uint8_t *source,
+                                              uint8_t *target,
+                                              size_t size);
 
 // Makes code just written at `[address, address + size)` safe to execute.
 // A no-op on x86-64; required on AArch64 after writing code by any means

@@ -101,6 +101,17 @@ impl AddressSpace {
         request: PlacementRequest,
         retry_count: u32,
     ) -> Result<OwnedMapping, ErrorKind> {
+        self.map_nearest_with(request, retry_count, Protection::ReadWriteExecute)
+    }
+
+    /// Like [`map_nearest`](Self::map_nearest), with the given access
+    /// rights.
+    pub(crate) fn map_nearest_with(
+        &mut self,
+        request: PlacementRequest,
+        retry_count: u32,
+        protection: Protection,
+    ) -> Result<OwnedMapping, ErrorKind> {
         // Whether the cached view was just read and no candidate has been
         // refused since: then "no candidate" is the kernel's answer.
         let mut fresh = false;
@@ -126,11 +137,7 @@ impl AddressSpace {
                     break;
                 };
                 let end = start + request.block_len;
-                match os::map_fixed_noreplace(
-                    start,
-                    request.block_len,
-                    Protection::ReadWriteExecute,
-                ) {
+                match os::map_fixed_noreplace(start, request.block_len, protection) {
                     Ok(FixedMapping::Mapped(mapping)) => {
                         self.mapped.insert(start, end);
                         return Ok(mapping);

@@ -1,6 +1,7 @@
 //! The public entry point: [`Buffers`].
 
 use crate::address::validate_alignment;
+use crate::code_patch;
 use crate::error::{Error, ErrorKind, InvalidRequest};
 use crate::locator::{Fit, Locator, LocatorKind};
 use crate::locked_buffer::LockedBuffer;
@@ -195,48 +196,104 @@ impl Buffers {
         os::flush_instruction_cache(address, size);
     }
 
-    /// Rewrites code already written into a shared buffer: copies `size`
-    /// bytes from `source` to `target`, then flushes the instruction cache
-    /// for the target range. Used to re-point a hook.
+    /// Writes `bytes` over code that is not in a buffer, such as the first
+    /// bytes of a function being hooked: makes the pages writable, copies
+    /// the bytes, gives each page back the exact protection it had (read
+    /// from the system), and flushes the instruction cache.
+    ///
+    /// Patches made through this library are serialised, so two threads
+    /// patching one page never restore each other's temporary protection.
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::InvalidRequest`] for null pointers or a zero size, and
-    /// [`ErrorKind::OutsideBuffers`] (nothing written) unless the whole
-    /// target range lies inside the written part of one registered buffer.
+    /// [`ErrorKind::InvalidRequest`] for address 0 or no bytes,
+    /// [`ErrorKind::NotMapped`] if part of the range is unmapped, and
+    /// [`ErrorKind::Os`] if the protection cannot be changed (a policy such
+    /// as SELinux `execmod` or Arbitrary Code Guard refuses writable code).
+    /// Nothing is written on error, except when only restoring the former
+    /// protection fails: then the bytes are written and the error names
+    /// `mprotect`/`VirtualProtect`.
     ///
     /// # Safety
     ///
-    /// - `source` must be valid for reads of `size` bytes and must not be
-    ///   written by anyone during the call.
+    /// - `[address, address + bytes.len())` must be memory that may be
+    ///   overwritten: no thread may execute or read it mid-write unless every
+    ///   intermediate state is valid for it, and nothing may rely on the old
+    ///   bytes.
+    /// - Other code (another hooking library) must not change the same
+    ///   pages' protection at the same time.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use memory_buffers::Buffers;
+    ///
+    /// // A private, writable page stands in for a function's code.
+    /// let page = Buffers::allocate_private_memory(&Default::default())?;
+    /// // SAFETY: the page is ours and nothing runs or reads it.
+    /// unsafe { Buffers::patch_code(page.base_address() + 16, &[0xc3])? };
+    /// assert_eq!(page.as_slice()[16], 0xc3);
+    /// # Ok::<(), memory_buffers::Error>(())
+    /// ```
+    #[allow(unsafe_code)]
+    pub unsafe fn patch_code(address: usize, bytes: &[u8]) -> Result<(), Error> {
+        // SAFETY: forwarded from the caller.
+        unsafe { code_patch::patch_code(address, bytes) }
+    }
+
+    /// Rewrites code already written into a shared buffer: copies `bytes`
+    /// to `address`, then flushes the instruction cache for that range.
+    /// Used to re-point a hook.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidRequest`] for address 0 or no bytes, and
+    /// [`ErrorKind::OutsideBuffers`] (nothing written) unless the whole
+    /// range lies inside the written part of one registered buffer.
+    ///
+    /// # Safety
+    ///
     /// - No thread may be executing the target bytes while they are being
     ///   rewritten, unless the rewrite is a single aligned store the CPU
-    ///   performs atomically and every intermediate state is valid code; the
-    ///   caller is responsible for whatever code runs afterwards.
-    /// - No other thread may be rewriting the same target range at the same
-    ///   time.
+    ///   performs atomically and every intermediate state is valid code
+    ///   (see [`overwrite_allocated_code_ex`](Self::overwrite_allocated_code_ex));
+    ///   the caller is responsible for whatever code runs afterwards.
+    /// - No other thread may be rewriting the same range at the same time.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use memory_buffers::{BufferSearchSettings, Buffers};
+    ///
+    /// let mut buffer = Buffers::get_buffer(&BufferSearchSettings::new(0, 0x7fff_ffff, 16))?;
+    /// let code = buffer.append_code(&[0x90, 0xc3])?; // nop; ret
+    /// drop(buffer);
+    /// // SAFETY: nothing runs this code yet.
+    /// unsafe { Buffers::overwrite_allocated_code(code, &[0xc3])? }; // ret
+    /// // Outside every buffer: refused.
+    /// let local = [0u8; 4];
+    /// assert!(unsafe { Buffers::overwrite_allocated_code(local.as_ptr() as usize, &[1]) }.is_err());
+    /// # Ok::<(), memory_buffers::Error>(())
+    /// ```
     #[allow(unsafe_code)]
-    pub unsafe fn overwrite_allocated_code(
-        source: *const u8,
-        target: *mut u8,
-        size: usize,
-    ) -> Result<(), Error> {
+    pub unsafe fn overwrite_allocated_code(address: usize, bytes: &[u8]) -> Result<(), Error> {
         // SAFETY: forwarded from the caller's guarantees. The callback copies
-        // exactly `size` bytes: `source` is readable for `size` bytes
-        // (caller) and `target` writable for `size` bytes (checked to be
-        // inside a buffer before the callback runs); `copy` allows overlap.
+        // exactly `bytes.len()` bytes to the target, which is checked to be
+        // inside a buffer before the callback runs; `copy` allows `bytes`
+        // to overlap it.
         unsafe {
-            Self::overwrite_allocated_code_ex(source, target, size, |source, target, size| {
-                std::ptr::copy(source, target, size)
+            Self::overwrite_allocated_code_ex(address, bytes.len(), |target, size| {
+                std::ptr::copy(bytes.as_ptr(), target, size)
             })
         }
     }
 
     /// Like [`Buffers::overwrite_allocated_code`], but `write` does the
-    /// writing: it receives `source`, `target` and `size` while the target
-    /// range is writable (on platforms that enforce W^X the range is made
-    /// writable first and restored after), and the instruction cache is
-    /// flushed after it returns.
+    /// writing: it receives the target pointer and the size while the
+    /// target range is writable (on platforms that enforce W^X the range is
+    /// made writable first and restored after), and the instruction cache
+    /// is flushed after it returns. Use it for a write the CPU performs
+    /// atomically, such as one aligned 8-byte store re-pointing a jump.
     ///
     /// # Errors
     ///
@@ -246,15 +303,32 @@ impl Buffers {
     /// # Safety
     ///
     /// As for [`Buffers::overwrite_allocated_code`]; in addition `write`
-    /// must write only inside `[target, target + size)`.
+    /// must write only inside `[address, address + size)`.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use memory_buffers::{BufferSearchSettings, Buffers};
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    ///
+    /// let mut buffer = Buffers::get_buffer_aligned(&BufferSearchSettings::new(0, 0x7fff_ffff, 8), 8)?;
+    /// let slot = buffer.append_bytes(&0u64.to_le_bytes())?; // a jump target, 8-byte aligned
+    /// drop(buffer);
+    /// // SAFETY: one aligned atomic store inside the 8 bytes.
+    /// unsafe {
+    ///     Buffers::overwrite_allocated_code_ex(slot, 8, |target, _| {
+    ///         (*target.cast::<AtomicU64>()).store(0x1234, Ordering::Release)
+    ///     })?
+    /// };
+    /// # Ok::<(), memory_buffers::Error>(())
+    /// ```
     #[allow(unsafe_code)]
     pub unsafe fn overwrite_allocated_code_ex(
-        source: *const u8,
-        target: *mut u8,
+        address: usize,
         size: usize,
-        write: impl FnOnce(*const u8, *mut u8, usize),
+        write: impl FnOnce(*mut u8, usize),
     ) -> Result<(), Error> {
-        let start = target as usize;
+        let start = address;
         let fail = |kind| {
             Error::new(
                 kind,
@@ -263,7 +337,7 @@ impl Buffers {
                 size,
             )
         };
-        if source.is_null() || target.is_null() {
+        if address == 0 {
             return Err(fail(ErrorKind::InvalidRequest(InvalidRequest::NullPointer)));
         }
         if size == 0 {
@@ -273,7 +347,7 @@ impl Buffers {
         if !locator.contains_written(start, size) {
             return Err(fail(ErrorKind::OutsideBuffers));
         }
-        os::with_code_writable(start, size, || write(source, target, size));
+        os::with_code_writable(start, size, || write(start as *mut u8, size));
         os::flush_instruction_cache(start, size);
         Ok(())
     }

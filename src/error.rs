@@ -61,9 +61,18 @@ pub enum ErrorKind {
     ExecutableMemoryRefused,
     /// An append did not fit in the buffer's free bytes; nothing was written.
     DoesNotFit,
+    /// An append would have ended past the `max_address` of the request
+    /// that produced the buffer guard; nothing was written.
+    OutsideRequestedRange,
+    /// The memory is executable and not writable (a write-then-execute
+    /// allocation after [`make_executable`](crate::PrivateAllocation::make_executable));
+    /// nothing was written.
+    NotWritable,
     /// The range to overwrite is not inside the written part of any
     /// registered buffer.
     OutsideBuffers,
+    /// Part of the range to patch is not mapped; nothing was written.
+    NotMapped,
     /// The buffer was taken before `fork()`; in the child it belongs to the
     /// parent's locator and can no longer be written or released.
     ProcessForked,
@@ -84,7 +93,7 @@ pub enum ErrorKind {
 /// `size` are what the caller asked for. For appends they are the free range
 /// of the buffer and the number of bytes to append; for overwrites, the
 /// target range and its length.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Error {
     kind: ErrorKind,
     min_address: usize,
@@ -153,9 +162,16 @@ impl fmt::Display for Error {
                 f.write_str("the kernel refused a read/write/execute mapping")?
             }
             ErrorKind::DoesNotFit => f.write_str("the bytes do not fit in the buffer")?,
+            ErrorKind::OutsideRequestedRange => {
+                f.write_str("the bytes would end past the range the buffer was requested for")?
+            }
+            ErrorKind::NotWritable => {
+                f.write_str("the memory is executable now; make it writable first")?
+            }
             ErrorKind::OutsideBuffers => {
                 f.write_str("the range is not inside the written part of a buffer")?
             }
+            ErrorKind::NotMapped => f.write_str("part of the range is not mapped")?,
             ErrorKind::ProcessForked => {
                 f.write_str("the buffer was taken before fork() and belongs to the parent")?
             }
@@ -174,6 +190,19 @@ impl fmt::Display for Error {
     }
 }
 
+/// Addresses and sizes in hex, as in [`Display`](fmt::Display): this is what
+/// `fn main() -> Result<(), Error>` prints.
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Error")
+            .field("kind", &self.kind)
+            .field("min_address", &format_args!("{:#x}", self.min_address))
+            .field("max_address", &format_args!("{:#x}", self.max_address))
+            .field("size", &format_args!("{:#x}", self.size))
+            .finish()
+    }
+}
+
 impl std::error::Error for Error {}
 
 impl From<Error> for std::io::Error {
@@ -184,9 +213,12 @@ impl From<Error> for std::io::Error {
             ErrorKind::ExecutableMemoryRefused => std::io::ErrorKind::PermissionDenied,
             ErrorKind::Unsupported => std::io::ErrorKind::Unsupported,
             ErrorKind::NoSpaceInRange => std::io::ErrorKind::OutOfMemory,
-            ErrorKind::DoesNotFit | ErrorKind::OutsideBuffers | ErrorKind::ProcessForked => {
-                std::io::ErrorKind::Other
-            }
+            ErrorKind::NotWritable => std::io::ErrorKind::PermissionDenied,
+            ErrorKind::NotMapped => std::io::ErrorKind::InvalidInput,
+            ErrorKind::DoesNotFit
+            | ErrorKind::OutsideRequestedRange
+            | ErrorKind::OutsideBuffers
+            | ErrorKind::ProcessForked => std::io::ErrorKind::Other,
         };
         std::io::Error::new(kind, error)
     }

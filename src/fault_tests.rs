@@ -1207,10 +1207,8 @@ fn code_writes_flush_exactly_the_written_range() {
     assert_eq!(after_append.count, before.count + 1);
     assert_eq!(after_append.last, (address, code.len()));
     drop(buffer);
-    // SAFETY: the source is a live array; the target is the code just
-    // written, which nothing runs.
-    unsafe { Buffers::overwrite_allocated_code(code.as_ptr(), (address + 4) as *mut u8, 8) }
-        .unwrap();
+    // SAFETY: the target is the code just written, which nothing runs.
+    unsafe { Buffers::overwrite_allocated_code(address + 4, &code[..8]) }.unwrap();
     let after_overwrite = flushes();
     assert_eq!(after_overwrite.count, after_append.count + 1);
     assert_eq!(after_overwrite.last, (address + 4, 8));

@@ -96,6 +96,11 @@ impl MappedRanges {
     pub fn is_empty(&self) -> bool {
         self.0.len() == 0
     }
+
+    /// The disjoint ranges, in address order.
+    pub fn iter(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        self.0.iter()
+    }
 }
 
 /// What a new mapping must satisfy (see `placement::PlacementRequest`).
@@ -234,4 +239,121 @@ pub fn validate_allocator_settings(
 /// The error the request would return before any system call.
 pub fn validate_search_settings(settings: &BufferSearchSettings) -> Result<ValidRequest, Error> {
     settings.validate().map(ValidRequest::from)
+}
+
+/// The lowest address a mapping may start at in this process
+/// (`vm.mmap_min_addr` on Linux, 64 KiB on Windows).
+pub fn lowest_mappable_address() -> usize {
+    crate::os::lowest_mappable_address()
+}
+
+/// The binary layout of a locator (`SPEC.md`), as byte offsets for code
+/// that decodes a copy of a locator's bytes (the inspector reads another
+/// process's locators this way). Taken from the library's own packed
+/// structs, so they cannot drift from what the library writes.
+pub mod layout {
+    use crate::locator::layout::{self, LocatorHeader, LocatorItem};
+    use std::mem::{offset_of, size_of};
+
+    /// Size of every locator in bytes.
+    pub const LOCATOR_SIZE: usize = layout::LOCATOR_SIZE;
+    /// Items one locator holds.
+    pub const MAX_ITEMS: usize = layout::MAX_ITEMS;
+    /// Size of the locator header.
+    pub const HEADER_SIZE: usize = size_of::<LocatorHeader>();
+    /// Size of one item; items follow the header back to back.
+    pub const ITEM_SIZE: usize = size_of::<LocatorItem>();
+    /// Header: where the first instance mapped the locator (pointer).
+    pub const THIS_ADDRESS: usize = offset_of!(LocatorHeader, this_address);
+    /// Header: the next locator of the chain, 0 if none (pointer).
+    pub const NEXT_LOCATOR: usize = offset_of!(LocatorHeader, next_locator);
+    /// Header: the header lock (u32, 0 free, 1 held).
+    pub const LOCK: usize = offset_of!(LocatorHeader, lock);
+    /// Header: flags (u8; low 3 bits the version, 0).
+    pub const FLAGS: usize = offset_of!(LocatorHeader, flags);
+    /// Header: number of items in use (u8).
+    pub const ITEM_COUNT: usize = offset_of!(LocatorHeader, item_count);
+    /// Header: reserved bytes, 0 (2 bytes).
+    pub const RESERVED: usize = offset_of!(LocatorHeader, reserved);
+    /// Item: base address of the buffer (pointer, unaligned).
+    pub const ITEM_BASE_ADDRESS: usize = offset_of!(LocatorItem, base_address);
+    /// Item: size in bytes (u32).
+    pub const ITEM_SIZE_FIELD: usize = offset_of!(LocatorItem, size);
+    /// Item: bytes used (u32).
+    pub const ITEM_POSITION: usize = offset_of!(LocatorItem, position);
+    /// Item: 0 free, 1 taken (u32).
+    pub const ITEM_TAKEN: usize = offset_of!(LocatorItem, taken);
+    /// Mask of the version bits in the flags.
+    pub const VERSION_MASK: u8 = 0b111;
+    /// Most bytes one ready-made buffer of a first locator gets.
+    pub const READY_MADE_BUFFER_SIZE: usize = layout::READY_MADE_BUFFER_SIZE;
+}
+
+/// The rendezvous file of process `pid`, as the library looks for it:
+/// `/tmp/.reloaded/memory.buffers/Reloaded.Memory.Buffers.MemoryBuffer, PID <pid>`.
+#[cfg(all(target_os = "linux", not(memory_buffers_unsupported)))]
+pub fn rendezvous_path(pid: u32) -> std::path::PathBuf {
+    let mut path = std::path::PathBuf::from(crate::locator::RENDEZVOUS_BASE);
+    path.extend(crate::locator::rendezvous::DIRECTORY_COMPONENTS);
+    path.push(crate::locator::rendezvous::file_name(pid));
+    path
+}
+
+/// The library's rule for a directory on the rendezvous path (see
+/// `rendezvous::directory_is_trusted`): may a directory with this owner and
+/// mode (`st_mode`) hold the files of `user`?
+#[cfg(all(target_os = "linux", not(memory_buffers_unsupported)))]
+pub fn rendezvous_directory_is_trusted(owner: u32, mode: u32, user: u32) -> bool {
+    crate::locator::rendezvous::directory_is_trusted(&file_status(owner, mode, 0, 0, 0), user)
+}
+
+/// The library's rule for a rendezvous file's *this address* (see
+/// `rendezvous::is_locator_mapping`): is `entry`, the maps line containing
+/// `this_address`, the live mapping of the file with this device and inode?
+#[cfg(all(target_os = "linux", not(memory_buffers_unsupported)))]
+pub fn is_rendezvous_mapping(
+    entry: &MapsEntry,
+    this_address: usize,
+    dev_major: u32,
+    dev_minor: u32,
+    inode: u64,
+) -> bool {
+    let entry = maps::MapsEntry {
+        start: entry.start,
+        end: entry.end,
+        offset: entry.offset,
+        dev_major: entry.dev_major,
+        dev_minor: entry.dev_minor,
+        inode: entry.inode,
+        // Not part of the rule.
+        access: maps::Access::default(),
+    };
+    let file = file_status(0, 0, dev_major, dev_minor, inode);
+    crate::locator::rendezvous::is_locator_mapping(&entry, this_address, &file)
+}
+
+#[cfg(all(target_os = "linux", not(memory_buffers_unsupported)))]
+fn file_status(
+    owner: u32,
+    mode: u32,
+    dev_major: u32,
+    dev_minor: u32,
+    inode: u64,
+) -> crate::os::FileStatus {
+    crate::os::FileStatus {
+        kind: crate::os::FileKind::Other,
+        owner,
+        mode,
+        size: 0,
+        dev_major,
+        dev_minor,
+        inode,
+    }
+}
+
+/// The named section of process `pid`:
+/// `/Reloaded.Memory.Buffers.MemoryBuffer, PID <pid>`.
+#[cfg(all(windows, not(memory_buffers_unsupported)))]
+pub fn rendezvous_section_name(pid: u32) -> String {
+    crate::locator::rendezvous_windows::section_name(pid)
 }

@@ -10,7 +10,7 @@
 //! FreeBSD 12 and later, the same on 32- and 64-bit systems (every 64-bit
 //! field is naturally aligned).
 
-use crate::maps::MapsEntry;
+use crate::maps::{Access, MapsEntry};
 use std::ops::ControlFlow;
 
 /// Offsets of the fields read, in bytes from the start of a record.
@@ -21,6 +21,7 @@ mod offset {
     pub(super) const END: usize = 16;
     pub(super) const OFFSET: usize = 24;
     pub(super) const VN_FILEID: usize = 32;
+    pub(super) const PROTECTION: usize = 56;
     pub(super) const VN_FSID: usize = 88;
     /// `kve_path`, the last field; every record reaches at least here.
     pub(super) const PATH: usize = 136;
@@ -28,6 +29,11 @@ mod offset {
 
 /// `KVME_TYPE_VNODE`: a mapping of a file.
 const KVME_TYPE_VNODE: i32 = 2;
+
+/// `KVME_PROT_READ`, `KVME_PROT_WRITE`, `KVME_PROT_EXEC`.
+const KVME_PROT_READ: u32 = 1;
+const KVME_PROT_WRITE: u32 = 2;
+const KVME_PROT_EXEC: u32 = 4;
 
 /// A record shorter than its fixed fields, or longer than what is left.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,9 +97,15 @@ pub(crate) fn for_each_entry(
         } else {
             (0, 0)
         };
+        let protection = read_u32(record, offset::PROTECTION);
         let entry = MapsEntry {
             start,
             end,
+            access: Access {
+                read: protection & KVME_PROT_READ != 0,
+                write: protection & KVME_PROT_WRITE != 0,
+                execute: protection & KVME_PROT_EXEC != 0,
+            },
             offset: read_u64(record, offset::OFFSET),
             dev_major,
             dev_minor,
@@ -117,6 +129,26 @@ mod tests {
     /// One record as the kernel packs it: the fixed fields, the path with
     /// its NUL, rounded up to 8 bytes.
     fn record(kind: i32, start: u64, end: u64, inode: u64, fsid: u64, path: &str) -> Vec<u8> {
+        record_with(
+            kind,
+            start,
+            end,
+            inode,
+            fsid,
+            path,
+            KVME_PROT_READ | KVME_PROT_EXEC,
+        )
+    }
+
+    fn record_with(
+        kind: i32,
+        start: u64,
+        end: u64,
+        inode: u64,
+        fsid: u64,
+        path: &str,
+        protection: u32,
+    ) -> Vec<u8> {
         let size = (offset::PATH + path.len() + 1).next_multiple_of(8);
         let mut bytes = vec![0u8; size];
         bytes[offset::STRUCT_SIZE..][..4].copy_from_slice(&(size as u32).to_ne_bytes());
@@ -126,6 +158,7 @@ mod tests {
         bytes[offset::OFFSET..][..8].copy_from_slice(&0x2000u64.to_ne_bytes());
         bytes[offset::VN_FILEID..][..8].copy_from_slice(&inode.to_ne_bytes());
         bytes[offset::VN_FSID..][..8].copy_from_slice(&fsid.to_ne_bytes());
+        bytes[offset::PROTECTION..][..4].copy_from_slice(&protection.to_ne_bytes());
         bytes[offset::PATH..][..path.len()].copy_from_slice(path.as_bytes());
         bytes
     }
@@ -150,7 +183,15 @@ mod tests {
             0x6b00_ff00_0000_0071,
             "/bin/cat",
         );
-        bytes.extend(record(1, 0x20_1000, 0x20_3000, 0, 0, ""));
+        bytes.extend(record_with(
+            1,
+            0x20_1000,
+            0x20_3000,
+            0,
+            0,
+            "",
+            KVME_PROT_READ | KVME_PROT_WRITE,
+        ));
         bytes.extend(record(
             2,
             0x8_0000_0000,

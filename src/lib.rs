@@ -56,6 +56,7 @@ mod buffers;
     allow(dead_code)
 )]
 mod cache_maintenance;
+mod code_patch;
 mod error;
 // FreeBSD's mapping records; pure, tested everywhere, read on FreeBSD.
 #[cfg_attr(not(target_os = "freebsd"), allow(dead_code))]
@@ -74,6 +75,7 @@ mod range_set;
 #[cfg_attr(not(target_os = "macos"), allow(dead_code))]
 mod region_walk;
 mod settings;
+pub mod x86;
 
 #[cfg(all(test, target_os = "linux"))]
 mod fault_tests;

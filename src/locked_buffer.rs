@@ -20,10 +20,17 @@ use std::sync::atomic::Ordering;
 /// are never overwritten by the library; the next holder continues after
 /// them.
 ///
+/// Appends stay inside the range of the request that produced the guard:
+/// the buffer may extend past its `max_address` (buffers are whole pages),
+/// but an append that would end beyond it fails with
+/// [`ErrorKind::OutsideRequestedRange`] and writes nothing, so code written
+/// for a target in reach stays in reach.
+///
 /// If the process forks while a guard is held, the guard in the child refers
 /// to the parent's locator, which the child may not even have mapped: there
 /// its appends fail with [`ErrorKind::ProcessForked`], its accessors return
 /// 0, and dropping it releases nothing.
+#[must_use = "the buffer is released as soon as the guard is dropped"]
 pub struct LockedBuffer {
     /// The item's address in bits 0 to 47 (user-space addresses on every
     /// supported system fit), and the generation of the process state it
@@ -33,6 +40,8 @@ pub struct LockedBuffer {
     /// read from the item (fixed once published), and so is the position,
     /// which only this guard changes while it lives.
     word: NonZeroU64,
+    /// The request's `max_address`: the last byte appends may write.
+    limit: usize,
 }
 
 /// Bits of [`LockedBuffer::word`] that hold the item's address.
@@ -44,9 +53,9 @@ const DEAD: NonZeroU64 = NonZeroU64::new(4).unwrap();
 
 impl LockedBuffer {
     /// Wraps an item the caller has just taken for the process state of
-    /// `generation`.
+    /// `generation`, for a request whose range ends at `limit`.
     #[inline]
-    pub(crate) fn new(item: ItemRef, generation: u16) -> LockedBuffer {
+    pub(crate) fn new(item: ItemRef, generation: u16, limit: usize) -> LockedBuffer {
         let address = item.address() as u64;
         debug_assert!(address >> ADDRESS_BITS == 0, "item above 2^48");
         debug_assert!(address & 3 == 0, "items are 4-byte aligned");
@@ -54,34 +63,54 @@ impl LockedBuffer {
         let word = NonZeroU64::new(address | u64::from(generation) << ADDRESS_BITS);
         LockedBuffer {
             word: word.unwrap_or(DEAD),
+            limit,
         }
     }
 
-    /// Turns the guard into one word, for a foreign-function layer that
-    /// keeps guards where Rust values cannot live (a C handle table). The
-    /// buffer stays held until [`LockedBuffer::from_raw`] gives the guard
-    /// back and it is dropped. The word is never 0, and its lowest bit is
-    /// always clear (free for the caller's own use, such as a busy flag).
+    /// Turns the guard into a word and its append limit (the request's
+    /// `max_address`), for a foreign-function layer that keeps guards where
+    /// Rust values cannot live (a C handle table). The buffer stays held
+    /// until [`LockedBuffer::from_raw`] gives the guard back and it is
+    /// dropped. The word is never 0, and its lowest bit is always clear
+    /// (free for the caller's own use, such as a busy flag).
+    ///
+    /// ```
+    /// use memory_buffers::{BufferSearchSettings, Buffers, LockedBuffer};
+    /// let guard = Buffers::get_buffer(&BufferSearchSettings::new(0, 0x7fff_ffff, 16))?;
+    /// let (word, limit) = guard.into_raw();
+    /// assert_eq!((word & 1, limit), (0, 0x7fff_ffff));
+    /// // SAFETY: the pair came from `into_raw` and makes one guard.
+    /// drop(unsafe { LockedBuffer::from_raw(word, limit) });
+    /// # Ok::<(), memory_buffers::Error>(())
+    /// ```
     #[must_use = "the buffer stays held until the word is turned back into a guard and dropped"]
-    pub fn into_raw(self) -> u64 {
-        let word = self.word.get();
+    pub fn into_raw(self) -> (u64, usize) {
+        let raw = (self.word.get(), self.limit);
         std::mem::forget(self);
-        word
+        raw
     }
 
-    /// The guard [`LockedBuffer::into_raw`] turned into `word`.
+    /// The guard [`LockedBuffer::into_raw`] turned into `word` and `limit`.
     ///
     /// # Safety
     ///
     /// `word` must come from [`LockedBuffer::into_raw`] of this copy of the
     /// library, with its lowest bit clear again, and each such word must be
     /// turned back into at most one guard at a time (two live guards for one
-    /// word would both append to the buffer).
-    pub unsafe fn from_raw(word: u64) -> LockedBuffer {
+    /// word would both append to the buffer). `limit` should be the one
+    /// returned with it; another value only moves where appends stop.
+    pub unsafe fn from_raw(word: u64, limit: usize) -> LockedBuffer {
         LockedBuffer {
             // Not 0 (contract); should it be, a dead guard is harmless.
             word: NonZeroU64::new(word).unwrap_or(DEAD),
+            limit,
         }
+    }
+
+    /// The last address appends through this guard may write: the
+    /// `max_address` of the request that produced it.
+    pub fn limit(&self) -> usize {
+        self.limit
     }
 
     /// Whether an item at `address` can be held by a guard.
@@ -155,10 +184,20 @@ impl LockedBuffer {
         let fail = |kind| Error::new(kind, start, last, len);
         // Checked against the size: a position out of bounds (written by a
         // misbehaving library) leaves nothing to append to.
-        match u32::try_from(len) {
-            Ok(len) if len <= size.saturating_sub(position) => Ok((start, position + len)),
-            _ => Err(fail(ErrorKind::DoesNotFit)),
+        let after = match u32::try_from(len) {
+            Ok(len) if len <= size.saturating_sub(position) => position + len,
+            _ => return Err(fail(ErrorKind::DoesNotFit)),
+        };
+        // The bytes fit the buffer, so `start + len` does not overflow.
+        if len != 0 && start + (len - 1) > self.limit {
+            return Err(Error::new(
+                ErrorKind::OutsideRequestedRange,
+                start,
+                self.limit,
+                len,
+            ));
         }
+        Ok((start, after))
     }
 
     fn advance(&mut self, position: u32) {

@@ -28,6 +28,32 @@ pub(crate) struct MapsEntry {
     pub(crate) dev_minor: u32,
     /// The file's inode, 0 for anonymous memory.
     pub(crate) inode: u64,
+    /// Read, write and execute rights (the `rwx` of the permissions field).
+    pub(crate) access: Access,
+}
+
+/// Access rights of a mapping, as its maps line shows them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Access {
+    pub(crate) read: bool,
+    pub(crate) write: bool,
+    pub(crate) execute: bool,
+}
+
+impl Access {
+    /// Parses the first three characters of a permissions field (`r-xp`).
+    fn parse(permissions: &[u8]) -> Option<Access> {
+        let flag = |byte: u8, set: u8| match byte {
+            b'-' => Some(false),
+            _ if byte == set => Some(true),
+            _ => None,
+        };
+        Some(Access {
+            read: flag(*permissions.first()?, b'r')?,
+            write: flag(*permissions.get(1)?, b'w')?,
+            execute: flag(*permissions.get(2)?, b'x')?,
+        })
+    }
 }
 
 fn split_field(line: &[u8], separator: u8) -> Option<(&[u8], &[u8])> {
@@ -65,6 +91,7 @@ pub(crate) fn parse_maps_line(line: &[u8]) -> Option<MapsEntry> {
     if permissions.len() != 4 {
         return None;
     }
+    let access = Access::parse(permissions)?;
     let start = usize::try_from(parse_number(start, 16)?).ok()?;
     let end = usize::try_from(parse_number(end, 16)?).ok()?;
     if start >= end {
@@ -77,6 +104,7 @@ pub(crate) fn parse_maps_line(line: &[u8]) -> Option<MapsEntry> {
         dev_major: u32::try_from(parse_number(dev_major, 16)?).ok()?,
         dev_minor: u32::try_from(parse_number(dev_minor, 16)?).ok()?,
         inode: parse_number(inode, 10)?,
+        access,
     })
 }
 
@@ -234,10 +262,19 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
                 offset: 0,
                 dev_major: 8,
                 dev_minor: 1,
-                inode: 1234
+                inode: 1234,
+                access: Access {
+                    read: true,
+                    write: false,
+                    execute: false
+                }
             }
         );
         assert_eq!(entries[3].start, 0xffff_ffff_ff60_0000);
+        let rights =
+            |entry: &MapsEntry| (entry.access.read, entry.access.write, entry.access.execute);
+        assert_eq!(rights(&entries[1]), (true, true, true));
+        assert_eq!(rights(&entries[3]), (false, false, true));
         assert_eq!(
             (entries[4].dev_major, entries[4].dev_minor, entries[4].inode),
             (0, 0x1a, 98765)
@@ -254,6 +291,8 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
             "1000-2000 rw-p 0 0000 0",
             "1000-2000 rwp 0 00:00 0",
             "1000-2000 rw-p 0 00:00 x",
+            "1000-2000 wr-p 0 00:00 0",
+            "1000-2000 rwq- 0 00:00 0",
             "10000000000000000000-2000 rw-p 0 00:00 0",
         ] {
             assert_eq!(parse_maps_line(line.as_bytes()), None, "{line}");
@@ -396,7 +435,7 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
             let mut text = String::new();
             let mut expected = Vec::new();
             for (start, length, offset, major, minor, inode, path) in lines {
-                let entry = MapsEntry { start, end: start + length, offset: u64::from(offset), dev_major: major, dev_minor: minor, inode };
+                let entry = MapsEntry { start, end: start + length, offset: u64::from(offset), dev_major: major, dev_minor: minor, inode, access: Access { read: true, write: true, execute: false } };
                 text.push_str(&format!("{:x}-{:x} rw-p {:08x} {:02x}:{:02x} {} {}\n", entry.start, entry.end, entry.offset, major, minor, inode, path));
                 expected.push(entry);
             }

@@ -1,4 +1,10 @@
 //! Private allocations: pages inside `[min, max]` owned by the caller.
+//!
+//! The allocation owns its pages, so it lends them as slices: reads always,
+//! writes while they are writable. Those two slices over the mapping are
+//! the only unsafe code here.
+
+#![allow(unsafe_code)]
 
 use crate::error::{Error, ErrorKind};
 use crate::os;
@@ -6,10 +12,24 @@ use crate::placement::PlacementRequest;
 use crate::process::{self, ProcessState};
 use crate::settings::BufferAllocatorSettings;
 
-/// Read/write/execute pages mapped inside a requested range, unmapped when
-/// dropped.
+/// Pages mapped inside a requested range, unmapped when dropped.
 ///
 /// Obtained from [`Buffers::allocate_private_memory`](crate::Buffers::allocate_private_memory).
+/// The pages are read/write/execute, or, with
+/// [`write_then_execute`](crate::BufferAllocatorSettings::write_then_execute),
+/// read/write until [`make_executable`](Self::make_executable) turns them
+/// read/execute.
+///
+/// ```
+/// use memory_buffers::{BufferAllocatorSettings, Buffers};
+///
+/// let mut allocation = Buffers::allocate_private_memory(&BufferAllocatorSettings::new(0, 0x7fff_ffff, 64))?;
+/// allocation.write(0, b"data")?;
+/// assert_eq!(&allocation.as_slice()[..4], b"data");
+/// assert_eq!(allocation.size(), memory_buffers::allocation_granularity());
+/// # Ok::<(), memory_buffers::Error>(())
+/// ```
+#[must_use = "the pages are unmapped when the allocation is dropped"]
 pub struct PrivateAllocation {
     /// The pages; `None` only while dropping.
     mapping: Option<os::OwnedMapping>,
@@ -19,6 +39,10 @@ pub struct PrivateAllocation {
     size: usize,
     /// The process state whose address-space view recorded the mapping.
     owner: &'static ProcessState,
+    /// Write-then-execute allocation (never writable and executable).
+    write_then_execute: bool,
+    /// Executable now, so not writable (write-then-execute only).
+    executable: bool,
 }
 
 impl PrivateAllocation {
@@ -32,13 +56,135 @@ impl PrivateAllocation {
         self.size
     }
 
-    /// Pointer to the first byte.
+    /// Pointer to the first byte. Writing through it is the caller's
+    /// business: it faults while a write-then-execute allocation is
+    /// executable.
     pub fn as_ptr(&self) -> *mut u8 {
         self.base_address as *mut u8
     }
 
+    /// The bytes, to read. Readable in every state.
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: the mapping is `size` readable bytes owned by `self` for
+        // as long as the borrow lasts (unmapped only on drop).
+        unsafe { std::slice::from_raw_parts(self.base_address as *const u8, self.size) }
+    }
+
+    /// The bytes, to write; [`ErrorKind::NotWritable`] while a
+    /// write-then-execute allocation is executable.
+    ///
+    /// ```
+    /// # use memory_buffers::Buffers;
+    /// let mut allocation = Buffers::allocate_private_memory(&Default::default())?;
+    /// allocation.as_mut_slice()?[..2].copy_from_slice(&[0x90, 0xc3]);
+    /// # Ok::<(), memory_buffers::Error>(())
+    /// ```
+    pub fn as_mut_slice(&mut self) -> Result<&mut [u8], Error> {
+        if self.executable {
+            return Err(self.error(ErrorKind::NotWritable, 0, self.size));
+        }
+        // SAFETY: the mapping is `size` bytes owned by `self`, writable in
+        // this state, and `&mut self` makes the slice the only access
+        // through the allocation.
+        Ok(unsafe { std::slice::from_raw_parts_mut(self.base_address as *mut u8, self.size) })
+    }
+
+    /// Copies `bytes` to `offset`. Fails without writing with
+    /// [`ErrorKind::DoesNotFit`] past the end, or [`ErrorKind::NotWritable`]
+    /// while a write-then-execute allocation is executable.
+    ///
+    /// ```
+    /// # use memory_buffers::Buffers;
+    /// let mut allocation = Buffers::allocate_private_memory(&Default::default())?;
+    /// allocation.write(8, &[1, 2, 3])?;
+    /// assert!(allocation.write(allocation.size() - 1, &[1, 2]).is_err());
+    /// # Ok::<(), memory_buffers::Error>(())
+    /// ```
+    pub fn write(&mut self, offset: usize, bytes: &[u8]) -> Result<(), Error> {
+        let fits = offset
+            .checked_add(bytes.len())
+            .is_some_and(|end| end <= self.size);
+        if !fits {
+            return Err(self.error(ErrorKind::DoesNotFit, offset, bytes.len()));
+        }
+        let target = &mut self.as_mut_slice()?[offset..offset + bytes.len()];
+        let address = target.as_ptr() as usize;
+        // Writable around the copy where W^X is enforced (Apple Silicon's
+        // `MAP_JIT` pages); elsewhere this only runs the closure.
+        os::with_code_writable(address, bytes.len(), || target.copy_from_slice(bytes));
+        Ok(())
+    }
+
+    /// Makes the pages executable and flushes the instruction cache. For a
+    /// write-then-execute allocation the pages become read/execute and
+    /// writes fail until [`make_writable`](Self::make_writable); for the
+    /// default read/write/execute allocation only the flush is done.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Os`] if the system refuses the change (then nothing
+    /// changed), [`ErrorKind::ExecutableMemoryRefused`] if a policy forbids
+    /// executable memory.
+    pub fn make_executable(&mut self) -> Result<(), Error> {
+        if self.write_then_execute && !self.executable {
+            self.set(os::Protection::ReadExecute)?;
+            self.executable = true;
+        }
+        os::flush_instruction_cache(self.base_address, self.size);
+        Ok(())
+    }
+
+    /// Makes a write-then-execute allocation read/write again (no longer
+    /// executable); does nothing for a read/write/execute allocation.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Os`] if the system refuses the change.
+    pub fn make_writable(&mut self) -> Result<(), Error> {
+        if self.executable {
+            self.set(os::Protection::ReadWrite)?;
+            self.executable = false;
+        }
+        Ok(())
+    }
+
+    /// Whether the pages can be written now.
+    pub fn is_writable(&self) -> bool {
+        !self.executable
+    }
+
+    /// Whether the pages can run code now.
+    pub fn is_executable(&self) -> bool {
+        !self.write_then_execute || self.executable
+    }
+
+    fn set(&self, protection: os::Protection) -> Result<(), Error> {
+        os::protect(self.base_address, self.size, protection).map_err(|errno| {
+            let kind = if os::is_execute_refusal(errno) && protection == os::Protection::ReadExecute
+            {
+                ErrorKind::ExecutableMemoryRefused
+            } else {
+                ErrorKind::Os {
+                    call: os::PROTECT_CALL,
+                    errno,
+                }
+            };
+            self.error(kind, 0, self.size)
+        })
+    }
+
+    fn error(&self, kind: ErrorKind, offset: usize, len: usize) -> Error {
+        Error::new(
+            kind,
+            self.base_address.wrapping_add(offset),
+            self.base_address + (self.size - 1),
+            len,
+        )
+    }
+
     /// Gives up ownership without unmapping; the pages stay mapped for the
     /// life of the process. Returns the base address.
+    #[must_use = "the address is the only way left to the pages"]
     pub fn leak(mut self) -> usize {
         self.mapping
             .take()
@@ -88,14 +234,21 @@ pub(crate) fn allocate(settings: &BufferAllocatorSettings) -> Result<PrivateAllo
     if request.max - request.min < request.rounded_size - 1 {
         return Err(fail(ErrorKind::NoSpaceInRange));
     }
+    let protection = if settings.write_then_execute {
+        os::Protection::ReadWrite
+    } else {
+        os::Protection::ReadWriteExecute
+    };
     let mapping = owner
         .address_space()
-        .map_nearest(placement, settings.retry_count)
+        .map_nearest_with(placement, settings.retry_count, protection)
         .map_err(fail)?;
     Ok(PrivateAllocation {
         base_address: mapping.address(),
         mapping: Some(mapping),
         size: request.rounded_size,
         owner,
+        write_then_execute: settings.write_then_execute,
+        executable: false,
     })
 }

@@ -127,7 +127,7 @@ impl MappedRanges {
     }
 
     /// Iterates the ranges in address order.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "internals"))]
     pub(crate) fn iter(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
         self.ranges.iter().map(|(&start, &end)| (start, end))
     }

@@ -3,43 +3,46 @@
 //! free of system calls so that it is tested on every host.
 //!
 //! `mach_vm_region` answers one region at a time, and the next query starts
-//! where the last region ended. The walk joins regions that touch into one
-//! range (placement only needs to know what is taken), and stops on an
-//! answer that does not move forward, so a misbehaving answer cannot make
-//! it loop forever.
+//! where the last region ended. The walk joins regions that touch and have
+//! the same rights into one range (placement needs only what is taken;
+//! code patching needs each range's rights), and stops on an answer that
+//! does not move forward, so a misbehaving answer cannot make it loop
+//! forever.
 
-use crate::maps::MapsEntry;
+use crate::maps::{Access, MapsEntry};
 use std::ops::ControlFlow;
 
 /// Regions a walk looks at before giving up: far above what a process
 /// has (macOS limits a task to about a million map entries).
 const MAX_REGIONS: usize = 1 << 22;
 
-/// Calls `visit` with each run of touching regions from `lowest` up, in
-/// address order, until it breaks. `next_region(address)` returns the
-/// first region that contains or follows `address` as `(start, len)`, or
-/// `None` when there is none above.
+/// Calls `visit` with each run of touching regions with the same rights
+/// from `lowest` up, in address order, until it breaks.
+/// `next_region(address)` returns the first region that contains or
+/// follows `address` as `(start, len, rights)`, or `None` when there is
+/// none above.
 ///
 /// # Errors
 ///
 /// The first error of `next_region`; the runs before it have been visited.
 pub(crate) fn for_each_mapped_run<E>(
     lowest: usize,
-    mut next_region: impl FnMut(usize) -> Result<Option<(usize, usize)>, E>,
+    mut next_region: impl FnMut(usize) -> Result<Option<(usize, usize, Access)>, E>,
     mut visit: impl FnMut(&MapsEntry) -> ControlFlow<()>,
 ) -> Result<(), E> {
-    let entry = |start: usize, end: usize| MapsEntry {
+    let entry = |(start, end, access): (usize, usize, Access)| MapsEntry {
         start,
         end,
         offset: 0,
         dev_major: 0,
         dev_minor: 0,
         inode: 0,
+        access,
     };
     let mut address = lowest;
-    let mut run: Option<(usize, usize)> = None;
+    let mut run: Option<(usize, usize, Access)> = None;
     for _ in 0..MAX_REGIONS {
-        let Some((start, len)) = next_region(address)? else {
+        let Some((start, len, access)) = next_region(address)? else {
             break;
         };
         let end = start.saturating_add(len);
@@ -49,22 +52,24 @@ pub(crate) fn for_each_mapped_run<E>(
         }
         let start = start.max(address);
         run = match run {
-            Some((run_start, run_end)) if run_end == start => Some((run_start, end)),
-            Some((run_start, run_end)) => {
-                if visit(&entry(run_start, run_end)).is_break() {
+            Some((run_start, run_end, run_access)) if run_end == start && run_access == access => {
+                Some((run_start, end, access))
+            }
+            Some(finished) => {
+                if visit(&entry(finished)).is_break() {
                     return Ok(());
                 }
-                Some((start, end))
+                Some((start, end, access))
             }
-            None => Some((start, end)),
+            None => Some((start, end, access)),
         };
         if end == usize::MAX {
             break;
         }
         address = end;
     }
-    if let Some((start, end)) = run {
-        let _ = visit(&entry(start, end));
+    if let Some(finished) = run {
+        let _ = visit(&entry(finished));
     }
     Ok(())
 }
@@ -85,12 +90,19 @@ mod tests {
         }
     }
 
+    /// Regions without rights (all the same), for the tests about ranges.
+    fn same_rights(
+        mut next_region: impl FnMut(usize) -> Result<Option<(usize, usize)>, ()>,
+    ) -> impl FnMut(usize) -> Result<Option<(usize, usize, Access)>, ()> {
+        move |address| Ok(next_region(address)?.map(|(start, len)| (start, len, Access::default())))
+    }
+
     fn walk(
         lowest: usize,
         next_region: impl FnMut(usize) -> Result<Option<(usize, usize)>, ()>,
     ) -> (Vec<(usize, usize)>, Result<(), ()>) {
         let mut runs = Vec::new();
-        let result = for_each_mapped_run(lowest, next_region, |entry| {
+        let result = for_each_mapped_run(lowest, same_rights(next_region), |entry| {
             runs.push((entry.start, entry.end));
             ControlFlow::Continue(())
         });
@@ -170,7 +182,7 @@ mod tests {
             }
         };
         let mut seen = Vec::new();
-        let result = for_each_mapped_run(0x1000, failing, |entry| {
+        let result = for_each_mapped_run(0x1000, same_rights(failing), |entry| {
             seen.push(entry.start);
             ControlFlow::Continue(())
         });
@@ -178,10 +190,45 @@ mod tests {
         assert!(seen.is_empty(), "the open run is not reported on an error");
         let regions = [(0x1000, 0x1000), (0x3000, 0x1000), (0x5000, 0x1000)];
         let mut seen = 0;
-        let result = for_each_mapped_run(0, table(&regions), |_| {
+        let result = for_each_mapped_run(0, same_rights(table(&regions)), |_| {
             seen += 1;
             ControlFlow::Break(())
         });
         assert_eq!((seen, result), (1, Ok(())));
+    }
+
+    #[test]
+    fn touching_regions_with_other_rights_stay_apart() {
+        let text = Access {
+            read: true,
+            write: false,
+            execute: true,
+        };
+        let data = Access {
+            read: true,
+            write: true,
+            execute: false,
+        };
+        let regions = [
+            (0x1000, 0x1000, text),
+            (0x2000, 0x1000, data),
+            (0x3000, 0x1000, data),
+        ];
+        let mut runs = Vec::new();
+        let result = for_each_mapped_run(
+            0,
+            |address| -> Result<_, ()> {
+                Ok(regions
+                    .iter()
+                    .copied()
+                    .find(|&(start, len, _)| start + len > address))
+            },
+            |entry| {
+                runs.push((entry.start, entry.end, entry.access));
+                ControlFlow::Continue(())
+            },
+        );
+        assert_eq!(result, Ok(()));
+        assert_eq!(runs, [(0x1000, 0x2000, text), (0x2000, 0x4000, data)]);
     }
 }

@@ -22,6 +22,17 @@ pub fn allocation_granularity() -> usize {
     os::allocation_granularity()
 }
 
+/// The range of addresses within `rel32` reach of `x` both ways: for every
+/// `p` in `[min, max + 1]`, `p - x` and `x - p` fit in an `i32`. Clamped to
+/// user space.
+fn rel32_range(x: usize) -> (usize, usize) {
+    let reach = i32::MAX as usize;
+    (
+        x.saturating_sub(reach),
+        x.saturating_add(reach - 1).min(highest_user_address()),
+    )
+}
+
 /// Where and how much private memory to allocate.
 ///
 /// The allocation lands inside `[min_address, max_address]` (both inclusive),
@@ -45,6 +56,13 @@ pub struct BufferAllocatorSettings {
     /// count as 64, and no re-read is made once a fresh read shows no free
     /// candidate, so any value (even an uninitialised one) is bounded.
     pub retry_count: u32,
+    /// Write-then-execute: the pages start read/write, not executable, and
+    /// [`PrivateAllocation::make_executable`](crate::PrivateAllocation::make_executable)
+    /// turns them read/execute (and back with
+    /// [`make_writable`](crate::PrivateAllocation::make_writable)). For
+    /// systems and policies that refuse memory both writable and
+    /// executable. Off by default: the pages are read/write/execute.
+    pub write_then_execute: bool,
 }
 
 impl BufferAllocatorSettings {
@@ -63,7 +81,47 @@ impl BufferAllocatorSettings {
             max_address,
             size,
             retry_count: DEFAULT_RETRY_COUNT,
+            write_then_execute: false,
         }
+    }
+
+    /// Settings for `size` bytes all within `rel32` reach of `x`, exactly:
+    /// a jump or call whose next instruction starts at `x` reaches every
+    /// byte of the range, and one whose next instruction starts anywhere in
+    /// the range (up to `max_address + 1`) reaches `x`. For a hook, `x` is
+    /// the address right after the 5-byte jump written over the function;
+    /// jumps back to other addresses need their own check
+    /// ([`x86::rel32`](crate::x86::rel32)).
+    ///
+    /// ```
+    /// use memory_buffers::BufferAllocatorSettings;
+    /// let settings = BufferAllocatorSettings::within_rel32_reach(0x1_0000_0000, 64);
+    /// assert_eq!(settings.min_address, 0x1_0000_0000 - 0x7fff_ffff);
+    /// assert_eq!(settings.max_address, 0x1_0000_0000 + 0x7fff_fffe);
+    /// ```
+    #[must_use]
+    pub fn within_rel32_reach(x: usize, size: usize) -> Self {
+        let (min_address, max_address) = rel32_range(x);
+        Self::new(min_address, max_address, size)
+    }
+
+    /// The same settings with [`write_then_execute`](Self::write_then_execute)
+    /// on: the allocation starts read/write and is made executable when its
+    /// code is written.
+    ///
+    /// ```
+    /// use memory_buffers::{BufferAllocatorSettings, Buffers};
+    /// let settings = BufferAllocatorSettings::new(0, 0x7fff_ffff, 4096).write_then_execute();
+    /// let mut code = Buffers::allocate_private_memory(&settings)?;
+    /// code.write(0, &[0xc3])?;
+    /// code.make_executable()?;
+    /// assert!(code.write(0, &[0x90]).is_err());
+    /// # Ok::<(), memory_buffers::Error>(())
+    /// ```
+    #[must_use]
+    pub const fn write_then_execute(mut self) -> Self {
+        self.write_then_execute = true;
+        self
     }
 
     /// The same settings with another [`retry_count`](Self::retry_count).
@@ -89,14 +147,10 @@ impl BufferAllocatorSettings {
     /// assert_eq!(settings.min_address, 0);
     /// assert_eq!(settings.max_address, 0x1000 + 0x7fff_ffff);
     /// ```
+    #[must_use]
     pub fn from_proximity(proximity: usize, target: usize, size: usize) -> Self {
         let (min_address, max_address) = proximity_range(proximity, target, highest_user_address());
-        BufferAllocatorSettings {
-            min_address,
-            max_address,
-            size,
-            retry_count: DEFAULT_RETRY_COUNT,
-        }
+        Self::new(min_address, max_address, size)
     }
 
     pub(crate) fn validate(&self) -> Result<ValidRequest, Error> {
@@ -121,12 +175,7 @@ impl BufferAllocatorSettings {
 impl Default for BufferAllocatorSettings {
     /// The whole user address space, 4096 bytes.
     fn default() -> Self {
-        BufferAllocatorSettings {
-            min_address: 0,
-            max_address: highest_user_address(),
-            size: 4096,
-            retry_count: DEFAULT_RETRY_COUNT,
-        }
+        Self::new(0, highest_user_address(), 4096)
     }
 }
 
@@ -167,12 +216,33 @@ impl BufferSearchSettings {
         }
     }
 
+    /// Settings for `size` bytes all within `rel32` reach of `x`, exactly:
+    /// a jump or call whose next instruction starts at `x` reaches every
+    /// byte of the range, and one whose next instruction starts anywhere in
+    /// the range (up to `max_address + 1`) reaches `x`. For a hook, `x` is
+    /// the address right after the 5-byte jump written over the function;
+    /// jumps back to other addresses need their own check
+    /// ([`x86::rel32`](crate::x86::rel32)).
+    ///
+    /// ```
+    /// use memory_buffers::BufferSearchSettings;
+    /// let settings = BufferSearchSettings::within_rel32_reach(0x1_0000_0000, 64);
+    /// assert_eq!(settings.min_address, 0x1_0000_0000 - 0x7fff_ffff);
+    /// assert_eq!(settings.max_address, 0x1_0000_0000 + 0x7fff_fffe);
+    /// ```
+    #[must_use]
+    pub fn within_rel32_reach(x: usize, size: usize) -> Self {
+        let (min_address, max_address) = rel32_range(x);
+        Self::new(min_address, max_address, size)
+    }
+
     /// Settings for `size` bytes within `proximity` bytes of `target` on
     /// either side, saturating at 0 and at the top of user space.
     ///
     /// For a 5-byte `jmp rel32` placed in the buffer to reach `target`, use a
     /// proximity of at most `0x7fff_fff0` or so (2 GiB minus the jump and
     /// any bytes written before it).
+    #[must_use]
     pub fn from_proximity(proximity: usize, target: usize, size: usize) -> Self {
         let (min_address, max_address) = proximity_range(proximity, target, highest_user_address());
         BufferSearchSettings {
@@ -215,5 +285,30 @@ impl Default for BufferSearchSettings {
             max_address: highest_user_address(),
             size: 4096,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rel32_range;
+    use crate::x86::rel32;
+
+    #[test]
+    fn the_rel32_range_is_exactly_the_reach_both_ways() {
+        let x = 0x4000_0000_0000;
+        let (min, max) = rel32_range(x);
+        for p in [min, min + 1, x, max, max + 1] {
+            assert!(rel32(x, p).is_some(), "{p:#x} from {x:#x}");
+            assert!(rel32(p, x).is_some(), "{x:#x} from {p:#x}");
+        }
+        // One step beyond either end breaks one of the two directions.
+        assert!(rel32(min - 1, x).is_none() || rel32(x, min - 1).is_none());
+        assert!(rel32(max + 2, x).is_none() || rel32(x, max + 2).is_none());
+    }
+
+    #[test]
+    fn the_rel32_range_saturates_at_both_ends_of_user_space() {
+        assert_eq!(rel32_range(0x1000).0, 0);
+        assert_eq!(rel32_range(usize::MAX).1, super::highest_user_address());
     }
 }

@@ -132,16 +132,8 @@ fn overwritten_code_returns_the_new_result() {
     // SAFETY: written above.
     assert_eq!(unsafe { call_returning_u32(function) }, 1);
     let replacement = return_constant(2);
-    // SAFETY: the source is a live array of the right length; no other
-    // thread runs or rewrites this function.
-    unsafe {
-        Buffers::overwrite_allocated_code(
-            replacement.as_ptr(),
-            function as *mut u8,
-            replacement.len(),
-        )
-    }
-    .unwrap();
+    // SAFETY: no other thread runs or rewrites this function.
+    unsafe { Buffers::overwrite_allocated_code(function, &replacement) }.unwrap();
     // SAFETY: a complete function was written over the old one.
     assert_eq!(unsafe { call_returning_u32(function) }, 2);
 
@@ -149,21 +141,13 @@ fn overwritten_code_returns_the_new_result() {
     let mut called_with = None;
     // SAFETY: as above; the callback writes only the target range.
     unsafe {
-        Buffers::overwrite_allocated_code_ex(
-            third.as_ptr(),
-            function as *mut u8,
-            third.len(),
-            |source, target, size| {
-                called_with = Some((source as usize, target as usize, size));
-                std::ptr::copy_nonoverlapping(source, target, size);
-            },
-        )
+        Buffers::overwrite_allocated_code_ex(function, third.len(), |target, size| {
+            called_with = Some((target as usize, size));
+            std::ptr::copy_nonoverlapping(third.as_ptr(), target, size);
+        })
     }
     .unwrap();
-    assert_eq!(
-        called_with,
-        Some((third.as_ptr() as usize, function, third.len()))
-    );
+    assert_eq!(called_with, Some((function, third.len())));
     // SAFETY: as above.
     assert_eq!(unsafe { call_returning_u32(function) }, 3);
 }
@@ -176,11 +160,7 @@ fn overwriting_outside_the_buffers_is_refused() {
     // SAFETY: the call must refuse; if it did not, it would only write the
     // local array.
     let error = unsafe {
-        Buffers::overwrite_allocated_code(
-            replacement.as_ptr(),
-            not_a_buffer.as_mut_ptr(),
-            replacement.len(),
-        )
+        Buffers::overwrite_allocated_code(not_a_buffer.as_mut_ptr() as usize, &replacement)
     }
     .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::OutsideBuffers);
@@ -192,20 +172,15 @@ fn overwriting_outside_the_buffers_is_refused() {
     let beyond = buffer.next_address();
     drop(buffer);
     // SAFETY: refused before any write.
-    let error = unsafe {
-        Buffers::overwrite_allocated_code(replacement.as_ptr(), (written + 1) as *mut u8, len)
-    }
-    .unwrap_err();
+    let error =
+        unsafe { Buffers::overwrite_allocated_code(written + 1, &replacement[..len]) }.unwrap_err();
     assert_eq!(error.kind(), ErrorKind::OutsideBuffers);
     // SAFETY: as above.
     let error =
-        unsafe { Buffers::overwrite_allocated_code(replacement.as_ptr(), beyond as *mut u8, 1) }
-            .unwrap_err();
+        unsafe { Buffers::overwrite_allocated_code(beyond, &replacement[..1]) }.unwrap_err();
     assert_eq!(error.kind(), ErrorKind::OutsideBuffers);
     // SAFETY: as above.
-    let error =
-        unsafe { Buffers::overwrite_allocated_code(std::ptr::null(), written as *mut u8, 1) }
-            .unwrap_err();
+    let error = unsafe { Buffers::overwrite_allocated_code(0, &replacement[..1]) }.unwrap_err();
     assert!(error.invalid_request().is_some());
 }
 
@@ -256,13 +231,9 @@ fn a_re_pointed_trampoline_reaches_the_new_function() {
     assert_eq!(unsafe { call_returning_u32(trampoline) }, 0xfeed);
     for (destination, expected) in [(second, 0xbeef), (first, 0xfeed), (second, 0xbeef)] {
         let code = jump(trampoline, destination);
-        // SAFETY: the source is a live vector of the right length; no other
-        // thread runs or rewrites this trampoline. The jump is one
-        // instruction, complete before and after.
-        unsafe {
-            Buffers::overwrite_allocated_code(code.as_ptr(), trampoline as *mut u8, code.len())
-        }
-        .unwrap();
+        // SAFETY: no other thread runs or rewrites this trampoline. The
+        // jump is one instruction, complete before and after.
+        unsafe { Buffers::overwrite_allocated_code(trampoline, &code) }.unwrap();
         // SAFETY: jumps to a function with this signature.
         assert_eq!(unsafe { call_returning_u32(trampoline) }, expected);
     }

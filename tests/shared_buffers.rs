@@ -303,3 +303,54 @@ fn eight_threads_share_buffers_without_overlap_or_corruption() {
     let distinct: HashSet<usize> = all.iter().map(|append| append.address).collect();
     assert_eq!(distinct.len(), all.len());
 }
+
+/// Issue 13: a buffer may extend past the requested `max_address` (buffers
+/// are whole pages), but appends through the guard stop at it. The last
+/// byte that fits ends exactly at `max_address`; one more byte fails with
+/// `OutsideRequestedRange` and writes nothing.
+#[test]
+fn appends_stop_at_the_requested_range() {
+    // A buffer with some bytes used, so that its free part starts mid-page.
+    let mut first =
+        Buffers::get_buffer(&BufferSearchSettings::from_proximity(GIB, target(), 4096)).unwrap();
+    first.append_bytes(&[0x90; 8]).unwrap();
+    let min = first.next_address();
+    drop(first);
+    // Whichever buffer serves a 16-byte request inside a 64-byte window has
+    // free bytes starting inside it and continuing past it.
+    let max = min + 63;
+    let mut buffer = Buffers::get_buffer(&BufferSearchSettings::new(min, max, 16)).unwrap();
+    assert_eq!(buffer.limit(), max);
+    let start = buffer.next_address();
+    assert!((min..=max - 15).contains(&start), "{start:#x}");
+    assert!(
+        buffer.base_address() + buffer.size() - 1 > max,
+        "the buffer itself ends past the window"
+    );
+    let too_long = buffer.append_bytes(&[0xaa; 65]).unwrap_err();
+    assert_eq!(too_long.kind(), ErrorKind::OutsideRequestedRange);
+    assert_eq!(too_long.max_address(), max);
+    assert_eq!(
+        buffer.next_address(),
+        start,
+        "a failed append writes nothing"
+    );
+    let exact = max - start + 1;
+    let address = buffer.append_bytes(&vec![0xbb; exact]).unwrap();
+    assert_eq!(address, start);
+    assert_eq!(buffer.next_address(), max + 1);
+    assert!(
+        buffer.bytes_left() > 0,
+        "the buffer has room, the range has not"
+    );
+    assert_eq!(
+        buffer.append_copy(&0u8).unwrap_err().kind(),
+        ErrorKind::OutsideRequestedRange
+    );
+    assert_eq!(
+        buffer.append_code(&[0xc3]).unwrap_err().kind(),
+        ErrorKind::OutsideRequestedRange
+    );
+    // Appending nothing stays allowed at the limit.
+    assert_eq!(buffer.append_bytes(&[]).unwrap(), max + 1);
+}

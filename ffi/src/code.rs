@@ -51,8 +51,13 @@ pub unsafe extern "C" fn memory_buffers_overwrite_allocated_code(
     run("memory_buffers_overwrite_allocated_code", || {
         check_pointers(source, target)?;
         // SAFETY: forwarded from the caller's contract, which is the
-        // library function's; the library checks the target range.
-        unsafe { Buffers::overwrite_allocated_code(source, target, size) }?;
+        // library function's: `source` is readable for `size` bytes, and the
+        // library checks the target range before the copy runs.
+        unsafe {
+            Buffers::overwrite_allocated_code_ex(target as usize, size, |target, size| {
+                std::ptr::copy(source, target, size)
+            })
+        }?;
         Ok(())
     })
 }
@@ -92,10 +97,52 @@ pub unsafe extern "C" fn memory_buffers_overwrite_allocated_code_ex(
         // inside the target range, which the library checks before calling
         // it.
         unsafe {
-            Buffers::overwrite_allocated_code_ex(source, target, size, |source, target, size| {
+            Buffers::overwrite_allocated_code_ex(target as usize, size, |target, size| {
                 write(context, source, target, size)
             })
         }?;
+        Ok(())
+    })
+}
+
+/// Writes `size` bytes from `source` over code that is not in a buffer,
+/// such as the first bytes of a function being hooked: makes the pages
+/// writable, copies the bytes, gives each page back the exact protection it
+/// had, and flushes the instruction cache. Patches made through this
+/// library are serialised.
+///
+/// # Errors
+///
+/// - [`MEMORY_BUFFERS_STATUS_NULL_POINTER`] if `source` or `target` is
+///   `NULL`; [`MEMORY_BUFFERS_STATUS_ZERO_SIZE`] if `size` is 0.
+/// - [`MEMORY_BUFFERS_STATUS_NOT_MAPPED`] if part of the range is not
+///   mapped; nothing is written.
+/// - [`MEMORY_BUFFERS_STATUS_OS_ERROR`] if the protection cannot be changed
+///   (nothing written), or cannot be restored after the write.
+///
+/// # Safety
+///
+/// - `source` must be valid for reading `size` bytes.
+/// - The target range must be memory that may be overwritten: no thread
+///   executes or reads it mid-write unless every intermediate state is valid
+///   for it.
+/// - No other code may change the same pages' protection meanwhile.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn memory_buffers_patch_code(
+    source: *const u8,
+    target: *mut u8,
+    size: size_t,
+) -> MemoryBuffersStatus {
+    run("memory_buffers_patch_code", || {
+        check_pointers(source, target)?;
+        if size == 0 {
+            return Err(Failure::new(MEMORY_BUFFERS_STATUS_ZERO_SIZE, "`size` is 0"));
+        }
+        // SAFETY: `source` is non-null and readable for `size` bytes (the
+        // caller's contract).
+        let bytes = unsafe { std::slice::from_raw_parts(source, size) };
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { Buffers::patch_code(target as usize, bytes) }?;
         Ok(())
     })
 }

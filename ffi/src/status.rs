@@ -76,6 +76,14 @@ pub const MEMORY_BUFFERS_STATUS_PANIC: MemoryBuffersStatus = MemoryBuffersStatus
 /// The library failed in a way this version of the C interface has no
 /// code for; the last error message says how.
 pub const MEMORY_BUFFERS_STATUS_UNKNOWN_ERROR: MemoryBuffersStatus = MemoryBuffersStatus(21);
+/// An append would end past the `max_address` the buffer was requested
+/// with; nothing was written.
+pub const MEMORY_BUFFERS_STATUS_OUTSIDE_REQUESTED_RANGE: MemoryBuffersStatus =
+    MemoryBuffersStatus(22);
+/// The memory is executable and not writable now; nothing was written.
+pub const MEMORY_BUFFERS_STATUS_NOT_WRITABLE: MemoryBuffersStatus = MemoryBuffersStatus(23);
+/// Part of the range to patch is not mapped; nothing was written.
+pub const MEMORY_BUFFERS_STATUS_NOT_MAPPED: MemoryBuffersStatus = MemoryBuffersStatus(24);
 
 impl MemoryBuffersStatus {
     /// The static description of this status.
@@ -105,6 +113,11 @@ impl MemoryBuffersStatus {
             MEMORY_BUFFERS_STATUS_BUFFER_TOO_SMALL => c"the text buffer is too small",
             MEMORY_BUFFERS_STATUS_PANIC => c"the library panicked (a bug)",
             MEMORY_BUFFERS_STATUS_UNKNOWN_ERROR => c"unknown library error",
+            MEMORY_BUFFERS_STATUS_OUTSIDE_REQUESTED_RANGE => {
+                c"the bytes would end past the range the buffer was requested for"
+            }
+            MEMORY_BUFFERS_STATUS_NOT_WRITABLE => c"the memory is executable and not writable now",
+            MEMORY_BUFFERS_STATUS_NOT_MAPPED => c"part of the range is not mapped",
             _ => c"unknown status code",
         }
     }
@@ -137,6 +150,9 @@ impl From<ErrorKind> for MemoryBuffersStatus {
             ErrorKind::NoSpaceInRange => MEMORY_BUFFERS_STATUS_NO_SPACE_IN_RANGE,
             ErrorKind::ExecutableMemoryRefused => MEMORY_BUFFERS_STATUS_EXECUTABLE_MEMORY_REFUSED,
             ErrorKind::DoesNotFit => MEMORY_BUFFERS_STATUS_DOES_NOT_FIT,
+            ErrorKind::OutsideRequestedRange => MEMORY_BUFFERS_STATUS_OUTSIDE_REQUESTED_RANGE,
+            ErrorKind::NotWritable => MEMORY_BUFFERS_STATUS_NOT_WRITABLE,
+            ErrorKind::NotMapped => MEMORY_BUFFERS_STATUS_NOT_MAPPED,
             ErrorKind::OutsideBuffers => MEMORY_BUFFERS_STATUS_OUTSIDE_BUFFERS,
             ErrorKind::ProcessForked => MEMORY_BUFFERS_STATUS_PROCESS_FORKED,
             ErrorKind::Os { .. } => MEMORY_BUFFERS_STATUS_OS_ERROR,
@@ -452,7 +468,7 @@ mod tests {
 
     #[test]
     fn every_named_status_has_its_own_message() {
-        let named: Vec<_> = (0..=21).map(MemoryBuffersStatus).collect();
+        let named: Vec<_> = (0..=24).map(MemoryBuffersStatus).collect();
         let unknown = MemoryBuffersStatus(-1).message();
         for (index, status) in named.iter().enumerate() {
             assert_ne!(status.message(), unknown, "{status:?}");
@@ -464,7 +480,7 @@ mod tests {
                 );
             }
         }
-        assert_eq!(MemoryBuffersStatus(22).message(), unknown);
+        assert_eq!(MemoryBuffersStatus(25).message(), unknown);
     }
 
     #[test]

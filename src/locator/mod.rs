@@ -93,6 +93,20 @@ pub enum PrivateLocatorReason {
     SectionNotProven,
 }
 
+/// The directory below which the Unix rendezvous directories live: `/tmp`,
+/// as `SPEC.md` says. On macOS `/tmp` is a symlink to `/private/tmp`,
+/// which the symlink-refusing walk would not follow: the same directory is
+/// named by its real path there.
+#[cfg(all(
+    any(target_os = "linux", target_os = "macos", target_os = "freebsd"),
+    not(memory_buffers_unsupported)
+))]
+pub(crate) const RENDEZVOUS_BASE: &str = if cfg!(target_os = "macos") {
+    "/private/tmp"
+} else {
+    "/tmp"
+};
+
 /// The locator of one process, with its local accelerators.
 pub(crate) struct Locator {
     kind: LocatorKind,
@@ -283,24 +297,22 @@ impl Locator {
             any(target_os = "linux", target_os = "macos", target_os = "freebsd"),
             not(memory_buffers_unsupported)
         ))]
-        let (shared, sweep) = match rendezvous::find_or_create_owing_sweep(
-            rendezvous::BASE_DIRECTORY,
-            os::process_id(),
-        ) {
-            Ok((found, owed)) => {
-                let sweep = match owed {
-                    Some(owed) => {
-                        rendezvous::owe_sweep(owed);
-                        SweepState::AFTER_THIS_REQUEST
-                    }
-                    None => SweepState::NONE,
-                };
-                let (rendezvous::Rendezvous::Found(locator)
-                | rendezvous::Rendezvous::Created(locator)) = found;
-                (Ok((locator, 0..0)), sweep)
-            }
-            Err(reason) => (Err(reason), SweepState::NONE),
-        };
+        let (shared, sweep) =
+            match rendezvous::find_or_create_owing_sweep(RENDEZVOUS_BASE, os::process_id()) {
+                Ok((found, owed)) => {
+                    let sweep = match owed {
+                        Some(owed) => {
+                            rendezvous::owe_sweep(owed);
+                            SweepState::AFTER_THIS_REQUEST
+                        }
+                        None => SweepState::NONE,
+                    };
+                    let (rendezvous::Rendezvous::Found(locator)
+                    | rendezvous::Rendezvous::Created(locator)) = found;
+                    (Ok((locator, 0..0)), sweep)
+                }
+                Err(reason) => (Err(reason), SweepState::NONE),
+            };
         #[cfg(all(windows, not(memory_buffers_unsupported)))]
         let (shared, sweep) = (
             rendezvous_windows::find_or_create(os::process_id())
@@ -401,7 +413,7 @@ impl Locator {
     }
 
     #[inline]
-    fn locked(&self, generation: u16, taken: Taken) -> LockedBuffer {
+    fn locked(&self, generation: u16, taken: Taken, fit: &Fit) -> LockedBuffer {
         if taken.aligned != taken.position {
             // Alignment padding counts as used. Relaxed: ordered before the
             // eventual release of the item by its Release store.
@@ -410,7 +422,7 @@ impl Locator {
                 .position()
                 .store(taken.aligned, Ordering::Relaxed);
         }
-        LockedBuffer::new(taken.item, generation)
+        LockedBuffer::new(taken.item, generation, fit.max)
     }
 
     /// Takes one of the buffers this thread used last, if one fits: the
@@ -429,7 +441,7 @@ impl Locator {
         // pages are never unmapped.
         let item = unsafe { ItemRef::from_address(first) }?;
         match try_take(item, fit) {
-            Some(taken) => Some(self.locked(generation, taken)),
+            Some(taken) => Some(self.locked(generation, taken, fit)),
             None => self.take_older(generation, fit),
         }
     }
@@ -443,7 +455,7 @@ impl Locator {
             // SAFETY: as in `take_recent`.
             let item = unsafe { ItemRef::from_address(*address) }?;
             if let Some(taken) = try_take(item, fit) {
-                return Some(self.locked(generation, taken));
+                return Some(self.locked(generation, taken, fit));
             }
         }
         None
@@ -509,7 +521,7 @@ impl Locator {
                 ControlFlow::Continue(())
             })?;
         self.remember(taken.item);
-        Some(self.locked(generation, taken))
+        Some(self.locked(generation, taken, fit))
     }
 
     fn register_new(
@@ -573,7 +585,7 @@ impl Locator {
                 // Registered buffers are permanent.
                 mapping.leak();
                 self.remember(item);
-                return Ok(LockedBuffer::new(item, owner.generation()));
+                return Ok(LockedBuffer::new(item, owner.generation(), fit.max));
             }
             match map_private_locator() {
                 Ok(next) => {

@@ -44,6 +44,7 @@
 
 use super::PrivateLocatorReason;
 use super::layout::{self, LOCATOR_SIZE, LocatorRef, PROBE_OFFSET};
+use crate::maps::MapsEntry;
 use crate::os::{self, Directory, FileKind, FileStatus};
 use std::fs::File;
 use std::ops::ControlFlow;
@@ -51,17 +52,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, Once};
 use std::time::Duration;
 
-/// The directory the rendezvous directories are in: `/tmp`, as `SPEC.md`
-/// says. On macOS `/tmp` is a symlink to `/private/tmp`, which the
-/// symlink-refusing walk would not follow: the same directory is named by
-/// its real path there.
-#[cfg(not(target_os = "macos"))]
-pub(crate) const BASE_DIRECTORY: &str = "/tmp";
-#[cfg(target_os = "macos")]
-pub(crate) const BASE_DIRECTORY: &str = "/private/tmp";
-
 /// Directory components below the base directory (`/tmp` in production).
-const DIRECTORY_COMPONENTS: [&str; 2] = [".reloaded", "memory.buffers"];
+pub(crate) const DIRECTORY_COMPONENTS: [&str; 2] = [".reloaded", "memory.buffers"];
 
 /// Prefix of every rendezvous file name; the process id follows.
 const FILE_PREFIX: &str = "Reloaded.Memory.Buffers.MemoryBuffer, PID ";
@@ -331,12 +323,7 @@ fn open_directories(base: &str, user: u32) -> Result<Directory, PrivateLocatorRe
                 status = directory.status().map_err(unavailable)?;
             }
         }
-        // Root's, ours, or another user's shared sticky directory: in all
-        // three nobody else can remove or replace our files (the owner of a
-        // shared directory could delete them, but not forge them: files are
-        // checked to be ours).
-        let trusted_owner = status.owner == user || status.owner == 0 || status.is_shared_sticky();
-        if !trusted_owner || status.is_writable_by_others_without_sticky() {
+        if !directory_is_trusted(&status, user) {
             return Err(PrivateLocatorReason::DirectoryNotTrusted);
         }
         parent = Some(directory);
@@ -344,6 +331,36 @@ fn open_directories(base: &str, user: u32) -> Result<Directory, PrivateLocatorRe
     parent.ok_or(PrivateLocatorReason::DirectoryUnavailable {
         errno: libc::ENOENT,
     })
+}
+
+/// Whether a directory on the rendezvous path may hold `user`'s files.
+///
+/// Root's, the user's, or another user's shared sticky directory: in all
+/// three nobody else can remove or replace the user's files (the owner of a
+/// shared directory could delete them, but not forge them: files are
+/// checked to be the user's). A directory others may write to without the
+/// sticky bit is never trusted.
+pub(crate) fn directory_is_trusted(status: &FileStatus, user: u32) -> bool {
+    let trusted_owner = status.owner == user || status.owner == 0 || status.is_shared_sticky();
+    trusted_owner && !status.is_writable_by_others_without_sticky()
+}
+
+/// Whether `entry`, the line of a process's maps that contains
+/// `this_address`, is that process's live mapping of the rendezvous file
+/// `file` describes: starting at `this_address`, at offset 0, at least one
+/// locator long, of the same device and inode.
+pub(crate) fn is_locator_mapping(
+    entry: &MapsEntry,
+    this_address: usize,
+    file: &FileStatus,
+) -> bool {
+    this_address.is_multiple_of(LOCATOR_SIZE)
+        && entry.start == this_address
+        && entry.end - entry.start >= LOCATOR_SIZE
+        && entry.offset == 0
+        && entry.inode == file.inode
+        && entry.dev_major == file.dev_major
+        && entry.dev_minor == file.dev_minor
 }
 
 enum Existing {
@@ -472,12 +489,7 @@ fn live_locator(file: &File, this_address: usize, status: &FileStatus) -> Livene
     let mut buffer = Vec::new();
     let read = os::read_file_mappings(&mut buffer, |entry| {
         if entry.start <= this_address && this_address < entry.end {
-            found = entry.start == this_address
-                && entry.end - entry.start >= LOCATOR_SIZE
-                && entry.offset == 0
-                && entry.inode == status.inode
-                && entry.dev_major == status.dev_major
-                && entry.dev_minor == status.dev_minor;
+            found = is_locator_mapping(entry, this_address, status);
             return ControlFlow::Break(());
         }
         ControlFlow::Continue(())
@@ -817,6 +829,61 @@ mod tests {
             Some(77)
         );
         assert_eq!(pid_of_file_name("other"), None);
+    }
+
+    fn status(owner: u32, mode: u32) -> FileStatus {
+        FileStatus {
+            kind: FileKind::Directory,
+            owner,
+            mode,
+            size: 0,
+            dev_major: 0,
+            dev_minor: 0x2d,
+            inode: 77,
+        }
+    }
+
+    #[test]
+    fn directories_are_trusted_when_nobody_else_can_replace_files_in_them() {
+        assert!(directory_is_trusted(&status(1000, 0o755), 1000));
+        assert!(directory_is_trusted(&status(0, 0o1777), 1000));
+        assert!(directory_is_trusted(&status(4242, 0o1777), 1000));
+        assert!(!directory_is_trusted(&status(4242, 0o755), 1000));
+        assert!(!directory_is_trusted(&status(1000, 0o777), 1000));
+        assert!(!directory_is_trusted(&status(0, 0o775), 1000));
+    }
+
+    #[test]
+    fn only_the_files_own_mapping_at_its_address_is_a_locator() {
+        let file = status(1000, 0o600);
+        let entry = MapsEntry {
+            start: 0x7000_0000,
+            end: 0x7000_1000,
+            offset: 0,
+            dev_major: 0,
+            dev_minor: 0x2d,
+            inode: 77,
+            access: Default::default(),
+        };
+        assert!(is_locator_mapping(&entry, 0x7000_0000, &file));
+        assert!(!is_locator_mapping(&entry, 0x7000_0008, &file));
+        for other in [
+            MapsEntry { inode: 78, ..entry },
+            MapsEntry {
+                dev_minor: 0x2e,
+                ..entry
+            },
+            MapsEntry {
+                offset: 0x1000,
+                ..entry
+            },
+            MapsEntry {
+                end: 0x7000_0800,
+                ..entry
+            },
+        ] {
+            assert!(!is_locator_mapping(&other, 0x7000_0000, &file), "{other:?}");
+        }
     }
 
     /// Issue 11, item 10: cleanup deleted same-user files that merely

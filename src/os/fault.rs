@@ -35,6 +35,8 @@ pub(crate) enum FaultPoint {
     /// Reading this process's memory with `process_vm_readv`
     /// (`ReadProcessMemory` on Windows).
     ReadOwnMemory = 1 << 7,
+    /// Changing page protections (`mprotect`, `VirtualProtect`).
+    Protect = 1 << 8,
 }
 
 #[cfg(any(test, feature = "fault-injection"))]

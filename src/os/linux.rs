@@ -24,10 +24,11 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 
 pub(crate) use super::unix::{
-    Directory, Errno, FileKind, FileStatus, INVALID_ARGUMENT, OUT_OF_MEMORY, Protection,
-    effective_user_id, file_status, flush_instruction_cache, is_execute_refusal, is_mapped,
-    map_file_shared, process_id, process_is_alive, query_granularity, run_at_exit, set_file_mode,
-    sleep, unmap, write_new_file,
+    Directory, Errno, FileKind, FileStatus, INVALID_ARGUMENT, OUT_OF_MEMORY, PROTECT_CALL,
+    Protection, effective_user_id, file_status, flush_instruction_cache, is_execute_refusal,
+    is_mapped, map_file_shared, page_size, process_id, process_is_alive, protect,
+    query_granularity, run_at_exit, set_file_mode, set_page_protection, sleep, unmap,
+    visit_protections, write_new_file,
 };
 
 /// The call that maps memory, as error messages name it.

@@ -33,7 +33,7 @@
 
 use super::unix::map_anonymous;
 use super::{FixedMapping, OwnedMapping};
-use crate::maps::MapsEntry;
+use crate::maps::{Access, MapsEntry};
 use crate::region_walk;
 use std::fs::File;
 use std::ops::ControlFlow;
@@ -280,8 +280,8 @@ pub(super) fn device_numbers(device: libc::dev_t) -> (u32, u32) {
 }
 
 /// The region at or above `address`, from `mach_vm_region`, as
-/// `(start, len)`; `None` when there is none above.
-fn region_at_or_above(address: usize) -> Result<Option<(usize, usize)>, Errno> {
+/// `(start, len, rights)`; `None` when there is none above.
+fn region_at_or_above(address: usize) -> Result<Option<(usize, usize, Access)>, Errno> {
     let mut start = address as libc::mach_vm_address_t;
     let mut size: libc::mach_vm_size_t = 0;
     let mut info = mach::RegionBasicInfo64::default();
@@ -301,10 +301,18 @@ fn region_at_or_above(address: usize) -> Result<Option<(usize, usize)>, Errno> {
         )
     };
     match result {
-        libc::KERN_SUCCESS => Ok(Some((
-            usize::try_from(start).map_err(|_| libc::EOVERFLOW)?,
-            usize::try_from(size).map_err(|_| libc::EOVERFLOW)?,
-        ))),
+        libc::KERN_SUCCESS => {
+            let protection = info.protection;
+            Ok(Some((
+                usize::try_from(start).map_err(|_| libc::EOVERFLOW)?,
+                usize::try_from(size).map_err(|_| libc::EOVERFLOW)?,
+                Access {
+                    read: protection & libc::PROT_READ != 0,
+                    write: protection & libc::PROT_WRITE != 0,
+                    execute: protection & libc::PROT_EXEC != 0,
+                },
+            )))
+        }
         // No region at or above the address.
         libc::KERN_INVALID_ADDRESS => Ok(None),
         other => Err(errno_of(other)),

@@ -18,6 +18,7 @@ use std::ffi::CString;
 use std::ffi::{CStr, OsString};
 use std::fs::File;
 use std::io;
+use std::ops::ControlFlow;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 #[cfg(not(target_os = "linux"))]
 use std::os::unix::ffi::OsStringExt;
@@ -70,8 +71,10 @@ pub(crate) fn query_granularity() -> usize {
 
 /// Access rights of a mapping.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(clippy::enum_variant_names)] // the rights, spelled out
 pub(crate) enum Protection {
     ReadWrite,
+    ReadExecute,
     ReadWriteExecute,
 }
 
@@ -79,9 +82,79 @@ impl Protection {
     pub(super) fn bits(self) -> libc::c_int {
         match self {
             Protection::ReadWrite => libc::PROT_READ | libc::PROT_WRITE,
+            Protection::ReadExecute => libc::PROT_READ | libc::PROT_EXEC,
             Protection::ReadWriteExecute => libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
         }
     }
+}
+
+/// A mapping's protection exactly as the system states it (`PROT_*` bits),
+/// so that it can be put back as it was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PageProtection(libc::c_int);
+
+impl PageProtection {
+    /// The same rights plus write.
+    pub(crate) fn with_write(self) -> PageProtection {
+        PageProtection(self.0 | libc::PROT_WRITE)
+    }
+}
+
+/// The unit in which protections change: the page.
+pub(crate) fn page_size() -> usize {
+    super::allocation_granularity()
+}
+
+/// The name of the call that changes protections, for error messages.
+pub(crate) const PROTECT_CALL: &str = "mprotect";
+
+/// Calls `visit` with each mapping that overlaps `[start, end)` and its
+/// protection, in address order, from the backend's list of mappings
+/// (`/proc/self/maps`, `KERN_PROC_VMMAP`, the `mach_vm_region` walk): no
+/// Unix has a system call that reports a page's protection.
+pub(crate) fn visit_protections(
+    start: usize,
+    end: usize,
+    mut visit: impl FnMut(usize, usize, PageProtection),
+) -> Result<(), Errno> {
+    let mut buffer = Vec::new();
+    super::backend::read_maps(&mut buffer, |entry| {
+        if entry.start >= end {
+            return ControlFlow::Break(());
+        }
+        if entry.end > start {
+            let access = entry.access;
+            let bits = if access.read { libc::PROT_READ } else { 0 }
+                | if access.write { libc::PROT_WRITE } else { 0 }
+                | if access.execute { libc::PROT_EXEC } else { 0 };
+            visit(entry.start, entry.end, PageProtection(bits));
+        }
+        ControlFlow::Continue(())
+    })
+}
+
+/// Sets the protection of the pages of `[address, address + len)`.
+/// `address` must be page-aligned.
+pub(crate) fn set_page_protection(
+    address: usize,
+    len: usize,
+    protection: PageProtection,
+) -> Result<(), Errno> {
+    fault::check(FaultPoint::Protect)?;
+    // SAFETY: `mprotect` changes only access rights; the callers pass pages
+    // they are about to write (made writable) or restore to the exact
+    // rights read from the map, or pages of an allocation they own.
+    let result = unsafe { libc::mprotect(address as *mut libc::c_void, len, protection.0) };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(last_errno())
+    }
+}
+
+/// Sets the protection of pages this library mapped.
+pub(crate) fn protect(address: usize, len: usize, protection: Protection) -> Result<(), Errno> {
+    set_page_protection(address, len, PageProtection(protection.bits()))
 }
 
 /// Whether an `errno` from `mmap` means the execute right was refused by

@@ -39,9 +39,46 @@ pub(crate) const fn highest_user_address() -> usize {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(clippy::enum_variant_names)] // the rights, spelled out
 pub(crate) enum Protection {
     ReadWrite,
+    ReadExecute,
     ReadWriteExecute,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PageProtection;
+
+impl PageProtection {
+    pub(crate) fn with_write(self) -> PageProtection {
+        self
+    }
+}
+
+pub(crate) const PROTECT_CALL: &str = "mprotect";
+
+pub(crate) fn page_size() -> usize {
+    4096
+}
+
+pub(crate) fn visit_protections(
+    _start: usize,
+    _end: usize,
+    _visit: impl FnMut(usize, usize, PageProtection),
+) -> Result<(), Errno> {
+    Err(UNSUPPORTED)
+}
+
+pub(crate) fn set_page_protection(
+    _address: usize,
+    _len: usize,
+    _protection: PageProtection,
+) -> Result<(), Errno> {
+    Err(UNSUPPORTED)
+}
+
+pub(crate) fn protect(_address: usize, _len: usize, _protection: Protection) -> Result<(), Errno> {
+    Err(UNSUPPORTED)
 }
 
 pub(crate) fn is_execute_refusal(_errno: Errno) -> bool {

@@ -38,8 +38,9 @@ use windows_sys::Win32::System::Diagnostics::Debug::{FlushInstructionCache, Read
 use windows_sys::Win32::System::Memory::{
     CreateFileMappingW, FILE_MAP_ALL_ACCESS, FILE_MAP_EXECUTE, MEM_COMMIT, MEM_FREE, MEM_MAPPED,
     MEM_RELEASE, MEM_RESERVE, MEMORY_BASIC_INFORMATION, MEMORY_MAPPED_VIEW_ADDRESS, MapViewOfFile,
-    PAGE_EXECUTE_READWRITE, PAGE_GUARD, PAGE_NOCACHE, PAGE_READWRITE, PAGE_WRITECOMBINE,
-    UnmapViewOfFile, VirtualAlloc, VirtualFree, VirtualQuery,
+    PAGE_EXECUTE, PAGE_EXECUTE_READ, PAGE_EXECUTE_READWRITE, PAGE_GUARD, PAGE_NOACCESS,
+    PAGE_NOCACHE, PAGE_PROTECTION_FLAGS, PAGE_READONLY, PAGE_READWRITE, PAGE_WRITECOMBINE,
+    UnmapViewOfFile, VirtualAlloc, VirtualFree, VirtualProtect, VirtualQuery,
 };
 use windows_sys::Win32::System::SystemInformation::{GetSystemInfo, SYSTEM_INFO};
 use windows_sys::Win32::System::Threading::GetCurrentProcess;
@@ -114,8 +115,10 @@ fn highest_address_of_system() -> usize {
 
 /// Access rights of a mapping.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(clippy::enum_variant_names)] // the rights, spelled out
 pub(crate) enum Protection {
     ReadWrite,
+    ReadExecute,
     ReadWriteExecute,
 }
 
@@ -123,9 +126,84 @@ impl Protection {
     fn flags(self) -> u32 {
         match self {
             Protection::ReadWrite => PAGE_READWRITE,
+            Protection::ReadExecute => PAGE_EXECUTE_READ,
             Protection::ReadWriteExecute => PAGE_EXECUTE_READWRITE,
         }
     }
+}
+
+/// A region's protection exactly as `VirtualQuery` states it (`PAGE_*`
+/// flags with their modifiers), so that it can be put back as it was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PageProtection(PAGE_PROTECTION_FLAGS);
+
+impl PageProtection {
+    /// The same rights plus write; modifiers (`PAGE_GUARD`, caching) kept.
+    pub(crate) fn with_write(self) -> PageProtection {
+        let modifiers = self.0 & (PAGE_GUARD | PAGE_NOCACHE | PAGE_WRITECOMBINE);
+        let rights = match self.0 & !modifiers {
+            PAGE_EXECUTE | PAGE_EXECUTE_READ => PAGE_EXECUTE_READWRITE,
+            PAGE_READONLY | PAGE_NOACCESS => PAGE_READWRITE,
+            // Already writable (read/write, copy-on-write, with or without
+            // execute).
+            other => other,
+        };
+        PageProtection(rights | modifiers)
+    }
+}
+
+/// The unit in which protections change: the page.
+pub(crate) fn page_size() -> usize {
+    4096
+}
+
+/// The name of the call that changes protections, for error messages.
+pub(crate) const PROTECT_CALL: &str = "VirtualProtect";
+
+/// Calls `visit` with each committed region that overlaps `[start, end)`
+/// and its protection, in address order.
+pub(crate) fn visit_protections(
+    start: usize,
+    end: usize,
+    mut visit: impl FnMut(usize, usize, PageProtection),
+) -> Result<(), Errno> {
+    let mut at = start;
+    while at < end {
+        let Some(region) = query_region(at) else {
+            break;
+        };
+        let region_end = region.start.saturating_add(region.len);
+        if region_end <= at {
+            break;
+        }
+        if let Some(protection) = region.protection {
+            visit(region.start, region_end, protection);
+        }
+        at = region_end;
+    }
+    Ok(())
+}
+
+/// Sets the protection of the pages of `[address, address + len)`, which
+/// must lie in one reservation.
+pub(crate) fn set_page_protection(
+    address: usize,
+    len: usize,
+    protection: PageProtection,
+) -> Result<(), Errno> {
+    fault::check(FaultPoint::Protect)?;
+    let mut former: PAGE_PROTECTION_FLAGS = 0;
+    // SAFETY: `VirtualProtect` changes only access rights and writes the
+    // former ones into `former`; the callers pass pages they are about to
+    // write (made writable) or restore to the exact rights read before, or
+    // pages of an allocation they own.
+    let done = unsafe { VirtualProtect(address as *const c_void, len, protection.0, &mut former) };
+    if done != 0 { Ok(()) } else { Err(last_error()) }
+}
+
+/// Sets the protection of pages this library mapped.
+pub(crate) fn protect(address: usize, len: usize, protection: Protection) -> Result<(), Errno> {
+    set_page_protection(address, len, PageProtection(protection.flags()))
 }
 
 /// Whether an error from `VirtualAlloc` means the process may not create
@@ -251,6 +329,8 @@ pub(crate) struct Region {
     pub(crate) is_read_write: bool,
     /// Executable as well.
     pub(crate) is_executable: bool,
+    /// The exact protection, if committed.
+    pub(crate) protection: Option<PageProtection>,
 }
 
 /// Describes the region containing `address`, or `None` above the highest
@@ -283,6 +363,7 @@ pub(crate) fn query_region(address: usize) -> Option<Region> {
             && info.Protect & quirks == 0
             && (rights == PAGE_READWRITE || rights == PAGE_EXECUTE_READWRITE),
         is_executable: committed && rights == PAGE_EXECUTE_READWRITE,
+        protection: committed.then_some(PageProtection(info.Protect)),
     })
 }
 
@@ -321,6 +402,7 @@ pub(crate) fn read_maps(
         dev_major: 0,
         dev_minor: 0,
         inode: 0,
+        access: crate::maps::Access::default(),
     };
     let top = highest_address_of_system();
     let mut address = query_lowest_address();

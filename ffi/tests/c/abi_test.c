@@ -452,6 +452,16 @@ static void test_private_allocation(size_t granularity) {
     return_constant((uint8_t *)leaked, 77);
     CHECK(run_code(leaked) == 77);
     EXPECT(memory_buffers_private_allocation_leak(&allocation, &leaked), MEMORY_BUFFERS_STATUS_NULL_POINTER);
+
+    /* Patching code outside the buffers. */
+    uint8_t patch[6];
+    return_constant(patch, 88);
+    OK(memory_buffers_patch_code(patch, (uint8_t *)leaked, sizeof patch));
+    CHECK(run_code(leaked) == 88);
+    EXPECT(memory_buffers_patch_code(NULL, (uint8_t *)leaked, sizeof patch), MEMORY_BUFFERS_STATUS_NULL_POINTER);
+    EXPECT(memory_buffers_patch_code(patch, NULL, sizeof patch), MEMORY_BUFFERS_STATUS_NULL_POINTER);
+    EXPECT(memory_buffers_patch_code(patch, (uint8_t *)leaked, 0), MEMORY_BUFFERS_STATUS_ZERO_SIZE);
+    CHECK(run_code(leaked) == 88);
 }
 
 int main(void) {

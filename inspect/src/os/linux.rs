@@ -1,0 +1,282 @@
+//! Linux: the rendezvous file, `/proc/<pid>/maps` and `process_vm_readv`.
+//!
+//! Nothing of the other process is mapped or dereferenced here: its locator
+//! is copied out with `process_vm_readv`, which the kernel checks against
+//! the process's mappings and our ptrace rights (`PTRACE_MODE_ATTACH`: the
+//! same user, and under Yama `ptrace_scope` 1 an ancestor or
+//! `CAP_SYS_PTRACE`). The rendezvous file is only read with `read`, never
+//! mapped, and opened without following symlinks and without blocking (a
+//! FIFO planted under the name must not hang the inspector).
+
+#![allow(unsafe_code)]
+
+use super::FoundLocator;
+use crate::failure::{Failure, ReadFailure};
+use crate::free_ranges::Space;
+use crate::rendezvous::{self, FileIdentity};
+use memory_buffers::internals::layout::{LOCATOR_SIZE, THIS_ADDRESS};
+use memory_buffers::internals::{self, MapsEntry};
+use std::cell::OnceCell;
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::ops::ControlFlow;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// A process being inspected.
+pub(crate) struct Process {
+    pid: u32,
+    /// Its effective user id: the owner its rendezvous file must have.
+    user: u32,
+    /// Its maps, once read: the locator is validated and the free ranges
+    /// found on the same picture, and a large map is read only once.
+    maps: OnceCell<Vec<MapsEntry>>,
+}
+
+fn os_failure(what: String, error: io::Error) -> Failure {
+    Failure::Os { what, error }
+}
+
+impl Process {
+    pub(crate) fn open(pid: u32) -> Result<Process, Failure> {
+        let status = match fs::read_to_string(format!("/proc/{pid}/status")) {
+            Ok(status) => status,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                return Err(Failure::NoSuchProcess { pid });
+            }
+            Err(error) => return Err(os_failure(format!("reading /proc/{pid}/status"), error)),
+        };
+        // A thread id also has a /proc entry: only the process itself has
+        // a rendezvous file.
+        let tgid = status
+            .lines()
+            .find_map(|line| line.strip_prefix("Tgid:"))
+            .and_then(|tgid| tgid.trim().parse::<u32>().ok());
+        if tgid.is_some_and(|tgid| tgid != pid) {
+            return Err(Failure::NoSuchProcess { pid });
+        }
+        // A zombie has no memory left to show (and no maps).
+        let state = status
+            .lines()
+            .find_map(|line| line.strip_prefix("State:"))
+            .map(str::trim_start);
+        if state.is_some_and(|state| state.starts_with('Z') || state.starts_with('X')) {
+            return Err(Failure::Exited { pid });
+        }
+        let user = rendezvous::effective_uid(&status).ok_or_else(|| Failure::Os {
+            what: format!("reading /proc/{pid}/status"),
+            error: io::Error::new(io::ErrorKind::InvalidData, "no Uid line"),
+        })?;
+        Ok(Process {
+            pid,
+            user,
+            maps: OnceCell::new(),
+        })
+    }
+
+    pub(crate) fn find_locator(&self) -> Result<FoundLocator, Failure> {
+        let pid = self.pid;
+        let path = internals::rendezvous_path(pid);
+        let shown = path.display().to_string();
+        let invalid = |why: String| Failure::InvalidLocator {
+            pid,
+            why: format!("the rendezvous file {shown:?}: {why}"),
+        };
+        let status = match fs::symlink_metadata(&path) {
+            Ok(status) => status,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                return Err(Failure::NoLocator {
+                    pid,
+                    why: format!(
+                        "there is no rendezvous file {shown:?} (the process has not asked \
+                         for a shared buffer, uses a private locator, or runs in another \
+                         /tmp)"
+                    ),
+                });
+            }
+            Err(error) if error.kind() == io::ErrorKind::PermissionDenied => {
+                return Err(Failure::PermissionDenied {
+                    pid,
+                    what: format!("look up the rendezvous file {shown:?}"),
+                });
+            }
+            Err(error) => return Err(os_failure(format!("looking up {shown:?}"), error)),
+        };
+        self.check_directories(&path)?;
+        let expected_len = LOCATOR_SIZE.max(page_size()) as u64;
+        rendezvous::check_file(
+            status.file_type().is_file(),
+            status.uid(),
+            status.len(),
+            self.user,
+            expected_len,
+        )
+        .map_err(invalid)?;
+        let file = match fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(&path)
+        {
+            Ok(file) => file,
+            Err(error) if error.kind() == io::ErrorKind::PermissionDenied => {
+                return Err(Failure::PermissionDenied {
+                    pid,
+                    what: format!("read the rendezvous file {shown:?}"),
+                });
+            }
+            Err(error) => return Err(os_failure(format!("opening {shown:?}"), error)),
+        };
+        // The file opened must be the one checked above, not a replacement.
+        let opened = file
+            .metadata()
+            .map_err(|error| os_failure(format!("checking {shown:?}"), error))?;
+        if opened.ino() != status.ino() || opened.dev() != status.dev() {
+            return Err(invalid("it was replaced while being checked".into()));
+        }
+        let this_address = read_this_address(&file)
+            .map_err(|error| os_failure(format!("reading {shown:?}"), error))?;
+        let (dev_major, dev_minor) = rendezvous::split_device(opened.dev());
+        let identity = FileIdentity {
+            dev_major,
+            dev_minor,
+            inode: opened.ino(),
+        };
+        let entries = self.maps_entries()?;
+        rendezvous::check_live_mapping(entries, this_address, identity).map_err(invalid)?;
+        Ok(FoundLocator {
+            address: this_address,
+            rendezvous: shown,
+        })
+    }
+
+    /// The directories of the rendezvous path, as the library trusts them.
+    fn check_directories(&self, file: &Path) -> Result<(), Failure> {
+        let components = file.ancestors().skip(1).take(2).collect::<Vec<_>>();
+        for directory in components.into_iter().rev() {
+            let status = fs::symlink_metadata(directory).map_err(|error| {
+                os_failure(format!("looking up {}", directory.display()), error)
+            })?;
+            let result = if status.file_type().is_dir() {
+                rendezvous::check_directory(status.mode(), status.uid(), self.user)
+            } else {
+                Err("it is not a directory".into())
+            };
+            result.map_err(|why| Failure::InvalidLocator {
+                pid: self.pid,
+                why: format!("the directory {}: {why}", directory.display()),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Every well-formed line of `/proc/<pid>/maps`, parsed by the
+    /// library's parser; read once.
+    fn maps_entries(&self) -> Result<&[MapsEntry], Failure> {
+        if let Some(entries) = self.maps.get() {
+            return Ok(entries);
+        }
+        let entries = self.read_maps()?;
+        Ok(self.maps.get_or_init(|| entries))
+    }
+
+    fn read_maps(&self) -> Result<Vec<MapsEntry>, Failure> {
+        let pid = self.pid;
+        let path = PathBuf::from(format!("/proc/{pid}/maps"));
+        let denied = || Failure::PermissionDenied {
+            pid,
+            what: format!("read the memory map ({})", path.display()),
+        };
+        let mut file = match File::open(&path) {
+            Ok(file) => file,
+            Err(error) if error.kind() == io::ErrorKind::PermissionDenied => return Err(denied()),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                return Err(Failure::NoSuchProcess { pid });
+            }
+            Err(error) => return Err(os_failure(format!("opening {}", path.display()), error)),
+        };
+        let mut entries = Vec::new();
+        let mut buffer = Vec::new();
+        let read = internals::for_each_entry(
+            |out| file.read(out),
+            &mut buffer,
+            |entry| {
+                entries.push(*entry);
+                ControlFlow::Continue(())
+            },
+        );
+        match read {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::PermissionDenied => return Err(denied()),
+            Err(error) => return Err(os_failure(format!("reading {}", path.display()), error)),
+        }
+        // An unreadable map reads as empty for a process we may not trace
+        // on some kernels, and a live process always has mappings.
+        if entries.is_empty() {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                return Err(Failure::NoSuchProcess { pid });
+            }
+            return Err(denied());
+        }
+        Ok(entries)
+    }
+
+    pub(crate) fn read(&self, address: usize, out: &mut [u8]) -> Result<(), ReadFailure> {
+        let local = libc::iovec {
+            iov_base: out.as_mut_ptr().cast(),
+            iov_len: out.len(),
+        };
+        let remote = libc::iovec {
+            iov_base: address as *mut libc::c_void,
+            iov_len: out.len(),
+        };
+        let pid = libc::pid_t::try_from(self.pid).map_err(|_| ReadFailure::Gone)?;
+        // SAFETY: `local` describes `out`, which is writable for its whole
+        // length and outlives the call; the remote range is only an address
+        // in the other process, which the kernel checks (it is never
+        // dereferenced here).
+        let read = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+        if read < 0 {
+            let error = io::Error::last_os_error();
+            return Err(match error.raw_os_error() {
+                Some(libc::EFAULT) => ReadFailure::Unmapped,
+                Some(libc::EPERM | libc::EACCES) => ReadFailure::Denied,
+                Some(libc::ESRCH) => ReadFailure::Gone,
+                _ => ReadFailure::Other(error),
+            });
+        }
+        if read as usize != out.len() {
+            // A short read: the range runs into unmapped memory.
+            return Err(ReadFailure::Unmapped);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn mapped_ranges(&self) -> Result<Vec<(usize, usize)>, Failure> {
+        Ok(self
+            .maps_entries()?
+            .iter()
+            .map(|entry| (entry.start, entry.end))
+            .collect())
+    }
+
+    pub(crate) fn space(&self) -> Space {
+        Space {
+            granularity: page_size(),
+            lowest: internals::lowest_mappable_address(),
+            highest: memory_buffers::highest_user_address(),
+        }
+    }
+}
+
+/// The page size: the granularity of the process's mappings (the same for
+/// every process of the machine).
+fn page_size() -> usize {
+    memory_buffers::allocation_granularity()
+}
+
+/// The *this address* field, read through the file (never mapped).
+fn read_this_address(file: &File) -> io::Result<usize> {
+    let mut word = [0u8; size_of::<usize>()];
+    file.read_exact_at(&mut word, THIS_ADDRESS as u64)?;
+    Ok(usize::from_le_bytes(word))
+}
