@@ -24,11 +24,12 @@ use std::ops::ControlFlow;
 use std::os::fd::AsRawFd;
 
 pub(crate) use super::unix::{
-    Directory, Errno, FileKind, FileStatus, INVALID_ARGUMENT, OUT_OF_MEMORY, Protection,
-    effective_user_id, exclude_from_fork, file_status, flush_instruction_cache, hold_liveness_lock,
-    is_execute_refusal, is_locked_elsewhere, is_mapped, keep_liveness_lock, map_file_shared,
-    process_id, process_is_alive, query_granularity, release_liveness_lock, run_at_exit,
-    set_file_mode, sleep, unmap, write_new_file,
+    Directory, Errno, FileKind, FileStatus, INVALID_ARGUMENT, OUT_OF_MEMORY, PROTECT_CALL,
+    Protection, effective_user_id, exclude_from_fork, file_status, flush_instruction_cache,
+    hold_liveness_lock, is_execute_refusal, is_locked_elsewhere, is_mapped, keep_liveness_lock,
+    map_file_shared, page_size, process_id, process_is_alive, protect, query_granularity,
+    release_liveness_lock, run_at_exit, set_file_mode, set_page_protection, sleep, unmap,
+    visit_protections, write_new_file,
 };
 
 /// The call that maps memory, as error messages name it.

@@ -39,11 +39,12 @@ use std::fs::File;
 use std::ops::ControlFlow;
 
 pub(crate) use super::unix::{
-    Directory, Errno, FileKind, FileStatus, INVALID_ARGUMENT, OUT_OF_MEMORY, Protection,
-    effective_user_id, exclude_from_fork, file_status, flush_instruction_cache, hold_liveness_lock,
-    is_execute_refusal, is_locked_elsewhere, is_mapped, keep_liveness_lock, map_file_shared,
-    process_id, process_is_alive, query_granularity, release_liveness_lock, run_at_exit,
-    set_file_mode, sleep, unmap, write_new_file,
+    Directory, Errno, FileKind, FileStatus, INVALID_ARGUMENT, OUT_OF_MEMORY, PROTECT_CALL,
+    Protection, effective_user_id, exclude_from_fork, file_status, flush_instruction_cache,
+    hold_liveness_lock, is_execute_refusal, is_locked_elsewhere, is_mapped, keep_liveness_lock,
+    map_file_shared, page_size, process_id, process_is_alive, protect, query_granularity,
+    release_liveness_lock, run_at_exit, set_file_mode, set_page_protection, sleep, unmap,
+    visit_protections, write_new_file,
 };
 
 /// Mach calls the `libc` crate does not declare (`<mach/mach_vm.h>`); all
@@ -170,7 +171,7 @@ const NEEDS_JIT: bool = cfg!(target_arch = "aarch64");
 ///
 /// Read/write memory, and executable memory on Intel, is claimed with
 /// `mach_vm_allocate` at a fixed address (which fails if anything is in
-/// the range), then made executable with `mprotect` if asked. Executable
+/// the range), then given the rights asked for with `mprotect`. Executable
 /// memory on Apple Silicon must be `MAP_JIT`, which only `mmap` makes: the
 /// address is passed as a hint, which never replaces a mapping either, and
 /// memory placed elsewhere is given back.
@@ -205,15 +206,11 @@ pub(crate) fn map_fixed_noreplace(
         return Err(errno_of(result));
     }
     let mapping = OwnedMapping::new(address, len);
-    if protection == Protection::ReadWriteExecute {
+    // `mach_vm_allocate` makes read/write pages; other rights are set after.
+    if protection != Protection::ReadWrite {
         // SAFETY: changes the rights of the pages just allocated for us.
-        let protected = unsafe {
-            libc::mprotect(
-                address as *mut libc::c_void,
-                len,
-                Protection::ReadWriteExecute.bits(),
-            )
-        };
+        let protected =
+            unsafe { libc::mprotect(address as *mut libc::c_void, len, protection.bits()) };
         if protected != 0 {
             // Dropping `mapping` gives the pages back.
             return Err(super::unix::last_errno());

@@ -1,7 +1,9 @@
 //! The thin layer between the library and the operating system.
 //!
 //! Every system call the library makes goes through the backend chosen here:
-//! one file per operating system, each defining the same `pub(crate)` items.
+//! one file per operating system (`linux.rs`, `macos.rs`, `freebsd.rs`,
+//! `windows.rs`), each defining the same `pub(crate)` items; the three Unix
+//! backends take what POSIX gives them alike from `unix.rs`.
 //! Targets without a backend get `unsupported.rs`, whose calls fail with
 //! [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) instead of failing
 //! to compile. Values that never change during a process (page size, lowest

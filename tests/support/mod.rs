@@ -329,6 +329,59 @@ pub fn top_of_user_space_unreachable() -> Option<&'static str> {
     None
 }
 
+/// Why the rights of each page cannot be read back from
+/// `/proc/self/maps` here, if they cannot.
+///
+/// QEMU user mode writes the guest's `/proc/self/maps` from the host's,
+/// one line per host mapping, with the rights of that mapping's first guest
+/// page. It does not pass execute rights to the host, so two neighbouring
+/// guest pages that differ only in execute (`r-x` then `r--`) are one host
+/// mapping, and both read back as `r-x`. Tested, not assumed: two such
+/// pages are made and read back.
+#[cfg(target_os = "linux")]
+pub fn page_rights_unreadable() -> Option<&'static str> {
+    // SAFETY: a fresh private mapping of two pages, unmapped below.
+    let pages = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            8192,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(pages, libc::MAP_FAILED);
+    let second = pages as usize + 4096;
+    // SAFETY: changing the rights of our own pages.
+    unsafe {
+        assert_eq!(
+            libc::mprotect(pages, 4096, libc::PROT_READ | libc::PROT_EXEC),
+            0
+        );
+        assert_eq!(
+            libc::mprotect(second as *mut libc::c_void, 4096, libc::PROT_READ),
+            0
+        );
+    }
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let read_back = maps.lines().find_map(|line| {
+        let (range, rest) = line.split_once(' ')?;
+        let (start, end) = range.split_once('-')?;
+        let start = usize::from_str_radix(start, 16).ok()?;
+        let end = usize::from_str_radix(end, 16).ok()?;
+        (start..end)
+            .contains(&second)
+            .then(|| rest.get(..3).map(str::to_owned))?
+    });
+    // SAFETY: unmapping the pages made above.
+    unsafe { libc::munmap(pages, 8192) };
+    (read_back.as_deref() != Some("r--")).then_some(
+        "/proc/self/maps does not show each page's rights here (QEMU user mode shows one \
+         line per host mapping, and merges guest pages that differ only in execute)",
+    )
+}
+
 /// *This address* of the process's shared locator, read the way a second
 /// library instance reads it: through a view of its own of the rendezvous
 /// file (Linux) or named section (Windows), which is then unmapped.
