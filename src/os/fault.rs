@@ -113,7 +113,9 @@ mod active {
         });
     }
 
-    /// The flushes this thread has made so far.
+    /// The flushes this thread has made so far (read by the Linux fault
+    /// tests).
+    #[cfg_attr(not(all(test, target_os = "linux")), allow(dead_code))]
     pub(crate) fn flushes() -> Flushes {
         FLUSHES.with(Cell::get)
     }
