@@ -88,8 +88,11 @@ mod active {
         pub(crate) count: usize,
         /// The range of the last one.
         pub(crate) last: (usize, usize),
-        /// Cache lines the last one cleaned or invalidated (0 where the
-        /// hardware needs no maintenance: x86).
+        /// Cache lines the last one cleaned or invalidated: counted on
+        /// AArch64 Linux and FreeBSD, 0 where the hardware needs no
+        /// maintenance (x86), 64-byte lines as an estimate where the system
+        /// does the work (`sys_icache_invalidate`, `__clear_cache`,
+        /// `FlushInstructionCache`, which report nothing).
         pub(crate) last_lines: usize,
     }
 
