@@ -99,6 +99,19 @@ impl Buffers {
     ///
     /// [`ErrorKind::InvalidRequest`] for a bad alignment, otherwise as for
     /// [`Buffers::get_buffer`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use memory_buffers::{BufferSearchSettings, Buffers};
+    ///
+    /// let settings = BufferSearchSettings::new(0, 0x7fff_ffff, 64);
+    /// let mut buffer = Buffers::get_buffer_aligned(&settings, 16)?;
+    /// assert_eq!(buffer.next_address() % 16, 0);
+    /// let address = buffer.append_bytes(&[0xc3])?;
+    /// assert_eq!(address % 16, 0);
+    /// # Ok::<(), memory_buffers::Error>(())
+    /// ```
     #[inline]
     pub fn get_buffer_aligned(
         settings: &BufferSearchSettings,
@@ -168,6 +181,25 @@ impl Buffers {
     /// # Errors
     ///
     /// [`ErrorKind::Os`] if not even a private locator page could be mapped.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use memory_buffers::{Buffers, LocatorKind};
+    ///
+    /// let shared = match Buffers::locator_kind()? {
+    ///     LocatorKind::Shared => true,
+    ///     // Buffers still work, but other libraries do not see them.
+    ///     LocatorKind::Private(reason) => {
+    ///         eprintln!("private locator: {reason:?}");
+    ///         false
+    ///     }
+    ///     _ => false,
+    /// };
+    /// // The answer does not change for the life of the process.
+    /// assert_eq!(Buffers::locator_kind()? == LocatorKind::Shared, shared);
+    /// # Ok::<(), memory_buffers::Error>(())
+    /// ```
     pub fn locator_kind() -> Result<LocatorKind, Error> {
         Ok(locator_of(process::current(), 0, 0, 0)?.kind())
     }
@@ -178,6 +210,18 @@ impl Buffers {
     /// # Errors
     ///
     /// As for [`Buffers::locator_kind`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use memory_buffers::Buffers;
+    ///
+    /// let locator = Buffers::locator_address()?;
+    /// // A locator is a page of its own, found at the same address every time.
+    /// assert_eq!(locator % 4096, 0);
+    /// assert_eq!(Buffers::locator_address()?, locator);
+    /// # Ok::<(), memory_buffers::Error>(())
+    /// ```
     pub fn locator_address() -> Result<usize, Error> {
         Ok(locator_of(process::current(), 0, 0, 0)?.head_address())
     }
@@ -191,6 +235,26 @@ impl Buffers {
     ///
     /// The whole range must be mapped in this process: on AArch64, cache
     /// maintenance on an unmapped address faults.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use memory_buffers::Buffers;
+    ///
+    /// let mut code = Buffers::allocate_private_memory(&Default::default())?;
+    /// // x86-64: mov eax, 7; ret (other architectures flush and skip the call).
+    /// code.write(0, &[0xb8, 7, 0, 0, 0, 0xc3])?;
+    /// // SAFETY: the 6 bytes lie inside the allocation, which is mapped.
+    /// unsafe { Buffers::flush_instruction_cache(code.base_address(), 6) };
+    /// #[cfg(target_arch = "x86_64")]
+    /// {
+    ///     // SAFETY: the bytes are a complete function, and the default
+    ///     // allocation is executable.
+    ///     let seven: extern "C" fn() -> u32 = unsafe { std::mem::transmute(code.as_ptr()) };
+    ///     assert_eq!(seven(), 7);
+    /// }
+    /// # Ok::<(), memory_buffers::Error>(())
+    /// ```
     #[allow(unsafe_code)]
     pub unsafe fn flush_instruction_cache(address: usize, size: usize) {
         os::flush_instruction_cache(address, size);

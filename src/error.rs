@@ -8,6 +8,13 @@
 use std::fmt;
 
 /// Why a request was refused before any system call was made.
+///
+/// ```
+/// use memory_buffers::{BufferSearchSettings, Buffers, InvalidRequest};
+/// let error = Buffers::get_buffer(&BufferSearchSettings::new(0, 0x7fff_ffff, 0)).unwrap_err();
+/// assert_eq!(error.invalid_request(), Some(InvalidRequest::ZeroSize));
+/// assert_eq!(error.to_string(), "invalid request: size is zero (range 0x0..=0x7fffffff, size 0x0)");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum InvalidRequest {
@@ -48,6 +55,19 @@ impl fmt::Display for InvalidRequest {
 }
 
 /// Why an operation failed.
+///
+/// ```
+/// use memory_buffers::{BufferSearchSettings, Buffers, ErrorKind};
+/// let mut buffer = Buffers::get_buffer(&BufferSearchSettings::new(0, 0x7fff_ffff, 16))?;
+/// let too_many = vec![0; buffer.bytes_left() + 1];
+/// match buffer.append_bytes(&too_many) {
+///     Err(error) if error.kind() == ErrorKind::DoesNotFit => {
+///         // Nothing was written: get another buffer for the bytes.
+///     }
+///     other => panic!("unexpected: {other:?}"),
+/// }
+/// # Ok::<(), memory_buffers::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ErrorKind {
@@ -117,26 +137,61 @@ impl Error {
     }
 
     /// Why the operation failed.
+    ///
+    /// ```
+    /// use memory_buffers::{BufferSearchSettings, Buffers, ErrorKind, InvalidRequest};
+    /// // min_address above max_address: refused before any system call.
+    /// let error = Buffers::get_buffer(&BufferSearchSettings::new(0x2000, 0x1000, 16)).unwrap_err();
+    /// assert_eq!(error.kind(), ErrorKind::InvalidRequest(InvalidRequest::MinAboveMax));
+    /// ```
     pub const fn kind(&self) -> ErrorKind {
         self.kind
     }
 
     /// The lowest address of the request.
+    ///
+    /// ```
+    /// use memory_buffers::{BufferSearchSettings, Buffers};
+    /// // min_address above max_address: refused before any system call.
+    /// let error = Buffers::get_buffer(&BufferSearchSettings::new(0x2000, 0x1000, 16)).unwrap_err();
+    /// assert_eq!(error.min_address(), 0x2000);
+    /// ```
     pub const fn min_address(&self) -> usize {
         self.min_address
     }
 
     /// The highest address of the request.
+    ///
+    /// ```
+    /// use memory_buffers::{BufferSearchSettings, Buffers};
+    /// // min_address above max_address: refused before any system call.
+    /// let error = Buffers::get_buffer(&BufferSearchSettings::new(0x2000, 0x1000, 16)).unwrap_err();
+    /// assert_eq!(error.max_address(), 0x1000);
+    /// ```
     pub const fn max_address(&self) -> usize {
         self.max_address
     }
 
     /// The size of the request in bytes.
+    ///
+    /// ```
+    /// use memory_buffers::{BufferSearchSettings, Buffers};
+    /// // min_address above max_address: refused before any system call.
+    /// let error = Buffers::get_buffer(&BufferSearchSettings::new(0x2000, 0x1000, 16)).unwrap_err();
+    /// assert_eq!(error.size(), 16);
+    /// ```
     pub const fn size(&self) -> usize {
         self.size
     }
 
     /// The reason the request was invalid, if it was.
+    ///
+    /// ```
+    /// use memory_buffers::{BufferSearchSettings, Buffers, InvalidRequest};
+    /// // min_address above max_address: refused before any system call.
+    /// let error = Buffers::get_buffer(&BufferSearchSettings::new(0x2000, 0x1000, 16)).unwrap_err();
+    /// assert_eq!(error.invalid_request(), Some(InvalidRequest::MinAboveMax));
+    /// ```
     pub const fn invalid_request(&self) -> Option<InvalidRequest> {
         match self.kind {
             ErrorKind::InvalidRequest(reason) => Some(reason),
@@ -145,6 +200,14 @@ impl Error {
     }
 
     /// The `errno` of a failed system call, if that was the cause.
+    ///
+    /// ```
+    /// use memory_buffers::{BufferSearchSettings, Buffers};
+    /// // min_address above max_address: refused before any system call.
+    /// let error = Buffers::get_buffer(&BufferSearchSettings::new(0x2000, 0x1000, 16)).unwrap_err();
+    /// // Not a system call's failure.
+    /// assert_eq!(error.errno(), None);
+    /// ```
     pub const fn errno(&self) -> Option<i32> {
         match self.kind {
             ErrorKind::Os { errno, .. } => Some(errno),

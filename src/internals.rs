@@ -247,7 +247,7 @@ pub fn lowest_mappable_address() -> usize {
     crate::os::lowest_mappable_address()
 }
 
-/// The binary layout of a locator (`SPEC.md`), as byte offsets for code
+/// The binary layout of a locator (`FORMAT.md`), as byte offsets for code
 /// that decodes a copy of a locator's bytes (the inspector reads another
 /// process's locators this way). Taken from the library's own packed
 /// structs, so they cannot drift from what the library writes.

@@ -25,6 +25,13 @@
 //! # Ok::<(), memory_buffers::Error>(())
 //! ```
 //!
+//! # The shared format
+//!
+//! The rendezvous, the locator's binary layout, its locks and the rules
+//! every implementation follows are a contract with the other buffers
+//! libraries in the process. It is written down in the format contract,
+//! `FORMAT.md` at the root of the repository and of the package.
+//!
 //! # Platforms
 //!
 //! - Linux x86-64: tested.

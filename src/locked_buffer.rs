@@ -99,6 +99,16 @@ impl LockedBuffer {
     /// turned back into at most one guard at a time (two live guards for one
     /// word would both append to the buffer). `limit` should be the one
     /// returned with it; another value only moves where appends stop.
+    ///
+    /// ```
+    /// use memory_buffers::{BufferSearchSettings, Buffers, LockedBuffer};
+    /// let (word, limit) = Buffers::get_buffer(&BufferSearchSettings::new(0, 0x7fff_ffff, 16))?.into_raw();
+    /// // ... the pair is kept where a guard cannot be, then turned back:
+    /// // SAFETY: the pair came from `into_raw` and makes this one guard.
+    /// let mut buffer = unsafe { LockedBuffer::from_raw(word, limit) };
+    /// assert!(buffer.append_bytes(&[0x90])? <= limit);
+    /// # Ok::<(), memory_buffers::Error>(())
+    /// ```
     pub unsafe fn from_raw(word: u64, limit: usize) -> LockedBuffer {
         LockedBuffer {
             // Not 0 (contract); should it be, a dead guard is harmless.
@@ -109,6 +119,26 @@ impl LockedBuffer {
 
     /// The last address appends through this guard may write: the
     /// `max_address` of the request that produced it.
+    ///
+    /// ```
+    /// use memory_buffers::{BufferSearchSettings, Buffers, ErrorKind};
+    /// // A range no other example uses, so that the buffer released below is
+    /// // still free when it is asked for again.
+    /// let (min, max) = (0x5_0000_0000, 0x5_ffff_ffff);
+    /// let buffer = Buffers::get_buffer(&BufferSearchSettings::new(min, max, 64))?;
+    /// assert_eq!(buffer.limit(), max);
+    /// let start = buffer.next_address();
+    /// drop(buffer);
+    ///
+    /// // Ask for 16 bytes that must start at `start`: the same buffer, which
+    /// // has room for more, but appends stop at the range asked for.
+    /// let mut buffer = Buffers::get_buffer(&BufferSearchSettings::new(start, start + 15, 16))?;
+    /// assert_eq!((buffer.next_address(), buffer.limit()), (start, start + 15));
+    /// let error = buffer.append_bytes(&[0; 17]).unwrap_err();
+    /// assert_eq!(error.kind(), ErrorKind::OutsideRequestedRange);
+    /// assert_eq!(buffer.append_bytes(&[0; 16])?, start);
+    /// # Ok::<(), memory_buffers::Error>(())
+    /// ```
     pub fn limit(&self) -> usize {
         self.limit
     }
@@ -140,11 +170,27 @@ impl LockedBuffer {
     }
 
     /// Address of the first byte of the buffer (0 in a forked child).
+    ///
+    /// ```
+    /// use memory_buffers::{BufferSearchSettings, Buffers};
+    /// let buffer = Buffers::get_buffer(&BufferSearchSettings::new(0, 0x7fff_ffff, 16))?;
+    /// assert_ne!(buffer.base_address(), 0);
+    /// assert_eq!(buffer.base_address() + buffer.position(), buffer.next_address());
+    /// # Ok::<(), memory_buffers::Error>(())
+    /// ```
     pub fn base_address(&self) -> usize {
         self.live_item().map_or(0, |item| item.base_address())
     }
 
     /// Total size of the buffer in bytes (0 in a forked child).
+    ///
+    /// ```
+    /// use memory_buffers::{BufferSearchSettings, Buffers};
+    /// let buffer = Buffers::get_buffer(&BufferSearchSettings::new(0, 0x7fff_ffff, 16))?;
+    /// assert!(buffer.size() >= 16);
+    /// assert_eq!(buffer.size(), buffer.position() + buffer.bytes_left());
+    /// # Ok::<(), memory_buffers::Error>(())
+    /// ```
     pub fn size(&self) -> usize {
         // Relaxed: fixed once the item is published.
         self.live_item()
@@ -152,18 +198,47 @@ impl LockedBuffer {
     }
 
     /// Bytes already used (0 in a forked child).
+    ///
+    /// ```
+    /// use memory_buffers::{BufferSearchSettings, Buffers};
+    /// let mut buffer = Buffers::get_buffer(&BufferSearchSettings::new(0, 0x7fff_ffff, 16))?;
+    /// let before = buffer.position();
+    /// buffer.append_bytes(&[1, 2, 3, 4])?;
+    /// assert_eq!(buffer.position(), before + 4);
+    /// # Ok::<(), memory_buffers::Error>(())
+    /// ```
     pub fn position(&self) -> usize {
         // Relaxed: only this guard changes it while it lives.
         self.live_item()
             .map_or(0, |item| item.position().load(Ordering::Relaxed) as usize)
     }
 
-    /// Bytes that can still be appended.
+    /// Bytes that can still be appended before the end of the buffer
+    /// (appends also stop at the [`limit`](Self::limit)).
+    ///
+    /// ```
+    /// use memory_buffers::{BufferSearchSettings, Buffers};
+    /// let mut buffer = Buffers::get_buffer(&BufferSearchSettings::new(0, 0x7fff_ffff, 16))?;
+    /// let left = buffer.bytes_left();
+    /// assert!(left >= 16);
+    /// buffer.append_bytes(&[0; 16])?;
+    /// assert_eq!(buffer.bytes_left(), left - 16);
+    /// # Ok::<(), memory_buffers::Error>(())
+    /// ```
     pub fn bytes_left(&self) -> usize {
         self.size().saturating_sub(self.position())
     }
 
     /// Address the next append will write to.
+    ///
+    /// ```
+    /// use memory_buffers::{BufferSearchSettings, Buffers};
+    /// let mut buffer = Buffers::get_buffer(&BufferSearchSettings::new(0, 0x7fff_ffff, 16))?;
+    /// let next = buffer.next_address();
+    /// assert_eq!(buffer.append_bytes(&[0xc3])?, next);
+    /// assert_eq!(buffer.next_address(), next + 1);
+    /// # Ok::<(), memory_buffers::Error>(())
+    /// ```
     pub fn next_address(&self) -> usize {
         self.base_address().wrapping_add(self.position())
     }
@@ -210,6 +285,19 @@ impl LockedBuffer {
     ///
     /// Returns the address the bytes were written to. If they do not fit,
     /// returns [`ErrorKind::DoesNotFit`] and writes nothing.
+    ///
+    /// ```
+    /// use memory_buffers::{BufferSearchSettings, Buffers, ErrorKind};
+    /// let mut buffer = Buffers::get_buffer(&BufferSearchSettings::new(0, 0x7fff_ffff, 4))?;
+    /// let address = buffer.append_bytes(b"abcd")?;
+    /// // SAFETY: the 4 bytes were just written there, and stay.
+    /// assert_eq!(unsafe { *(address as *const [u8; 4]) }, *b"abcd");
+    ///
+    /// let too_many = vec![0; buffer.bytes_left() + 1];
+    /// let error = buffer.append_bytes(&too_many).unwrap_err();
+    /// assert_eq!(error.kind(), ErrorKind::DoesNotFit);
+    /// # Ok::<(), memory_buffers::Error>(())
+    /// ```
     pub fn append_bytes(&mut self, bytes: &[u8]) -> Result<usize, Error> {
         let (address, after) = self.reserve(bytes.len())?;
         let item = self.item();
@@ -228,6 +316,16 @@ impl LockedBuffer {
     ///
     /// Returns the address written to, or [`ErrorKind::DoesNotFit`] without
     /// writing anything.
+    ///
+    /// ```
+    /// use memory_buffers::{BufferSearchSettings, Buffers};
+    /// let mut buffer = Buffers::get_buffer(&BufferSearchSettings::new(0, 0x7fff_ffff, 8))?;
+    /// let address = buffer.append_copy(&0x1122_3344_5566_7788u64)?;
+    /// // SAFETY: 8 bytes were just written there; they may be unaligned.
+    /// let value = unsafe { (address as *const u64).read_unaligned() };
+    /// assert_eq!(value, 0x1122_3344_5566_7788);
+    /// # Ok::<(), memory_buffers::Error>(())
+    /// ```
     pub fn append_copy<T: Copy>(&mut self, value: &T) -> Result<usize, Error> {
         let (address, after) = self.reserve(std::mem::size_of::<T>())?;
         let item = self.item();
@@ -246,6 +344,21 @@ impl LockedBuffer {
     /// other architectures it is required and performed.
     ///
     /// Returns the address of the first instruction.
+    ///
+    /// ```
+    /// use memory_buffers::{BufferSearchSettings, Buffers};
+    /// let mut buffer = Buffers::get_buffer(&BufferSearchSettings::new(0, 0x7fff_ffff, 6))?;
+    /// // x86-64: mov eax, 42; ret
+    /// let code = buffer.append_code(&[0xb8, 42, 0, 0, 0, 0xc3])?;
+    /// #[cfg(target_arch = "x86_64")]
+    /// {
+    ///     // SAFETY: a complete function in executable memory that stays.
+    ///     let answer: extern "C" fn() -> u32 = unsafe { std::mem::transmute(code) };
+    ///     assert_eq!(answer(), 42);
+    /// }
+    /// # let _ = code;
+    /// # Ok::<(), memory_buffers::Error>(())
+    /// ```
     pub fn append_code(&mut self, code: &[u8]) -> Result<usize, Error> {
         let address = self.append_bytes(code)?;
         os::flush_instruction_cache(address, code.len());

@@ -46,12 +46,31 @@ pub struct PrivateAllocation {
 }
 
 impl PrivateAllocation {
-    /// Address of the first byte.
+    /// Address of the first byte; a multiple of the
+    /// [`allocation_granularity`](crate::allocation_granularity).
+    ///
+    /// ```
+    /// use memory_buffers::{BufferAllocatorSettings, Buffers};
+    /// let settings = BufferAllocatorSettings::new(0x1000_0000, 0x2fff_ffff, 4096);
+    /// let allocation = Buffers::allocate_private_memory(&settings)?;
+    /// let base = allocation.base_address();
+    /// assert!(base >= 0x1000_0000 && base + allocation.size() - 1 <= 0x2fff_ffff);
+    /// assert_eq!(base % memory_buffers::allocation_granularity(), 0);
+    /// # Ok::<(), memory_buffers::Error>(())
+    /// ```
     pub fn base_address(&self) -> usize {
         self.base_address
     }
 
     /// Length in bytes (the requested size rounded up to the granularity).
+    ///
+    /// ```
+    /// use memory_buffers::{BufferAllocatorSettings, Buffers, allocation_granularity};
+    /// let settings = BufferAllocatorSettings::new(0, 0x7fff_ffff, allocation_granularity() + 1);
+    /// let allocation = Buffers::allocate_private_memory(&settings)?;
+    /// assert_eq!(allocation.size(), 2 * allocation_granularity());
+    /// # Ok::<(), memory_buffers::Error>(())
+    /// ```
     pub fn size(&self) -> usize {
         self.size
     }
@@ -59,11 +78,29 @@ impl PrivateAllocation {
     /// Pointer to the first byte. Writing through it is the caller's
     /// business: it faults while a write-then-execute allocation is
     /// executable.
+    ///
+    /// ```
+    /// use memory_buffers::Buffers;
+    /// let allocation = Buffers::allocate_private_memory(&Default::default())?;
+    /// // SAFETY: inside the allocation, which is writable.
+    /// unsafe { allocation.as_ptr().add(1).write(7) };
+    /// assert_eq!(allocation.as_slice()[1], 7);
+    /// # Ok::<(), memory_buffers::Error>(())
+    /// ```
     pub fn as_ptr(&self) -> *mut u8 {
         self.base_address as *mut u8
     }
 
     /// The bytes, to read. Readable in every state.
+    ///
+    /// ```
+    /// use memory_buffers::Buffers;
+    /// let allocation = Buffers::allocate_private_memory(&Default::default())?;
+    /// assert_eq!(allocation.as_slice().len(), allocation.size());
+    /// // New pages are zeroed.
+    /// assert!(allocation.as_slice().iter().all(|&byte| byte == 0));
+    /// # Ok::<(), memory_buffers::Error>(())
+    /// ```
     pub fn as_slice(&self) -> &[u8] {
         // SAFETY: the mapping is `size` readable bytes owned by `self` for
         // as long as the borrow lasts (unmapped only on drop).
@@ -77,6 +114,7 @@ impl PrivateAllocation {
     /// # use memory_buffers::Buffers;
     /// let mut allocation = Buffers::allocate_private_memory(&Default::default())?;
     /// allocation.as_mut_slice()?[..2].copy_from_slice(&[0x90, 0xc3]);
+    /// assert_eq!(allocation.as_slice()[..2], [0x90, 0xc3]);
     /// # Ok::<(), memory_buffers::Error>(())
     /// ```
     pub fn as_mut_slice(&mut self) -> Result<&mut [u8], Error> {
@@ -125,6 +163,25 @@ impl PrivateAllocation {
     /// [`ErrorKind::Os`] if the system refuses the change (then nothing
     /// changed), [`ErrorKind::ExecutableMemoryRefused`] if a policy forbids
     /// executable memory.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use memory_buffers::{BufferAllocatorSettings, Buffers, ErrorKind};
+    /// let settings = BufferAllocatorSettings::new(0, 0x7fff_ffff, 4096).write_then_execute();
+    /// let mut code = Buffers::allocate_private_memory(&settings)?;
+    /// code.write(0, &[0xb8, 7, 0, 0, 0, 0xc3])?; // x86-64: mov eax, 7; ret
+    /// code.make_executable()?;
+    /// assert!(code.is_executable() && !code.is_writable());
+    /// assert_eq!(code.write(0, &[0x90]).unwrap_err().kind(), ErrorKind::NotWritable);
+    /// #[cfg(target_arch = "x86_64")]
+    /// {
+    ///     // SAFETY: a complete function, in pages that are executable now.
+    ///     let seven: extern "C" fn() -> u32 = unsafe { std::mem::transmute(code.as_ptr()) };
+    ///     assert_eq!(seven(), 7);
+    /// }
+    /// # Ok::<(), memory_buffers::Error>(())
+    /// ```
     pub fn make_executable(&mut self) -> Result<(), Error> {
         if self.write_then_execute && !self.executable {
             self.set(os::Protection::ReadExecute)?;
@@ -140,6 +197,19 @@ impl PrivateAllocation {
     /// # Errors
     ///
     /// [`ErrorKind::Os`] if the system refuses the change.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use memory_buffers::{BufferAllocatorSettings, Buffers};
+    /// let settings = BufferAllocatorSettings::new(0, 0x7fff_ffff, 4096).write_then_execute();
+    /// let mut code = Buffers::allocate_private_memory(&settings)?;
+    /// code.make_executable()?;
+    /// code.make_writable()?;
+    /// assert!(code.is_writable() && !code.is_executable());
+    /// code.write(0, &[0xc3])?;
+    /// # Ok::<(), memory_buffers::Error>(())
+    /// ```
     pub fn make_writable(&mut self) -> Result<(), Error> {
         if self.executable {
             self.set(os::Protection::ReadWrite)?;
@@ -149,11 +219,30 @@ impl PrivateAllocation {
     }
 
     /// Whether the pages can be written now.
+    ///
+    /// ```
+    /// use memory_buffers::Buffers;
+    /// // The default allocation is read/write/execute, always.
+    /// let mut allocation = Buffers::allocate_private_memory(&Default::default())?;
+    /// allocation.make_executable()?;
+    /// assert!(allocation.is_writable() && allocation.is_executable());
+    /// # Ok::<(), memory_buffers::Error>(())
+    /// ```
     pub fn is_writable(&self) -> bool {
         !self.executable
     }
 
     /// Whether the pages can run code now.
+    ///
+    /// ```
+    /// use memory_buffers::{BufferAllocatorSettings, Buffers};
+    /// let settings = BufferAllocatorSettings::new(0, 0x7fff_ffff, 4096).write_then_execute();
+    /// let mut code = Buffers::allocate_private_memory(&settings)?;
+    /// assert!(!code.is_executable());
+    /// code.make_executable()?;
+    /// assert!(code.is_executable());
+    /// # Ok::<(), memory_buffers::Error>(())
+    /// ```
     pub fn is_executable(&self) -> bool {
         !self.write_then_execute || self.executable
     }
@@ -184,6 +273,16 @@ impl PrivateAllocation {
 
     /// Gives up ownership without unmapping; the pages stay mapped for the
     /// life of the process. Returns the base address.
+    ///
+    /// ```
+    /// use memory_buffers::Buffers;
+    /// let mut allocation = Buffers::allocate_private_memory(&Default::default())?;
+    /// allocation.write(0, &[42])?;
+    /// let address = allocation.leak();
+    /// // SAFETY: leaked pages stay mapped for the rest of the process.
+    /// assert_eq!(unsafe { *(address as *const u8) }, 42);
+    /// # Ok::<(), memory_buffers::Error>(())
+    /// ```
     #[must_use = "the address is the only way left to the pages"]
     pub fn leak(mut self) -> usize {
         self.mapping

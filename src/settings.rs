@@ -11,12 +11,34 @@ pub const DEFAULT_RETRY_COUNT: u32 = 3;
 
 /// The highest address a user-space mapping can reach on this platform
 /// (inclusive). Larger `max_address` values are clamped to it.
+///
+/// ```
+/// use memory_buffers::{BufferAllocatorSettings, Buffers, highest_user_address};
+///
+/// const TOP: usize = highest_user_address();
+/// assert!(TOP > u32::MAX as usize);
+/// // "Anywhere": a `max_address` of `usize::MAX` is clamped to the top.
+/// let allocation = Buffers::allocate_private_memory(&BufferAllocatorSettings::new(0, usize::MAX, 16))?;
+/// assert!(allocation.base_address() + (allocation.size() - 1) <= TOP);
+/// # Ok::<(), memory_buffers::Error>(())
+/// ```
 pub const fn highest_user_address() -> usize {
     os::highest_user_address()
 }
 
 /// The unit in which memory is mapped: the page size on Linux, 64 KiB (where
 /// reservations may start) on Windows.
+///
+/// ```
+/// use memory_buffers::{BufferAllocatorSettings, Buffers, allocation_granularity};
+///
+/// let granularity = allocation_granularity();
+/// assert!(granularity.is_power_of_two() && granularity >= 4096);
+/// // Private allocations are whole granules.
+/// let allocation = Buffers::allocate_private_memory(&BufferAllocatorSettings::new(0, 0x7fff_ffff, 1))?;
+/// assert_eq!(allocation.size(), granularity);
+/// # Ok::<(), memory_buffers::Error>(())
+/// ```
 #[inline]
 pub fn allocation_granularity() -> usize {
     os::allocation_granularity()
@@ -174,6 +196,12 @@ impl BufferAllocatorSettings {
 
 impl Default for BufferAllocatorSettings {
     /// The whole user address space, 4096 bytes.
+    ///
+    /// ```
+    /// use memory_buffers::{BufferAllocatorSettings, highest_user_address};
+    /// let settings = BufferAllocatorSettings::default();
+    /// assert_eq!(settings, BufferAllocatorSettings::new(0, highest_user_address(), 4096));
+    /// ```
     fn default() -> Self {
         Self::new(0, highest_user_address(), 4096)
     }
@@ -242,6 +270,15 @@ impl BufferSearchSettings {
     /// For a 5-byte `jmp rel32` placed in the buffer to reach `target`, use a
     /// proximity of at most `0x7fff_fff0` or so (2 GiB minus the jump and
     /// any bytes written before it).
+    ///
+    /// ```
+    /// use memory_buffers::BufferSearchSettings;
+    /// let settings = BufferSearchSettings::from_proximity(0x7fff_0000, 0x1_0000_0000, 64);
+    /// assert_eq!(settings.min_address, 0x1_0000_0000 - 0x7fff_0000);
+    /// assert_eq!(settings.max_address, 0x1_0000_0000 + 0x7fff_0000);
+    /// // Saturates at 0.
+    /// assert_eq!(BufferSearchSettings::from_proximity(0x7fff_0000, 0x1000, 64).min_address, 0);
+    /// ```
     #[must_use]
     pub fn from_proximity(proximity: usize, target: usize, size: usize) -> Self {
         let (min_address, max_address) = proximity_range(proximity, target, highest_user_address());
@@ -279,6 +316,12 @@ impl BufferSearchSettings {
 
 impl Default for BufferSearchSettings {
     /// The whole user address space, 4096 bytes.
+    ///
+    /// ```
+    /// use memory_buffers::{BufferSearchSettings, highest_user_address};
+    /// let settings = BufferSearchSettings::default();
+    /// assert_eq!(settings, BufferSearchSettings::new(0, highest_user_address(), 4096));
+    /// ```
     fn default() -> Self {
         BufferSearchSettings {
             min_address: 0,

@@ -4,7 +4,7 @@
 //! each 4096-byte locator out of the process and decodes the copy here. The
 //! offsets come from the library (`memory_buffers::internals::layout`), so
 //! they are the ones the library writes. Everything read is checked the way
-//! the library would need it to hold before trusting it (`SPEC.md`): the
+//! the library would need it to hold before trusting it (`FORMAT.md`): the
 //! version, the item count against the capacity, the lock and taken flags,
 //! each item's position against its size, and the chain's links; a locator
 //! that breaks any of these is reported as garbage, not shown half-decoded.
@@ -256,7 +256,7 @@ pub(crate) mod tests {
 
     const HIGHEST: usize = (1 << 47) - 4096 - 1;
 
-    /// Builds locator bytes the way the library lays them out (`SPEC.md`,
+    /// Builds locator bytes the way the library lays them out (`FORMAT.md`,
     /// 64-bit): written here with literal offsets, so that a library whose
     /// offsets drifted would fail these tests.
     pub(crate) fn locator_bytes(

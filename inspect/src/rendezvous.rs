@@ -2,7 +2,7 @@
 //! the inspected process (Linux), free of system calls.
 //!
 //! They are the library's own rules (`src/locator/rendezvous.rs`, and the
-//! hazards of `SPEC.md`), applied from outside: the directories must belong
+//! hazards of `FORMAT.md`), applied from outside: the directories must belong
 //! to the process's user or root, or be shared and sticky, and not be
 //! writable by others otherwise; the file must be a regular file of the
 //! process's user, one page long; its *this address* must be

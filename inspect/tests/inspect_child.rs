@@ -127,7 +127,7 @@ mod garbage {
     use super::{Outcome, wait_for_parent};
 
     /// The locator bytes of garbage `kind` for a locator living at
-    /// `address` (64-bit layout, `SPEC.md`).
+    /// `address` (64-bit layout, `FORMAT.md`).
     fn bytes(kind: &str, address: usize) -> Result<Vec<u8>, String> {
         let mut bytes = vec![0u8; 4096];
         let this = match kind {
@@ -352,7 +352,7 @@ fn start_buffers_child() -> Result<(Running, Vec<Known>, usize), String> {
 
 /// Buffers the library registers by itself: on Windows the four ready-made
 /// buffers in the locator's own section, in the 60 KiB after the locator
-/// (`SPEC.md`); none on Linux.
+/// (`FORMAT.md`); none on Linux.
 fn ready_made(locator: usize, address: usize) -> bool {
     cfg!(windows) && (locator + 4096..locator + 65536).contains(&address)
 }

@@ -1,5 +1,6 @@
-//! The binary layout of a locator, as `SPEC.md` fixes it, and the only code
-//! that touches locator memory.
+//! The binary layout of a locator, as the format contract (`FORMAT.md` at
+//! the root of the repository and package) fixes it, and the only code that
+//! touches locator memory.
 //!
 //! A locator is one 4096-byte page shared by every buffers library in the
 //! process (Rust, C#, C...), so its bytes are a contract: a packed header
@@ -234,7 +235,7 @@ impl LocatorRef {
     /// Writes a fresh header for the first locator of a process, mapped
     /// `mapping_len` bytes long at `this_address`: the bytes after the
     /// first [`LOCATOR_SIZE`] become ready-made buffers (free, position 0),
-    /// as `SPEC.md` requires. *This address* is stored last, with Release,
+    /// as `FORMAT.md` requires. *This address* is stored last, with Release,
     /// so an instance that reads it with Acquire sees the finished header.
     ///
     /// # Safety

@@ -1,6 +1,6 @@
 //! The locator: the process-wide registry of permanent shared buffers.
 //!
-//! This module implements the protocol of `SPEC.md` on top of the raw
+//! This module implements the protocol of `FORMAT.md` on top of the raw
 //! layout: scan the chain for a buffer with enough free bytes in range, take
 //! it with a compare-and-swap, re-check the fit (someone may have appended
 //! between the check and the take), and release it if it no longer fits;
@@ -35,6 +35,20 @@ use std::ops::{ControlFlow, Range};
 use std::sync::atomic::{AtomicU8, Ordering};
 
 /// Which locator the library uses, and why.
+///
+/// ```
+/// use memory_buffers::{Buffers, LocatorKind, PrivateLocatorReason};
+///
+/// match Buffers::locator_kind()? {
+///     LocatorKind::Shared => println!("one registry with every buffers library here"),
+///     LocatorKind::Private(PrivateLocatorReason::DirectoryNotTrusted) => {
+///         println!("/tmp/.reloaded is someone else's: buffers are private")
+///     }
+///     LocatorKind::Private(reason) => println!("private locator: {reason:?}"),
+///     _ => println!("a kind added after this code was written"),
+/// }
+/// # Ok::<(), memory_buffers::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LocatorKind {

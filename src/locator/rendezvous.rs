@@ -1,7 +1,7 @@
 //! Finding the process's shared locator, or creating it (Linux, macOS,
 //! FreeBSD: the same file and protocol on each, as the original has it).
 //!
-//! Every buffers library in a process opens the file `SPEC.md` names for the
+//! Every buffers library in a process opens the file `FORMAT.md` names for the
 //! process id and uses the locator address stored in it, so they all share
 //! one registry. The file lives in world-writable `/tmp`, where it may have
 //! been left by a crashed process with the same id or planted by another
@@ -66,7 +66,7 @@ const FILE_MODE: u32 = 0o600;
 /// it the old way, without `link()`) is re-checked before it is replaced.
 const IN_PROGRESS_CHECKS: u32 = 3;
 
-/// Length of the rendezvous file: the allocation granularity, as `SPEC.md`
+/// Length of the rendezvous file: the allocation granularity, as `FORMAT.md`
 /// states (4096 bytes with 4 KiB pages). With larger pages the bytes after
 /// the locator are left unused on Linux and FreeBSD, and are chained
 /// locator headers on macOS AArch64 (see [`layout::rendezvous_file_start`]).

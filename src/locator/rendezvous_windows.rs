@@ -8,7 +8,7 @@
 //! - the first instance creates the section, maps a read/write/execute view,
 //!   writes the locator header at its start with the view's address as
 //!   *this address*, registers the bytes after the first 4096 as four
-//!   ready-made buffers (`SPEC.md`), and keeps both the view and the handle
+//!   ready-made buffers (`FORMAT.md`), and keeps both the view and the handle
 //!   for the life of the process (a section's name disappears with its last
 //!   handle, even while views remain);
 //! - later instances open the section, read *this address* through a view of
