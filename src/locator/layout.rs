@@ -118,11 +118,11 @@ pub(crate) fn ready_made_buffers(mapping_len: usize) -> impl Iterator<Item = (us
 /// With `chained_headers` (macOS on Apple Silicon, where a page is 16 KiB)
 /// the bytes after the first locator are laid out as further locators of
 /// [`LOCATOR_SIZE`] bytes each, every one with its own address and chained
-/// to the next through *next locator*, as `SPEC.md` prescribes there: W^X
+/// to the next through *next locator*, as `FORMAT.md` prescribes there: W^X
 /// forbids executable buffers in the writable page that holds the header,
 /// so the spare bytes hold headers instead. Elsewhere a longer file leaves
 /// them unused. Written as native-endian words (all supported targets are
-/// little-endian, as `SPEC.md` requires).
+/// little-endian, as `FORMAT.md` requires).
 #[cfg_attr(not(unix), allow(dead_code))]
 pub(crate) fn rendezvous_file_start(
     address: usize,

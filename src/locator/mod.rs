@@ -108,7 +108,7 @@ pub enum PrivateLocatorReason {
 }
 
 /// The directory below which the Unix rendezvous directories live: `/tmp`,
-/// as `SPEC.md` says. On macOS `/tmp` is a symlink to `/private/tmp`,
+/// as `FORMAT.md` says. On macOS `/tmp` is a symlink to `/private/tmp`,
 /// which the symlink-refusing walk would not follow: the same directory is
 /// named by its real path there.
 #[cfg(all(

@@ -21,7 +21,7 @@
 //!   does not name files; the creator's `flock` stays held through a
 //!   descriptor kept open. With 16 KiB pages the file is 16 KiB, and the
 //!   bytes after the first locator are further chained locator headers
-//!   (`SPEC.md`): they stay in the writable file mapping, not in
+//!   (`FORMAT.md`): they stay in the writable file mapping, not in
 //!   executable buffers.
 //!
 //! # References
