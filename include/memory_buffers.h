@@ -33,7 +33,8 @@
 // write through it.
 typedef struct MemoryBuffersLockedBuffer MemoryBuffersLockedBuffer;
 
-// Read/write/execute pages owned by the caller (opaque).
+// Read/write/execute pages owned by the caller (opaque), in this process
+// or in another one.
 //
 // Obtained from [`memory_buffers_allocate_private_memory`]; unmapped by
 // [`memory_buffers_release_private_allocation`], or kept for the life of
@@ -64,6 +65,11 @@ typedef struct {
   // 64 count as 64, and no re-read is made once a fresh read shows no
   // free candidate, so even an uninitialised value cannot hang the caller.
   uint32_t retry_count;
+  // The process to allocate in: 0 (what the functions that fill settings
+  // set) or this process's id for this process; any other id for that
+  // process, as the original library's `target_process_id` does (see
+  // [`memory_buffers_allocate_private_memory`] for what that needs).
+  uint32_t target_process_id;
 } MemoryBuffersAllocatorSettings;
 
 // Which shared buffer to get: one with at least `size` free bytes, all of
@@ -249,6 +255,20 @@ typedef struct {
 // Part of the range to patch is not mapped; nothing was written.
 #define MEMORY_BUFFERS_STATUS_NOT_MAPPED 24
 
+// The target process does not exist, or exited (possibly during the
+// call).
+#define MEMORY_BUFFERS_STATUS_PROCESS_NOT_RUNNING 25
+
+// The system refused access to the target process; the last error message
+// says why (another user, Yama's `ptrace_scope`, a debugger already
+// attached, a protected process).
+#define MEMORY_BUFFERS_STATUS_PROCESS_ACCESS_DENIED 26
+
+// The target process could not be made to map memory (Linux: its thread
+// did not stop, it has no `syscall` instruction, or it runs 32-bit code);
+// the last error message says which.
+#define MEMORY_BUFFERS_STATUS_PROCESS_NOT_INJECTABLE 27
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -257,6 +277,15 @@ extern "C" {
 // `[settings->min_address, settings->max_address]`, as near the middle of
 // the range as possible, and writes the handle that owns them to
 // `*allocation`. The size is rounded up to the allocation granularity.
+//
+// The pages are mapped in this process when `settings->target_process_id`
+// is 0 or this process's id, and in that process otherwise (Linux: by
+// making it call `mmap` through ptrace, which needs the permissions of a
+// debugger; Windows: with `VirtualAllocEx`, which needs a handle with
+// `PROCESS_VM_OPERATION`, `PROCESS_VM_READ`, `PROCESS_VM_WRITE` and
+// `PROCESS_QUERY_INFORMATION`). Pages in another process are reached
+// through [`memory_buffers_private_allocation_write`] and
+// [`memory_buffers_private_allocation_read`], not through their address.
 //
 // # Errors
 //
@@ -274,6 +303,11 @@ extern "C" {
 //   of the rounded size lies inside the range;
 //   [`MEMORY_BUFFERS_STATUS_EXECUTABLE_MEMORY_REFUSED`] or
 //   [`MEMORY_BUFFERS_STATUS_OS_ERROR`] when the kernel refuses.
+// - For another process: [`MEMORY_BUFFERS_STATUS_PROCESS_NOT_RUNNING`]
+//   when it does not exist or exited, and
+//   [`MEMORY_BUFFERS_STATUS_PROCESS_ACCESS_DENIED`] or
+//   [`MEMORY_BUFFERS_STATUS_PROCESS_NOT_INJECTABLE`] with the reason in
+//   the last error message.
 //
 // # Safety
 //
@@ -802,6 +836,65 @@ MemoryBuffersStatus memory_buffers_last_error(MemoryBuffersErrorInfo *info);
 MemoryBuffersStatus memory_buffers_last_error_message(char *buffer,
                                                       size_t capacity,
                                                       size_t *length);
+
+// Writes the id of the process that holds the allocation's pages to
+// `*process_id` (this process's id for pages in this process).
+//
+// # Errors
+//
+// [`MEMORY_BUFFERS_STATUS_NULL_POINTER`] if `process_id` is `NULL`;
+// [`MEMORY_BUFFERS_STATUS_INVALID_HANDLE`] or
+// [`MEMORY_BUFFERS_STATUS_HANDLE_BUSY`] as for
+// `memory_buffers_private_allocation_base_address`.
+//
+// # Safety
+//
+// `process_id` must be `NULL` or valid for writing one aligned `uint32_t`.
+// `allocation` may be any value: it is looked up, never dereferenced.
+MemoryBuffersStatus memory_buffers_private_allocation_process_id(const MemoryBuffersPrivateAllocation *allocation,
+                                                                 uint32_t *process_id);
+
+// Copies `len` bytes from `bytes` to `offset` bytes into the allocation,
+// in whichever process its pages are (another process's through
+// `process_vm_writev` on Linux, `WriteProcessMemory` on Windows).
+//
+// # Errors
+//
+// - [`MEMORY_BUFFERS_STATUS_NULL_POINTER`] if `bytes` is `NULL` and `len`
+//   is not 0.
+// - [`MEMORY_BUFFERS_STATUS_DOES_NOT_FIT`] (nothing written) if the bytes
+//   reach past the end of the allocation.
+// - [`MEMORY_BUFFERS_STATUS_INVALID_HANDLE`] or
+//   [`MEMORY_BUFFERS_STATUS_HANDLE_BUSY`] for a handle that is not live or
+//   is in use.
+// - [`MEMORY_BUFFERS_STATUS_PROCESS_NOT_RUNNING`] if the process holding
+//   the pages exited.
+//
+// # Safety
+//
+// `bytes` must be `NULL` or valid for reading `len` bytes, and not
+// overlap the allocation's own pages. `allocation` may be any value.
+MemoryBuffersStatus memory_buffers_private_allocation_write(const MemoryBuffersPrivateAllocation *allocation,
+                                                            size_t offset,
+                                                            const uint8_t *bytes,
+                                                            size_t len);
+
+// Copies `len` bytes from `offset` bytes into the allocation to `out`, in
+// whichever process its pages are.
+//
+// # Errors
+//
+// As for [`memory_buffers_private_allocation_write`], with `out` for
+// `bytes`.
+//
+// # Safety
+//
+// `out` must be `NULL` or valid for writing `len` bytes, and not overlap
+// the allocation's own pages. `allocation` may be any value.
+MemoryBuffersStatus memory_buffers_private_allocation_read(const MemoryBuffersPrivateAllocation *allocation,
+                                                           size_t offset,
+                                                           uint8_t *out,
+                                                           size_t len);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -52,15 +52,16 @@ impl AddressSpace {
         }
     }
 
-    /// Replaces the cached view with a fresh read of `/proc/self/maps`.
-    pub(crate) fn refresh(&mut self) -> Result<(), os::Errno> {
+    /// Replaces the cached view with a fresh read of `space`'s map
+    /// (`/proc/self/maps` for this process).
+    fn refresh<S: ClaimableSpace>(&mut self, space: &mut S) -> Result<(), os::Errno> {
         #[cfg(test)]
         {
             self.reads += 1;
         }
         let mut ranges = Vec::new();
         let mut out_of_memory = ranges.try_reserve(self.mapped.len() + 64).is_err();
-        os::read_maps(&mut self.read_buffer, |entry| {
+        space.read_maps(&mut self.read_buffer, |entry| {
             // Fallible: the host's allocator may be at its limit.
             if ranges.try_reserve(1).is_err() {
                 out_of_memory = true;
@@ -112,6 +113,17 @@ impl AddressSpace {
         retry_count: u32,
         protection: Protection,
     ) -> Result<OwnedMapping, ErrorKind> {
+        self.map_nearest_in(&mut ThisProcess { protection }, request, retry_count)
+    }
+
+    /// [`AddressSpace::map_nearest`] in the address space of `space`, of
+    /// which this is the cached view: this process, or another one.
+    pub(crate) fn map_nearest_in<S: ClaimableSpace>(
+        &mut self,
+        space: &mut S,
+        request: PlacementRequest,
+        retry_count: u32,
+    ) -> Result<S::Mapping, ErrorKind> {
         // Whether the cached view was just read and no candidate has been
         // refused since: then "no candidate" is the kernel's answer.
         let mut fresh = false;
@@ -119,7 +131,7 @@ impl AddressSpace {
             // Without `/proc` the cached view stays empty and placement
             // degrades to probing with `MAP_FIXED_NOREPLACE`, which is slower
             // but still never maps over anything.
-            let _ = self.refresh();
+            let _ = self.refresh(space);
             fresh = true;
         }
         let retry_count = retry_count.min(MAX_REFRESHES);
@@ -137,24 +149,16 @@ impl AddressSpace {
                     break;
                 };
                 let end = start + request.block_len;
-                match os::map_fixed_noreplace(start, request.block_len, protection) {
-                    Ok(FixedMapping::Mapped(mapping)) => {
-                        self.mapped.insert(start, end);
-                        return Ok(mapping);
-                    }
-                    Ok(FixedMapping::Elsewhere) => {}
-                    Err(errno) if os::is_occupied(errno) => {}
-                    Err(errno) if os::is_execute_refusal(errno) => {
-                        return Err(ErrorKind::ExecutableMemoryRefused);
-                    }
-                    Err(errno) => return Err(os::error_kind(os::MAP_CALL, errno)),
+                if let Some(mapping) = space.map_exactly(start, request.block_len)? {
+                    self.mapped.insert(start, end);
+                    return Ok(mapping);
                 }
                 // Something we did not know about occupies (part of) the
                 // block: remember it so the next candidate skips past it.
                 // Without `/proc`, learn the whole occupied run instead, so
                 // that the next candidate lies beyond it, however long.
                 let run = (!self.loaded)
-                    .then(|| occupied_run(start, end, request.granularity))
+                    .then(|| space.occupied_run(start, end, request.granularity))
                     .flatten();
                 match run {
                     Some((run_start, run_end)) => self.mapped.insert(run_start, run_end),
@@ -171,7 +175,7 @@ impl AddressSpace {
                 return Err(ErrorKind::NoSpaceInRange);
             }
             refreshes += 1;
-            let _ = self.refresh();
+            let _ = self.refresh(space);
             fresh = true;
         }
     }
@@ -181,7 +185,94 @@ impl AddressSpace {
     pub(crate) fn unmap(&mut self, mapping: OwnedMapping) {
         let (start, len) = (mapping.address(), mapping.len());
         drop(mapping);
+        self.forget(start, len);
+    }
+
+    /// Records that `[start, start + len)` is free again: a mapping of
+    /// another process's space was given back.
+    pub(crate) fn forget(&mut self, start: usize, len: usize) {
         self.mapped.remove(start, start.saturating_add(len));
+    }
+}
+
+/// An address space that [`AddressSpace`] can read the map of and claim
+/// blocks in: this process ([`ThisProcess`]), or another process
+/// (`target_process.rs`). The claiming loop is the same for both; only
+/// these calls differ.
+pub(crate) trait ClaimableSpace {
+    /// A claimed block, given back when dropped unless leaked.
+    type Mapping;
+
+    /// Calls `visit` for each mapping of the space until it breaks.
+    fn read_maps(
+        &mut self,
+        buffer: &mut Vec<u8>,
+        visit: impl FnMut(&crate::maps::MapsEntry) -> ControlFlow<()>,
+    ) -> Result<(), os::Errno>;
+
+    /// Maps `len` read/write/execute bytes at exactly `start`, never over
+    /// an existing mapping. `Ok(None)` when something is in the way (or the
+    /// system placed the pages elsewhere and they were given back).
+    fn map_exactly(&mut self, start: usize, len: usize)
+    -> Result<Option<Self::Mapping>, ErrorKind>;
+
+    /// The run of mapped pages overlapping `[start, end)`, found without a
+    /// map; `None` where that cannot be asked.
+    fn occupied_run(
+        &mut self,
+        start: usize,
+        end: usize,
+        granularity: usize,
+    ) -> Option<(usize, usize)>;
+}
+
+/// The address space of this process, claimed with these access rights.
+pub(crate) struct ThisProcess {
+    pub(crate) protection: Protection,
+}
+
+impl ClaimableSpace for ThisProcess {
+    type Mapping = OwnedMapping;
+
+    fn read_maps(
+        &mut self,
+        buffer: &mut Vec<u8>,
+        visit: impl FnMut(&crate::maps::MapsEntry) -> ControlFlow<()>,
+    ) -> Result<(), os::Errno> {
+        os::read_maps(buffer, visit)
+    }
+
+    fn map_exactly(&mut self, start: usize, len: usize) -> Result<Option<OwnedMapping>, ErrorKind> {
+        match os::map_fixed_noreplace(start, len, self.protection) {
+            Ok(FixedMapping::Mapped(mapping)) => Ok(Some(mapping)),
+            Ok(FixedMapping::Elsewhere) => Ok(None),
+            Err(errno) => claim_failure(os::MAP_CALL, errno),
+        }
+    }
+
+    fn occupied_run(
+        &mut self,
+        start: usize,
+        end: usize,
+        granularity: usize,
+    ) -> Option<(usize, usize)> {
+        occupied_run(start, end, granularity)
+    }
+}
+
+/// What a refused exact mapping means: something in the way (`Ok(None)`:
+/// try the next candidate), a policy against executable memory, or
+/// another failure of `call`.
+pub(crate) fn claim_failure<M>(
+    call: &'static str,
+    errno: os::Errno,
+) -> Result<Option<M>, ErrorKind> {
+    if os::is_occupied(errno) {
+        Ok(None)
+    } else if os::is_execute_refusal(errno) {
+        Err(ErrorKind::ExecutableMemoryRefused)
+    } else {
+        Err(os::error_kind(call, errno))
     }
 }
 

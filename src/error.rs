@@ -103,6 +103,9 @@ pub enum ErrorKind {
         /// The `errno` it returned.
         errno: i32,
     },
+    /// Another process could not be worked on (see [`TargetProcess`](crate::TargetProcess)):
+    /// it is gone, or the system refused access, and why.
+    TargetProcess(crate::TargetProcessError),
     /// This operating system is not supported.
     Unsupported,
 }
@@ -243,6 +246,7 @@ impl fmt::Display for Error {
                 "{call} failed: {}",
                 std::io::Error::from_raw_os_error(errno)
             )?,
+            ErrorKind::TargetProcess(reason) => write!(f, "target process: {reason}")?,
             ErrorKind::Unsupported => f.write_str("this operating system is not supported")?,
         }
         write!(
@@ -275,6 +279,7 @@ impl From<Error> for std::io::Error {
             ErrorKind::Os { errno, .. } => std::io::Error::from_raw_os_error(errno).kind(),
             ErrorKind::ExecutableMemoryRefused => std::io::ErrorKind::PermissionDenied,
             ErrorKind::Unsupported => std::io::ErrorKind::Unsupported,
+            ErrorKind::TargetProcess(reason) => reason.io_error_kind(),
             ErrorKind::NoSpaceInRange => std::io::ErrorKind::OutOfMemory,
             ErrorKind::NotWritable => std::io::ErrorKind::PermissionDenied,
             ErrorKind::NotMapped => std::io::ErrorKind::InvalidInput,

@@ -68,6 +68,10 @@ mod error;
 // FreeBSD's mapping records; pure, tested everywhere, read on FreeBSD.
 #[cfg_attr(not(target_os = "freebsd"), allow(dead_code))]
 mod kinfo_vmmap;
+// The pure half of making another Linux process call mmap.
+#[cfg(target_os = "linux")]
+#[cfg_attr(memory_buffers_unsupported, allow(dead_code))]
+mod injection;
 mod locator;
 mod locked_buffer;
 // The maps-file parser is pure and tested everywhere; only Linux reads one.
@@ -82,6 +86,7 @@ mod range_set;
 #[cfg_attr(not(target_os = "macos"), allow(dead_code))]
 mod region_walk;
 mod settings;
+mod target_process;
 pub mod x86;
 
 #[cfg(all(test, target_os = "linux"))]
@@ -99,6 +104,7 @@ pub use settings::{
     BufferAllocatorSettings, BufferSearchSettings, DEFAULT_RETRY_COUNT, allocation_granularity,
     highest_user_address,
 };
+pub use target_process::{RemoteAllocation, TargetProcess, TargetProcessError};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

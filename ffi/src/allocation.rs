@@ -4,19 +4,54 @@ use crate::registry::HandleRegistry;
 use crate::settings::MemoryBuffersAllocatorSettings;
 use crate::status::*;
 use crate::{readable, size_t, take_handle, writable};
-use memory_buffers::{Buffers, PrivateAllocation};
+use memory_buffers::{Buffers, PrivateAllocation, RemoteAllocation, TargetProcess};
 use std::ptr::NonNull;
 
-/// Read/write/execute pages owned by the caller (opaque).
+#[cfg(doc)]
+use crate::{memory_buffers_private_allocation_read, memory_buffers_private_allocation_write};
+
+/// Read/write/execute pages owned by the caller (opaque), in this process
+/// or in another one.
 ///
 /// Obtained from [`memory_buffers_allocate_private_memory`]; unmapped by
 /// [`memory_buffers_release_private_allocation`], or kept for the life of
 /// the process with [`memory_buffers_private_allocation_leak`].
 pub struct MemoryBuffersPrivateAllocation {
-    allocation: PrivateAllocation,
+    pub(crate) allocation: Pages,
 }
 
-static ALLOCATIONS: HandleRegistry<MemoryBuffersPrivateAllocation> = HandleRegistry::new(
+/// Where the pages of an allocation are.
+pub(crate) enum Pages {
+    /// In this process.
+    Local(PrivateAllocation),
+    /// In the process `settings.target_process_id` named.
+    Remote(RemoteAllocation),
+}
+
+impl Pages {
+    pub(crate) fn base_address(&self) -> usize {
+        match self {
+            Pages::Local(pages) => pages.base_address(),
+            Pages::Remote(pages) => pages.base_address(),
+        }
+    }
+
+    pub(crate) fn size(&self) -> usize {
+        match self {
+            Pages::Local(pages) => pages.size(),
+            Pages::Remote(pages) => pages.size(),
+        }
+    }
+
+    fn leak(self) -> usize {
+        match self {
+            Pages::Local(pages) => pages.leak(),
+            Pages::Remote(pages) => pages.leak(),
+        }
+    }
+}
+
+pub(crate) static ALLOCATIONS: HandleRegistry<MemoryBuffersPrivateAllocation> = HandleRegistry::new(
     "the allocation handle is not live (not from this copy of the library, or already released)",
     "the allocation handle is in use by another call",
 );
@@ -25,6 +60,15 @@ static ALLOCATIONS: HandleRegistry<MemoryBuffersPrivateAllocation> = HandleRegis
 /// `[settings->min_address, settings->max_address]`, as near the middle of
 /// the range as possible, and writes the handle that owns them to
 /// `*allocation`. The size is rounded up to the allocation granularity.
+///
+/// The pages are mapped in this process when `settings->target_process_id`
+/// is 0 or this process's id, and in that process otherwise (Linux: by
+/// making it call `mmap` through ptrace, which needs the permissions of a
+/// debugger; Windows: with `VirtualAllocEx`, which needs a handle with
+/// `PROCESS_VM_OPERATION`, `PROCESS_VM_READ`, `PROCESS_VM_WRITE` and
+/// `PROCESS_QUERY_INFORMATION`). Pages in another process are reached
+/// through [`memory_buffers_private_allocation_write`] and
+/// [`memory_buffers_private_allocation_read`], not through their address.
 ///
 /// # Errors
 ///
@@ -42,6 +86,11 @@ static ALLOCATIONS: HandleRegistry<MemoryBuffersPrivateAllocation> = HandleRegis
 ///   of the rounded size lies inside the range;
 ///   [`MEMORY_BUFFERS_STATUS_EXECUTABLE_MEMORY_REFUSED`] or
 ///   [`MEMORY_BUFFERS_STATUS_OS_ERROR`] when the kernel refuses.
+/// - For another process: [`MEMORY_BUFFERS_STATUS_PROCESS_NOT_RUNNING`]
+///   when it does not exist or exited, and
+///   [`MEMORY_BUFFERS_STATUS_PROCESS_ACCESS_DENIED`] or
+///   [`MEMORY_BUFFERS_STATUS_PROCESS_NOT_INJECTABLE`] with the reason in
+///   the last error message.
 ///
 /// # Safety
 ///
@@ -62,7 +111,13 @@ pub unsafe extern "C" fn memory_buffers_allocate_private_memory(
         let settings = readable(settings, "`settings` is NULL")?;
         // SAFETY: non-null and valid for an aligned read (contract).
         let settings = unsafe { settings.read() };
-        let allocation = Buffers::allocate_private_memory(&settings.into())?;
+        let target = settings.target_process_id;
+        let rust_settings = settings.into();
+        let allocation = if target == 0 || target == std::process::id() {
+            Pages::Local(Buffers::allocate_private_memory(&rust_settings)?)
+        } else {
+            Pages::Remote(TargetProcess::open(target)?.allocate_private_memory(&rust_settings)?)
+        };
         let handle = ALLOCATIONS.insert(Box::new(MemoryBuffersPrivateAllocation { allocation }));
         // SAFETY: as above.
         unsafe { out.write(handle) };
@@ -78,7 +133,7 @@ pub unsafe extern "C" fn memory_buffers_allocate_private_memory(
 unsafe fn read_property(
     allocation: *const MemoryBuffersPrivateAllocation,
     out: *mut usize,
-    property: impl FnOnce(&PrivateAllocation) -> usize,
+    property: impl FnOnce(&Pages) -> usize,
 ) -> Result<(), Failure> {
     let out = writable(out, "the output pointer is NULL")?;
     let handle = ALLOCATIONS.check_out(allocation)?;
@@ -109,7 +164,7 @@ pub unsafe extern "C" fn memory_buffers_private_allocation_base_address(
     // SAFETY: forwarded from the caller's contract.
     run(
         "memory_buffers_private_allocation_base_address",
-        || unsafe { read_property(allocation, base_address, PrivateAllocation::base_address) },
+        || unsafe { read_property(allocation, base_address, Pages::base_address) },
     )
 }
 
@@ -131,7 +186,7 @@ pub unsafe extern "C" fn memory_buffers_private_allocation_size(
 ) -> MemoryBuffersStatus {
     // SAFETY: forwarded from the caller's contract.
     run("memory_buffers_private_allocation_size", || unsafe {
-        read_property(allocation, size, PrivateAllocation::size)
+        read_property(allocation, size, Pages::size)
     })
 }
 

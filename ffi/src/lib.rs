@@ -67,6 +67,7 @@ mod registry;
 mod settings;
 mod slots;
 mod status;
+mod target_process;
 
 pub use allocation::*;
 pub use buffer::*;
@@ -74,6 +75,7 @@ pub use code::*;
 pub use locator::*;
 pub use settings::*;
 pub use status::*;
+pub use target_process::*;
 
 use registry::HandleRegistry;
 use std::ptr::NonNull;

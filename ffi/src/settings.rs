@@ -45,6 +45,11 @@ pub struct MemoryBuffersAllocatorSettings {
     /// 64 count as 64, and no re-read is made once a fresh read shows no
     /// free candidate, so even an uninitialised value cannot hang the caller.
     pub retry_count: u32,
+    /// The process to allocate in: 0 (what the functions that fill settings
+    /// set) or this process's id for this process; any other id for that
+    /// process, as the original library's `target_process_id` does (see
+    /// [`memory_buffers_allocate_private_memory`] for what that needs).
+    pub target_process_id: u32,
 }
 
 impl From<BufferSearchSettings> for MemoryBuffersSearchSettings {
@@ -70,6 +75,7 @@ impl From<BufferAllocatorSettings> for MemoryBuffersAllocatorSettings {
             max_address: settings.max_address,
             size: settings.size,
             retry_count: settings.retry_count,
+            target_process_id: 0,
         }
     }
 }
@@ -265,6 +271,7 @@ mod tests {
             max_address: 1,
             size: 1,
             retry_count: 0,
+            target_process_id: 7,
         };
         // SAFETY: `allocator` is a live local.
         let status = unsafe {
@@ -276,6 +283,7 @@ mod tests {
             BufferAllocatorSettings::from_proximity(0x2000, 0x1000, 100)
         );
         assert_eq!(allocator.min_address, 0);
+        assert_eq!(allocator.target_process_id, 0, "this process");
     }
 
     #[test]

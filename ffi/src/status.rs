@@ -7,7 +7,7 @@
 //! [`memory_buffers_last_error_message`].
 
 use crate::size_t;
-use memory_buffers::{Error, ErrorKind, InvalidRequest};
+use memory_buffers::{Error, ErrorKind, InvalidRequest, TargetProcessError};
 use std::cell::RefCell;
 use std::ffi::{CStr, c_char};
 use std::panic::{self, AssertUnwindSafe};
@@ -84,6 +84,19 @@ pub const MEMORY_BUFFERS_STATUS_OUTSIDE_REQUESTED_RANGE: MemoryBuffersStatus =
 pub const MEMORY_BUFFERS_STATUS_NOT_WRITABLE: MemoryBuffersStatus = MemoryBuffersStatus(23);
 /// Part of the range to patch is not mapped; nothing was written.
 pub const MEMORY_BUFFERS_STATUS_NOT_MAPPED: MemoryBuffersStatus = MemoryBuffersStatus(24);
+/// The target process does not exist, or exited (possibly during the
+/// call).
+pub const MEMORY_BUFFERS_STATUS_PROCESS_NOT_RUNNING: MemoryBuffersStatus = MemoryBuffersStatus(25);
+/// The system refused access to the target process; the last error message
+/// says why (another user, Yama's `ptrace_scope`, a debugger already
+/// attached, a protected process).
+pub const MEMORY_BUFFERS_STATUS_PROCESS_ACCESS_DENIED: MemoryBuffersStatus =
+    MemoryBuffersStatus(26);
+/// The target process could not be made to map memory (Linux: its thread
+/// did not stop, it has no `syscall` instruction, or it runs 32-bit code);
+/// the last error message says which.
+pub const MEMORY_BUFFERS_STATUS_PROCESS_NOT_INJECTABLE: MemoryBuffersStatus =
+    MemoryBuffersStatus(27);
 
 impl MemoryBuffersStatus {
     /// The static description of this status.
@@ -118,6 +131,9 @@ impl MemoryBuffersStatus {
             }
             MEMORY_BUFFERS_STATUS_NOT_WRITABLE => c"the memory is executable and not writable now",
             MEMORY_BUFFERS_STATUS_NOT_MAPPED => c"part of the range is not mapped",
+            MEMORY_BUFFERS_STATUS_PROCESS_NOT_RUNNING => c"the target process does not exist or exited",
+            MEMORY_BUFFERS_STATUS_PROCESS_ACCESS_DENIED => c"access to the target process was denied",
+            MEMORY_BUFFERS_STATUS_PROCESS_NOT_INJECTABLE => c"the target process could not be made to map memory",
             _ => c"unknown status code",
         }
     }
@@ -157,6 +173,16 @@ impl From<ErrorKind> for MemoryBuffersStatus {
             ErrorKind::ProcessForked => MEMORY_BUFFERS_STATUS_PROCESS_FORKED,
             ErrorKind::Os { .. } => MEMORY_BUFFERS_STATUS_OS_ERROR,
             ErrorKind::Unsupported => MEMORY_BUFFERS_STATUS_UNSUPPORTED,
+            ErrorKind::TargetProcess(reason) => match reason {
+                TargetProcessError::NotRunning => MEMORY_BUFFERS_STATUS_PROCESS_NOT_RUNNING,
+                TargetProcessError::ThisProcess => MEMORY_BUFFERS_STATUS_INVALID_ARGUMENT,
+                TargetProcessError::DidNotStop
+                | TargetProcessError::NoSyscallInstruction
+                | TargetProcessError::OtherArchitecture => {
+                    MEMORY_BUFFERS_STATUS_PROCESS_NOT_INJECTABLE
+                }
+                _ => MEMORY_BUFFERS_STATUS_PROCESS_ACCESS_DENIED,
+            },
             _ => MEMORY_BUFFERS_STATUS_UNKNOWN_ERROR,
         }
     }
@@ -468,7 +494,7 @@ mod tests {
 
     #[test]
     fn every_named_status_has_its_own_message() {
-        let named: Vec<_> = (0..=24).map(MemoryBuffersStatus).collect();
+        let named: Vec<_> = (0..=27).map(MemoryBuffersStatus).collect();
         let unknown = MemoryBuffersStatus(-1).message();
         for (index, status) in named.iter().enumerate() {
             assert_ne!(status.message(), unknown, "{status:?}");
@@ -480,7 +506,7 @@ mod tests {
                 );
             }
         }
-        assert_eq!(MemoryBuffersStatus(25).message(), unknown);
+        assert_eq!(MemoryBuffersStatus(28).message(), unknown);
     }
 
     #[test]

@@ -47,9 +47,26 @@ mod backend;
 ))]
 mod unix;
 
+// Another process's memory (`target_process.rs`): a file per system, apart
+// from the backends above, with the same items in each.
+#[cfg_attr(
+    all(target_os = "linux", not(memory_buffers_unsupported)),
+    path = "remote_linux.rs"
+)]
+#[cfg_attr(
+    all(windows, not(memory_buffers_unsupported)),
+    path = "remote_windows.rs"
+)]
+#[cfg_attr(
+    any(not(any(target_os = "linux", windows)), memory_buffers_unsupported),
+    path = "remote_unsupported.rs"
+)]
+mod remote;
+
 pub(crate) mod fault;
 
 pub(crate) use backend::*;
+pub(crate) use remote::{REMOTE_MAP_CALL, REMOTE_PROTECT_CALL, RemoteProcess};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 

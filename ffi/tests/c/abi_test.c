@@ -95,7 +95,7 @@ static void copy_with_context(void *context, const uint8_t *source, uint8_t *tar
 static void test_status_messages(void) {
     const char *unknown = memory_buffers_status_message(1000);
     CHECK(unknown != NULL);
-    for (MemoryBuffersStatus status = MEMORY_BUFFERS_STATUS_OK; status <= MEMORY_BUFFERS_STATUS_UNKNOWN_ERROR;
+    for (MemoryBuffersStatus status = MEMORY_BUFFERS_STATUS_OK; status <= MEMORY_BUFFERS_STATUS_PROCESS_NOT_INJECTABLE;
          status++) {
         const char *message = memory_buffers_status_message(status);
         CHECK(message != NULL && message[0] != '\0');
@@ -170,7 +170,7 @@ static void test_invalid_requests(uintptr_t highest, size_t granularity) {
         EXPECT(memory_buffers_get_buffer_aligned(&search, 16, &buffer), cases[i].expected);
         CHECK(buffer == NULL);
         MemoryBuffersAllocatorSettings allocator = {cases[i].min, cases[i].max, cases[i].size,
-                                                    MEMORY_BUFFERS_DEFAULT_RETRY_COUNT};
+                                                    MEMORY_BUFFERS_DEFAULT_RETRY_COUNT, 0};
         EXPECT(memory_buffers_allocate_private_memory(&allocator, &allocation), cases[i].expected);
         CHECK(allocation == NULL);
         allocation = (MemoryBuffersPrivateAllocation *)(uintptr_t)0x1234;
@@ -414,6 +414,21 @@ static void test_private_allocation(size_t granularity) {
     return_constant((uint8_t *)base, 1234);
     CHECK(run_code(base) == 1234);
     memset((void *)(base + size - 8), 0xab, 8);
+    /* This process's pages through the byte functions too (another
+     * process's are tested in tests/target_process.rs). */
+    CHECK(settings.target_process_id == 0);
+    uint32_t owner = 0;
+    OK(memory_buffers_private_allocation_process_id(allocation, &owner));
+    CHECK(owner != 0);
+    const uint8_t pattern[4] = {1, 2, 3, 4};
+    uint8_t copied[4] = {0};
+    OK(memory_buffers_private_allocation_write(allocation, size - 12, pattern, sizeof pattern));
+    OK(memory_buffers_private_allocation_read(allocation, size - 12, copied, sizeof copied));
+    CHECK(memcmp(copied, pattern, sizeof pattern) == 0 && memcmp((const void *)(base + size - 12), pattern, 4) == 0);
+    EXPECT(memory_buffers_private_allocation_write(allocation, size - 2, pattern, sizeof pattern),
+           MEMORY_BUFFERS_STATUS_DOES_NOT_FIT);
+    EXPECT(memory_buffers_private_allocation_read(allocation, 0, NULL, 1), MEMORY_BUFFERS_STATUS_NULL_POINTER);
+    EXPECT(memory_buffers_private_allocation_process_id(allocation, NULL), MEMORY_BUFFERS_STATUS_NULL_POINTER);
 
     EXPECT(memory_buffers_private_allocation_base_address(allocation, NULL), MEMORY_BUFFERS_STATUS_NULL_POINTER);
     EXPECT(memory_buffers_private_allocation_size(allocation, NULL), MEMORY_BUFFERS_STATUS_NULL_POINTER);

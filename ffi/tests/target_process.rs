@@ -1,0 +1,155 @@
+//! `target_process_id` through the C interface: pages mapped in a child
+//! process this test starts, read and written through the handle, and
+//! released; 0 and this process's own id keep the pages here.
+//!
+//! The child is this test binary again, running only
+//! `target_child_waits_for_end_of_input`, which (with the variable set)
+//! waits until its standard input closes.
+
+use memory_buffers_c::*;
+use std::io::Read;
+use std::process::{Command, Stdio};
+
+const CHILD_VARIABLE: &str = "MEMORY_BUFFERS_C_TARGET_CHILD";
+
+#[test]
+fn target_child_waits_for_end_of_input() {
+    if std::env::var_os(CHILD_VARIABLE).is_some() {
+        let mut rest = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut rest);
+    }
+}
+
+fn settings_in(process_id: u32) -> MemoryBuffersAllocatorSettings {
+    let mut settings = MemoryBuffersAllocatorSettings {
+        min_address: 0,
+        max_address: 0,
+        size: 0,
+        retry_count: 0,
+        target_process_id: 0,
+    };
+    // SAFETY: a live local.
+    let status = unsafe { memory_buffers_allocator_settings_default(&mut settings) };
+    assert_eq!(status, MEMORY_BUFFERS_STATUS_OK);
+    assert_eq!(settings.target_process_id, 0);
+    settings.max_address = 0x7fff_ffff;
+    settings.target_process_id = process_id;
+    settings
+}
+
+fn allocate(
+    settings: &MemoryBuffersAllocatorSettings,
+) -> (MemoryBuffersStatus, *mut MemoryBuffersPrivateAllocation) {
+    let mut allocation = std::ptr::null_mut();
+    // SAFETY: valid pointers to locals.
+    let status = unsafe { memory_buffers_allocate_private_memory(settings, &mut allocation) };
+    (status, allocation)
+}
+
+/// Writes bytes through the handle, reads them back, and checks the
+/// handle's process and that writing past the end is refused.
+fn round_trip(allocation: *mut MemoryBuffersPrivateAllocation, process_id: u32) -> usize {
+    let (mut base, mut size, mut owner) = (0usize, 0usize, 0u32);
+    let bytes: Vec<u8> = (0..64u8).map(|i| i ^ 0xa5).collect();
+    let mut back = vec![0u8; bytes.len()];
+    // SAFETY: a live handle and valid pointers to locals throughout.
+    unsafe {
+        assert_eq!(
+            memory_buffers_private_allocation_base_address(allocation, &mut base),
+            MEMORY_BUFFERS_STATUS_OK
+        );
+        assert_eq!(
+            memory_buffers_private_allocation_size(allocation, &mut size),
+            MEMORY_BUFFERS_STATUS_OK
+        );
+        assert_eq!(
+            memory_buffers_private_allocation_process_id(allocation, &mut owner),
+            MEMORY_BUFFERS_STATUS_OK
+        );
+        assert_eq!(
+            memory_buffers_private_allocation_write(allocation, 100, bytes.as_ptr(), bytes.len()),
+            MEMORY_BUFFERS_STATUS_OK
+        );
+        assert_eq!(
+            memory_buffers_private_allocation_read(allocation, 100, back.as_mut_ptr(), back.len()),
+            MEMORY_BUFFERS_STATUS_OK
+        );
+        assert_eq!(
+            memory_buffers_private_allocation_write(allocation, size - 1, bytes.as_ptr(), 2),
+            MEMORY_BUFFERS_STATUS_DOES_NOT_FIT
+        );
+        assert_eq!(
+            memory_buffers_private_allocation_read(allocation, usize::MAX, back.as_mut_ptr(), 2),
+            MEMORY_BUFFERS_STATUS_DOES_NOT_FIT
+        );
+        assert_eq!(
+            memory_buffers_private_allocation_write(allocation, 0, std::ptr::null(), 1),
+            MEMORY_BUFFERS_STATUS_NULL_POINTER
+        );
+    }
+    assert_eq!(back, bytes);
+    assert_eq!(owner, process_id);
+    assert!(
+        base + size - 1 <= 0x7fff_ffff && size >= 4096,
+        "{base:#x} {size}"
+    );
+    base
+}
+
+#[cfg(target_os = "linux")]
+fn is_mapped_in(process_id: u32, base: usize) -> bool {
+    let maps = std::fs::read_to_string(format!("/proc/{process_id}/maps")).unwrap();
+    maps.lines()
+        .any(|line| line.starts_with(&format!("{base:x}-")))
+}
+
+#[test]
+fn a_target_process_id_maps_the_pages_in_that_process() {
+    if std::env::var_os(CHILD_VARIABLE).is_some() {
+        return;
+    }
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "target_child_waits_for_end_of_input",
+            "--test-threads=1",
+        ])
+        .env(CHILD_VARIABLE, "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (status, mut allocation) = allocate(&settings_in(child.id()));
+    assert_eq!(status, MEMORY_BUFFERS_STATUS_OK);
+    let base = round_trip(allocation, child.id());
+    #[cfg(target_os = "linux")]
+    assert!(is_mapped_in(child.id(), base));
+    // SAFETY: the address of a live handle variable.
+    let status = unsafe { memory_buffers_release_private_allocation(&mut allocation) };
+    assert_eq!(status, MEMORY_BUFFERS_STATUS_OK);
+    assert!(allocation.is_null());
+    #[cfg(target_os = "linux")]
+    assert!(!is_mapped_in(child.id(), base));
+    let _ = base;
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn zero_or_the_own_id_maps_the_pages_here() {
+    for process_id in [0, std::process::id()] {
+        let (status, mut allocation) = allocate(&settings_in(process_id));
+        assert_eq!(status, MEMORY_BUFFERS_STATUS_OK);
+        round_trip(allocation, std::process::id());
+        // SAFETY: the address of a live handle variable.
+        let status = unsafe { memory_buffers_release_private_allocation(&mut allocation) };
+        assert_eq!(status, MEMORY_BUFFERS_STATUS_OK);
+    }
+}
+
+#[test]
+fn a_process_that_does_not_exist_is_reported_as_such() {
+    let (status, allocation) = allocate(&settings_in(u32::MAX));
+    assert_eq!(status, MEMORY_BUFFERS_STATUS_PROCESS_NOT_RUNNING);
+    assert!(allocation.is_null());
+}
