@@ -375,6 +375,8 @@ fn inspect_existing(
     name: &str,
     user: u32,
 ) -> Result<Existing, PrivateLocatorReason> {
+    // The zeroed file looked at last: judged below if it stays zeroed.
+    let mut examined = None;
     for check in 0..IN_PROGRESS_CHECKS {
         let file = match directory.open_existing(name) {
             Ok(file) => file,
@@ -429,10 +431,17 @@ fn inspect_existing(
             // ends under a signal every 50 µs.
             os::sleep(Duration::from_millis(1));
         }
+        examined = Some(file);
     }
-    match directory.open_existing(name) {
-        Ok(file) => stale_unless_locked(&file),
-        Err(_) => Ok(Existing::Stale),
+    // Judge the file that stayed zeroed, not whatever has the name now: an
+    // instance that replaced it meanwhile holds the lock of its new, live
+    // file until its call returns, and reopening by name made that look
+    // like another process's file in use (`FileInUse`: a private locator).
+    // A stale verdict makes the caller look again, under the takeover
+    // lock, and find the new file valid.
+    match examined {
+        Some(file) => stale_unless_locked(&file),
+        None => Ok(Existing::Stale),
     }
 }
 

@@ -35,9 +35,13 @@ pub(crate) use super::unix::{
 /// The call that maps memory, as error messages name it.
 pub(crate) const MAP_CALL: &str = "mmap";
 
-/// FreeBSD implements every call used; nothing is reported as unsupported.
-pub(crate) fn is_unsupported(_errno: Errno) -> bool {
-    false
+/// The error number for "not implemented on this system": what the calls
+/// on another process's memory answer on FreeBSD (`remote_unsupported.rs`).
+pub(crate) const UNSUPPORTED: Errno = libc::ENOSYS;
+
+/// Whether an error means "not implemented on this system" ([`UNSUPPORTED`]).
+pub(crate) fn is_unsupported(errno: Errno) -> bool {
+    errno == UNSUPPORTED
 }
 
 /// The lowest address placement tries. FreeBSD refuses page 0 unless

@@ -114,9 +114,13 @@ mod mach {
 /// it.
 pub(crate) const MAP_CALL: &str = "mach_vm_allocate";
 
-/// macOS implements every call used; nothing is reported as unsupported.
-pub(crate) fn is_unsupported(_errno: Errno) -> bool {
-    false
+/// The error number for "not implemented on this system": what the calls
+/// on another process's memory answer on macOS (`remote_unsupported.rs`).
+pub(crate) const UNSUPPORTED: Errno = libc::ENOSYS;
+
+/// Whether an error means "not implemented on this system" ([`UNSUPPORTED`]).
+pub(crate) fn is_unsupported(errno: Errno) -> bool {
+    errno == UNSUPPORTED
 }
 
 /// A Mach error as an `errno`, so that one error type serves both kinds of
