@@ -49,6 +49,7 @@
 
 mod address;
 mod address_space;
+mod append_limit;
 mod buffers;
 mod code_patch;
 mod error;
