@@ -56,6 +56,7 @@
 
 mod address;
 mod address_space;
+mod append_limit;
 mod buffers;
 // Cache-line arithmetic for AArch64 code writes; pure, tested everywhere.
 #[cfg_attr(
