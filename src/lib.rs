@@ -34,12 +34,19 @@
 //!
 //! # Platforms
 //!
-//! Linux (x86-64, and AArch64 with instruction-cache flushes) and Windows
-//! (x86-64; tested under Wine). On Linux the shared locator is found
-//! through a file in `/tmp/.reloaded/memory.buffers`, on Windows through the
-//! named section `/Reloaded.Memory.Buffers.MemoryBuffer, PID <pid>`, both as
-//! the original library does it. Other systems compile, and every call
-//! returns [`ErrorKind::Unsupported`].
+//! - Linux x86-64: tested.
+//! - Linux AArch64: tested under QEMU user mode (never on Arm hardware);
+//!   the instruction cache is flushed after every code write.
+//! - Windows x86-64: tested under Wine.
+//! - macOS (Intel and Apple Silicon, with `MAP_JIT` and
+//!   `pthread_jit_write_protect_np` around code writes) and FreeBSD:
+//!   compiled in CI, never run.
+//!
+//! On Unix the shared locator is found through a file in
+//! `/tmp/.reloaded/memory.buffers`, on Windows through the named section
+//! `/Reloaded.Memory.Buffers.MemoryBuffer, PID <pid>`, both as the original
+//! library does it. Other systems compile, and every call returns
+//! [`ErrorKind::Unsupported`].
 
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -49,9 +56,19 @@
 
 mod address;
 mod address_space;
+mod append_limit;
 mod buffers;
+// Cache-line arithmetic for AArch64 code writes; pure, tested everywhere.
+#[cfg_attr(
+    not(all(target_arch = "aarch64", unix, not(target_vendor = "apple"))),
+    allow(dead_code)
+)]
+mod cache_maintenance;
 mod code_patch;
 mod error;
+// FreeBSD's mapping records; pure, tested everywhere, read on FreeBSD.
+#[cfg_attr(not(target_os = "freebsd"), allow(dead_code))]
+mod kinfo_vmmap;
 // The pure half of making another Linux process call mmap.
 #[cfg(target_os = "linux")]
 #[cfg_attr(memory_buffers_unsupported, allow(dead_code))]
@@ -66,6 +83,9 @@ mod placement;
 mod private_allocation;
 mod process;
 mod range_set;
+// The region walk of macOS; pure, tested everywhere, used on macOS.
+#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
+mod region_walk;
 mod settings;
 mod target_process;
 pub mod x86;

@@ -6,6 +6,7 @@
 
 #![allow(unsafe_code)]
 
+use crate::append_limit;
 use crate::error::{Error, ErrorKind};
 use crate::locator::layout::ItemRef;
 use crate::os;
@@ -34,15 +35,18 @@ use std::sync::atomic::Ordering;
 pub struct LockedBuffer {
     /// The item's address in bits 0 to 47 (user-space addresses on every
     /// supported system fit), and the generation of the process state it
-    /// was taken for in bits 48 to 63. One word, so that returning a guard
-    /// is one store and one load: a wider guard returned through memory
-    /// costs a stalled load on the hot path. The base address and size are
-    /// read from the item (fixed once published), and so is the position,
-    /// which only this guard changes while it lives.
+    /// was taken for in bits 48 to 63. Bit 1 (items are 4-byte aligned) is
+    /// [`LIMITED`]. One word, so that returning a guard is one store and
+    /// one load: a wider guard returned through memory costs a stalled load
+    /// on the hot path. The base address and size are read from the item
+    /// (fixed once published), and so is the position, which only this
+    /// guard changes while it lives.
     word: NonZeroU64,
-    /// The request's `max_address`: the last byte appends may write.
-    limit: usize,
 }
+
+/// Set in a guard's word when the request's range ends inside the buffer:
+/// the limit is then kept in [`append_limit`].
+const LIMITED: u64 = 2;
 
 /// Bits of [`LockedBuffer::word`] that hold the item's address.
 const ADDRESS_BITS: u32 = 48;
@@ -59,66 +63,74 @@ impl LockedBuffer {
         let address = item.address() as u64;
         debug_assert!(address >> ADDRESS_BITS == 0, "item above 2^48");
         debug_assert!(address & 3 == 0, "items are 4-byte aligned");
+        // Relaxed: fixed once the item is published.
+        let size = item.size().load(Ordering::Relaxed) as usize;
+        let last = item.base_address().saturating_add(size).saturating_sub(1);
+        let key = address | u64::from(generation) << ADDRESS_BITS;
+        let flag = if limit < last {
+            append_limit::record(key, limit);
+            LIMITED
+        } else {
+            0
+        };
         // An item address is never 0 (`ItemRef` is non-null).
-        let word = NonZeroU64::new(address | u64::from(generation) << ADDRESS_BITS);
+        let word = NonZeroU64::new(key | flag);
         LockedBuffer {
             word: word.unwrap_or(DEAD),
-            limit,
         }
     }
 
-    /// Turns the guard into a word and its append limit (the request's
-    /// `max_address`), for a foreign-function layer that keeps guards where
-    /// Rust values cannot live (a C handle table). The buffer stays held
-    /// until [`LockedBuffer::from_raw`] gives the guard back and it is
-    /// dropped. The word is never 0, and its lowest bit is always clear
-    /// (free for the caller's own use, such as a busy flag).
+    /// Turns the guard into one word, for a foreign-function layer that
+    /// keeps guards where Rust values cannot live (a C handle table). The
+    /// buffer stays held until [`LockedBuffer::from_raw`] gives the guard
+    /// back and it is dropped. The word is never 0, and its lowest bit is
+    /// always clear (free for the caller's own use, such as a busy flag).
     ///
     /// ```
     /// use memory_buffers::{BufferSearchSettings, Buffers, LockedBuffer};
     /// let guard = Buffers::get_buffer(&BufferSearchSettings::new(0, 0x7fff_ffff, 16))?;
-    /// let (word, limit) = guard.into_raw();
-    /// assert_eq!((word & 1, limit), (0, 0x7fff_ffff));
-    /// // SAFETY: the pair came from `into_raw` and makes one guard.
-    /// drop(unsafe { LockedBuffer::from_raw(word, limit) });
+    /// let word = guard.into_raw();
+    /// assert_eq!(word & 1, 0);
+    /// // SAFETY: the word came from `into_raw` and makes one guard.
+    /// drop(unsafe { LockedBuffer::from_raw(word) });
     /// # Ok::<(), memory_buffers::Error>(())
     /// ```
     #[must_use = "the buffer stays held until the word is turned back into a guard and dropped"]
-    pub fn into_raw(self) -> (u64, usize) {
-        let raw = (self.word.get(), self.limit);
+    pub fn into_raw(self) -> u64 {
+        let word = self.word.get();
         std::mem::forget(self);
-        raw
+        word
     }
 
-    /// The guard [`LockedBuffer::into_raw`] turned into `word` and `limit`.
+    /// The guard [`LockedBuffer::into_raw`] turned into `word`.
     ///
     /// # Safety
     ///
     /// `word` must come from [`LockedBuffer::into_raw`] of this copy of the
     /// library, with its lowest bit clear again, and each such word must be
     /// turned back into at most one guard at a time (two live guards for one
-    /// word would both append to the buffer). `limit` should be the one
-    /// returned with it; another value only moves where appends stop.
+    /// word would both append to the buffer).
     ///
     /// ```
     /// use memory_buffers::{BufferSearchSettings, Buffers, LockedBuffer};
-    /// let (word, limit) = Buffers::get_buffer(&BufferSearchSettings::new(0, 0x7fff_ffff, 16))?.into_raw();
-    /// // ... the pair is kept where a guard cannot be, then turned back:
-    /// // SAFETY: the pair came from `into_raw` and makes this one guard.
-    /// let mut buffer = unsafe { LockedBuffer::from_raw(word, limit) };
-    /// assert!(buffer.append_bytes(&[0x90])? <= limit);
+    /// let word = Buffers::get_buffer(&BufferSearchSettings::new(0, 0x7fff_ffff, 16))?.into_raw();
+    /// // ... the word is kept where a guard cannot be, then turned back:
+    /// // SAFETY: the word came from `into_raw` and makes this one guard.
+    /// let mut buffer = unsafe { LockedBuffer::from_raw(word) };
+    /// assert!(buffer.append_bytes(&[0x90])? <= 0x7fff_ffff);
     /// # Ok::<(), memory_buffers::Error>(())
     /// ```
-    pub unsafe fn from_raw(word: u64, limit: usize) -> LockedBuffer {
+    pub unsafe fn from_raw(word: u64) -> LockedBuffer {
         LockedBuffer {
             // Not 0 (contract); should it be, a dead guard is harmless.
             word: NonZeroU64::new(word).unwrap_or(DEAD),
-            limit,
         }
     }
 
     /// The last address appends through this guard may write: the
-    /// `max_address` of the request that produced it.
+    /// `max_address` of the request that produced it, or the buffer's last
+    /// byte if the requested range reaches past the buffer (0 in a forked
+    /// child).
     ///
     /// ```
     /// use memory_buffers::{BufferSearchSettings, Buffers, ErrorKind};
@@ -126,7 +138,7 @@ impl LockedBuffer {
     /// // still free when it is asked for again.
     /// let (min, max) = (0x5_0000_0000, 0x5_ffff_ffff);
     /// let buffer = Buffers::get_buffer(&BufferSearchSettings::new(min, max, 64))?;
-    /// assert_eq!(buffer.limit(), max);
+    /// assert!(buffer.limit() <= max);
     /// let start = buffer.next_address();
     /// drop(buffer);
     ///
@@ -140,7 +152,23 @@ impl LockedBuffer {
     /// # Ok::<(), memory_buffers::Error>(())
     /// ```
     pub fn limit(&self) -> usize {
-        self.limit
+        let Some(item) = self.live_item() else {
+            return 0;
+        };
+        self.recorded_limit().unwrap_or_else(|| {
+            // Relaxed: fixed once the item is published.
+            let size = item.size().load(Ordering::Relaxed) as usize;
+            item.base_address().saturating_add(size).saturating_sub(1)
+        })
+    }
+
+    /// The limit kept for this guard, if its range ends inside the buffer.
+    fn recorded_limit(&self) -> Option<usize> {
+        if self.word.get() & LIMITED == 0 {
+            return None;
+        }
+        // Recorded when the guard was made; only this guard forgets it.
+        append_limit::limit_of(self.word.get() & !LIMITED)
     }
 
     /// Whether an item at `address` can be held by a guard.
@@ -151,7 +179,7 @@ impl LockedBuffer {
 
     #[inline]
     fn item(&self) -> ItemRef {
-        let address = (self.word.get() & ((1 << ADDRESS_BITS) - 1)) as usize;
+        let address = (self.word.get() & ((1 << ADDRESS_BITS) - 1) & !LIMITED) as usize;
         // SAFETY: `new` stored the address of a live item, and items live
         // in locator pages that are never unmapped.
         unsafe { ItemRef::from_address_unchecked(address) }
@@ -264,11 +292,14 @@ impl LockedBuffer {
             _ => return Err(fail(ErrorKind::DoesNotFit)),
         };
         // The bytes fit the buffer, so `start + len` does not overflow.
-        if len != 0 && start + (len - 1) > self.limit {
+        if len != 0
+            && let Some(limit) = self.recorded_limit()
+            && start + (len - 1) > limit
+        {
             return Err(Error::new(
                 ErrorKind::OutsideRequestedRange,
                 start,
-                self.limit,
+                limit,
                 len,
             ));
         }
@@ -300,9 +331,14 @@ impl LockedBuffer {
     /// ```
     pub fn append_bytes(&mut self, bytes: &[u8]) -> Result<usize, Error> {
         let (address, after) = self.reserve(bytes.len())?;
+        let item = self.item();
+        // Writable around the write where W^X is enforced (Apple Silicon's
+        // `MAP_JIT` buffers); elsewhere this only runs the closure.
         // SAFETY: `reserve` checked that the bytes fit between the position
         // and the end of the buffer, and this guard holds the item.
-        unsafe { self.item().write_bytes(address, bytes) };
+        os::with_code_writable(address, bytes.len(), || unsafe {
+            item.write_bytes(address, bytes)
+        });
         self.advance(after);
         Ok(address)
     }
@@ -323,8 +359,11 @@ impl LockedBuffer {
     /// ```
     pub fn append_copy<T: Copy>(&mut self, value: &T) -> Result<usize, Error> {
         let (address, after) = self.reserve(std::mem::size_of::<T>())?;
+        let item = self.item();
         // SAFETY: as in `append_bytes`, for `size_of::<T>()` bytes.
-        unsafe { self.item().write_value(address, value) };
+        os::with_code_writable(address, std::mem::size_of::<T>(), || unsafe {
+            item.write_value(address, value)
+        });
         self.advance(after);
         Ok(address)
     }
@@ -375,6 +414,10 @@ impl Drop for LockedBuffer {
         // releasing it there would hand the parent's buffer to a second
         // holder.
         if process::is_current(self.generation()) {
+            if self.word.get() & LIMITED != 0 {
+                // Before the release: the next holder may record its own.
+                append_limit::forget(self.word.get() & !LIMITED);
+            }
             // Release: our appends and position are visible to the next
             // holder's Acquire take.
             self.item().taken().store(0, Ordering::Release);

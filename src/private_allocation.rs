@@ -145,7 +145,11 @@ impl PrivateAllocation {
         if !fits {
             return Err(self.error(ErrorKind::DoesNotFit, offset, bytes.len()));
         }
-        self.as_mut_slice()?[offset..offset + bytes.len()].copy_from_slice(bytes);
+        let target = &mut self.as_mut_slice()?[offset..offset + bytes.len()];
+        let address = target.as_ptr() as usize;
+        // Writable around the copy where W^X is enforced (Apple Silicon's
+        // `MAP_JIT` pages); elsewhere this only runs the closure.
+        os::with_code_writable(address, bytes.len(), || target.copy_from_slice(bytes));
         Ok(())
     }
 

@@ -550,15 +550,10 @@ const SLOT_BUSY: u64 = 1;
 /// modelled by the value 4 (non-zero, busy bit clear); `uses` is model-only
 /// state that whoever holds a guard made from the slot's word writes, so
 /// two guards alive at once from one word are a data race loom reports.
-/// `limit` is the slot's append limit (`slots::LIMITS`), modelled by 7.
 struct Slot {
     word: loom::sync::atomic::AtomicU64,
-    limit: loom::sync::atomic::AtomicUsize,
     uses: UnsafeCell<u32>,
 }
-
-/// The append limit every claim writes.
-const SLOT_LIMIT: usize = 7;
 
 /// Mirrors `slots::check_out` + `CheckedOut::drop`: lend the guard for one
 /// call, or fail (not live, or busy).
@@ -574,8 +569,6 @@ fn use_handle(slot: &Slot) -> bool {
     {
         return false;
     }
-    // The guard is rebuilt with the limit its claim published.
-    assert_eq!(slot.limit.load(Ordering::Relaxed), SLOT_LIMIT);
     // SAFETY (model): only the holder of the busy bit touches `uses`.
     slot.uses.with_mut(|uses| unsafe { *uses += 1 });
     slot.word.store(word, Ordering::Release);
@@ -601,19 +594,13 @@ fn release_handle(slot: &Slot) -> bool {
     true
 }
 
-/// Mirrors `slots::insert` on one slot: claim it busy if free, write the
-/// limit, then publish the word.
+/// Mirrors `slots::insert` on one slot: claim it if free.
 fn claim_slot(slot: &Slot) -> bool {
-    let claimed = slot.word.load(Ordering::Relaxed) == 0
+    slot.word.load(Ordering::Relaxed) == 0
         && slot
             .word
-            .compare_exchange(0, 4 | SLOT_BUSY, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok();
-    if claimed {
-        slot.limit.store(SLOT_LIMIT, Ordering::Relaxed);
-        slot.word.store(4, Ordering::Release);
-    }
-    claimed
+            .compare_exchange(0, 4, Ordering::Release, Ordering::Relaxed)
+            .is_ok()
 }
 
 /// Two threads use a handle while a third releases it (a caller's bug the
@@ -625,7 +612,6 @@ fn a_handle_is_never_used_by_two_calls_at_once_nor_after_its_release() {
     assert_explored(explore(|| {
         let slot = Arc::new(Slot {
             word: loom::sync::atomic::AtomicU64::new(0),
-            limit: loom::sync::atomic::AtomicUsize::new(0),
             uses: UnsafeCell::new(0),
         });
         // The claim that hands the handle out, made by the getter thread

@@ -33,3 +33,25 @@ fn occupied_memory_is_never_replaced() {
     assert_eq!(error.kind(), ErrorKind::NoSpaceInRange);
     assert!(intact, "the library mapped over memory it did not own");
 }
+
+/// Child processes of the scenario tests run under the emulator that runs
+/// the test (`.ci/qemu-aarch64-runner` names it), or directly without one.
+#[test]
+fn children_run_under_the_runner_named_in_the_environment() {
+    let executable = std::path::Path::new("/tests/scenarios");
+    let command = support::runner_command(
+        Some("qemu-aarch64-static -L /usr/aarch64-linux-gnu"),
+        executable,
+    );
+    assert_eq!(command.get_program(), "qemu-aarch64-static");
+    let arguments: Vec<_> = command.get_args().collect();
+    assert_eq!(
+        arguments,
+        ["-L", "/usr/aarch64-linux-gnu", "/tests/scenarios"]
+    );
+    for runner in [None, Some(""), Some("  ")] {
+        let command = support::runner_command(runner, executable);
+        assert_eq!(command.get_program(), executable);
+        assert_eq!(command.get_args().count(), 0);
+    }
+}

@@ -224,7 +224,7 @@ struct Append {
 #[test]
 fn eight_threads_share_buffers_without_overlap_or_corruption() {
     const THREADS: u64 = 8;
-    const ITERATIONS: u64 = 100_000;
+    let iterations = support::count_for_this_machine(100_000, 5_000, "iterations per thread");
     let center = target();
     let ranges = [
         (center - GIB, center + GIB),
@@ -237,10 +237,10 @@ fn eight_threads_share_buffers_without_overlap_or_corruption() {
             .map(|thread| {
                 scope.spawn(move || {
                     let mut random = Random(0x2545_f491_4f6c_dd1d ^ ((thread + 1) * 0x9e37_79b9));
-                    let mut appends = Vec::with_capacity(ITERATIONS as usize);
+                    let mut appends = Vec::with_capacity(iterations as usize);
                     let mut short_handed = 0u64;
                     let mut bytes = Vec::with_capacity(512);
-                    for iteration in 0..ITERATIONS {
+                    for iteration in 0..iterations {
                         let len = (random.next() % 512) as usize + 1;
                         let (min, max) = ranges[(random.next() % ranges.len() as u64) as usize];
                         let settings = BufferSearchSettings::new(min, max, len);
@@ -277,7 +277,7 @@ fn eight_threads_share_buffers_without_overlap_or_corruption() {
         );
         all.extend(appends);
     }
-    assert_eq!(all.len() as u64, THREADS * ITERATIONS);
+    assert_eq!(all.len() as u64, THREADS * iterations);
     for append in &all {
         assert!(append.address >= append.min && append.address + append.len - 1 <= append.max);
         // SAFETY: appended bytes live in buffers that are never unmapped.

@@ -19,12 +19,8 @@
 //! nothing. No call waits for anything, so a thread lost in the fork cannot
 //! block the child; a slot that was busy at the fork stays busy there.
 //!
-//! Each slot has a second word beside it, the guard's append limit (the
-//! request's `max_address`), written while the claiming call holds the slot
-//! busy and read only by calls that hold the slot.
-//!
-//! The tables live in zero-initialised static memory, which the system backs
-//! with pages only when they are touched: held buffers cost 16 bytes each.
+//! The table lives in zero-initialised static memory, which the system backs
+//! with pages only when they are touched: held buffers cost 8 bytes each.
 
 use crate::MemoryBuffersLockedBuffer;
 use crate::status::*;
@@ -32,7 +28,7 @@ use memory_buffers::LockedBuffer;
 use std::cell::Cell;
 use std::mem::ManuallyDrop;
 use std::ops::Deref;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Buffers one copy of the library can have handed out and not released.
 const SLOTS: usize = 16384;
@@ -43,9 +39,6 @@ const BUSY: u64 = 1;
 /// The slots: 0 when free, a guard word when live, the word with [`BUSY`]
 /// while a call uses it.
 static TABLE: [AtomicU64; SLOTS] = [const { AtomicU64::new(0) }; SLOTS];
-
-/// The append limit of the guard in the slot of the same index.
-static LIMITS: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
 
 thread_local! {
     /// Where this thread last found or freed a slot: usually free again.
@@ -76,30 +69,26 @@ fn slot_of(handle: *const MemoryBuffersLockedBuffer) -> Option<(usize, &'static 
 /// handle. With every slot taken, the guard is dropped (releasing the
 /// buffer) and the call fails.
 pub(crate) fn insert(guard: LockedBuffer) -> Result<*mut MemoryBuffersLockedBuffer, Failure> {
-    let (word, limit) = guard.into_raw();
+    let word = guard.into_raw();
     debug_assert!(word != 0 && word & BUSY == 0);
     let start = HINT.try_with(Cell::get).unwrap_or(0);
     for step in 0..SLOTS {
         let index = (start + step) % SLOTS;
         let slot = &TABLE[index];
         // Relaxed look first: do not write the cache line of a live slot.
-        // The slot is claimed busy, so that no one reads the limit before
-        // it is written; the Release store of the word then publishes the
-        // take of the buffer (made by this thread) and the limit to any call
-        // that finds the guard with Acquire.
+        // Release on the claim: the take of the buffer, made by this thread,
+        // happens-before any call that finds the guard with Acquire.
         if slot.load(Ordering::Relaxed) == 0
             && slot
-                .compare_exchange(0, word | BUSY, Ordering::Relaxed, Ordering::Relaxed)
+                .compare_exchange(0, word, Ordering::Release, Ordering::Relaxed)
                 .is_ok()
         {
-            LIMITS[index].store(limit, Ordering::Relaxed);
-            slot.store(word, Ordering::Release);
             let _ = HINT.try_with(|hint| hint.set(index + 1));
             return Ok(slot as *const AtomicU64 as *mut MemoryBuffersLockedBuffer);
         }
     }
     // SAFETY: `word` came from `into_raw` just above and was stored nowhere.
-    drop(unsafe { LockedBuffer::from_raw(word, limit) });
+    drop(unsafe { LockedBuffer::from_raw(word) });
     Err(Failure::new(
         MEMORY_BUFFERS_STATUS_NO_SPACE_IN_RANGE,
         "too many buffers are held at once (16384 per copy of the library)",
@@ -139,7 +128,7 @@ impl Drop for CheckedOut {
 
 /// Lends the guard of a live, idle handle to the caller.
 pub(crate) fn check_out(handle: *const MemoryBuffersLockedBuffer) -> Result<CheckedOut, Failure> {
-    let (index, slot) = slot_of(handle).ok_or_else(not_live)?;
+    let (_, slot) = slot_of(handle).ok_or_else(not_live)?;
     // Acquire: see `insert` and `CheckedOut::drop`.
     let word = slot.load(Ordering::Acquire);
     if word == 0 {
@@ -156,10 +145,7 @@ pub(crate) fn check_out(handle: *const MemoryBuffersLockedBuffer) -> Result<Chec
         // SAFETY: the word came from `into_raw` (only `insert` stores guard
         // words), and the busy bit makes this the only guard made from it
         // until the slot is stored again.
-        // The limit was written before the word was published (`insert`).
-        guard: ManuallyDrop::new(unsafe {
-            LockedBuffer::from_raw(word, LIMITS[index].load(Ordering::Relaxed))
-        }),
+        guard: ManuallyDrop::new(unsafe { LockedBuffer::from_raw(word) }),
     })
 }
 
@@ -174,14 +160,12 @@ pub(crate) fn remove(handle: *const MemoryBuffersLockedBuffer) -> Result<LockedB
     if word & BUSY != 0 {
         return Err(busy());
     }
-    // Read while the slot still holds the guard; the guard is only dropped.
-    let limit = LIMITS[index].load(Ordering::Relaxed);
     slot.compare_exchange(word, 0, Ordering::Acquire, Ordering::Relaxed)
         .map_err(|now| if now == 0 { not_live() } else { busy() })?;
     let _ = HINT.try_with(|hint| hint.set(index));
     // SAFETY: as in `check_out`; the slot is free now, so this is the only
     // guard made from the word from here on.
-    Ok(unsafe { LockedBuffer::from_raw(word, limit) })
+    Ok(unsafe { LockedBuffer::from_raw(word) })
 }
 
 #[cfg(test)]

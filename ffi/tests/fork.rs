@@ -81,8 +81,57 @@ fn wait_for(pid: libc::pid_t, patience: Duration) -> Option<libc::c_int> {
     }
 }
 
+/// Whether `MADV_WIPEONFORK` is accepted but a forked child still sees
+/// the page as it was: QEMU user mode answers 0 to `madvise` without doing
+/// it. The library tells a child from its parent by that page, so there a
+/// child forked while a parent's thread was placing memory takes the
+/// parent's state for its own and waits for that thread's lock. Tested, not
+/// assumed: a page holding 1 is advised, and a forked child reports it.
+fn fork_advice_is_ignored() -> bool {
+    // SAFETY: a fresh private page, unmapped below.
+    let page = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(page, libc::MAP_FAILED);
+    // SAFETY: the page is ours and writable.
+    unsafe { page.cast::<u8>().write(1) };
+    // SAFETY: advice on our own page.
+    let advised = unsafe { libc::madvise(page, 4096, libc::MADV_WIPEONFORK) } == 0;
+    // SAFETY: the child only reads the page and leaves with `_exit`.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: as above.
+        unsafe { libc::_exit(i32::from(page.cast::<u8>().read())) };
+    }
+    let mut status = 0;
+    // SAFETY: reaping our own child, and unmapping our page.
+    unsafe {
+        libc::waitpid(pid, &mut status, 0);
+        libc::munmap(page, 4096);
+    }
+    advised && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) != 0
+}
+
 #[test]
 fn a_child_forked_while_other_threads_use_handles_never_blocks() {
+    if fork_advice_is_ignored() {
+        // Past the test harness's capture, so that the skip is seen.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "a_child_forked_while_other_threads_use_handles_never_blocks: skipped, \
+             MADV_WIPEONFORK is accepted but ignored here (QEMU user mode), so a child \
+             cannot tell its parent's state from its own"
+        );
+        return;
+    }
     use_the_c_interface().expect("the C interface works in the parent");
     let stop = Arc::new(AtomicBool::new(false));
     let busy: Vec<_> = (0..3)

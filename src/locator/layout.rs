@@ -111,6 +111,50 @@ pub(crate) fn ready_made_buffers(mapping_len: usize) -> impl Iterator<Item = (us
     })
 }
 
+/// The first bytes of a new Unix rendezvous file of `file_len` bytes that
+/// will be mapped at `address`: the header's *this address*; the rest of
+/// the file is zeros.
+///
+/// With `chained_headers` (macOS on Apple Silicon, where a page is 16 KiB)
+/// the bytes after the first locator are laid out as further locators of
+/// [`LOCATOR_SIZE`] bytes each, every one with its own address and chained
+/// to the next through *next locator*, as `FORMAT.md` prescribes there: W^X
+/// forbids executable buffers in the writable page that holds the header,
+/// so the spare bytes hold headers instead. Elsewhere a longer file leaves
+/// them unused. Written as native-endian words (all supported targets are
+/// little-endian, as `FORMAT.md` requires).
+#[cfg_attr(not(unix), allow(dead_code))]
+pub(crate) fn rendezvous_file_start(
+    address: usize,
+    file_len: usize,
+    chained_headers: bool,
+) -> Vec<u8> {
+    let width = size_of::<usize>();
+    let locators = if chained_headers {
+        (file_len / LOCATOR_SIZE).max(1)
+    } else {
+        1
+    };
+    let mut bytes = vec![0u8; (locators - 1) * LOCATOR_SIZE + 2 * width];
+    for index in 0..locators {
+        let at = index * LOCATOR_SIZE;
+        let this = address.wrapping_add(at);
+        let next = if index + 1 < locators {
+            this.wrapping_add(LOCATOR_SIZE)
+        } else {
+            0
+        };
+        bytes[at..at + width].copy_from_slice(&this.to_ne_bytes());
+        bytes[at + width..at + 2 * width].copy_from_slice(&next.to_ne_bytes());
+    }
+    bytes
+}
+
+/// Whether the spare bytes of a rendezvous file are chained locator
+/// headers on this target (see [`rendezvous_file_start`]).
+#[cfg_attr(not(unix), allow(dead_code))]
+pub(crate) const CHAINED_HEADERS: bool = cfg!(all(target_os = "macos", target_arch = "aarch64"));
+
 /// Where a process-local probe may briefly write while holding the header
 /// lock, to prove that two addresses are views of the same locator (the
 /// Windows rendezvous, and the Linux one without `/proc`): on
@@ -546,5 +590,43 @@ mod tests {
         locator.raw_item_count().store(255, Ordering::Relaxed);
         assert_eq!(locator.item_count(), MAX_ITEMS);
         drop(page);
+    }
+
+    #[test]
+    fn a_rendezvous_file_starts_with_its_address_and_may_chain_headers() {
+        let width = size_of::<usize>();
+        let word = |bytes: &[u8], at: usize| {
+            usize::from_ne_bytes(bytes[at..at + width].try_into().unwrap())
+        };
+        let plain = rendezvous_file_start(0x7000_0000, 4096, false);
+        assert_eq!(plain.len(), 2 * width);
+        assert_eq!(word(&plain, 0), 0x7000_0000);
+        assert_eq!(word(&plain, width), 0, "no next locator");
+        // A 16 KiB page on Apple Silicon: four locators, chained.
+        let chained = rendezvous_file_start(0x1_0000_0000, 16384, true);
+        for index in 0..4 {
+            let at = index * LOCATOR_SIZE;
+            assert_eq!(word(&chained, at), 0x1_0000_0000 + at, "this address");
+            let next = if index < 3 {
+                0x1_0000_0000 + at + LOCATOR_SIZE
+            } else {
+                0
+            };
+            assert_eq!(word(&chained, at + width), next, "next locator");
+        }
+        assert_eq!(chained.len(), 3 * LOCATOR_SIZE + 2 * width);
+        // Everything else, up to the file's length, is zeros (the write
+        // pads it); the written part holds nothing but the two words.
+        for index in 0..4 {
+            let at = index * LOCATOR_SIZE + 2 * width;
+            let end = (at - 2 * width + LOCATOR_SIZE).min(chained.len());
+            assert!(chained[at..end].iter().all(|&byte| byte == 0));
+        }
+        // Chaining a one-locator file is the plain layout.
+        assert_eq!(rendezvous_file_start(0x5000, 4096, true), plain_at(0x5000));
+    }
+
+    fn plain_at(address: usize) -> Vec<u8> {
+        rendezvous_file_start(address, 4096, false)
     }
 }

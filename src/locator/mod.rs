@@ -13,7 +13,11 @@
 
 mod index;
 pub(crate) mod layout;
-#[cfg(all(target_os = "linux", not(memory_buffers_unsupported)))]
+/// The rendezvous file of the Unix backends.
+#[cfg(all(
+    any(target_os = "linux", target_os = "macos", target_os = "freebsd"),
+    not(memory_buffers_unsupported)
+))]
 pub(crate) mod rendezvous;
 #[cfg(all(windows, not(memory_buffers_unsupported)))]
 pub(crate) mod rendezvous_windows;
@@ -103,9 +107,19 @@ pub enum PrivateLocatorReason {
     SectionNotProven,
 }
 
-/// The directory below which the Unix rendezvous directories live.
-#[cfg(all(target_os = "linux", not(memory_buffers_unsupported)))]
-pub(crate) const RENDEZVOUS_BASE: &str = "/tmp";
+/// The directory below which the Unix rendezvous directories live: `/tmp`,
+/// as `FORMAT.md` says. On macOS `/tmp` is a symlink to `/private/tmp`,
+/// which the symlink-refusing walk would not follow: the same directory is
+/// named by its real path there.
+#[cfg(all(
+    any(target_os = "linux", target_os = "macos", target_os = "freebsd"),
+    not(memory_buffers_unsupported)
+))]
+pub(crate) const RENDEZVOUS_BASE: &str = if cfg!(target_os = "macos") {
+    "/private/tmp"
+} else {
+    "/tmp"
+};
 
 /// The locator of one process, with its local accelerators.
 pub(crate) struct Locator {
@@ -293,7 +307,10 @@ impl Locator {
     /// Finds or creates the shared locator of the running process, falling
     /// back to a private one when the shared one cannot be trusted or made.
     pub(crate) fn open() -> Result<Locator, ErrorKind> {
-        #[cfg(all(target_os = "linux", not(memory_buffers_unsupported)))]
+        #[cfg(all(
+            any(target_os = "linux", target_os = "macos", target_os = "freebsd"),
+            not(memory_buffers_unsupported)
+        ))]
         let (shared, sweep) =
             match rendezvous::find_or_create_owing_sweep(RENDEZVOUS_BASE, os::process_id()) {
                 Ok((found, owed)) => {
@@ -316,7 +333,15 @@ impl Locator {
                 .map(|found| (found.head, found.non_executable)),
             SweepState::NONE,
         );
-        #[cfg(not(all(any(target_os = "linux", windows), not(memory_buffers_unsupported))))]
+        #[cfg(not(all(
+            any(
+                target_os = "linux",
+                target_os = "macos",
+                target_os = "freebsd",
+                windows
+            ),
+            not(memory_buffers_unsupported)
+        )))]
         let (shared, sweep): (
             Result<(LocatorRef, Range<usize>), PrivateLocatorReason>,
             u8,
@@ -354,7 +379,10 @@ impl Locator {
         if self.sweep.load(Ordering::Relaxed) != SweepState::NONE
             && self.sweep.swap(SweepState::NONE, Ordering::Relaxed) != SweepState::NONE
         {
-            #[cfg(all(target_os = "linux", not(memory_buffers_unsupported)))]
+            #[cfg(all(
+                any(target_os = "linux", target_os = "macos", target_os = "freebsd"),
+                not(memory_buffers_unsupported)
+            ))]
             rendezvous::pay_owed_sweep();
         }
     }

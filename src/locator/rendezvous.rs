@@ -1,4 +1,5 @@
-//! Finding the process's shared locator, or creating it (Unix).
+//! Finding the process's shared locator, or creating it (Linux, macOS,
+//! FreeBSD: the same file and protocol on each, as the original has it).
 //!
 //! Every buffers library in a process opens the file `FORMAT.md` names for the
 //! process id and uses the locator address stored in it, so they all share
@@ -27,14 +28,22 @@
 //!
 //! A process id alone does not say whose a file is: a process in another
 //! PID namespace sharing `/tmp` can have the same id, or look dead to
-//! `kill`. So the creator holds a shared open-file-description lock on its
+//! `kill`. So the creator holds a shared lock on its
 //! file for as long as its locator is mapped (see [`LivenessLock`]). A file
 //! whose lock is held is never removed by cleanup, and never taken over:
 //! whoever finds it and cannot validate it uses a private locator
 //! ([`PrivateLocatorReason::FileInUse`]).
+//!
+//! What differs between the Unix systems stays in their backends: Linux
+//! has `openat2`, `O_TMPFILE`, `/proc/self/maps`, open-file-description
+//! locks (which a mapping keeps) and `MADV_DONTFORK`; macOS and FreeBSD
+//! walk the path one component at a time, publish through a temporary name,
+//! hold a `flock` through a descriptor kept open, and keep the mapping out
+//! of children with `minherit`. The file's layout and the checks are the
+//! same everywhere.
 
 use super::PrivateLocatorReason;
-use super::layout::{LOCATOR_SIZE, LocatorRef, PROBE_OFFSET};
+use super::layout::{self, LOCATOR_SIZE, LocatorRef, PROBE_OFFSET};
 use crate::maps::MapsEntry;
 use crate::os::{self, Directory, FileKind, FileStatus};
 use std::fs::File;
@@ -59,7 +68,8 @@ const IN_PROGRESS_CHECKS: u32 = 3;
 
 /// Length of the rendezvous file: the allocation granularity, as `FORMAT.md`
 /// states (4096 bytes with 4 KiB pages). With larger pages the bytes after
-/// the locator are left unused on Linux.
+/// the locator are left unused on Linux and FreeBSD, and are chained
+/// locator headers on macOS AArch64 (see [`layout::rendezvous_file_start`]).
 fn file_len() -> usize {
     LOCATOR_SIZE.max(os::allocation_granularity())
 }
@@ -128,9 +138,13 @@ pub(crate) enum Rendezvous {
 pub(crate) struct LivenessLock(Option<File>);
 
 impl LivenessLock {
-    /// Closes the descriptor but keeps the lock, which the mapping holds.
+    /// Keeps the lock for the life of the process: on Linux the mapping
+    /// holds it and the descriptor closes; elsewhere the descriptor stays
+    /// open (see [`os::keep_liveness_lock`]).
     fn keep_for_life(mut self) {
-        drop(self.0.take());
+        if let Some(file) = self.0.take() {
+            os::keep_liveness_lock(file);
+        }
     }
 }
 
@@ -361,6 +375,8 @@ fn inspect_existing(
     name: &str,
     user: u32,
 ) -> Result<Existing, PrivateLocatorReason> {
+    // The zeroed file looked at last: judged below if it stays zeroed.
+    let mut examined = None;
     for check in 0..IN_PROGRESS_CHECKS {
         let file = match directory.open_existing(name) {
             Ok(file) => file,
@@ -415,10 +431,17 @@ fn inspect_existing(
             // ends under a signal every 50 µs.
             os::sleep(Duration::from_millis(1));
         }
+        examined = Some(file);
     }
-    match directory.open_existing(name) {
-        Ok(file) => stale_unless_locked(&file),
-        Err(_) => Ok(Existing::Stale),
+    // Judge the file that stayed zeroed, not whatever has the name now: an
+    // instance that replaced it meanwhile holds the lock of its new, live
+    // file until its call returns, and reopening by name made that look
+    // like another process's file in use (`FileInUse`: a private locator).
+    // A stale verdict makes the caller look again, under the takeover
+    // lock, and find the new file valid.
+    match examined {
+        Some(file) => stale_unless_locked(&file),
+        None => Ok(Existing::Stale),
     }
 }
 
@@ -463,15 +486,17 @@ enum Liveness {
 }
 
 /// Checks that `this_address` starts a live shared mapping, at offset 0, of
-/// the file described by `status`: in `/proc/self/maps`, or, when that
-/// cannot be read, by [`same_page_without_proc`].
+/// the file described by `status`: in the system's list of file mappings
+/// (`/proc/self/maps`, FreeBSD's `KERN_PROC_VMMAP`), or, when there is
+/// none (no `/proc`; macOS, whose region walk does not name files), by
+/// [`same_page_without_proc`].
 fn live_locator(file: &File, this_address: usize, status: &FileStatus) -> Liveness {
     if !this_address.is_multiple_of(LOCATOR_SIZE) {
         return Liveness::Dead;
     }
     let mut found = false;
     let mut buffer = Vec::new();
-    let read = os::read_maps(&mut buffer, |entry| {
+    let read = os::read_file_mappings(&mut buffer, |entry| {
         if entry.start <= this_address && this_address < entry.end {
             found = is_locator_mapping(entry, this_address, status);
             return ControlFlow::Break(());
@@ -711,8 +736,10 @@ fn publish_new(
         };
         // The initial locator is written through the file, not the view:
         // all zeros but *this address* (as `LocatorRef::initialise` would
-        // leave it). See `os::write_new_file` for why.
-        if let Err(errno) = os::write_new_file(draft.file(), &address.to_ne_bytes(), file_len()) {
+        // leave it), and on Apple Silicon the chained headers after it.
+        // See `os::write_new_file` for why.
+        let start = layout::rendezvous_file_start(address, file_len(), layout::CHAINED_HEADERS);
+        if let Err(errno) = os::write_new_file(draft.file(), &start, file_len()) {
             drop(mapping);
             draft.discard(directory);
             return Err(unavailable(errno));

@@ -6,6 +6,10 @@
 //! panic or a leaked mapping. Faults are per thread because the library does
 //! its work on the calling thread and tests run in parallel. In normal builds
 //! [`check`] is an inlined `Ok(())`.
+//!
+//! The same builds record each instruction-cache flush (`record_flush`),
+//! so tests can show that code writes are flushed: on AArch64 a missing
+//! flush is invisible under QEMU, which notices modified code by itself.
 
 /// A system call that can be made to fail.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,6 +81,48 @@ mod active {
         FailingGuard { previous }
     }
 
+    /// The instruction-cache flushes made on a thread.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub(crate) struct Flushes {
+        /// How many flushes this thread made.
+        pub(crate) count: usize,
+        /// The range of the last one.
+        pub(crate) last: (usize, usize),
+        /// Cache lines the last one cleaned or invalidated: counted on
+        /// AArch64 Linux and FreeBSD, 0 where the hardware needs no
+        /// maintenance (x86), 64-byte lines as an estimate where the system
+        /// does the work (`sys_icache_invalidate`, `__clear_cache`,
+        /// `FlushInstructionCache`, which report nothing).
+        pub(crate) last_lines: usize,
+    }
+
+    thread_local! {
+        static FLUSHES: Cell<Flushes> = const {
+            Cell::new(Flushes { count: 0, last: (0, 0), last_lines: 0 })
+        };
+    }
+
+    /// Records a flush of `[address, address + len)` that maintained
+    /// `lines` cache lines, so that tests can see that writing code
+    /// flushes exactly what was written.
+    pub(crate) fn record_flush(address: usize, len: usize, lines: usize) {
+        FLUSHES.with(|flushes| {
+            let count = flushes.get().count + 1;
+            flushes.set(Flushes {
+                count,
+                last: (address, len),
+                last_lines: lines,
+            });
+        });
+    }
+
+    /// The flushes this thread has made so far (read by the Linux fault
+    /// tests).
+    #[cfg_attr(not(all(test, target_os = "linux")), allow(dead_code))]
+    pub(crate) fn flushes() -> Flushes {
+        FLUSHES.with(Cell::get)
+    }
+
     /// Restores the previous set of failing points on drop.
     pub(crate) struct FailingGuard {
         previous: (u32, i32),
@@ -91,6 +137,12 @@ mod active {
 
 #[cfg(any(test, feature = "fault-injection"))]
 pub(crate) use active::*;
+
+/// Does nothing: fault injection is compiled out.
+#[cfg(not(any(test, feature = "fault-injection")))]
+#[inline(always)]
+#[allow(dead_code)]
+pub(crate) fn record_flush(_address: usize, _len: usize, _lines: usize) {}
 
 /// Always succeeds: fault injection is compiled out.
 #[cfg(not(any(test, feature = "fault-injection")))]

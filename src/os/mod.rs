@@ -1,7 +1,9 @@
 //! The thin layer between the library and the operating system.
 //!
 //! Every system call the library makes goes through the backend chosen here:
-//! one file per operating system, each defining the same `pub(crate)` items.
+//! one file per operating system (`linux.rs`, `macos.rs`, `freebsd.rs`,
+//! `windows.rs`), each defining the same `pub(crate)` items; the three Unix
+//! backends take what POSIX gives them alike from `unix.rs`.
 //! Targets without a backend get `unsupported.rs`, whose calls fail with
 //! [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) instead of failing
 //! to compile. Values that never change during a process (page size, lowest
@@ -15,12 +17,35 @@
     all(target_os = "linux", not(memory_buffers_unsupported)),
     path = "linux.rs"
 )]
+#[cfg_attr(
+    all(target_os = "macos", not(memory_buffers_unsupported)),
+    path = "macos.rs"
+)]
+#[cfg_attr(
+    all(target_os = "freebsd", not(memory_buffers_unsupported)),
+    path = "freebsd.rs"
+)]
 #[cfg_attr(all(windows, not(memory_buffers_unsupported)), path = "windows.rs")]
 #[cfg_attr(
-    any(not(any(target_os = "linux", windows)), memory_buffers_unsupported),
+    any(
+        not(any(
+            target_os = "linux",
+            target_os = "macos",
+            target_os = "freebsd",
+            windows
+        )),
+        memory_buffers_unsupported
+    ),
     path = "unsupported.rs"
 )]
 mod backend;
+
+/// What the Unix backends share.
+#[cfg(all(
+    any(target_os = "linux", target_os = "macos", target_os = "freebsd"),
+    not(memory_buffers_unsupported)
+))]
+mod unix;
 
 // Another process's memory (`target_process.rs`): a file per system, apart
 // from the backends above, with the same items in each.

@@ -291,6 +291,8 @@ pub(crate) fn flush_instruction_cache(address: usize, len: usize) {
     // the range in this process; it does not read or write the bytes, and
     // the pseudo-handle of the current process needs no closing.
     unsafe { FlushInstructionCache(GetCurrentProcess(), address as *const c_void, len) };
+    // The lines maintained are the system's business here.
+    super::fault::record_flush(address, len, 0);
 }
 
 /// Runs `write` while `[address, address + len)` is writable. Buffers are

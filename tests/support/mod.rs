@@ -49,6 +49,51 @@ pub fn scenario_of_this_child() -> Option<String> {
     std::env::var(SCENARIO_VARIABLE).ok()
 }
 
+/// Set by `.ci/qemu-aarch64-runner` (the cargo runner for AArch64 Linux)
+/// to the emulator command line that runs this test binary, so that child
+/// processes run under it too: an AArch64 executable cannot be started
+/// directly on an x86-64 host unless `binfmt_misc` knows QEMU, which
+/// containers do not offer. Arguments are separated by spaces.
+pub const RUNNER_VARIABLE: &str = "MEMORY_BUFFERS_TEST_RUNNER";
+
+/// A command that runs `executable`: under the emulator named by
+/// [`RUNNER_VARIABLE`] if set (the child is then the emulator, which runs
+/// `executable`), directly otherwise.
+pub fn command_for(executable: &std::path::Path) -> Command {
+    runner_command(std::env::var(RUNNER_VARIABLE).ok().as_deref(), executable)
+}
+
+/// `full`, or `emulated` (with a printed note saying so) when the tests run
+/// under an emulator ([`RUNNER_VARIABLE`] set): QEMU runs atomics and
+/// threads of a stress test one to two orders of magnitude slower, and
+/// the full count took over twelve minutes there.
+pub fn count_for_this_machine(full: u64, emulated: u64, what: &str) -> u64 {
+    if std::env::var_os(RUNNER_VARIABLE).is_some() {
+        // Past the test harness's capture, so that it is seen.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "{what}: {emulated} instead of {full} under the emulator"
+        );
+        emulated
+    } else {
+        full
+    }
+}
+
+/// [`command_for`] with the runner given, for testing.
+pub fn runner_command(runner: Option<&str>, executable: &std::path::Path) -> Command {
+    let mut words = runner.unwrap_or_default().split_whitespace();
+    match words.next() {
+        Some(emulator) => {
+            let mut command = Command::new(emulator);
+            command.args(words).arg(executable);
+            command
+        }
+        None => Command::new(executable),
+    }
+}
+
 /// Runs each scenario of `names` in a fresh child process (this executable,
 /// with [`SCENARIO_VARIABLE`] naming it), except those the command line
 /// filters out and those for which `skip` gives a reason, which is printed.
@@ -74,7 +119,7 @@ pub fn run_in_children<'a>(
             skipped += 1;
             continue;
         }
-        let output = Command::new(&executable)
+        let output = command_for(&executable)
             .env(SCENARIO_VARIABLE, name)
             .output()
             .expect("the test can run itself");
@@ -259,11 +304,13 @@ pub fn unmap_exact(address: usize, _len: usize) {
 /// Why the top gibibyte of user space cannot be mapped here, if it cannot.
 ///
 /// QEMU user mode runs AArch64 code in the host's address space: on an
-/// x86-64 host the guest's 48-bit space is cut at the host's 47 bits, and
-/// QEMU treats `MAP_FIXED_NOREPLACE` above that as a hint, returning memory
-/// elsewhere (as a kernel older than 4.17 would). The library sees the
-/// pages land elsewhere, gives them back and reports `NoSpaceInRange`,
-/// which is right; the test cannot show placement there.
+/// x86-64 host the guest's 48-bit space (up to 2^48) is cut at the host's
+/// 47 bits, so nothing can be mapped in the top half of the guest's range.
+/// QEMU 7.2 also does not know `MAP_FIXED_NOREPLACE` and maps with the
+/// address as a mere hint, returning memory elsewhere (as a kernel older
+/// than 4.17 would). The library sees the pages land elsewhere, gives them
+/// back and reports `NoSpaceInRange`, which is right; the test cannot show
+/// placement there.
 pub fn top_of_user_space_unreachable() -> Option<&'static str> {
     #[cfg(target_os = "linux")]
     {
@@ -273,12 +320,66 @@ pub fn top_of_user_space_unreachable() -> Option<&'static str> {
             unmap_exact(probe, 65536);
         } else if !is_mapped(probe, probe + 65536) {
             return Some(
-                "the top of user space cannot be mapped here (QEMU user mode on a host with \
-                 a smaller address space treats MAP_FIXED_NOREPLACE there as a hint)",
+                "the top of user space cannot be mapped here (QEMU user mode keeps the guest \
+                 in the host's 47-bit address space, below the top of AArch64's 48 bits, and \
+                 takes MAP_FIXED_NOREPLACE for a hint)",
             );
         }
     }
     None
+}
+
+/// Why the rights of each page cannot be read back from
+/// `/proc/self/maps` here, if they cannot.
+///
+/// QEMU user mode writes the guest's `/proc/self/maps` from the host's,
+/// one line per host mapping, with the rights of that mapping's first guest
+/// page. It does not pass execute rights to the host, so two neighbouring
+/// guest pages that differ only in execute (`r-x` then `r--`) are one host
+/// mapping, and both read back as `r-x`. Tested, not assumed: two such
+/// pages are made and read back.
+#[cfg(target_os = "linux")]
+pub fn page_rights_unreadable() -> Option<&'static str> {
+    // SAFETY: a fresh private mapping of two pages, unmapped below.
+    let pages = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            8192,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(pages, libc::MAP_FAILED);
+    let second = pages as usize + 4096;
+    // SAFETY: changing the rights of our own pages.
+    unsafe {
+        assert_eq!(
+            libc::mprotect(pages, 4096, libc::PROT_READ | libc::PROT_EXEC),
+            0
+        );
+        assert_eq!(
+            libc::mprotect(second as *mut libc::c_void, 4096, libc::PROT_READ),
+            0
+        );
+    }
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let read_back = maps.lines().find_map(|line| {
+        let (range, rest) = line.split_once(' ')?;
+        let (start, end) = range.split_once('-')?;
+        let start = usize::from_str_radix(start, 16).ok()?;
+        let end = usize::from_str_radix(end, 16).ok()?;
+        (start..end)
+            .contains(&second)
+            .then(|| rest.get(..3).map(str::to_owned))?
+    });
+    // SAFETY: unmapping the pages made above.
+    unsafe { libc::munmap(pages, 8192) };
+    (read_back.as_deref() != Some("r--")).then_some(
+        "/proc/self/maps does not show each page's rights here (QEMU user mode shows one \
+         line per host mapping, and merges guest pages that differ only in execute)",
+    )
 }
 
 /// *This address* of the process's shared locator, read the way a second
