@@ -166,11 +166,13 @@ fn overwriting_outside_the_buffers_is_refused() {
     assert_eq!(error.kind(), ErrorKind::OutsideBuffers);
     assert_eq!(not_a_buffer, return_constant(7));
 
-    // Past the written part of a real buffer is refused too.
+    // Past the written part of a real buffer is refused too. The buffer is
+    // held meanwhile: released, another test's thread could append after
+    // `written` and make the range valid (and the overwrite would then land
+    // in that thread's code).
     let mut buffer = buffer_near(hook_target as *const () as usize, 16);
     let written = buffer.append_code(&return_constant(9)).unwrap();
     let beyond = buffer.next_address();
-    drop(buffer);
     // SAFETY: refused before any write.
     let error =
         unsafe { Buffers::overwrite_allocated_code(written + 1, &replacement[..len]) }.unwrap_err();
@@ -182,6 +184,7 @@ fn overwriting_outside_the_buffers_is_refused() {
     // SAFETY: as above.
     let error = unsafe { Buffers::overwrite_allocated_code(0, &replacement[..1]) }.unwrap_err();
     assert!(error.invalid_request().is_some());
+    drop(buffer);
 }
 
 /// A jump from `at` to `destination`: `jmp rel32` (x86-64) or `b`
