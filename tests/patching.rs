@@ -286,6 +286,14 @@ fn a_raw_write_after_make_executable_faults() {
     if std::env::var_os(FAULTING_CHILD).is_some() {
         let mut code = write_then_execute_allocation();
         code.make_executable().unwrap();
+        // The default action for the fault, whoever installed a handler
+        // (the sanitizers do): the kernel then ends the child with SIGSEGV.
+        // SAFETY: `SIG_DFL` is a valid disposition; no handler code runs.
+        #[cfg(unix)]
+        unsafe {
+            libc::signal(libc::SIGSEGV, libc::SIG_DFL);
+            libc::signal(libc::SIGBUS, libc::SIG_DFL);
+        }
         // SAFETY: none: this write is meant to fault and end the child.
         unsafe { code.as_ptr().write_volatile(0xcc) };
         println!("written");
