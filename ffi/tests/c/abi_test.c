@@ -399,6 +399,31 @@ static uintptr_t test_buffer(size_t granularity) {
     CHECK(run_code(second_code) == 5 && run_code(code_address) == 99);
     OK(memory_buffers_release_buffer(&other));
 
+    /* Appends stop at the range the buffer was asked for, even where the
+       buffer itself goes on: 16 bytes inside a 32-byte window. */
+    uintptr_t window = 0;
+    MemoryBuffersLockedBuffer *narrow = NULL;
+    {
+        MemoryBuffersLockedBuffer *probe = NULL;
+        REQUIRE_OK(memory_buffers_get_buffer(&settings, &probe));
+        REQUIRE_OK(memory_buffers_buffer_next_address(probe, &window));
+        OK(memory_buffers_release_buffer(&probe));
+    }
+    MemoryBuffersSearchSettings narrow_settings = {window, window + 31, 16};
+    REQUIRE_OK(memory_buffers_get_buffer(&narrow_settings, &narrow));
+    uintptr_t narrow_next = 0;
+    OK(memory_buffers_buffer_next_address(narrow, &narrow_next));
+    CHECK(narrow_next >= window && narrow_next + 16 - 1 <= window + 31);
+    const uint8_t filler[40] = {0};
+    size_t fits = (size_t)(window + 31 - narrow_next + 1);
+    EXPECT(memory_buffers_buffer_append_bytes(narrow, filler, fits + 1, NULL),
+           MEMORY_BUFFERS_STATUS_OUTSIDE_REQUESTED_RANGE);
+    uintptr_t narrow_after = 0;
+    OK(memory_buffers_buffer_next_address(narrow, &narrow_after));
+    CHECK(narrow_after == narrow_next);
+    OK(memory_buffers_buffer_append_bytes(narrow, filler, fits, NULL));
+    OK(memory_buffers_release_buffer(&narrow));
+
     /* Aligned: the next write position is a multiple of the alignment. */
     size_t alignments[] = {1, 16, 256, granularity};
     for (size_t i = 0; i < sizeof alignments / sizeof alignments[0]; i++) {
