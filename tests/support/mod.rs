@@ -220,23 +220,36 @@ impl Drop for RegionWithHole {
 impl RegionWithHole {
     /// A reservation cannot be split on Windows, so one granule is reserved
     /// at a time over a range that was free a moment ago (tests that use
-    /// this run alone).
+    /// this run alone). The system (Wine's own threads, the harness's) may
+    /// still map something there in between: then everything is given back
+    /// and another free range is tried.
     pub fn new(count: usize, granule: usize) -> RegionWithHole {
-        let start = windows::reserve(0, count * granule).expect("reserve the region");
-        windows::release(start);
-        let hole = start + count / 2 * granule;
-        for index in 0..count {
-            let address = start + index * granule;
-            if address != hole {
-                assert_eq!(windows::reserve(address, granule), Some(address));
+        for _ in 0..20 {
+            let start = windows::reserve(0, count * granule).expect("reserve the region");
+            windows::release(start);
+            let hole = start + count / 2 * granule;
+            let mut reserved = Vec::new();
+            let complete = (0..count)
+                .map(|index| start + index * granule)
+                .filter(|&address| address != hole)
+                .all(|address| {
+                    let done = windows::reserve(address, granule) == Some(address);
+                    if done {
+                        reserved.push(address);
+                    }
+                    done
+                });
+            if complete {
+                return RegionWithHole {
+                    start,
+                    hole,
+                    granule,
+                    count,
+                };
             }
+            reserved.into_iter().for_each(windows::release);
         }
-        RegionWithHole {
-            start,
-            hole,
-            granule,
-            count,
-        }
+        panic!("no free range of {count} granules stayed free long enough to reserve");
     }
 }
 
