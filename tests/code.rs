@@ -249,8 +249,11 @@ fn code_written_concurrently_into_different_buffers_runs() {
             scope.spawn(move || {
                 for iteration in 0..500u32 {
                     let value = thread << 16 | iteration;
-                    let mut buffer = buffer_near(hook_target as *const () as usize, 6);
-                    let function = buffer.append_code(&return_constant(value)).unwrap();
+                    let code = return_constant(value);
+                    // Room for the code as this architecture encodes it (6
+                    // bytes on x86-64, 12 on AArch64).
+                    let mut buffer = buffer_near(hook_target as *const () as usize, code.len());
+                    let function = buffer.append_code(&code).unwrap();
                     // Run it while still holding the buffer, and after.
                     // SAFETY: a complete function was just written.
                     assert_eq!(unsafe { call_returning_u32(function) }, value);
