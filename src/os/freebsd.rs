@@ -112,34 +112,14 @@ pub(crate) fn with_code_writable<R>(_address: usize, _len: usize, write: impl Fn
     write()
 }
 
-/// A [`ForkMarker`](super::ForkMarker) in a private page inherited zeroed
-/// by a forked child (`minherit(INHERIT_ZERO)`, FreeBSD 12), so checking it
-/// is a load or two. Where that fails, the marker is on the heap and
-/// records the process id, which is then compared.
+/// A [`ForkMarker`](super::ForkMarker) in a page inherited zeroed by a
+/// forked child (`minherit(INHERIT_ZERO)`, FreeBSD 12).
 pub(crate) fn new_fork_marker() -> &'static super::ForkMarker {
-    let granularity = super::allocation_granularity();
-    if std::mem::size_of::<super::ForkMarker>() <= granularity
-        && let Ok(page) = map_anywhere(granularity, Protection::ReadWrite)
-    {
-        // SAFETY: `page` is a fresh private mapping of `granularity` bytes
-        // owned by this marker; the call changes only what a child inherits.
-        let advised = unsafe {
-            libc::minherit(
-                page.address() as *mut libc::c_void,
-                granularity,
-                libc::INHERIT_ZERO,
-            )
-        };
-        if advised == 0 {
-            let page = page.leak();
-            // SAFETY: the page is mapped read/write for the rest of the
-            // process, page-aligned, larger than the marker, and all zero:
-            // a valid marker of generation 0 and process id 0 ("wiped in a
-            // child"), which is what a forked child sees again.
-            return unsafe { &*(page as *const super::ForkMarker) };
-        }
-    }
-    Box::leak(Box::new(super::ForkMarker::unwiped(process_id())))
+    super::unix::fork_marker_in_wiped_page(|address, len| {
+        // SAFETY: the page is a fresh private mapping owned by the marker;
+        // the call changes only what a child inherits.
+        unsafe { libc::minherit(address as *mut libc::c_void, len, libc::INHERIT_ZERO) == 0 }
+    })
 }
 
 /// A FreeBSD `dev_t` split the way [`kinfo_vmmap`] splits the device of a

@@ -115,36 +115,14 @@ pub(crate) fn with_code_writable<R>(_address: usize, _len: usize, write: impl Fn
     write()
 }
 
-/// A [`ForkMarker`](super::ForkMarker) in a private page advised
-/// `MADV_WIPEONFORK`, which the kernel hands to a forked child zeroed, so
-/// checking it is a load or two. Where the advice is unsupported (before
-/// Linux 4.14) or no page can be had, the marker is on the heap and records
-/// the process id, which is then compared.
+/// A [`ForkMarker`](super::ForkMarker) in a page advised `MADV_WIPEONFORK`
+/// (Linux 4.14), which the kernel hands to a forked child zeroed.
 pub(crate) fn new_fork_marker() -> &'static super::ForkMarker {
-    let granularity = super::allocation_granularity();
-    if std::mem::size_of::<super::ForkMarker>() <= granularity
-        && let Ok(page) = map_anywhere(granularity, Protection::ReadWrite)
-    {
-        // SAFETY: `page` is a fresh private mapping of `granularity` bytes
-        // owned by this marker.
-        let advised = unsafe {
-            libc::madvise(
-                page.address() as *mut libc::c_void,
-                granularity,
-                libc::MADV_WIPEONFORK,
-            )
-        };
-        if advised == 0 {
-            let page = page.leak();
-            // SAFETY: the page is mapped read/write for the rest of the
-            // process, page-aligned (so aligned for the marker), larger than
-            // the marker, and all zero: a valid marker of generation 0 and
-            // process id 0 ("wiped in a child"), which is what a forked child
-            // sees again.
-            return unsafe { &*(page as *const super::ForkMarker) };
-        }
-    }
-    Box::leak(Box::new(super::ForkMarker::unwiped(process_id())))
+    super::unix::fork_marker_in_wiped_page(|address, len| {
+        // SAFETY: the page is a fresh private mapping owned by the marker;
+        // the advice changes only what a child inherits.
+        unsafe { libc::madvise(address as *mut libc::c_void, len, libc::MADV_WIPEONFORK) == 0 }
+    })
 }
 
 /// The major and minor numbers of a device, as `/proc/self/maps` shows

@@ -211,6 +211,34 @@ pub(super) unsafe fn map_anonymous(
     }
 }
 
+/// A [`ForkMarker`](super::ForkMarker) in a fresh private page that
+/// `zero_in_child` (given the page's address and length) arranges for a
+/// forked child to inherit zeroed, so checking it is a load or two. Where
+/// that fails or no page can be had, the marker is on the heap and records
+/// the process id, which is then compared.
+#[cfg(any(target_os = "linux", target_os = "freebsd"))]
+pub(super) fn fork_marker_in_wiped_page(
+    zero_in_child: impl FnOnce(usize, usize) -> bool,
+) -> &'static super::ForkMarker {
+    let granularity = super::allocation_granularity();
+    if std::mem::size_of::<super::ForkMarker>() <= granularity {
+        // SAFETY: no hint and no `MAP_FIXED`: the kernel chooses a free range.
+        if let Ok(address) = unsafe { map_anonymous(0, granularity, Protection::ReadWrite, 0) } {
+            let page = OwnedMapping::new(address, granularity);
+            if zero_in_child(address, granularity) {
+                let page = page.leak();
+                // SAFETY: the page is mapped read/write for the rest of the
+                // process, page-aligned (so aligned for the marker), larger
+                // than the marker, and all zero: a valid marker of generation
+                // 0 and process id 0 ("wiped in a child"), which is what a
+                // forked child sees again.
+                return unsafe { &*(page as *const super::ForkMarker) };
+            }
+        }
+    }
+    Box::leak(Box::new(super::ForkMarker::unwiped(process_id())))
+}
+
 /// Makes freshly written code in `[address, address + len)` visible to
 /// instruction fetch.
 ///
