@@ -27,7 +27,9 @@ use std::fs::File;
 use std::io::Read;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+#[cfg(target_arch = "x86_64")]
+use std::time::Instant;
 
 use super::{Errno, Protection};
 

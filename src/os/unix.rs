@@ -372,7 +372,8 @@ pub(crate) fn monotonic_now() -> Duration {
 pub(crate) fn sleep_until(deadline: Duration) {
     let target = libc::timespec {
         tv_sec: libc::time_t::try_from(deadline.as_secs()).unwrap_or(libc::time_t::MAX),
-        tv_nsec: deadline.subsec_nanos().into(),
+        // `c_long`: 32 bits on 32-bit targets, where nanoseconds still fit.
+        tv_nsec: deadline.subsec_nanos().try_into().unwrap_or(0),
     };
     loop {
         // SAFETY: `target` is a valid `timespec`; with `TIMER_ABSTIME` the
@@ -474,7 +475,7 @@ pub(crate) enum FileKind {
 const STICKY: u32 = 0o1000;
 
 impl FileStatus {
-    fn from_stat(stat: &libc::stat) -> FileStatus {
+    fn from_stat(stat: &super::backend::FileStat) -> FileStatus {
         let kind = match stat.st_mode & libc::S_IFMT {
             libc::S_IFREG => FileKind::Regular,
             libc::S_IFDIR => FileKind::Directory,
@@ -491,7 +492,9 @@ impl FileStatus {
             size: u64::try_from(stat.st_size).unwrap_or(0),
             dev_major,
             dev_minor,
-            inode: stat.st_ino,
+            // `ino_t` is 64 bits wherever the backend's `FileStat` is used.
+            #[allow(clippy::useless_conversion)]
+            inode: u64::from(stat.st_ino),
         }
     }
 
@@ -510,9 +513,10 @@ impl FileStatus {
 }
 
 fn status_of_fd(fd: libc::c_int) -> Result<FileStatus, Errno> {
-    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: `stat` points to writable memory of the right size.
-    if unsafe { libc::fstat(fd, stat.as_mut_ptr()) } != 0 {
+    let mut stat = std::mem::MaybeUninit::<super::backend::FileStat>::uninit();
+    // SAFETY: `stat` points to writable memory of the type this backend's
+    // `file_stat` fills.
+    if unsafe { super::backend::file_stat(fd, stat.as_mut_ptr()) } != 0 {
         return Err(last_errno());
     }
     // SAFETY: `fstat` succeeded, so it initialised `stat`.
@@ -609,10 +613,11 @@ impl Directory {
     /// Status of the entry `name`, without following a symlink.
     pub(crate) fn entry_status(&self, name: &str) -> Result<FileStatus, Errno> {
         let name = c_name(name)?;
-        let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
-        // SAFETY: valid directory fd, NUL-terminated name, writable `stat`.
+        let mut stat = std::mem::MaybeUninit::<super::backend::FileStat>::uninit();
+        // SAFETY: valid directory fd, NUL-terminated name, writable `stat`
+        // of the type the backend's `file_stat_at` fills.
         let result = unsafe {
-            libc::fstatat(
+            super::backend::file_stat_at(
                 self.fd.as_raw_fd(),
                 name.as_ptr(),
                 stat.as_mut_ptr(),
