@@ -99,7 +99,37 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const TOP: usize = 0x7fff_ffff_efff;
+    use crate::TEST_TOP as TOP;
+
+    /// Every top a 32-bit process can have, checked on every width.
+    const TOPS_OF_32_BIT_PROCESSES: [usize; 4] =
+        [0x7ffe_ffff, 0xbfff_ffff, 0xfffe_ffff, 0xffff_dfff];
+
+    #[test]
+    fn ranges_ending_at_the_top_of_a_32_bit_space_are_clamped_without_wrapping() {
+        for top in TOPS_OF_32_BIT_PROCESSES {
+            // "Anywhere above 2 GiB", as a 32-bit caller asks for it.
+            let request = validate_request(0x8000_0000, 0xffff_ffff, 0x1000, 0x1_0000, top);
+            if top < 0x8000_0000 {
+                assert_eq!(request, Err(InvalidRequest::RangeAboveUserSpace));
+                continue;
+            }
+            let request = request.unwrap();
+            assert_eq!((request.min, request.max), (0x8000_0000, top));
+            assert_eq!(request.rounded_size, 0x1_0000);
+            // The last whole granule below the top still fits exactly.
+            let last = validate_request(top - 0xffff, 0xffff_ffff, 0x1_0000, 0x1_0000, top);
+            assert_eq!(last.map(|request| request.max), Ok(top));
+            assert_eq!(
+                validate_request(top - 0xfffe, 0xffff_ffff, 0x1_0000, 0x1_0000, top),
+                Err(InvalidRequest::RangeSmallerThanSize)
+            );
+            assert_eq!(
+                proximity_range(0x7fff_ffff, top - 1, top),
+                (top - 0x8000_0000, top)
+            );
+        }
+    }
 
     #[test]
     fn align_up_reports_overflow_at_the_top() {

@@ -33,11 +33,16 @@ use std::sync::atomic::{AtomicU32, Ordering};
 const PAGE: usize = 4096;
 
 /// Start of the quiet area used by tests that need exact addresses; each
-/// such test has its own 4 GiB slot above it.
-const QUIET_AREA: usize = 0x2a00_0000_0000;
+/// such test has its own slot above it: 4 GiB on 64-bit, 32 MiB between
+/// 256 MiB and 576 MiB on 32-bit (below the executable, the heap and the
+/// libraries, which a 32-bit Linux process has above 1 GiB).
+#[cfg(target_pointer_width = "64")]
+const QUIET_AREA: (usize, usize) = (0x2a00_0000_0000, 0x1_0000_0000);
+#[cfg(target_pointer_width = "32")]
+const QUIET_AREA: (usize, usize) = (0x1000_0000, 0x0200_0000);
 
 fn quiet_slot(slot: usize) -> usize {
-    QUIET_AREA + slot * 0x1_0000_0000
+    QUIET_AREA.0 + slot * QUIET_AREA.1
 }
 
 /// Creates the process state and its locator with no fault active.

@@ -355,6 +355,7 @@ pub(crate) fn diagnose_refusal(facts: &RefusalFacts) -> TargetProcessError {
 mod tests {
     use super::*;
 
+    #[cfg(target_pointer_width = "64")]
     const MAPS: &str = "\
 55d0c0a00000-55d0c0a21000 r--p 00000000 08:01 1234                       /usr/bin/game
 55d0c0a21000-55d0c0b21000 r-xp 00021000 08:01 1234                       /usr/bin/game
@@ -367,6 +368,9 @@ mod tests {
 ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsyscall]
 ";
 
+    /// The injector makes x86-64 processes call; their maps need a 64-bit
+    /// `usize`, and a 32-bit build has no injector to test.
+    #[cfg(target_pointer_width = "64")]
     #[test]
     fn the_vdso_is_searched_first_then_the_c_library_then_other_code() {
         assert_eq!(

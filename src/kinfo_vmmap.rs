@@ -194,8 +194,8 @@ mod tests {
         ));
         bytes.extend(record(
             2,
-            0x8_0000_0000,
-            0x8_0000_1000,
+            0x8000_0000,
+            0x8000_1000,
             77,
             0x71,
             "/tmp/.reloaded/memory.buffers/Reloaded.Memory.Buffers.MemoryBuffer, PID 7",

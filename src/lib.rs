@@ -69,9 +69,13 @@ mod error;
 // FreeBSD's mapping records; pure, tested everywhere, read on FreeBSD.
 #[cfg_attr(not(target_os = "freebsd"), allow(dead_code))]
 mod kinfo_vmmap;
-// The pure half of making another Linux process call mmap.
+// The pure half of making another Linux process call mmap; only x86-64
+// has an injector, elsewhere it is compiled and tested but unused.
 #[cfg(target_os = "linux")]
-#[cfg_attr(memory_buffers_unsupported, allow(dead_code))]
+#[cfg_attr(
+    any(memory_buffers_unsupported, not(target_arch = "x86_64")),
+    allow(dead_code)
+)]
 mod injection;
 mod locator;
 mod locked_buffer;
@@ -92,6 +96,16 @@ pub mod x86;
 
 #[cfg(all(test, target_os = "linux"))]
 mod fault_tests;
+
+/// The top of user space that the pure tests assume: an x86-64 Linux
+/// process's where `usize` holds it, a large-address-aware 32-bit Windows
+/// process's (all but the last 64 KiB of 4 GiB) on 32-bit targets.
+#[cfg(test)]
+const TEST_TOP: usize = if usize::BITS == 64 {
+    0x7fff_ffff_efff_u64 as usize
+} else {
+    0xfffe_ffff
+};
 #[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod internals;

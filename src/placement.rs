@@ -217,7 +217,7 @@ mod tests {
             range_len: block_len,
             granularity: PAGE,
             lowest_address: 0x10000,
-            highest_address: 0x7fff_ffff_efff,
+            highest_address: crate::TEST_TOP,
         }
     }
 
@@ -251,9 +251,34 @@ mod tests {
     }
 
     #[test]
+    fn the_top_of_a_32_bit_space_is_reachable_and_nothing_wraps_past_it() {
+        let mapped = MappedRanges::from_ranges([(0xfff0_0000, 0xfffe_0000)]);
+        for top in [0xfffe_ffff_usize, 0xffff_dfff] {
+            let mut above_2_gib = request(0x8000_0000, 0xffff_ffff, PAGE);
+            above_2_gib.highest_address = top;
+            let all: Vec<_> = NearestCandidates::new(&mapped, above_2_gib).collect();
+            assert!(!all.is_empty(), "top {top:#x}");
+            for &start in &all {
+                assert!(
+                    start >= 0x8000_0000 && start <= top - (PAGE - 1),
+                    "{start:#x}"
+                );
+                assert!(
+                    start + PAGE <= 0xfff0_0000 || start >= 0xfffe_0000,
+                    "{start:#x}"
+                );
+            }
+            assert!(
+                all.contains(&(0xfffe_0000)),
+                "the block above the mapping, top {top:#x}"
+            );
+        }
+    }
+
+    #[test]
     fn the_top_of_user_space_is_reachable_but_not_exceeded() {
         let mapped = MappedRanges::new();
-        let top = 0x7fff_ffff_efff;
+        let top = crate::TEST_TOP;
         let mut candidates =
             NearestCandidates::new(&mapped, request(top - 0x3fff, usize::MAX - 1, PAGE));
         let first = candidates.next().unwrap();

@@ -1,6 +1,8 @@
 //! What a caller asks for: an address range and a size.
 
 use crate::address::{ValidRequest, proximity_range, validate_request};
+#[cfg(doc)]
+use crate::error::InvalidRequest;
 use crate::error::{Error, ErrorKind};
 use crate::os;
 
@@ -9,20 +11,29 @@ use crate::os;
 /// [`ErrorKind::NoSpaceInRange`], unless the caller sets another count.
 pub const DEFAULT_RETRY_COUNT: u32 = 3;
 
-/// The highest address a user-space mapping can reach on this platform
+/// The highest address a user-space mapping of this process can reach
 /// (inclusive). Larger `max_address` values are clamped to it.
+///
+/// The process decides it, so it is read from the system (once, then
+/// cached): a 32-bit Windows program gets `0xFFFE_FFFF` if its image is
+/// large-address-aware and `0x7FFE_FFFF` if not (`GetSystemInfo`); a 32-bit
+/// Linux program `0xFFFF_DFFF` under a 64-bit kernel and `0xBFFF_FFFF`
+/// under a 32-bit one; a 64-bit program the top of its 47- or 48-bit space.
+/// A request whose whole range lies above it fails with
+/// [`InvalidRequest::RangeAboveUserSpace`].
 ///
 /// ```
 /// use memory_buffers::{BufferAllocatorSettings, Buffers, highest_user_address};
 ///
-/// const TOP: usize = highest_user_address();
-/// assert!(TOP > u32::MAX as usize);
+/// let top = highest_user_address();
+/// assert!(top >= 0x7ffe_ffff);
 /// // "Anywhere": a `max_address` of `usize::MAX` is clamped to the top.
 /// let allocation = Buffers::allocate_private_memory(&BufferAllocatorSettings::new(0, usize::MAX, 16))?;
-/// assert!(allocation.base_address() + (allocation.size() - 1) <= TOP);
+/// assert!(allocation.base_address() + (allocation.size() - 1) <= top);
 /// # Ok::<(), memory_buffers::Error>(())
 /// ```
-pub const fn highest_user_address() -> usize {
+#[inline]
+pub fn highest_user_address() -> usize {
     os::highest_user_address()
 }
 
@@ -333,12 +344,18 @@ impl Default for BufferSearchSettings {
 
 #[cfg(test)]
 mod tests {
-    use super::rel32_range;
+    use super::{highest_user_address, rel32_range};
     use crate::x86::rel32;
 
     #[test]
     fn the_rel32_range_is_exactly_the_reach_both_ways() {
-        let x = 0x4000_0000_0000;
+        // Far from both ends on 64-bit; on 32-bit the middle, where the
+        // reach is cut by 0 below and by the top of user space above.
+        let x = if usize::BITS == 64 {
+            0x4000_0000_0000_u64 as usize
+        } else {
+            0x8000_0000
+        };
         let (min, max) = rel32_range(x);
         for p in [min, min + 1, x, max, max + 1] {
             assert!(rel32(x, p).is_some(), "{p:#x} from {x:#x}");
@@ -346,7 +363,12 @@ mod tests {
         }
         // One step beyond either end breaks one of the two directions.
         assert!(rel32(min - 1, x).is_none() || rel32(x, min - 1).is_none());
-        assert!(rel32(max + 2, x).is_none() || rel32(x, max + 2).is_none());
+        if max < highest_user_address() {
+            assert!(rel32(max + 2, x).is_none() || rel32(x, max + 2).is_none());
+        } else {
+            // The reach above ends at the top of user space (on 32-bit).
+            assert_eq!(max, highest_user_address());
+        }
     }
 
     #[test]

@@ -132,11 +132,22 @@ mod tests {
 
     #[test]
     fn rel32_reaches_exactly_the_signed_32_bit_range() {
-        let next = 0x1_0000_0000usize;
-        assert_eq!(rel32(next, next + i32::MAX as usize), Some(i32::MAX));
-        assert_eq!(rel32(next, next + i32::MAX as usize + 1), None);
-        assert_eq!(rel32(next, next - (1 << 31)), Some(i32::MIN));
-        assert_eq!(rel32(next, next - (1 << 31) - 1), None);
+        // Room for the whole reach both ways on 64-bit; on 32-bit, reach
+        // below 0 and above the top wraps, checked apart below.
+        #[cfg(target_pointer_width = "64")]
+        {
+            let next = 0x1_0000_0000;
+            assert_eq!(rel32(next, next + i32::MAX as usize), Some(i32::MAX));
+            assert_eq!(rel32(next, next + i32::MAX as usize + 1), None);
+            assert_eq!(rel32(next, next - (1 << 31)), Some(i32::MIN));
+            assert_eq!(rel32(next, next - (1 << 31) - 1), None);
+        }
+        let next = 0x8000_0000usize;
+        assert_eq!(rel32(next, next + (i32::MAX as usize)), Some(i32::MAX));
+        assert_eq!(rel32(next, 0), Some(i32::MIN));
+        assert_eq!(rel32(0x7fff_ffff, 0xffff_ffff), None);
+        assert_eq!(rel32(0xffff_ffff, 0x7fff_ffff), Some(i32::MIN));
+        assert_eq!(rel32(0xffff_ffff, 0x7fff_fffe), None);
         assert_eq!(rel32(0, usize::MAX), None);
         assert_eq!(rel32(usize::MAX, 0), None);
         assert_eq!(rel32(usize::MAX, usize::MAX - 3), Some(-3));
@@ -172,11 +183,12 @@ mod tests {
                 Register::R14,
                 Register::R15,
             ][number as usize];
-            let bytes = jmp_abs_register(register, 0x0102_0304_0506_0708);
+            let target = 0x0102_0304_0506_0708_u64 as usize;
+            let bytes = jmp_abs_register(register, target);
             let extended = number >= 8;
             assert_eq!(bytes.len(), if extended { 13 } else { 12 });
             assert_eq!(bytes[1], 0xb8 + (number & 7));
-            assert_eq!(bytes[2..10], 0x0102_0304_0506_0708u64.to_le_bytes());
+            assert_eq!(bytes[2..10], (target as u64).to_le_bytes());
             assert_eq!(*bytes.last().unwrap(), 0xe0 + (number & 7));
         }
     }

@@ -227,8 +227,8 @@ fn write_then_execute_allocation() -> memory_buffers::PrivateAllocation {
     .unwrap()
 }
 
-/// `mov eax, 42; ret` or `mov w0, #42; ret`.
-#[cfg(target_arch = "x86_64")]
+/// `mov eax, 42; ret` (the same bytes on 32-bit x86) or `mov w0, #42; ret`.
+#[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
 const RETURN_42: &[u8] = &[0xb8, 42, 0, 0, 0, 0xc3];
 #[cfg(target_arch = "aarch64")]
 const RETURN_42: &[u8] = &[0x40, 0x05, 0x80, 0x52, 0xc0, 0x03, 0x5f, 0xd6];

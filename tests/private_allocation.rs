@@ -141,8 +141,11 @@ fn the_hole_next_to_the_target_is_taken_first() {
     let target = hole + page / 2;
     // Placement aims at the middle of the range, so keep the range centred
     // on the target: Windows maps the region low, where ±1 GiB would be cut
-    // off at 0.
-    let reach = GIB.min(target - page);
+    // off at 0, and a 32-bit Linux process high, where it would be cut off
+    // at the top of user space.
+    let reach = GIB
+        .min(target - page)
+        .min(memory_buffers::highest_user_address() - target);
     let allocation = Buffers::allocate_private_memory(&BufferAllocatorSettings::from_proximity(
         reach, target, page,
     ));

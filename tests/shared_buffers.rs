@@ -169,7 +169,13 @@ fn invalid_requests_return_errors() {
     );
     assert_eq!(
         reason(
-            BufferSearchSettings::new(0, highest_user_address(), 1 << 32),
+            // 4 GiB where a `usize` holds it (an item's size is 32 bits),
+            // the largest `usize` elsewhere.
+            BufferSearchSettings::new(
+                0,
+                highest_user_address(),
+                (u32::MAX as usize).checked_add(1).unwrap_or(usize::MAX)
+            ),
             1
         ),
         Some(InvalidRequest::SizeTooLarge)

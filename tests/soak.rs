@@ -87,8 +87,16 @@ fn targets() -> Vec<(usize, usize)> {
         Ok("all") | Err(std::env::VarError::NotPresent) => targets.extend([
             // Heap data, 64 MiB reach.
             (heap, 0x400_0000),
-            // An empty area high up, 32 MiB reach.
-            (0x3100_0000_0000, 0x200_0000),
+            // An empty area high up (low down in a 32-bit process, whose
+            // libraries and stack take its top), 32 MiB reach.
+            (
+                if usize::BITS == 64 {
+                    0x3100_0000_0000_u64 as usize
+                } else {
+                    0x3000_0000
+                },
+                0x200_0000,
+            ),
         ]),
         Ok(other) => {
             panic!("MEMORY_BUFFERS_SOAK_TARGETS must be `all` or `near-code`, not {other:?}")

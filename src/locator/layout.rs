@@ -469,37 +469,34 @@ mod tests {
         // test body and is accessed only through the locator here.
         let locator = unsafe { LocatorRef::from_address(address) }.unwrap();
         // SAFETY: nothing else sees the page.
-        unsafe { locator.initialise(0x1122_3344_5566_7788) };
+        // Distinct bytes in every position of a word of this width (the
+        // cast keeps the low half on 32-bit).
+        let this_address = 0x1122_3344_5566_7788_u64 as usize;
+        let base_address = 0x0102_0304_0506_0708_u64 as usize;
+        let width = size_of::<usize>();
+        unsafe { locator.initialise(this_address) };
         locator.next_locator().store(0x99aa, Ordering::Relaxed);
         locator.lock().store(1, Ordering::Relaxed);
         locator.raw_item_count().store(2, Ordering::Relaxed);
         let item = locator.item(1);
         // SAFETY: the item is not published to anyone else.
-        unsafe { item.write_new(0x0102_0304_0506_0708, 0x1000, 0x20) };
+        unsafe { item.write_new(base_address, 0x1000, 0x20) };
         // SAFETY: reading back the page through its own pointer.
         let bytes = unsafe { std::slice::from_raw_parts(address as *const u8, LOCATOR_SIZE) };
-        assert_eq!(&bytes[0..8], &0x1122_3344_5566_7788usize.to_le_bytes());
-        assert_eq!(&bytes[8..16], &0x99aausize.to_le_bytes());
-        assert_eq!(&bytes[16..20], &1u32.to_le_bytes());
-        assert_eq!(bytes[21], 2);
+        // FORMAT.md's offsets for both widths: pointers of `width` bytes,
+        // then the 32-bit fields.
+        assert_eq!(&bytes[0..width], &this_address.to_le_bytes());
+        assert_eq!(&bytes[width..2 * width], &0x99aausize.to_le_bytes());
+        assert_eq!(&bytes[2 * width..2 * width + 4], &1u32.to_le_bytes());
+        assert_eq!(bytes[2 * width + 5], 2);
         let item_offset = size_of::<LocatorHeader>() + size_of::<LocatorItem>();
-        assert_eq!(
-            &bytes[item_offset..item_offset + 8],
-            &0x0102_0304_0506_0708usize.to_le_bytes()
-        );
-        assert_eq!(
-            &bytes[item_offset + 8..item_offset + 12],
-            &0x1000u32.to_le_bytes()
-        );
-        assert_eq!(
-            &bytes[item_offset + 12..item_offset + 16],
-            &0x20u32.to_le_bytes()
-        );
-        assert_eq!(
-            &bytes[item_offset + 16..item_offset + 20],
-            &1u32.to_le_bytes()
-        );
-        assert_eq!(item.base_address(), 0x0102_0304_0506_0708);
+        assert_eq!(item_offset, 2 * width + 8 + width + 12);
+        let item_bytes = &bytes[item_offset..];
+        assert_eq!(&item_bytes[..width], &base_address.to_le_bytes());
+        assert_eq!(&item_bytes[width..width + 4], &0x1000u32.to_le_bytes());
+        assert_eq!(&item_bytes[width + 4..width + 8], &0x20u32.to_le_bytes());
+        assert_eq!(&item_bytes[width + 8..width + 12], &1u32.to_le_bytes());
+        assert_eq!(item.base_address(), base_address);
         drop(page);
     }
 
@@ -603,12 +600,13 @@ mod tests {
         assert_eq!(word(&plain, 0), 0x7000_0000);
         assert_eq!(word(&plain, width), 0, "no next locator");
         // A 16 KiB page on Apple Silicon: four locators, chained.
-        let chained = rendezvous_file_start(0x1_0000_0000, 16384, true);
+        let start = 0xffff_0000;
+        let chained = rendezvous_file_start(start, 16384, true);
         for index in 0..4 {
             let at = index * LOCATOR_SIZE;
-            assert_eq!(word(&chained, at), 0x1_0000_0000 + at, "this address");
+            assert_eq!(word(&chained, at), start + at, "this address");
             let next = if index < 3 {
-                0x1_0000_0000 + at + LOCATOR_SIZE
+                start + at + LOCATOR_SIZE
             } else {
                 0
             };

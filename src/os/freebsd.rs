@@ -54,7 +54,7 @@ pub(crate) fn query_lowest_address() -> usize {
 /// The highest address (inclusive) a user mapping can reach:
 /// `VM_MAXUSER_ADDRESS - 1` below the shared page, with 47-bit (amd64, 4-level
 /// paging) or 48-bit (arm64) user addresses.
-pub(crate) const fn highest_user_address() -> usize {
+pub(crate) fn query_highest_user_address() -> usize {
     #[cfg(target_arch = "x86_64")]
     {
         (1usize << 47) - 4096 - 1

@@ -59,8 +59,9 @@ pub(crate) fn query_lowest_address() -> usize {
 
 /// The highest address (inclusive) a user-space mapping can reach without
 /// opting in to larger address spaces: `TASK_SIZE - 1` with 47-bit (x86-64)
-/// or 48-bit (AArch64) virtual addresses.
-pub(crate) const fn highest_user_address() -> usize {
+/// or 48-bit (AArch64) virtual addresses; for a 32-bit process, what its
+/// kernel gives it (see [`highest_address_of_32_bit_process`]).
+pub(crate) fn query_highest_user_address() -> usize {
     #[cfg(target_arch = "x86_64")]
     {
         (1usize << 47) - 4096 - 1
@@ -69,10 +70,64 @@ pub(crate) const fn highest_user_address() -> usize {
     {
         (1usize << 48) - 1
     }
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    #[cfg(target_pointer_width = "32")]
+    {
+        highest_address_of_32_bit_process(kernel_is_64_bit(), has_3gb_personality())
+    }
+    #[cfg(not(any(
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        target_pointer_width = "32"
+    )))]
     {
         usize::MAX - 1
     }
+}
+
+/// `ADDR_LIMIT_3GB` of `<linux/personality.h>`: `setarch --3gb`.
+#[cfg(target_pointer_width = "32")]
+const ADDR_LIMIT_3GB: libc::c_int = 0x0800_0000;
+
+/// The top of a 32-bit process's address space. Under a 64-bit kernel it
+/// is `TASK_SIZE` of a compat task, 4 GiB less one page (`0xFFFF_E000`),
+/// or 3 GiB with the `ADDR_LIMIT_3GB` personality. A 32-bit kernel gives
+/// the user part of its split, 3 GiB with the default `VMSPLIT_3G` (a
+/// kernel built with another split maps less, and placement's `mmap`
+/// then fails above it).
+#[cfg(any(target_pointer_width = "32", test))]
+fn highest_address_of_32_bit_process(kernel_is_64_bit: bool, limit_3gb: bool) -> usize {
+    if kernel_is_64_bit && !limit_3gb {
+        0xffff_dfff
+    } else {
+        0xbfff_ffff
+    }
+}
+
+/// Whether the kernel is a 64-bit one, from `uname`'s machine name (a
+/// 32-bit process sees the kernel's own).
+#[cfg(target_pointer_width = "32")]
+fn kernel_is_64_bit() -> bool {
+    // SAFETY: an all-zero `utsname` (arrays of `c_char`) is a valid value.
+    let mut name: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: `name` is writable memory of the right type.
+    if unsafe { libc::uname(&mut name) } != 0 {
+        return false;
+    }
+    let machine: Vec<u8> = name
+        .machine
+        .iter()
+        .take_while(|&&byte| byte != 0)
+        .map(|&byte| byte as u8)
+        .collect();
+    matches!(machine.as_slice(), b"x86_64" | b"aarch64")
+}
+
+/// Whether this process runs with the `ADDR_LIMIT_3GB` personality.
+#[cfg(target_pointer_width = "32")]
+fn has_3gb_personality() -> bool {
+    // SAFETY: `personality(0xffffffff)` only reads the current persona.
+    let persona = unsafe { libc::personality(0xffff_ffff) };
+    persona != -1 && persona & ADDR_LIMIT_3GB != 0
 }
 
 /// Whether an `errno` from a fixed mapping means "something is already
@@ -459,6 +514,36 @@ pub(crate) fn allocate_existing_file(file: &File, len: u64) -> Result<(), Errno>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_32_bit_process_gets_4_gib_less_a_page_under_a_64_bit_kernel() {
+        assert_eq!(highest_address_of_32_bit_process(true, false), 0xffff_dfff);
+    }
+
+    #[test]
+    fn a_32_bit_process_gets_3_gib_under_a_32_bit_kernel_or_setarch_3gb() {
+        assert_eq!(highest_address_of_32_bit_process(false, false), 0xbfff_ffff);
+        assert_eq!(highest_address_of_32_bit_process(true, true), 0xbfff_ffff);
+        assert_eq!(highest_address_of_32_bit_process(false, true), 0xbfff_ffff);
+    }
+
+    #[test]
+    fn this_process_reports_a_top_it_can_map_below() {
+        let top = super::super::highest_user_address();
+        #[cfg(target_pointer_width = "32")]
+        {
+            // This machine's kernel is 64-bit; the test runs there natively.
+            let expected = if kernel_is_64_bit() && !has_3gb_personality() {
+                0xffff_dfff
+            } else {
+                0xbfff_ffff
+            };
+            assert_eq!(top, expected);
+        }
+        #[cfg(target_pointer_width = "64")]
+        assert!(top > u32::MAX as usize);
+        assert_eq!((top + 1) % 4096, 0, "{top:#x} ends a page");
+    }
 
     fn record(name: &[u8], padded_len: usize) -> Vec<u8> {
         let mut record = vec![0u8; padded_len];

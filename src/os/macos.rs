@@ -151,7 +151,7 @@ pub(crate) fn query_lowest_address() -> usize {
 /// The highest address (inclusive) a user mapping can reach:
 /// `MACH_VM_MAX_ADDRESS - 1` for macOS (`0x7fff_ffe0_0000` on Intel,
 /// `0x7fff_fe00_0000` on Apple Silicon).
-pub(crate) const fn highest_user_address() -> usize {
+pub(crate) fn query_highest_user_address() -> usize {
     #[cfg(target_arch = "aarch64")]
     {
         0x7fff_fe00_0000 - 1

@@ -61,6 +61,12 @@ mod unix;
     any(not(any(target_os = "linux", windows)), memory_buffers_unsupported),
     path = "remote_unsupported.rs"
 )]
+// Linux makes a target call mmap on x86-64 only: elsewhere the injector's
+// plumbing is compiled but unused.
+#[cfg_attr(
+    all(target_os = "linux", not(target_arch = "x86_64")),
+    allow(dead_code)
+)]
 mod remote;
 
 pub(crate) mod fault;
@@ -74,6 +80,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 static GRANULARITY: AtomicUsize = AtomicUsize::new(0);
 /// Cached lowest mappable address plus one; 0 until first read.
 static LOWEST_ADDRESS: AtomicUsize = AtomicUsize::new(0);
+/// Cached highest user-space address; 0 until first read.
+static HIGHEST_ADDRESS: AtomicUsize = AtomicUsize::new(0);
 
 /// The unit in which memory is mapped (the page size on Linux).
 ///
@@ -104,6 +112,24 @@ pub(crate) fn lowest_mappable_address() -> usize {
             value
         }
         stored => stored - 1,
+    }
+}
+
+/// The highest address (inclusive) a mapping of this process can reach.
+///
+/// Known only at run time where the process decides it: a 32-bit Windows
+/// program sees 4 GiB if its image is large-address-aware and 2 GiB if
+/// not, a 32-bit Linux program 4 GiB on a 64-bit kernel and 3 GiB on a
+/// 32-bit one. Cached like [`allocation_granularity`] (never 0 once read).
+#[inline]
+pub(crate) fn highest_user_address() -> usize {
+    match HIGHEST_ADDRESS.load(Ordering::Relaxed) {
+        0 => {
+            let value = backend::query_highest_user_address().max(1);
+            HIGHEST_ADDRESS.store(value, Ordering::Relaxed);
+            value
+        }
+        value => value,
     }
 }
 

@@ -34,7 +34,7 @@ pub(crate) fn query_lowest_address() -> usize {
     65536
 }
 
-pub(crate) const fn highest_user_address() -> usize {
+pub(crate) fn query_highest_user_address() -> usize {
     usize::MAX - 1
 }
 

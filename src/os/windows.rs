@@ -93,25 +93,25 @@ pub(crate) fn query_lowest_address() -> usize {
     system_info().lpMinimumApplicationAddress as usize
 }
 
-/// The highest user-space address of a 64-bit process on Windows 8.1 and
-/// later (128 TiB less 64 KiB); 32-bit processes without large-address
-/// awareness stop below 2 GiB. Older systems stop lower: what they lack is
-/// reported as occupied by [`read_maps`], so placement never aims there.
-pub(crate) const fn highest_user_address() -> usize {
-    #[cfg(target_pointer_width = "64")]
-    {
-        0x7fff_fffe_ffff
-    }
-    #[cfg(not(target_pointer_width = "64"))]
-    {
-        0x7ffe_ffff
+/// The highest user-space address of this process, as the system reports
+/// it: 128 TiB less 64 KiB for a 64-bit process on Windows 8.1 and later
+/// (8 TiB before); for a 32-bit process 4 GiB less 64 KiB if its image is
+/// large-address-aware (under a 64-bit system), 2 GiB less 64 KiB if not.
+/// Never taken from where an allocation happened to land: Wine grants
+/// addresses above 2 GiB to programs that did not ask for them.
+pub(crate) fn query_highest_user_address() -> usize {
+    match system_info().lpMaximumApplicationAddress as usize {
+        0 => DEFAULT_HIGHEST_USER_ADDRESS,
+        highest => highest,
     }
 }
 
-/// The highest user-space address this system really has.
-fn highest_address_of_system() -> usize {
-    system_info().lpMaximumApplicationAddress as usize
-}
+/// What a process without large-address awareness has, should the system
+/// report nothing.
+#[cfg(target_pointer_width = "64")]
+const DEFAULT_HIGHEST_USER_ADDRESS: usize = 0x7fff_fffe_ffff;
+#[cfg(not(target_pointer_width = "64"))]
+const DEFAULT_HIGHEST_USER_ADDRESS: usize = 0x7ffe_ffff;
 
 /// Access rights of a mapping.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -385,11 +385,9 @@ pub(crate) fn is_mapped(address: usize, len: usize) -> Result<bool, Errno> {
     Ok(true)
 }
 
-/// Walks the address space with `VirtualQuery`, calling `visit` with each
-/// run of reserved regions (merged) until it breaks. The space above what
-/// this system offers, up to [`highest_user_address`], is reported as one
-/// more occupied run so that placement never aims there. `_buffer` exists
-/// for the Linux signature.
+/// Walks the address space with `VirtualQuery` up to the highest user
+/// address, calling `visit` with each run of reserved regions (merged)
+/// until it breaks. `_buffer` exists for the Linux signature.
 pub(crate) fn read_maps(
     _buffer: &mut Vec<u8>,
     mut visit: impl FnMut(&MapsEntry) -> ControlFlow<()>,
@@ -404,7 +402,7 @@ pub(crate) fn read_maps(
         inode: 0,
         access: crate::maps::Access::default(),
     };
-    let top = highest_address_of_system();
+    let top = super::highest_user_address();
     let mut address = query_lowest_address();
     // A run of reserved regions not yet reported.
     let mut run: Option<(usize, usize)> = None;
@@ -430,14 +428,8 @@ pub(crate) fn read_maps(
         }
         address = end;
     }
-    if let Some((start, end)) = run
-        && visit(&entry(start, end)).is_break()
-    {
-        return Ok(());
-    }
-    let beyond = top.saturating_add(1);
-    if beyond <= highest_user_address() {
-        let _ = visit(&entry(beyond, highest_user_address().saturating_add(1)));
+    if let Some((start, end)) = run {
+        let _ = visit(&entry(start, end));
     }
     Ok(())
 }

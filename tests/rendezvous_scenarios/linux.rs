@@ -33,9 +33,13 @@ fn file_for(pid: u32) -> PathBuf {
     ))
 }
 
+/// Bytes in a pointer of the locator header: 8 on 64-bit, 4 on 32-bit
+/// (FORMAT.md gives both layouts).
+const POINTER: usize = std::mem::size_of::<usize>();
+
 fn locator_file_with_this_address(this_address: usize) -> Vec<u8> {
     let mut bytes = vec![0u8; 4096];
-    bytes[..8].copy_from_slice(&this_address.to_le_bytes());
+    bytes[..POINTER].copy_from_slice(&this_address.to_le_bytes());
     bytes
 }
 
@@ -46,7 +50,7 @@ fn this_address_in_file() -> Result<usize, String> {
         "rendezvous file is {} bytes",
         bytes.len()
     );
-    Ok(usize::from_le_bytes(bytes[..8].try_into().unwrap()))
+    Ok(usize::from_le_bytes(bytes[..POINTER].try_into().unwrap()))
 }
 
 fn call(name: &str, result: libc::c_int) -> Outcome {
@@ -173,10 +177,15 @@ fn stale_file(this_address: usize) -> Outcome {
 fn fresh() -> Outcome {
     expect_shared_and_published()?;
     let bytes = fs::read(own_file()).unwrap();
-    check!(bytes[8..16] == [0; 8], "next locator is set");
-    check!(bytes[16..20] == [0; 4], "header lock is held");
-    check!(bytes[20] & 7 == 0, "version is not 0");
-    check!(bytes[21] >= 1, "no item counted after a get_buffer");
+    let header = &bytes[POINTER..];
+    check!(
+        header[..POINTER].iter().all(|&byte| byte == 0),
+        "next locator is set"
+    );
+    let header = &header[POINTER..];
+    check!(header[..4] == [0; 4], "header lock is held");
+    check!(header[4] & 7 == 0, "version is not 0");
+    check!(header[5] >= 1, "no item counted after a get_buffer");
     let metadata = fs::metadata(own_file()).unwrap();
     // SAFETY: geteuid cannot fail.
     check!(
@@ -229,9 +238,17 @@ fn symlink_in_place_of_the_file() -> Outcome {
     Ok(())
 }
 
+/// An address nothing is mapped at in these test processes: high in a
+/// 64-bit space, below the executable and libraries in a 32-bit one.
+const UNMAPPED_ADDRESS: usize = if usize::BITS == 64 {
+    0x1000_0000_0000_u64 as usize
+} else {
+    0x0f00_0000
+};
+
 fn file_of_another_user() -> Outcome {
     fs::create_dir_all(DIRECTORY).unwrap();
-    let planted = locator_file_with_this_address(0x4141_4141_0000);
+    let planted = locator_file_with_this_address(UNMAPPED_ADDRESS + 0x4141_0000);
     fs::write(own_file(), &planted).unwrap();
     chown(&own_file(), NOBODY)?;
     expect_private(|reason| reason == PrivateLocatorReason::FileNotTrusted)?;
@@ -306,6 +323,8 @@ fn tight_address_space_limit() -> Outcome {
     let warm: Vec<u8> = Vec::with_capacity(4096);
     drop(warm);
     let limit = virtual_size()? + 512 * 1024;
+    // `rlim_t` is 32 bits in a 32-bit process.
+    let limit = libc::rlim_t::try_from(limit).map_err(|_| "VmSize beyond rlim_t")?;
     let rlimit = libc::rlimit {
         rlim_cur: limit,
         rlim_max: limit,
@@ -827,7 +846,7 @@ fn parent_pid() -> u32 {
 const SCENARIOS: &[Scenario] = &[
     ("fresh_process_creates_and_publishes_the_locator", fresh),
     ("stale_file_with_an_unmapped_address_is_taken_over", || {
-        stale_file(0x1000_0000_0000)
+        stale_file(UNMAPPED_ADDRESS)
     }),
     ("stale_file_with_a_zero_address_is_taken_over", || {
         stale_file(0)
