@@ -41,7 +41,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         trampoline.abs_diff(target)
     );
 
-    #[cfg(target_arch = "x86_64")]
+    // `jmp rel32` is the same instruction in 32-bit x86 code.
+    #[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
     {
         // SAFETY: the trampoline is a complete `jmp` to `answer`, which has
         // exactly this signature; buffers are never unmapped.

@@ -135,8 +135,12 @@ impl LockedBuffer {
     /// ```
     /// use memory_buffers::{BufferSearchSettings, Buffers, ErrorKind};
     /// // A range no other example uses, so that the buffer released below is
-    /// // still free when it is asked for again.
+    /// // still free when it is asked for again (on 32-bit, one below 2 GiB,
+    /// // which every 32-bit program has).
+    /// # #[cfg(target_pointer_width = "64")]
     /// let (min, max) = (0x5_0000_0000, 0x5_ffff_ffff);
+    /// # #[cfg(target_pointer_width = "32")]
+    /// # let (min, max) = (0x6000_0000, 0x6fff_ffff);
     /// let buffer = Buffers::get_buffer(&BufferSearchSettings::new(min, max, 64))?;
     /// assert!(buffer.limit() <= max);
     /// let start = buffer.next_address();

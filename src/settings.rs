@@ -127,10 +127,18 @@ impl BufferAllocatorSettings {
     /// ([`x86::rel32`](crate::x86::rel32)).
     ///
     /// ```
-    /// use memory_buffers::BufferAllocatorSettings;
-    /// let settings = BufferAllocatorSettings::within_rel32_reach(0x1_0000_0000, 64);
-    /// assert_eq!(settings.min_address, 0x1_0000_0000 - 0x7fff_ffff);
-    /// assert_eq!(settings.max_address, 0x1_0000_0000 + 0x7fff_fffe);
+    /// use memory_buffers::{BufferAllocatorSettings, highest_user_address};
+    /// #[cfg(target_pointer_width = "64")]
+    /// {
+    ///     let settings = BufferAllocatorSettings::within_rel32_reach(0x1_0000_0000, 64);
+    ///     assert_eq!(settings.min_address, 0x1_0000_0000 - 0x7fff_ffff);
+    ///     assert_eq!(settings.max_address, 0x1_0000_0000 + 0x7fff_fffe);
+    /// }
+    /// // Cut at 0, and at the top of user space (a 32-bit process's too).
+    /// let settings = BufferAllocatorSettings::within_rel32_reach(0x7000_0000, 64);
+    /// assert_eq!(settings.min_address, 0);
+    /// let above = 0x7000_0000 + 0x7fff_fffe;
+    /// assert_eq!(settings.max_address, above.min(highest_user_address()));
     /// ```
     #[must_use]
     pub fn within_rel32_reach(x: usize, size: usize) -> Self {
@@ -264,10 +272,18 @@ impl BufferSearchSettings {
     /// ([`x86::rel32`](crate::x86::rel32)).
     ///
     /// ```
-    /// use memory_buffers::BufferSearchSettings;
-    /// let settings = BufferSearchSettings::within_rel32_reach(0x1_0000_0000, 64);
-    /// assert_eq!(settings.min_address, 0x1_0000_0000 - 0x7fff_ffff);
-    /// assert_eq!(settings.max_address, 0x1_0000_0000 + 0x7fff_fffe);
+    /// use memory_buffers::{BufferSearchSettings, highest_user_address};
+    /// #[cfg(target_pointer_width = "64")]
+    /// {
+    ///     let settings = BufferSearchSettings::within_rel32_reach(0x1_0000_0000, 64);
+    ///     assert_eq!(settings.min_address, 0x1_0000_0000 - 0x7fff_ffff);
+    ///     assert_eq!(settings.max_address, 0x1_0000_0000 + 0x7fff_fffe);
+    /// }
+    /// // Cut at 0, and at the top of user space (a 32-bit process's too).
+    /// let settings = BufferSearchSettings::within_rel32_reach(0x7000_0000, 64);
+    /// assert_eq!(settings.min_address, 0);
+    /// let above = 0x7000_0000 + 0x7fff_fffe;
+    /// assert_eq!(settings.max_address, above.min(highest_user_address()));
     /// ```
     #[must_use]
     pub fn within_rel32_reach(x: usize, size: usize) -> Self {
@@ -284,9 +300,9 @@ impl BufferSearchSettings {
     ///
     /// ```
     /// use memory_buffers::BufferSearchSettings;
-    /// let settings = BufferSearchSettings::from_proximity(0x7fff_0000, 0x1_0000_0000, 64);
-    /// assert_eq!(settings.min_address, 0x1_0000_0000 - 0x7fff_0000);
-    /// assert_eq!(settings.max_address, 0x1_0000_0000 + 0x7fff_0000);
+    /// let settings = BufferSearchSettings::from_proximity(0x100_0000, 0x7000_0000, 64);
+    /// assert_eq!(settings.min_address, 0x7000_0000 - 0x100_0000);
+    /// assert_eq!(settings.max_address, 0x7000_0000 + 0x100_0000);
     /// // Saturates at 0.
     /// assert_eq!(BufferSearchSettings::from_proximity(0x7fff_0000, 0x1000, 64).min_address, 0);
     /// ```

@@ -240,7 +240,7 @@ impl TargetProcess {
     /// use memory_buffers::{BufferAllocatorSettings, TargetProcess};
     ///
     /// let game = TargetProcess::open(4242)?;
-    /// let hooked_function = 0x5555_5555_1000;
+    /// let hooked_function = 0x0040_1000;
     /// let settings = BufferAllocatorSettings::from_proximity(0x7fff_0000, hooked_function, 4096);
     /// let trampoline = game.allocate_private_memory(&settings)?;
     /// trampoline.write(0, &[0xc3])?;
@@ -310,7 +310,7 @@ impl TargetProcess {
     /// ```no_run
     /// use memory_buffers::TargetProcess;
     /// let game = TargetProcess::open(4242)?;
-    /// game.write_memory(0x5555_5555_1000, &[0x90, 0x90])?;
+    /// game.write_memory(0x0040_1000, &[0x90, 0x90])?;
     /// # Ok::<(), memory_buffers::Error>(())
     /// ```
     pub fn write_memory(&self, address: usize, bytes: &[u8]) -> Result<(), Error> {
@@ -332,7 +332,7 @@ impl TargetProcess {
     /// use memory_buffers::TargetProcess;
     /// let game = TargetProcess::open(4242)?;
     /// let mut header = [0u8; 4];
-    /// game.read_memory(0x5555_5555_0000, &mut header)?;
+    /// game.read_memory(0x0040_0000, &mut header)?;
     /// # Ok::<(), memory_buffers::Error>(())
     /// ```
     pub fn read_memory(&self, address: usize, out: &mut [u8]) -> Result<(), Error> {

@@ -14,7 +14,7 @@
 //! // `jmp` at 0x1000 to 0x2000: E9 and the displacement from 0x1005.
 //! assert_eq!(x86::jmp_rel32(0x1000, 0x2000), Some([0xe9, 0xfb, 0x0f, 0x00, 0x00]));
 //! // Too far for rel32:
-//! assert_eq!(x86::jmp_rel32(0x1000, 0x1_0000_1000), None);
+//! assert_eq!(x86::jmp_rel32(0x1000, 0x9000_0000), None);
 //! ```
 
 /// Length of [`jmp_rel32`]'s encoding.
@@ -87,9 +87,9 @@ pub fn jmp_rel32(at: usize, target: usize) -> Option<[u8; JMP_REL32_LEN]> {
 ///
 /// ```
 /// use memory_buffers::x86::jmp_abs_indirect;
-/// let bytes = jmp_abs_indirect(0x1122_3344_5566_7788);
+/// let bytes = jmp_abs_indirect(0x1122_3344);
 /// assert_eq!(bytes[..6], [0xff, 0x25, 0, 0, 0, 0]);
-/// assert_eq!(bytes[6..], 0x1122_3344_5566_7788u64.to_le_bytes());
+/// assert_eq!(bytes[6..], 0x1122_3344u64.to_le_bytes());
 /// ```
 pub fn jmp_abs_indirect(target: usize) -> [u8; JMP_ABS_INDIRECT_LEN] {
     let mut bytes = [0; JMP_ABS_INDIRECT_LEN];

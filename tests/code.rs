@@ -1,5 +1,5 @@
 //! Writing, running and rewriting machine code in shared buffers, on
-//! x86-64 and AArch64 (where the suite runs under QEMU in CI). Every test
+//! x86-64, 32-bit x86 and AArch64 (where the suite runs under QEMU in CI). Every test
 //! calls the code it wrote.
 //!
 //! On AArch64 a write of code must be followed by an instruction-cache
@@ -8,19 +8,19 @@
 //! notices writes to translated code by itself and retranslates, so these
 //! tests would pass there without it; on hardware the old bytes could run.
 
-#![cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#![cfg(any(target_arch = "x86_64", target_arch = "x86", target_arch = "aarch64"))]
 
 use memory_buffers::{BufferSearchSettings, Buffers, ErrorKind, LockedBuffer};
 
 /// How far a buffer may be from the function its trampoline reaches:
 /// `jmp rel32` reaches ±2 GiB, AArch64's `b` ±128 MiB.
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
 const NEAR: usize = 0x7fff_0000;
 #[cfg(target_arch = "aarch64")]
 const NEAR: usize = 120 << 20;
 
 /// `mov eax, value; ret`
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
 fn return_constant(value: u32) -> Vec<u8> {
     let bytes = value.to_le_bytes();
     vec![0xb8, bytes[0], bytes[1], bytes[2], bytes[3], 0xc3]
@@ -30,6 +30,11 @@ fn return_constant(value: u32) -> Vec<u8> {
 /// System V convention, which `extern "sysv64"` selects on Windows too.
 #[cfg(target_arch = "x86_64")]
 const ADD_ARGUMENTS: &[u8] = &[0x8d, 0x04, 0x37, 0xc3];
+
+/// `mov eax, [esp + 4]; add eax, [esp + 8]; ret`: cdecl, the C convention
+/// of 32-bit x86 on Linux and Windows alike, passes both on the stack.
+#[cfg(target_arch = "x86")]
+const ADD_ARGUMENTS: &[u8] = &[0x8b, 0x44, 0x24, 0x04, 0x03, 0x44, 0x24, 0x08, 0xc3];
 
 /// AArch64 instructions, little-endian, as the architecture encodes them.
 #[cfg(target_arch = "aarch64")]
@@ -74,14 +79,16 @@ fn return_constant(value: u32) -> Vec<u8> {
 fn add_arguments() -> Vec<u8> {
     a64::bytes(&[a64::ADD_W0_W0_W1, a64::RET])
 }
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
 fn add_arguments() -> Vec<u8> {
     ADD_ARGUMENTS.to_vec()
 }
 
-/// The C calling convention for two integers, on either architecture.
+/// The C calling convention for two integers, on each architecture.
 #[cfg(target_arch = "x86_64")]
 type AddFunction = extern "sysv64" fn(i32, i32) -> i32;
+#[cfg(target_arch = "x86")]
+type AddFunction = extern "cdecl" fn(i32, i32) -> i32;
 #[cfg(target_arch = "aarch64")]
 type AddFunction = extern "C" fn(i32, i32) -> i32;
 
@@ -189,7 +196,7 @@ fn overwriting_outside_the_buffers_is_refused() {
 
 /// A jump from `at` to `destination`: `jmp rel32` (x86-64) or `b`
 /// (AArch64).
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
 fn jump(at: usize, destination: usize) -> Vec<u8> {
     let after_jump = at as i64 + 5;
     let displacement =

@@ -174,7 +174,7 @@ fn invalid_requests_return_errors() {
             BufferSearchSettings::new(
                 0,
                 highest_user_address(),
-                (u32::MAX as usize).checked_add(1).unwrap_or(usize::MAX)
+                (u32::MAX as usize).saturating_add(1)
             ),
             1
         ),

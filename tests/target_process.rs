@@ -87,6 +87,8 @@ fn main() {
                 Some(reason)
             } else if let Some(reason) = ptrace_unimplemented() {
                 Some(reason)
+            } else if let Some(reason) = no_injector() {
+                Some(reason)
             } else {
                 (name == "another_users_process_is_refused_with_the_reason" && !is_root())
                     .then_some("needs root, to drop to another user")
@@ -129,6 +131,15 @@ fn ptrace_unimplemented() -> Option<&'static str> {
         }
     }
     None
+}
+
+/// Why this build cannot make a Linux target call `mmap`, if it cannot:
+/// the injector drives x86-64 registers and `syscall`, so a build for
+/// another architecture (32-bit x86 included) answers `Unsupported` to
+/// every allocation; reading and writing bytes still work there.
+fn no_injector() -> Option<&'static str> {
+    (cfg!(target_os = "linux") && !cfg!(target_arch = "x86_64"))
+        .then_some("allocating in another Linux process needs the x86-64 injector")
 }
 
 fn is_root() -> bool {

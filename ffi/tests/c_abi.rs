@@ -2,14 +2,23 @@
 //! header and the shared library cargo just built, runs them, and requires
 //! them to pass: `tests/c/abi_test.c`, which calls every exported function
 //! and checks each result, and the example in `README.md`. Both write
-//! x86-64 code and run it.
+//! x86 code and run it (`mov eax, imm32; ret`, the same bytes in 64- and
+//! 32-bit mode), so they are built for x86-64 with the system's `cc` and
+//! for 32-bit x86 with the i686 cross compiler, which links against the
+//! i686 library of a 32-bit test run.
 
-#![cfg(all(target_os = "linux", target_arch = "x86_64"))]
+#![cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "x86")))]
 
 mod common;
 
 use std::path::Path;
 use std::process::Command;
+
+/// The compiler for programs of this test's own architecture.
+#[cfg(target_arch = "x86_64")]
+const C_COMPILER: &str = "cc";
+#[cfg(target_arch = "x86")]
+const C_COMPILER: &str = "i686-linux-gnu-gcc";
 
 /// Compiles `source` into a program linked against the library, runs it
 /// and returns its standard output; panics if either step fails.
@@ -20,7 +29,7 @@ fn compile_and_run(source: &Path, name: &str) -> String {
     let program =
         Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}_{}", std::process::id()));
 
-    let compile = Command::new("cc")
+    let compile = Command::new(C_COMPILER)
         .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-O1", "-o"])
         .arg(&program)
         .arg("-I")
@@ -29,10 +38,10 @@ fn compile_and_run(source: &Path, name: &str) -> String {
         .arg(&library)
         .arg(format!("-Wl,-rpath,{}", library_dir.display()))
         .output()
-        .expect("the C compiler `cc` runs");
+        .unwrap_or_else(|error| panic!("the C compiler `{C_COMPILER}` runs: {error}"));
     assert!(
         compile.status.success(),
-        "cc failed on {}:\n{}{}",
+        "{C_COMPILER} failed on {}:\n{}{}",
         source.display(),
         String::from_utf8_lossy(&compile.stdout),
         String::from_utf8_lossy(&compile.stderr)

@@ -124,6 +124,10 @@ fn ptrace_unimplemented() -> Option<&'static str> {
         if result == -1 && errno == Some(libc::ENOSYS) {
             return Some("ptrace is not implemented here (QEMU user mode answers ENOSYS)");
         }
+        // The injector drives x86-64 registers and `syscall`.
+        if !cfg!(target_arch = "x86_64") {
+            return Some("allocating in another Linux process needs the x86-64 injector");
+        }
     }
     None
 }

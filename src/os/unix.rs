@@ -372,8 +372,8 @@ pub(crate) fn monotonic_now() -> Duration {
 pub(crate) fn sleep_until(deadline: Duration) {
     let target = libc::timespec {
         tv_sec: libc::time_t::try_from(deadline.as_secs()).unwrap_or(libc::time_t::MAX),
-        // `c_long`: 32 bits on 32-bit targets, where nanoseconds still fit.
-        tv_nsec: deadline.subsec_nanos().try_into().unwrap_or(0),
+        // Below 10^9, so it fits a `c_long` of 32 bits (32-bit targets).
+        tv_nsec: deadline.subsec_nanos() as libc::c_long,
     };
     loop {
         // SAFETY: `target` is a valid `timespec`; with `TIMER_ABSTIME` the

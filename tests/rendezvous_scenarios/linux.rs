@@ -356,9 +356,12 @@ fn endless_proc_maps() -> Outcome {
             std::ptr::null(),
         )
     })?;
+    // 4 GiB, or no limit where `rlim_t` is 32 bits (a 32-bit process has
+    // no more than 4 GiB anyway).
+    let limit = libc::rlim_t::try_from(4u64 << 30).unwrap_or(libc::RLIM_INFINITY);
     let rlimit = libc::rlimit {
-        rlim_cur: 4 << 30,
-        rlim_max: 4 << 30,
+        rlim_cur: limit,
+        rlim_max: limit,
     };
     // SAFETY: as in `tight_address_space_limit`. The limit keeps the old
     // behaviour from eating the machine's memory before it aborts.

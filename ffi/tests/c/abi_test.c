@@ -1,17 +1,36 @@
 /*
  * Exercises every function of memory_buffers.h from C, against the shared
  * library built by cargo. Built and run by tests/c_abi.rs; exits non-zero
- * if any check fails. x86-64 only: it writes and runs machine code.
+ * if any check fails. x86 only (64- and 32-bit): it writes and runs machine
+ * code, `mov eax, imm32; ret`, which both modes encode alike.
  *
  * SPDX-License-Identifier: MIT OR Apache-2.0
  */
 
 #include "memory_buffers.h"
 
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The header's structs as both sides lay them out, for this pointer width:
+ * addresses and sizes are pointer-sized, then the 32-bit fields. */
+#define POINTER sizeof(void *)
+_Static_assert(sizeof(uintptr_t) == POINTER && sizeof(size_t) == POINTER, "pointer-sized fields");
+_Static_assert(offsetof(MemoryBuffersSearchSettings, min_address) == 0, "search min_address");
+_Static_assert(offsetof(MemoryBuffersSearchSettings, max_address) == POINTER, "search max_address");
+_Static_assert(offsetof(MemoryBuffersSearchSettings, size) == 2 * POINTER, "search size");
+_Static_assert(sizeof(MemoryBuffersSearchSettings) == 3 * POINTER, "search settings size");
+_Static_assert(offsetof(MemoryBuffersAllocatorSettings, min_address) == 0, "allocator min_address");
+_Static_assert(offsetof(MemoryBuffersAllocatorSettings, max_address) == POINTER, "allocator max_address");
+_Static_assert(offsetof(MemoryBuffersAllocatorSettings, size) == 2 * POINTER, "allocator size");
+_Static_assert(offsetof(MemoryBuffersAllocatorSettings, retry_count) == 3 * POINTER, "allocator retry_count");
+_Static_assert(offsetof(MemoryBuffersAllocatorSettings, target_process_id) == 3 * POINTER + 4,
+               "allocator target_process_id");
+_Static_assert(sizeof(MemoryBuffersAllocatorSettings) == 3 * POINTER + 8, "allocator settings size");
+_Static_assert(sizeof(MemoryBuffersStatus) == 4, "status is 32 bits");
 
 static int failures = 0;
 
@@ -122,7 +141,13 @@ static void test_version(void) {
 
 static void test_settings(size_t granularity, uintptr_t highest) {
     CHECK(granularity >= 4096 && (granularity & (granularity - 1)) == 0);
+#if UINTPTR_MAX > 0xffffffffu
     CHECK(highest > UINT32_MAX);
+#else
+    /* A 32-bit process: at least 2 GiB less 64 KiB, and the top of the
+     * last page below 4 GiB at most (the +1 below does not wrap). */
+    CHECK(highest >= 0x7ffeffffu && highest < UINTPTR_MAX && (highest + 1) % 4096 == 0);
+#endif
 
     MemoryBuffersSearchSettings search;
     OK(memory_buffers_search_settings_default(&search));
@@ -191,7 +216,13 @@ static void test_invalid_requests(uintptr_t highest, size_t granularity) {
         allocation = (MemoryBuffersPrivateAllocation *)(uintptr_t)0x1234;
     }
     /* The 32-bit size field of shared buffers. */
+#if SIZE_MAX > 0xffffffffu
     MemoryBuffersSearchSettings too_big = {0, highest, (size_t)1 << 33};
+#else
+    /* A 32-bit size_t holds no size above the field; its largest value
+     * cannot even be rounded up to a page. */
+    MemoryBuffersSearchSettings too_big = {0, highest, SIZE_MAX};
+#endif
     EXPECT(memory_buffers_get_buffer(&too_big, &buffer), MEMORY_BUFFERS_STATUS_SIZE_TOO_LARGE);
 
     /* Bad alignments. */
