@@ -63,6 +63,22 @@ pub(crate) fn parse_number(text: &str) -> Option<usize> {
     usize::from_str_radix(&digits, radix).ok()
 }
 
+/// Whether `text` is a number in [`parse_number`]'s syntax, only too large
+/// for a `usize` (a 64-bit address given to a 32-bit inspector).
+fn is_too_large(text: &str) -> bool {
+    let digits: String = text.chars().filter(|&c| c != '_').collect();
+    let (digits, radix) = match digits
+        .strip_prefix("0x")
+        .or_else(|| digits.strip_prefix("0X"))
+    {
+        Some(hex) => (hex.to_string(), 16),
+        None => (digits, 10),
+    };
+    !digits.is_empty()
+        && digits.chars().all(|c| c.is_digit(radix))
+        && usize::from_str_radix(&digits, radix).is_err()
+}
+
 fn usage(message: impl Into<String>) -> Failure {
     Failure::Usage(message.into())
 }
@@ -105,7 +121,17 @@ pub(crate) fn parse(arguments: &[OsString]) -> Result<Command, Failure> {
                     .next()
                     .ok_or_else(|| usage(format!("{name} needs {what}")))?,
             };
-            parse_number(text).ok_or_else(|| usage(format!("{name}: {text:?} is not a number")))
+            parse_number(text).ok_or_else(|| {
+                if is_too_large(text) {
+                    usage(format!(
+                        "{name}: {text:?} is too large for this {}-bit inspector (at most {:#x})",
+                        usize::BITS,
+                        usize::MAX
+                    ))
+                } else {
+                    usage(format!("{name}: {text:?} is not a number"))
+                }
+            })
         };
         match name {
             "--near" => options.near = Some(value("an address")?),
@@ -153,7 +179,7 @@ mod tests {
             "inspect",
             "4242",
             "--near",
-            "0x7fff_0000_1000",
+            "0x7fff_1000",
             "--reach=65536",
             "--size",
             "100",
@@ -164,7 +190,7 @@ mod tests {
             command,
             Command::Inspect(Options {
                 pid: 4242,
-                near: Some(0x7fff_0000_1000),
+                near: Some(0x7fff_1000),
                 reach: Some(65536),
                 size: Some(100),
                 json: true,
@@ -217,5 +243,59 @@ mod tests {
         assert_eq!(parse_number("12a"), None);
         assert_eq!(parse_number("+1"), None);
         assert_eq!(parse_number("0x1_0000_0000_0000_0000"), None);
+        assert_eq!(parse_number("0xffff_ffff"), Some(0xffff_ffff));
+        assert_eq!(parse_number("4294967295"), Some(0xffff_ffff));
+    }
+
+    #[cfg(target_pointer_width = "64")]
+    #[test]
+    fn a_64_bit_inspector_takes_47_bit_addresses() {
+        assert_eq!(parse_number("0x7fff_0000_1000"), Some(0x7fff_0000_1000));
+        assert_eq!(parse_number("0x1_0000_0000"), Some(0x1_0000_0000));
+        assert_eq!(parse_number("0xffff_ffff_ffff_ffff"), Some(usize::MAX));
+        assert_eq!(
+            parse_words(&["inspect", "1", "--near", "0x7fff_0000_1000"]).unwrap(),
+            Command::Inspect(Options {
+                pid: 1,
+                near: Some(0x7fff_0000_1000),
+                reach: None,
+                size: None,
+                json: false,
+            })
+        );
+    }
+
+    #[cfg(target_pointer_width = "32")]
+    #[test]
+    fn a_32_bit_inspector_stops_at_4_gib() {
+        // One past 0xFFFF_FFFF does not wrap to 0.
+        assert_eq!(parse_number("0x1_0000_0000"), None);
+        assert_eq!(parse_number("4294967296"), None);
+        assert_eq!(parse_number("0x7fff_0000_1000"), None);
+        assert_eq!(parse_number("0xffff_ffff"), Some(usize::MAX));
+    }
+
+    #[test]
+    fn numbers_too_large_for_an_address_say_so() {
+        for (text, too_large) in [
+            ("0x1_0000_0000_0000_0000", true),
+            ("99999999999999999999999", true),
+            ("0xzz", false),
+            ("0x", false),
+            ("-1", false),
+        ] {
+            let message = match parse_words(&["inspect", "1", "--near", text]) {
+                Err(Failure::Usage(message)) => message,
+                other => panic!("{text}: {other:?}"),
+            };
+            let expected = if too_large {
+                "is too large"
+            } else {
+                "is not a number"
+            };
+            assert!(message.contains(expected), "{text}: {message}");
+        }
+        assert_eq!(is_too_large("0x1_0000_0000"), usize::BITS == 32);
+        assert!(!is_too_large("0xffff_ffff"));
     }
 }

@@ -22,6 +22,13 @@ pub(crate) enum Failure {
     /// This operating system has no inspector backend.
     #[cfg_attr(any(target_os = "linux", windows), allow(dead_code))]
     Unsupported,
+    /// The process is 64-bit and this inspector 32-bit: its addresses do
+    /// not fit in ours, so no system call of ours can read its memory.
+    #[cfg_attr(
+        any(target_pointer_width = "64", not(any(target_os = "linux", windows))),
+        allow(dead_code)
+    )]
+    WiderProcess { pid: u32 },
     /// Any other system error.
     Os { what: String, error: io::Error },
 }
@@ -36,7 +43,7 @@ impl Failure {
             Failure::PermissionDenied { .. } => 4,
             Failure::NoLocator { .. } => 5,
             Failure::InvalidLocator { .. } => 6,
-            Failure::Unsupported => 7,
+            Failure::Unsupported | Failure::WiderProcess { .. } => 7,
         }
     }
 
@@ -49,7 +56,7 @@ impl Failure {
             Failure::PermissionDenied { .. } => "permission_denied",
             Failure::NoLocator { .. } => "no_locator",
             Failure::InvalidLocator { .. } => "invalid_locator",
-            Failure::Unsupported => "unsupported",
+            Failure::Unsupported | Failure::WiderProcess { .. } => "unsupported",
         }
     }
 }
@@ -83,6 +90,13 @@ impl fmt::Display for Failure {
             Failure::Unsupported => write!(
                 f,
                 "the inspector supports Linux and Windows only on this build"
+            ),
+            Failure::WiderProcess { pid } => write!(
+                f,
+                "process {pid} is a 64-bit process, and this inspector is a {}-bit \
+                 program, which cannot address its memory: run a 64-bit build of the \
+                 inspector (it reads 32-bit and 64-bit processes)",
+                usize::BITS
             ),
             Failure::Os { what, error } => write!(f, "{what}: {error}"),
         }

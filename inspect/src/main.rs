@@ -10,9 +10,10 @@
 //! The inspector only reads: the locator is found through the rendezvous
 //! file (Linux) or named section (Windows) and validated as the library
 //! validates it, then copied out of the process with `process_vm_readv` /
-//! `ReadProcessMemory` and decoded from the copy (`decode`). Its system
-//! calls live in `os/`, one file per operating system; everything else is
-//! pure and unit-tested.
+//! `ReadProcessMemory` and decoded from the copy (`decode`) with the layout
+//! of the process's pointer width (`width`): a 64-bit inspector reads
+//! 32-bit processes too. Its system calls live in `os/`, one file per
+//! operating system; everything else is pure and unit-tested.
 
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -25,6 +26,7 @@ mod os;
 #[cfg(target_os = "linux")]
 mod rendezvous;
 mod report;
+mod width;
 
 use args::{Command, Options};
 use decode::ChainError;
@@ -41,8 +43,8 @@ fn inspect(options: &Options) -> Result<Report, Failure> {
     let pid = options.pid;
     let process = os::Process::open(pid)?;
     let found = process.find_locator()?;
-    let space = process.space();
-    let chain = decode::read_chain(found.address, space.highest, |address, out| {
+    let space = process.space(found.width);
+    let chain = decode::read_chain(found.address, found.width, space.highest, |address, out| {
         process.read(address, out)
     })
     .map_err(|error| match error {
@@ -72,7 +74,7 @@ fn inspect(options: &Options) -> Result<Report, Failure> {
     })?;
     let placement = match options.near {
         Some(near) => {
-            let mapped = process.mapped_ranges()?;
+            let mapped = process.mapped_ranges(space)?;
             let size = options.size.unwrap_or(space.granularity);
             let query = Query {
                 near,
@@ -87,6 +89,7 @@ fn inspect(options: &Options) -> Result<Report, Failure> {
     };
     Ok(Report {
         pid,
+        width: found.width,
         rendezvous: found.rendezvous,
         chain,
         near: options.near,

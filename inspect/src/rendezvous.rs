@@ -144,44 +144,90 @@ mod tests {
             .collect()
     }
 
+    /// One process's `/proc/<pid>/maps` lines and the addresses the checks
+    /// are tried on.
+    struct Maps {
+        lines: &'static [&'static str],
+        /// Where the rendezvous file is mapped.
+        locator: usize,
+        /// The anonymous page after it.
+        after: usize,
+        /// The start of the program's first mapping.
+        program: usize,
+    }
+
     /// Lines as a real `/proc/<pid>/maps` shows them (recorded from a
     /// child of the integration test, paths shortened).
-    const MAPS: &[&str] = &[
-        "55d0c9a00000-55d0c9a2a000 r--p 00000000 00:2d 2884 /work/target/debug/child",
-        "7f3b2c3fe000-7f3b2c3ff000 rw-s 00000000 00:2d 131842 /tmp/.reloaded/memory.buffers/Reloaded.Memory.Buffers.MemoryBuffer, PID 4242",
-        "7f3b2c3ff000-7f3b2c400000 rw-p 00000000 00:00 0",
-    ];
+    #[cfg(target_pointer_width = "64")]
+    const MAPS_64: Maps = Maps {
+        lines: &[
+            "55d0c9a00000-55d0c9a2a000 r--p 00000000 00:2d 2884 /work/target/debug/child",
+            "7f3b2c3fe000-7f3b2c3ff000 rw-s 00000000 00:2d 131842 /tmp/.reloaded/memory.buffers/Reloaded.Memory.Buffers.MemoryBuffer, PID 4242",
+            "7f3b2c3ff000-7f3b2c400000 rw-p 00000000 00:00 0",
+        ],
+        locator: 0x7f3b_2c3f_e000,
+        after: 0x7f3b_2c3f_f000,
+        program: 0x55d0_c9a0_0000,
+    };
+
+    /// The same for a 32-bit child under a 64-bit kernel: eight digits.
+    const MAPS_32: Maps = Maps {
+        lines: &[
+            "56555000-5657f000 r--p 00000000 00:2d 2884 /work/target/i686-unknown-linux-gnu/debug/child",
+            "f7f2e000-f7f2f000 rw-s 00000000 00:2d 131842 /tmp/.reloaded/memory.buffers/Reloaded.Memory.Buffers.MemoryBuffer, PID 4242",
+            "f7f2f000-f7f30000 rw-p 00000000 00:00 0",
+        ],
+        locator: 0xf7f2_e000,
+        after: 0xf7f2_f000,
+        program: 0x5655_5000,
+    };
+
+    /// Every process this inspector can read: a 64-bit one reads both.
+    fn all_maps() -> Vec<Maps> {
+        #[cfg(target_pointer_width = "64")]
+        return vec![MAPS_64, MAPS_32];
+        #[cfg(target_pointer_width = "32")]
+        return vec![MAPS_32];
+    }
 
     #[test]
     fn the_live_mapping_of_the_file_is_accepted() {
-        assert_eq!(
-            check_live_mapping(&entries(MAPS), 0x7f3b_2c3f_e000, FILE),
-            Ok(())
-        );
+        for maps in all_maps() {
+            assert_eq!(
+                check_live_mapping(&entries(maps.lines), maps.locator, FILE),
+                Ok(()),
+                "{:#x}",
+                maps.locator
+            );
+        }
     }
 
     #[test]
     fn addresses_that_are_not_the_files_mapping_are_refused() {
-        let maps = entries(MAPS);
-        for (address, reason) in [
-            (0, "never initialised"),
-            (0x7f3b_2c3f_e008, "not aligned"),
-            (0x1000, "not mapped"),
-            (0x7f3b_2c3f_f000, "not the start of"),
-            (0x55d0_c9a0_0000, "not the start of"),
-        ] {
-            let why = check_live_mapping(&maps, address, FILE).unwrap_err();
-            assert!(why.contains(reason), "{address:#x}: {why}");
+        for maps in all_maps() {
+            let entries = entries(maps.lines);
+            for (address, reason) in [
+                (0, "never initialised"),
+                (maps.locator + 8, "not aligned"),
+                (0x1000, "not mapped"),
+                (maps.after, "not the start of"),
+                (maps.program, "not the start of"),
+            ] {
+                let why = check_live_mapping(&entries, address, FILE).unwrap_err();
+                assert!(why.contains(reason), "{address:#x}: {why}");
+            }
+            let other_file = FileIdentity { inode: 1, ..FILE };
+            assert!(check_live_mapping(&entries, maps.locator, other_file).is_err());
+            let other_device = FileIdentity {
+                dev_minor: 0x2e,
+                ..FILE
+            };
+            assert!(check_live_mapping(&entries, maps.locator, other_device).is_err());
+            // The file's page at an offset: the same line, offset 0x1000.
+            let line = maps.lines[1].replacen(" 00000000 ", " 00001000 ", 1);
+            let offset = vec![parse_maps_line(line.as_bytes()).unwrap()];
+            assert!(check_live_mapping(&offset, maps.locator, FILE).is_err());
         }
-        let other_file = FileIdentity { inode: 1, ..FILE };
-        assert!(check_live_mapping(&maps, 0x7f3b_2c3f_e000, other_file).is_err());
-        let other_device = FileIdentity {
-            dev_minor: 0x2e,
-            ..FILE
-        };
-        assert!(check_live_mapping(&maps, 0x7f3b_2c3f_e000, other_device).is_err());
-        let offset = entries(&["7f3b2c3fe000-7f3b2c3ff000 rw-s 00001000 00:2d 131842 /tmp/x"]);
-        assert!(check_live_mapping(&offset, 0x7f3b_2c3f_e000, FILE).is_err());
     }
 
     #[test]

@@ -3,15 +3,33 @@
 //! buffers, or has no locator, or plants a garbage one, then waits on its
 //! standard input while the test runs `memory-buffers inspect` on it.
 //!
+//! A 64-bit inspector reads 32-bit processes too. To test that end to end,
+//! build this test for the other pointer width and name that binary in
+//! `MEMORY_BUFFERS_INSPECT_OTHER_WIDTH_CHILD`: the tests whose names end in
+//! `_of_the_other_width` then run it as their child (a 64-bit parent checks
+//! that it reads a 32-bit child; a 32-bit parent, that it refuses a 64-bit
+//! one). Without it they print why they skip. On x86-64 Linux:
+//!
+//! ```sh
+//! cargo test --target i686-unknown-linux-gnu -p memory-buffers-inspect --no-run
+//! # `Executable tests/inspect_child.rs (…/inspect_child-<hash>)` names it:
+//! MEMORY_BUFFERS_INSPECT_OTHER_WIDTH_CHILD=…/inspect_child-<hash> \
+//!     cargo test -p memory-buffers-inspect
+//! ```
+//!
 //! A plain `main` (no libtest harness): a child must not run the tests, and
 //! every test prints one line, `ok`, `FAILED` or `skipped (reason)`.
 
 use memory_buffers::{BufferSearchSettings, Buffers, LocatorKind};
 use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Output, Stdio};
 
 /// Names the role a child process plays.
 const ROLE: &str = "MEMORY_BUFFERS_INSPECT_CHILD";
+
+/// Names this test built for the other pointer width (see above).
+const OTHER_WIDTH_CHILD: &str = "MEMORY_BUFFERS_INSPECT_OTHER_WIDTH_CHILD";
 
 type Outcome = Result<(), String>;
 
@@ -23,15 +41,80 @@ macro_rules! check {
     };
 }
 
-/// The buffers the `buffers` child asks for: `(min, size, bytes appended,
-/// kept held)`, each in its own 256 MiB window, far from anything mapped,
-/// so that each needs a buffer of its own.
-const WANTED: [(usize, usize, usize, bool); 3] = [
-    (0x100_0000_0000, 4096, 100, false),
-    (0x200_0000_0000, 8192, 300, true),
-    (0x300_0000_0000, 5000, 5000, false),
-];
+/// A buffer a child asks for: `(min, size, bytes appended, kept held)`.
+type Wanted = (usize, usize, usize, bool);
+
+/// Each buffer of the `buffers` child gets a window of its own this long,
+/// far from anything mapped, so that each needs a buffer of its own.
 const WINDOW: usize = 0x1000_0000;
+
+/// What a child of one pointer width asks for, and what its locator holds.
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    /// The buffers the `buffers` child asks for, each in its own window.
+    wanted: [Wanted; 3],
+    /// Where the `many` child's window starts.
+    many_min: usize,
+    /// Items one locator holds (`FORMAT.md`).
+    capacity: usize,
+    /// Garbage: a *this address* nothing is mapped at, and a next locator
+    /// and a buffer base that nothing is mapped at either.
+    stale: usize,
+    dangling_next: usize,
+    bad_item_base: usize,
+}
+
+impl Plan {
+    /// Buffers the `many` child registers: more than one locator holds, so
+    /// the chain has a second locator.
+    fn many(&self) -> usize {
+        self.capacity + 7
+    }
+}
+
+/// The plan of a child of `bits` bits; `None` for a 64-bit child of a
+/// 32-bit build, whose addresses this build cannot even write down.
+fn plan(bits: u32) -> Option<Plan> {
+    match bits {
+        // Below the program (Linux: from 0x5655_5000; Wine keeps
+        // 0x3FE0_0000 to 0x7FFF_0000 for itself) and the libraries mapped
+        // down from near 4 GiB. The `many` child is a process of its own
+        // and may use the first window again. A next locator in the first
+        // page (Linux) or 64 KiB (Windows) that nothing maps.
+        32 => Some(Plan {
+            wanted: [
+                (0x1000_0000, 4096, 100, false),
+                (0x2000_0000, 8192, 300, true),
+                (0x3000_0000, 5000, 5000, false),
+            ],
+            many_min: 0x1000_0000,
+            capacity: 255,
+            stale: 0x7e00_0000,
+            dangling_next: 0x1000,
+            bad_item_base: 0x1000_0000,
+        }),
+        // Terabytes away from the program and the libraries.
+        #[cfg(target_pointer_width = "64")]
+        64 => Some(Plan {
+            wanted: [
+                (0x100_0000_0000, 4096, 100, false),
+                (0x200_0000_0000, 8192, 300, true),
+                (0x300_0000_0000, 5000, 5000, false),
+            ],
+            many_min: 0x400_0000_0000,
+            capacity: 203,
+            stale: 0x7e00_0000_0000,
+            dangling_next: 0x10_0000_0000,
+            bad_item_base: 0x100_0000_0000,
+        }),
+        _ => None,
+    }
+}
+
+/// This build's own plan.
+fn own_plan() -> Result<Plan, String> {
+    plan(usize::BITS).ok_or_else(|| format!("no plan for {} bits", usize::BITS))
+}
 
 /// One buffer as the child reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +129,10 @@ struct Known {
 
 fn child(role: &str) -> Outcome {
     match role {
+        "width" => {
+            println!("{}", usize::BITS);
+            Ok(())
+        }
         "buffers" => child_with_buffers(),
         "many" => child_with_many_buffers(),
         "idle" => wait_for_parent(),
@@ -53,10 +140,10 @@ fn child(role: &str) -> Outcome {
     }
 }
 
-/// Registers the [`WANTED`] buffers, prints them, and waits.
+/// Registers the buffers of its plan, prints them, and waits.
 fn child_with_buffers() -> Outcome {
     let mut held = Vec::new();
-    for (min, size, append, hold) in WANTED {
+    for (min, size, append, hold) in own_plan()?.wanted {
         let settings = BufferSearchSettings::new(min, min + WINDOW - 1, size);
         let mut buffer =
             Buffers::get_buffer(&settings).map_err(|error| format!("get_buffer: {error}"))?;
@@ -82,16 +169,13 @@ fn child_with_buffers() -> Outcome {
     Ok(())
 }
 
-/// Buffers the `many` child registers: more than one locator holds (203),
-/// so the chain has a second locator.
-const MANY: usize = 210;
-
-/// Registers [`MANY`] full buffers near each other, prints the count and
-/// the locator, and waits.
+/// Registers [`Plan::many`] full buffers near each other, prints the
+/// locator, and waits.
 fn child_with_many_buffers() -> Outcome {
+    let plan = own_plan()?;
     let granularity = memory_buffers::allocation_granularity();
-    let min = 0x400_0000_0000;
-    for index in 0..MANY {
+    let min = plan.many_min;
+    for index in 0..plan.many() {
         let settings = BufferSearchSettings::new(min, min + WINDOW - 1, granularity);
         let mut buffer = Buffers::get_buffer(&settings)
             .map_err(|error| format!("get_buffer {index}: {error}"))?;
@@ -127,24 +211,32 @@ mod garbage {
     use super::{Outcome, wait_for_parent};
 
     /// The locator bytes of garbage `kind` for a locator living at
-    /// `address` (64-bit layout, `FORMAT.md`).
+    /// `address`, in this build's layout (`FORMAT.md`: pointers of
+    /// `usize` bytes, then the lock, flags and count; items of a pointer
+    /// and three u32).
     fn bytes(kind: &str, address: usize) -> Result<Vec<u8>, String> {
+        let plan = super::own_plan()?;
+        let pointer = size_of::<usize>();
+        let (count, item) = (2 * pointer + 5, 2 * pointer + 8);
         let mut bytes = vec![0u8; 4096];
         let this = match kind {
-            "stale" => 0x7e00_0000_0000usize,
+            "stale" => plan.stale,
             _ => address,
         };
-        bytes[0..8].copy_from_slice(&(this as u64).to_le_bytes());
+        bytes[0..pointer].copy_from_slice(&this.to_le_bytes());
         match kind {
             "stale" => {}
-            "too_many_items" => bytes[21] = 250,
+            "too_many_items" => bytes[count] = 250,
             "bad_item" => {
-                bytes[21] = 1;
-                bytes[24..32].copy_from_slice(&0x100_0000_0000u64.to_le_bytes());
-                bytes[32..36].copy_from_slice(&4096u32.to_le_bytes());
-                bytes[36..40].copy_from_slice(&5000u32.to_le_bytes());
+                bytes[count] = 1;
+                bytes[item..item + pointer].copy_from_slice(&plan.bad_item_base.to_le_bytes());
+                let size = item + pointer;
+                bytes[size..size + 4].copy_from_slice(&4096u32.to_le_bytes());
+                bytes[size + 4..size + 8].copy_from_slice(&5000u32.to_le_bytes());
             }
-            "dangling_next" => bytes[8..16].copy_from_slice(&0x10_0000_0000u64.to_le_bytes()),
+            "dangling_next" => {
+                bytes[pointer..2 * pointer].copy_from_slice(&plan.dangling_next.to_le_bytes())
+            }
             other => return Err(format!("unknown role {other}")),
         }
         Ok(bytes)
@@ -245,6 +337,60 @@ mod garbage {
 
 // ---------------------------------------------------------------- the parent
 
+/// A program to run as the child: this test, or its build for the other
+/// pointer width.
+#[derive(Clone, Debug)]
+struct Program {
+    path: PathBuf,
+    /// Its pointer width.
+    bits: u32,
+}
+
+impl Program {
+    fn own() -> Result<Program, String> {
+        Ok(Program {
+            path: std::env::current_exe().map_err(|error| error.to_string())?,
+            bits: usize::BITS,
+        })
+    }
+
+    /// The build named by [`OTHER_WIDTH_CHILD`], or why there is none.
+    /// Named but not of the other width, or not runnable, is an error:
+    /// the tests that use it fail rather than skip.
+    fn other() -> Result<Program, Result<String, String>> {
+        let Some(path) = std::env::var_os(OTHER_WIDTH_CHILD) else {
+            return Err(Ok(format!(
+                "{OTHER_WIDTH_CHILD} does not name this test built for the other pointer \
+                 width (see tests/inspect_child.rs)"
+            )));
+        };
+        let path = PathBuf::from(path);
+        let output = Command::new(&path)
+            .env(ROLE, "width")
+            .output()
+            .map_err(|error| Err(format!("running {}: {error}", path.display())))?;
+        let bits: u32 = text(&output.stdout).trim().parse().map_err(|_| {
+            Err(format!(
+                "{} printed {:?} for its width; stderr: {}",
+                path.display(),
+                text(&output.stdout),
+                text(&output.stderr)
+            ))
+        })?;
+        if bits == usize::BITS {
+            return Err(Err(format!(
+                "{} is {bits}-bit, like this test: build it for the other width",
+                path.display()
+            )));
+        }
+        Ok(Program { path, bits })
+    }
+
+    fn plan(&self) -> Result<Plan, String> {
+        plan(self.bits).ok_or_else(|| format!("no plan for a {}-bit child", self.bits))
+    }
+}
+
 /// A running child, killed (and its rendezvous file removed) on drop.
 struct Running {
     child: Child,
@@ -252,14 +398,19 @@ struct Running {
 }
 
 impl Running {
-    fn start(role: &str) -> Result<Running, String> {
-        let mut child = Command::new(std::env::current_exe().map_err(|e| e.to_string())?)
+    fn start(program: &Program, role: &str) -> Result<Running, String> {
+        let mut child = Command::new(&program.path)
             .env(ROLE, role)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .map_err(|error| format!("spawning the {role} child: {error}"))?;
+            .map_err(|error| {
+                format!(
+                    "spawning the {role} child {}: {error}",
+                    program.path.display()
+                )
+            })?;
         let stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
         Ok(Running { child, stdout })
     }
@@ -319,8 +470,9 @@ fn parse_hex(text: &str) -> Option<usize> {
 }
 
 /// Starts the `buffers` child; returns it, its buffers and its locator.
-fn start_buffers_child() -> Result<(Running, Vec<Known>, usize), String> {
-    let mut running = Running::start("buffers")?;
+fn start_buffers_child(program: &Program) -> Result<(Running, Vec<Known>, usize), String> {
+    let wanted = program.plan()?.wanted;
+    let mut running = Running::start(program, "buffers")?;
     let mut known = Vec::new();
     let mut locator = None;
     for line in running.lines_until_ready()? {
@@ -336,8 +488,8 @@ fn start_buffers_child() -> Result<(Running, Vec<Known>, usize), String> {
             _ => return Err(format!("unexpected line from the child: {line:?}")),
         }
     }
-    check!(known.len() == WANTED.len(), "the child reported {known:?}");
-    for (buffer, (min, size, append, hold)) in known.iter().zip(WANTED) {
+    check!(known.len() == wanted.len(), "the child reported {known:?}");
+    for (buffer, (min, size, append, hold)) in known.iter().zip(wanted) {
         check!(
             (min..min + WINDOW).contains(&buffer.address)
                 && buffer.size >= size
@@ -357,8 +509,8 @@ fn ready_made(locator: usize, address: usize) -> bool {
     cfg!(windows) && (locator + 4096..locator + 65536).contains(&address)
 }
 
-fn lists_exactly_the_childs_buffers() -> Outcome {
-    let (running, known, locator) = start_buffers_child()?;
+fn lists_exactly_the_childs_buffers(program: &Program) -> Outcome {
+    let (running, known, locator) = start_buffers_child(program)?;
     let near = known[1].address;
     let pid = running.pid().to_string();
     let near_text = format!("{near:#x}");
@@ -371,8 +523,12 @@ fn lists_exactly_the_childs_buffers() -> Outcome {
         text(&output.stderr)
     );
     check!(
-        stdout.contains(&format!("shared locator at {locator:#x}")),
-        "no locator {locator:#x} in:\n{stdout}"
+        stdout.contains(&format!(
+            "process {pid} ({}-bit): shared locator at {locator:#x}",
+            program.bits
+        )),
+        "no {}-bit locator {locator:#x} in:\n{stdout}",
+        program.bits
     );
     // Every buffer row: `#  address  size  used  free  state  next  distance`.
     let rows: Vec<Vec<&str>> = stdout
@@ -427,8 +583,8 @@ fn lists_exactly_the_childs_buffers() -> Outcome {
     Ok(())
 }
 
-fn json_output_matches_the_child() -> Outcome {
-    let (running, known, locator) = start_buffers_child()?;
+fn json_output_matches_the_child(program: &Program) -> Outcome {
+    let (running, known, locator) = start_buffers_child(program)?;
     let near = known[0].address;
     let pid = running.pid().to_string();
     let near_text = format!("{near:#x}");
@@ -444,6 +600,16 @@ fn json_output_matches_the_child() -> Outcome {
     let address = |value: &serde_json::Value| value.as_str().and_then(parse_hex);
     check!(json["schema"] == 1, "schema {}", json["schema"]);
     check!(json["pid"] == running.pid(), "pid {}", json["pid"]);
+    check!(
+        json["pointer_width"] == program.bits,
+        "pointer_width {}",
+        json["pointer_width"]
+    );
+    check!(
+        json["locators"][0]["capacity"] == program.plan()?.capacity,
+        "capacity {}",
+        json["locators"][0]["capacity"]
+    );
     check!(
         address(&json["locator"]) == Some(locator),
         "locator {}",
@@ -496,11 +662,49 @@ fn json_output_matches_the_child() -> Outcome {
     let ranges = free["ranges"].as_array().ok_or(format!("{free}"))?;
     check!(!ranges.is_empty(), "no free range near {near:#x}: {free}");
     let next = address(&free["next_buffer_at"]).ok_or(format!("{free}"))?;
-    // The library would place a new buffer next to the one already there.
-    check!(
-        next.abs_diff(near) <= 0x10_0000,
-        "a new buffer would go to {next:#x}, far from {near:#x}"
+    let (min, max) = (
+        address(&free["min"]).ok_or(format!("{free}"))?,
+        address(&free["max"]).ok_or(format!("{free}"))?,
     );
+    // `within_rel32_reach`: 2 GiB either way, clamped to the space.
+    check!(
+        min == near.saturating_sub(0x7fff_ffff) && max >= near && max - near <= 0x7fff_fffe,
+        "[{min:#x}, {max:#x}] is not the rel32 reach of {near:#x}"
+    );
+    // The library aims at the middle of the range and takes the free block
+    // nearest to it: no free range comes nearer to the middle than the
+    // block it takes (whose start is up to a block from the range's
+    // nearest byte). In 4 GiB the reach runs into an end, and the middle
+    // lies far from `near`.
+    let middle = min + (max - min) / 2;
+    let block = free["block_len"].as_u64().ok_or(format!("{free}"))? as usize;
+    let mut inside = false;
+    for range in ranges {
+        let (start, end) = (
+            address(&range["start"]).ok_or(format!("{range}"))?,
+            address(&range["end"]).ok_or(format!("{range}"))?,
+        );
+        check!(start < end, "empty range {range}");
+        inside |= (start..end).contains(&next);
+        let nearest = middle.clamp(start, end - 1);
+        check!(
+            next.abs_diff(middle) <= nearest.abs_diff(middle) + block,
+            "a new buffer would go to {next:#x}, but {range} is nearer to the middle \
+             {middle:#x} of [{min:#x}, {max:#x}]"
+        );
+    }
+    check!(
+        inside || ranges.len() < free["total"].as_u64().unwrap_or(0) as usize,
+        "a new buffer would go to {next:#x}, in none of the free ranges {ranges:?}"
+    );
+    // With the reach inside the space both ways (a 64-bit process), the
+    // middle is `near` itself, where the child's buffer is.
+    if program.bits == 64 {
+        check!(
+            next.abs_diff(near) <= 0x10_0000,
+            "a new buffer would go to {next:#x}, far from {near:#x}"
+        );
+    }
     for range in ranges {
         let (start, end) = (
             address(&range["start"]).ok_or(format!("{range}"))?,
@@ -517,8 +721,9 @@ fn json_output_matches_the_child() -> Outcome {
     Ok(())
 }
 
-fn a_chain_of_locators_is_followed() -> Outcome {
-    let mut running = Running::start("many")?;
+fn a_chain_of_locators_is_followed(program: &Program) -> Outcome {
+    let plan = program.plan()?;
+    let mut running = Running::start(program, "many")?;
     let lines = running.lines_until_ready()?;
     let locator = lines
         .iter()
@@ -548,9 +753,10 @@ fn a_chain_of_locators_is_followed() -> Outcome {
         locators[1]["address"]
     );
     check!(
-        locators[0]["item_count"] == 203,
-        "the head holds {}",
-        locators[0]["item_count"]
+        locators[0]["item_count"] == plan.capacity,
+        "the head holds {}, not {}",
+        locators[0]["item_count"],
+        plan.capacity
     );
     let buffers = json["buffers"].as_array().ok_or("no buffers")?;
     let ours: Vec<_> = buffers
@@ -560,7 +766,12 @@ fn a_chain_of_locators_is_followed() -> Outcome {
             !ready_made(locator, base)
         })
         .collect();
-    check!(ours.len() == MANY, "{} buffers listed", ours.len());
+    check!(
+        ours.len() == plan.many(),
+        "{} buffers listed, not {}",
+        ours.len(),
+        plan.many()
+    );
     for buffer in &ours {
         check!(
             buffer["free"] == 0 && buffer["held"] == false,
@@ -575,7 +786,7 @@ fn a_chain_of_locators_is_followed() -> Outcome {
 }
 
 fn an_exited_process_is_refused() -> Outcome {
-    let mut running = Running::start("idle")?;
+    let mut running = Running::start(&Program::own()?, "idle")?;
     running.lines_until_ready()?;
     let pid = running.pid().to_string();
     running.child.kill().map_err(|error| error.to_string())?;
@@ -671,7 +882,7 @@ fn bad_pids_are_refused() -> Outcome {
 }
 
 fn a_process_without_a_locator_is_reported() -> Outcome {
-    let mut running = Running::start("idle")?;
+    let mut running = Running::start(&Program::own()?, "idle")?;
     running.lines_until_ready()?;
     // The idle child never uses the library: any file under its id is a
     // leftover of an earlier process with the same id.
@@ -685,19 +896,26 @@ fn a_process_without_a_locator_is_reported() -> Outcome {
     )
 }
 
-fn garbage_locators_are_refused() -> Outcome {
+fn garbage_locators_are_refused(program: &Program) -> Outcome {
     let stale = if cfg!(windows) {
         "is not the start of a view of a section in the process"
     } else {
         "is not mapped in the process"
     };
+    // A 32-bit locator holds 255 items, as many as its u8 count can say:
+    // 250 is in range there, and the first of its zero items is garbage.
+    let too_many = if program.bits == 64 {
+        "item count is 250"
+    } else {
+        "item 0: its base address is 0"
+    };
     for (role, message) in [
         ("stale", stale),
-        ("too_many_items", "item count is 250"),
+        ("too_many_items", too_many),
         ("bad_item", "item 0: 5000 bytes used of a 4096-byte buffer"),
         ("dangling_next", "is not readable memory of the process"),
     ] {
-        let mut running = Running::start(role)?;
+        let mut running = Running::start(program, role)?;
         running.lines_until_ready()?;
         let pid = running.pid().to_string();
         expect_failure(&["inspect", &pid], 6, message).map_err(|why| format!("{role}: {why}"))?;
@@ -725,7 +943,7 @@ fn a_foreign_user_is_refused() -> Result<Option<&'static str>, String> {
             "not root: cannot run the inspector as another user than the child's",
         ));
     }
-    let (running, _, _) = start_buffers_child()?;
+    let (running, _, _) = start_buffers_child(&Program::own()?)?;
     let pid = running.pid().to_string();
     let mut command = inspector();
     command.args(["inspect", &pid]);
@@ -761,10 +979,89 @@ fn a_foreign_user_is_refused() -> Result<Option<&'static str>, String> {
     Ok(None)
 }
 
-type Test = (&'static str, fn() -> Result<Option<&'static str>, String>);
+/// A 64-bit child of a 32-bit inspector: refused, saying what to run
+/// instead, whatever its locator holds.
+fn a_wider_process_is_refused(program: &Program) -> Outcome {
+    let mut running = Running::start(program, "buffers")?;
+    running.lines_until_ready()?;
+    let pid = running.pid().to_string();
+    expect_failure(
+        &["inspect", &pid],
+        7,
+        &format!("process {pid} is a 64-bit process, and this inspector is a 32-bit program"),
+    )?;
+    let output = inspect(&["inspect", &pid, "--json"])?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&output.stdout).map_err(|error| error.to_string())?;
+    check!(
+        json["error"]["kind"] == "unsupported" && json["error"]["exit_code"] == 7,
+        "{json}"
+    );
+    Ok(())
+}
 
-fn always(test: fn() -> Outcome) -> Result<Option<&'static str>, String> {
-    test().map(|()| None)
+/// A test's outcome: passed, skipped (why) or failed (why).
+type Verdict = Result<Option<String>, String>;
+
+/// A test of a child process, given the program to run as the child.
+type ChildTest = fn(&Program) -> Outcome;
+
+type Test = (String, Box<dyn Fn() -> Verdict>);
+
+/// A test that needs no child, or starts its own.
+type PlainTest = fn() -> Outcome;
+
+fn always(test: PlainTest) -> Box<dyn Fn() -> Verdict> {
+    Box::new(move || test().map(|()| None))
+}
+
+/// A test of a child, run with this test as the child.
+fn own_width(test: ChildTest) -> Box<dyn Fn() -> Verdict> {
+    Box::new(move || test(&Program::own()?).map(|()| None))
+}
+
+/// A test of a child, run with the other width's build as the child if
+/// `applies` to its width; skipped, saying why, otherwise.
+fn other_width(
+    other: &Result<Program, Result<String, String>>,
+    applies: fn(u32) -> Result<(), String>,
+    test: ChildTest,
+) -> Box<dyn Fn() -> Verdict> {
+    let other = other.clone();
+    Box::new(move || match &other {
+        Ok(program) => match applies(program.bits) {
+            Ok(()) => test(program).map(|()| None),
+            Err(why) => Ok(Some(why)),
+        },
+        Err(Ok(why)) => Ok(Some(why.clone())),
+        Err(Err(why)) => Err(why.clone()),
+    })
+}
+
+/// A child no wider than this inspector is read.
+fn is_readable(bits: u32) -> Result<(), String> {
+    if bits <= usize::BITS {
+        Ok(())
+    } else {
+        Err(format!(
+            "the other-width child is {bits}-bit, and this {}-bit inspector refuses it \
+             (a_wider_process_is_refused_of_the_other_width)",
+            usize::BITS
+        ))
+    }
+}
+
+/// A child wider than this inspector is refused.
+fn is_wider(bits: u32) -> Result<(), String> {
+    if bits > usize::BITS {
+        Ok(())
+    } else {
+        Err(format!(
+            "the other-width child is {bits}-bit, which this {}-bit inspector reads \
+             (the other _of_the_other_width tests)",
+            usize::BITS
+        ))
+    }
 }
 
 fn main() {
@@ -775,31 +1072,55 @@ fn main() {
         }
         return;
     }
-    let tests: Vec<Test> = vec![
-        ("lists_exactly_the_childs_buffers", || {
-            always(lists_exactly_the_childs_buffers)
-        }),
-        ("json_output_matches_the_child", || {
-            always(json_output_matches_the_child)
-        }),
-        ("a_chain_of_locators_is_followed", || {
-            always(a_chain_of_locators_is_followed)
-        }),
-        ("help_is_printed_and_usage_errors_point_to_it", || {
-            always(help_is_printed_and_usage_errors_point_to_it)
-        }),
-        ("bad_pids_are_refused", || always(bad_pids_are_refused)),
-        ("an_exited_process_is_refused", || {
-            always(an_exited_process_is_refused)
-        }),
-        ("a_process_without_a_locator_is_reported", || {
-            always(a_process_without_a_locator_is_reported)
-        }),
-        ("garbage_locators_are_refused", || {
-            always(garbage_locators_are_refused)
-        }),
-        ("a_foreign_user_is_refused", a_foreign_user_is_refused),
+    let other = Program::other();
+    let child_tests: [(&str, ChildTest); 4] = [
+        (
+            "lists_exactly_the_childs_buffers",
+            lists_exactly_the_childs_buffers,
+        ),
+        (
+            "json_output_matches_the_child",
+            json_output_matches_the_child,
+        ),
+        (
+            "a_chain_of_locators_is_followed",
+            a_chain_of_locators_is_followed,
+        ),
+        ("garbage_locators_are_refused", garbage_locators_are_refused),
     ];
+    let mut tests: Vec<Test> = Vec::new();
+    for (name, test) in child_tests {
+        tests.push((name.to_string(), own_width(test)));
+    }
+    let plain: [(&str, PlainTest); 4] = [
+        (
+            "help_is_printed_and_usage_errors_point_to_it",
+            help_is_printed_and_usage_errors_point_to_it,
+        ),
+        ("bad_pids_are_refused", bad_pids_are_refused),
+        ("an_exited_process_is_refused", an_exited_process_is_refused),
+        (
+            "a_process_without_a_locator_is_reported",
+            a_process_without_a_locator_is_reported,
+        ),
+    ];
+    for (name, test) in plain {
+        tests.push((name.to_string(), always(test)));
+    }
+    tests.push((
+        "a_foreign_user_is_refused".to_string(),
+        Box::new(|| a_foreign_user_is_refused().map(|skip| skip.map(str::to_string))),
+    ));
+    for (name, test) in child_tests {
+        tests.push((
+            format!("{name}_of_the_other_width"),
+            other_width(&other, is_readable, test),
+        ));
+    }
+    tests.push((
+        "a_wider_process_is_refused_of_the_other_width".to_string(),
+        other_width(&other, is_wider, a_wider_process_is_refused),
+    ));
     let filter: Vec<String> = std::env::args()
         .skip(1)
         .filter(|argument| !argument.starts_with('-'))

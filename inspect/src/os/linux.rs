@@ -1,5 +1,9 @@
 //! Linux: the rendezvous file, `/proc/<pid>/maps` and `process_vm_readv`.
 //!
+//! The process's pointer width is the ELF class of its program
+//! (`/proc/<pid>/exe`): a 32-bit process has a 32-bit locator layout and a
+//! space of at most 4 GiB, which a 64-bit inspector reads like any other.
+//!
 //! Nothing of the other process is mapped or dereferenced here: its locator
 //! is copied out with `process_vm_readv`, which the kernel checks against
 //! the process's mappings and our ptrace rights (`PTRACE_MODE_ATTACH`: the
@@ -14,7 +18,8 @@ use super::FoundLocator;
 use crate::failure::{Failure, ReadFailure};
 use crate::free_ranges::Space;
 use crate::rendezvous::{self, FileIdentity};
-use memory_buffers::internals::layout::{LOCATOR_SIZE, THIS_ADDRESS};
+use crate::width::{self, Width};
+use memory_buffers::internals::layout::LOCATOR_SIZE;
 use memory_buffers::internals::{self, MapsEntry};
 use std::cell::OnceCell;
 use std::fs::{self, File};
@@ -133,7 +138,14 @@ impl Process {
         if opened.ino() != status.ino() || opened.dev() != status.dev() {
             return Err(invalid("it was replaced while being checked".into()));
         }
-        let this_address = read_this_address(&file)
+        // Asked only now, after the file was opened: another user's
+        // process is refused for its rendezvous file (mode 0600), which
+        // says why better than its unreadable program would.
+        let width = self.width()?;
+        if !width.is_readable_here() {
+            return Err(Failure::WiderProcess { pid });
+        }
+        let this_address = read_this_address(&file, width)
             .map_err(|error| os_failure(format!("reading {shown:?}"), error))?;
         let (dev_major, dev_minor) = rendezvous::split_device(opened.dev());
         let identity = FileIdentity {
@@ -146,6 +158,35 @@ impl Process {
         Ok(FoundLocator {
             address: this_address,
             rendezvous: shown,
+            width,
+        })
+    }
+
+    /// The process's pointer width: the class of its program's ELF header.
+    fn width(&self) -> Result<Width, Failure> {
+        let pid = self.pid;
+        let path = format!("/proc/{pid}/exe");
+        let mut header = Vec::with_capacity(16);
+        let read = File::open(&path).and_then(|file| file.take(16).read_to_end(&mut header));
+        match read {
+            Ok(_) => {}
+            Err(error) if error.kind() == io::ErrorKind::PermissionDenied => {
+                return Err(Failure::PermissionDenied {
+                    pid,
+                    what: format!("read its program ({path}) to learn its pointer width"),
+                });
+            }
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                return Err(Failure::NoSuchProcess { pid });
+            }
+            Err(error) => return Err(os_failure(format!("reading {path}"), error)),
+        }
+        width::from_elf_header(&header).ok_or_else(|| Failure::Os {
+            what: format!("reading {path}"),
+            error: io::Error::new(
+                io::ErrorKind::InvalidData,
+                "not an ELF program of 32 or 64 bits: its pointer width is unknown",
+            ),
         })
     }
 
@@ -251,7 +292,9 @@ impl Process {
         Ok(())
     }
 
-    pub(crate) fn mapped_ranges(&self) -> Result<Vec<(usize, usize)>, Failure> {
+    /// What `/proc/<pid>/maps` lists (it ends where the process's space
+    /// does: `_space` is for the Windows signature).
+    pub(crate) fn mapped_ranges(&self, _space: Space) -> Result<Vec<(usize, usize)>, Failure> {
         Ok(self
             .maps_entries()?
             .iter()
@@ -259,13 +302,55 @@ impl Process {
             .collect())
     }
 
-    pub(crate) fn space(&self) -> Space {
+    /// Its space, as the library in it sees its own: the page size and
+    /// `vm.mmap_min_addr` are the machine's, the top depends on its width.
+    pub(crate) fn space(&self, width: Width) -> Space {
+        let highest = match width {
+            // Only a 64-bit inspector gets here with a 64-bit process, and
+            // both have the kernel's one 64-bit top.
+            Width::Bits64 => memory_buffers::highest_user_address(),
+            // Its own, whatever ours: its personality may differ.
+            Width::Bits32 => self.highest_of_32_bit_process(),
+        };
         Space {
             granularity: page_size(),
             lowest: internals::lowest_mappable_address(),
-            highest: memory_buffers::highest_user_address(),
+            highest,
         }
     }
+
+    /// The top of the space of a 32-bit process: 4 GiB less a page under
+    /// a 64-bit kernel, 3 GiB under a 32-bit one or with `setarch --3gb`.
+    /// Its personality needs the rights that its maps need; should it be
+    /// unreadable, the default personality (no limit) is assumed.
+    fn highest_of_32_bit_process(&self) -> usize {
+        let personality = fs::read_to_string(format!("/proc/{}/personality", self.pid))
+            .ok()
+            .and_then(|text| width::parse_personality(&text))
+            .unwrap_or(0);
+        width::highest_address_of_32_bit_linux_process(kernel_is_64_bit(), personality)
+    }
+}
+
+/// Whether the kernel is 64-bit: under a 64-bit inspector it must be; a
+/// 32-bit one asks `uname` for the kernel's machine, as the library does.
+fn kernel_is_64_bit() -> bool {
+    if cfg!(target_pointer_width = "64") {
+        return true;
+    }
+    // SAFETY: an all-zero `utsname` (arrays of `c_char`) is a valid value.
+    let mut name: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: `name` is writable memory of the type `uname` fills.
+    if unsafe { libc::uname(&mut name) } != 0 {
+        return false;
+    }
+    let machine: Vec<u8> = name
+        .machine
+        .iter()
+        .take_while(|&&byte| byte != 0)
+        .map(|&byte| byte as u8)
+        .collect();
+    matches!(machine.as_slice(), b"x86_64" | b"aarch64")
 }
 
 /// The page size: the granularity of the process's mappings (the same for
@@ -274,9 +359,12 @@ fn page_size() -> usize {
     memory_buffers::allocation_granularity()
 }
 
-/// The *this address* field, read through the file (never mapped).
-fn read_this_address(file: &File) -> io::Result<usize> {
-    let mut word = [0u8; size_of::<usize>()];
-    file.read_exact_at(&mut word, THIS_ADDRESS as u64)?;
-    Ok(usize::from_le_bytes(word))
+/// The *this address* field of a process of `width` (no wider than ours),
+/// read through the file (never mapped).
+fn read_this_address(file: &File, width: Width) -> io::Result<usize> {
+    let layout = width.layout();
+    let mut word = [0u8; 8];
+    file.read_exact_at(&mut word[..layout.pointer], layout.this_address as u64)?;
+    usize::try_from(u64::from_le_bytes(word))
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "an address wider than ours"))
 }

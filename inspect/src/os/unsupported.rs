@@ -3,6 +3,7 @@
 use super::FoundLocator;
 use crate::failure::{Failure, ReadFailure};
 use crate::free_ranges::Space;
+use crate::width::Width;
 
 /// A process on a system the inspector does not support.
 pub(crate) struct Process;
@@ -20,11 +21,11 @@ impl Process {
         Err(ReadFailure::Other(std::io::ErrorKind::Unsupported.into()))
     }
 
-    pub(crate) fn mapped_ranges(&self) -> Result<Vec<(usize, usize)>, Failure> {
+    pub(crate) fn mapped_ranges(&self, _space: Space) -> Result<Vec<(usize, usize)>, Failure> {
         Err(Failure::Unsupported)
     }
 
-    pub(crate) fn space(&self) -> Space {
+    pub(crate) fn space(&self, _width: Width) -> Space {
         Space {
             granularity: 4096,
             lowest: 0,

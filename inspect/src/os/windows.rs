@@ -10,16 +10,22 @@
 //! same with a probe write; the inspector writes nothing, so it compares
 //! what it reads, a few times if the page changes under it). Nothing of
 //! the other process is dereferenced here.
+//!
+//! A 32-bit process (WOW64, as `IsWow64Process` tells) has a 32-bit locator
+//! layout and a space of 2 GiB, or 4 GiB if its program is
+//! large-address-aware, which its `.exe` file's PE header says.
 
 #![allow(unsafe_code)]
 
 use super::FoundLocator;
 use crate::failure::{Failure, ReadFailure};
 use crate::free_ranges::Space;
-use memory_buffers::internals::layout::{LOCATOR_SIZE, THIS_ADDRESS};
+use crate::width::{self, Width};
+use memory_buffers::internals::layout::LOCATOR_SIZE;
 use memory_buffers::internals::{self};
-use std::ffi::c_void;
-use std::io;
+use std::ffi::{OsString, c_void};
+use std::io::{self, Read};
+use std::os::windows::ffi::OsStringExt;
 use windows_sys::Win32::Foundation::{
     CloseHandle, ERROR_ACCESS_DENIED, ERROR_FILE_NOT_FOUND, ERROR_INVALID_ADDRESS,
     ERROR_INVALID_PARAMETER, ERROR_NOACCESS, ERROR_PARTIAL_COPY, GetLastError, HANDLE,
@@ -31,8 +37,10 @@ use windows_sys::Win32::System::Memory::{
     VirtualQueryEx,
 };
 use windows_sys::Win32::System::Threading::{
-    GetExitCodeProcess, OpenProcess, PROCESS_QUERY_INFORMATION, PROCESS_VM_READ,
+    GetCurrentProcess, GetExitCodeProcess, IsWow64Process, OpenProcess, PROCESS_NAME_WIN32,
+    PROCESS_QUERY_INFORMATION, PROCESS_VM_READ, QueryFullProcessImageNameW,
 };
+use windows_sys::core::BOOL;
 
 /// `STILL_ACTIVE`: the exit code of a process that has not exited.
 const STILL_ACTIVE: u32 = 259;
@@ -132,8 +140,57 @@ impl Process {
         unsafe { GetExitCodeProcess(self.handle.0, &mut code) != 0 && code != STILL_ACTIVE }
     }
 
+    /// The process's pointer width, from `IsWow64Process` of it and of us.
+    fn width(&self) -> Result<Width, Failure> {
+        let theirs = is_wow64(self.handle.0).ok_or_else(|| {
+            os_failure(
+                format!(
+                    "asking whether process {} is 32-bit (IsWow64Process)",
+                    self.pid
+                ),
+                last_error(),
+            )
+        })?;
+        Ok(width::from_wow64(
+            Width::NATIVE,
+            inspector_is_wow64(),
+            theirs,
+        ))
+    }
+
+    /// Whether the process's program is large-address-aware, from its PE
+    /// header; `None` if its file cannot be read.
+    fn is_large_address_aware(&self) -> Option<bool> {
+        let mut name = vec![0u16; 32768];
+        let mut len = name.len() as u32;
+        // SAFETY: the handle has PROCESS_QUERY_INFORMATION; `name` is
+        // writable for `len` UTF-16 units, which the call writes at most.
+        let ok = unsafe {
+            QueryFullProcessImageNameW(
+                self.handle.0,
+                PROCESS_NAME_WIN32,
+                name.as_mut_ptr(),
+                &mut len,
+            )
+        };
+        if ok == 0 {
+            return None;
+        }
+        let path = OsString::from_wide(name.get(..len as usize)?);
+        let mut image = Vec::with_capacity(4096);
+        std::fs::File::open(path)
+            .and_then(|file| file.take(4096).read_to_end(&mut image))
+            .ok()?;
+        width::pe_is_large_address_aware(&image)
+    }
+
     pub(crate) fn find_locator(&self) -> Result<FoundLocator, Failure> {
         let pid = self.pid;
+        let width = self.width()?;
+        if !width.is_readable_here() {
+            return Err(Failure::WiderProcess { pid });
+        }
+        let layout = width.layout();
         let name = internals::rendezvous_section_name(pid);
         let invalid = |why: String| Failure::InvalidLocator {
             pid,
@@ -186,9 +243,11 @@ impl Process {
         };
         let mut page = vec![0u8; LOCATOR_SIZE];
         ours(&mut page);
-        let mut word = [0u8; size_of::<usize>()];
-        word.copy_from_slice(&page[THIS_ADDRESS..THIS_ADDRESS + size_of::<usize>()]);
-        let this_address = usize::from_le_bytes(word);
+        let mut word = [0u8; 8];
+        word[..layout.pointer]
+            .copy_from_slice(&page[layout.this_address..layout.this_address + layout.pointer]);
+        // Fits: the process is no wider than we are.
+        let this_address = usize::try_from(u64::from_le_bytes(word)).unwrap_or(0);
         if this_address == 0 || !this_address.is_multiple_of(expected) {
             return Err(invalid(format!(
                 "its \"this address\" {this_address:#x} is not a view address"
@@ -217,6 +276,7 @@ impl Process {
                 return Ok(FoundLocator {
                     address: this_address,
                     rendezvous: name,
+                    width,
                 });
             }
             std::thread::sleep(std::time::Duration::from_millis(2));
@@ -278,8 +338,10 @@ impl Process {
         Ok(())
     }
 
-    pub(crate) fn mapped_ranges(&self) -> Result<Vec<(usize, usize)>, Failure> {
-        let space = self.space();
+    /// The regions `VirtualQueryEx` shows reserved or committed, up to the
+    /// top of the process's `space` (a 64-bit inspector sees the 64-bit
+    /// regions of a WOW64 process too, which it cannot use).
+    pub(crate) fn mapped_ranges(&self, space: Space) -> Result<Vec<(usize, usize)>, Failure> {
         let mut ranges = Vec::new();
         let mut address = 0usize;
         loop {
@@ -306,13 +368,44 @@ impl Process {
         Ok(ranges)
     }
 
-    pub(crate) fn space(&self) -> Space {
+    /// Its space, as its own `GetSystemInfo` reports it: the granularity
+    /// and lowest address are the system's, the top depends on its width
+    /// and, for a 32-bit process, on whether it is large-address-aware
+    /// (assumed not if its program cannot be read: its space is then shown
+    /// smaller, never larger, than it is).
+    pub(crate) fn space(&self, width: Width) -> Space {
+        let highest = match width {
+            // Only a 64-bit inspector gets here with a 64-bit process.
+            Width::Bits64 => memory_buffers::highest_user_address(),
+            Width::Bits32 => width::highest_address_of_32_bit_windows_process(
+                self.is_large_address_aware().unwrap_or(false),
+                Width::NATIVE == Width::Bits64 || inspector_is_wow64(),
+                memory_buffers::highest_user_address(),
+            ),
+        };
         Space {
             granularity: memory_buffers::allocation_granularity(),
             lowest: internals::lowest_mappable_address(),
-            highest: memory_buffers::highest_user_address(),
+            highest,
         }
     }
+}
+
+/// `IsWow64Process` of `process`; `None` if the call fails.
+fn is_wow64(process: HANDLE) -> Option<bool> {
+    let mut wow64: BOOL = 0;
+    // SAFETY: `process` is a live process handle with query rights (or our
+    // own pseudo-handle), and `wow64` is writable.
+    let ok = unsafe { IsWow64Process(process, &mut wow64) };
+    (ok != 0).then_some(wow64 != 0)
+}
+
+/// Whether the inspector itself runs under WOW64 (a 32-bit program on a
+/// 64-bit system).
+fn inspector_is_wow64() -> bool {
+    // SAFETY: `GetCurrentProcess` has no preconditions; its pseudo-handle
+    // needs no closing.
+    is_wow64(unsafe { GetCurrentProcess() }).unwrap_or(false)
 }
 
 /// What `VirtualQuery` says about a region of this process.
