@@ -80,6 +80,12 @@ typedef struct {
   // process, as the original library's `target_process_id` does (see
   // [`memory_buffers_allocate_private_memory`] for what that needs).
   uint32_t target_process_id;
+  // The address placement aims at: of the free space in range, that
+  // nearest to it is tried first; 0 for the middle of the range. The
+  // `_from_proximity` functions set their target, so that a range cut
+  // short at 0 or at the top of user space still puts memory next to
+  // it.
+  uintptr_t target;
 } MemoryBuffersAllocatorSettings;
 
 // Which shared buffer to get: one with at least `size` free bytes, all of
@@ -93,6 +99,12 @@ typedef struct {
   // Free bytes needed; at most 4 GiB minus one page (the locator stores
   // sizes in 32 bits).
   size_t size;
+  // The address placement aims at: of the free space in range, that
+  // nearest to it is tried first; 0 for the middle of the range. The
+  // `_from_proximity` functions set their target, so that a range cut
+  // short at 0 or at the top of user space still puts memory next to
+  // it.
+  uintptr_t target;
 } MemoryBuffersSearchSettings;
 
 // Writes `size` bytes from `source` to `target` for

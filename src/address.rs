@@ -33,6 +33,9 @@ pub(crate) struct ValidRequest {
     pub(crate) max: usize,
     pub(crate) size: usize,
     pub(crate) rounded_size: usize,
+    /// Where placement aims (the settings' `target`); `None` for the
+    /// middle of the range. May lie outside `[min, max]`.
+    pub(crate) target: Option<usize>,
 }
 
 /// Checks a `[min, max]` / `size` request and clamps `max` to the highest
@@ -65,6 +68,7 @@ pub(crate) fn validate_request(
         max,
         size,
         rounded_size,
+        target: None,
     })
 }
 

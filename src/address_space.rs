@@ -358,6 +358,7 @@ mod tests {
             granularity: os::allocation_granularity(),
             lowest_address: os::lowest_mappable_address(),
             highest_address: os::highest_user_address(),
+            target: None,
         }
     }
 

@@ -157,6 +157,7 @@ fn placement(min: usize, max: usize, block_len: usize) -> PlacementRequest {
         granularity: os::allocation_granularity(),
         lowest_address: os::lowest_mappable_address(),
         highest_address: highest_user_address(),
+        target: None,
     }
 }
 

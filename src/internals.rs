@@ -120,6 +120,9 @@ pub struct PlacementRequest {
     pub lowest_address: usize,
     /// Highest user-space address (inclusive): below `usize::MAX`.
     pub highest_address: usize,
+    /// Where candidates are ordered around; the middle of the range if
+    /// `None`.
+    pub target: Option<usize>,
 }
 
 impl PlacementRequest {
@@ -141,6 +144,7 @@ impl PlacementRequest {
             granularity: self.granularity,
             lowest_address: self.lowest_address,
             highest_address: self.highest_address,
+            target: self.target,
         })
     }
 

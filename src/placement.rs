@@ -2,8 +2,10 @@
 //!
 //! Given what is mapped, [`NearestCandidates`] yields every
 //! granularity-aligned start address where a block fits in a free gap and its
-//! leading bytes lie inside `[min, max]`, ordered by distance from the middle
-//! of the range. For a proximity request the middle is the target, so a
+//! leading bytes lie inside `[min, max]`, ordered by distance from the target
+//! of the request (the middle of the range without one). A proximity
+//! request aims at its target even where its range is cut short at 0 or at
+//! the top of user space (a function low in a 32-bit program), so a
 //! trampoline lands as close to its hook as the address space allows and the
 //! reach of a `jmp rel32` around the target is spent slowly. The iterator is
 //! lazy: it walks outward from the target and stops as soon as the caller has
@@ -31,6 +33,9 @@ pub(crate) struct PlacementRequest {
     pub(crate) lowest_address: usize,
     /// Highest user-space address (inclusive); below `usize::MAX`.
     pub(crate) highest_address: usize,
+    /// The address candidates are ordered by their distance from; the
+    /// middle of `[min, max]` when `None`.
+    pub(crate) target: Option<usize>,
 }
 
 impl PlacementRequest {
@@ -43,10 +48,15 @@ impl PlacementRequest {
         (lowest <= highest).then_some((lowest, highest))
     }
 
-    /// The granule containing the middle of `[min, max]`: candidates are
-    /// ordered by their distance from it.
+    /// The granule containing the target, or the middle of `[min, max]`
+    /// without one (a target outside the range counts as its nearest end):
+    /// candidates are ordered by their distance from it.
     pub(crate) fn pivot(&self) -> usize {
-        align_down(self.min + (self.max - self.min) / 2, self.granularity)
+        let aim = match self.target {
+            Some(target) => target.clamp(self.min, self.max),
+            None => self.min + (self.max - self.min) / 2,
+        };
+        align_down(aim, self.granularity)
     }
 }
 
@@ -218,6 +228,7 @@ mod tests {
             granularity: PAGE,
             lowest_address: 0x10000,
             highest_address: crate::TEST_TOP,
+            target: None,
         }
     }
 
@@ -231,6 +242,28 @@ mod tests {
         )
         .next();
         assert_eq!(first, Some(0x40_5000));
+    }
+
+    #[test]
+    fn a_proximity_range_cut_at_0_still_aims_at_its_target() {
+        // A function low in a 32-bit program, ±1 GiB: the range is
+        // [0, target + 1 GiB], whose middle is far from the target.
+        let target = 0x40_2100;
+        let mapped = MappedRanges::from_ranges([(0x40_0000, 0x50_0000)]);
+        let mut aimed = request(0, target + (1 << 30), PAGE);
+        aimed.target = Some(target);
+        let first = NearestCandidates::new(&mapped, aimed).next().unwrap();
+        assert_eq!(first, 0x3f_f000, "the page right below the image");
+        // Without a target, the middle of the range is where it aims.
+        let middle = NearestCandidates::new(&mapped, request(0, target + (1 << 30), PAGE))
+            .next()
+            .unwrap();
+        assert_eq!(middle, align_down((target + (1 << 30)) / 2, PAGE));
+        // A target outside the range aims at the range's nearest end.
+        let mut beyond = request(0x100_0000, 0x200_0000, PAGE);
+        beyond.target = Some(0x4000_0000);
+        let first = NearestCandidates::new(&mapped, beyond).next();
+        assert_eq!(first, Some(0x200_0000 - PAGE));
     }
 
     #[test]
@@ -334,6 +367,7 @@ mod tests {
                 granularity,
                 lowest_address: lowest,
                 highest_address: 1023,
+                target: None,
             };
             let found: Vec<usize> = NearestCandidates::new(&mapped, request).collect();
             let expected = brute_force(&mapped, request);

@@ -328,6 +328,7 @@ pub(crate) fn allocate(settings: &BufferAllocatorSettings) -> Result<PrivateAllo
         granularity: os::allocation_granularity(),
         lowest_address: os::lowest_mappable_address(),
         highest_address: crate::settings::highest_user_address(),
+        target: request.target,
     };
     let fail = |kind: ErrorKind| Error::new(kind, request.min, request.max, request.size);
     if request.max - request.min < request.rounded_size - 1 {

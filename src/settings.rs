@@ -69,7 +69,8 @@ fn rel32_range(x: usize) -> (usize, usize) {
 /// Where and how much private memory to allocate.
 ///
 /// The allocation lands inside `[min_address, max_address]` (both inclusive),
-/// as close to the middle of that range as the address space allows.
+/// as close to the [`target`](Self::target) (the middle of the range, if
+/// none) as the address space allows.
 ///
 /// Build it with [`new`](Self::new), [`from_proximity`](Self::from_proximity)
 /// or [`within_rel32_reach`](Self::within_rel32_reach); the fields stay
@@ -96,6 +97,13 @@ pub struct BufferAllocatorSettings {
     /// systems and policies that refuse memory both writable and
     /// executable. Off by default: the pages are read/write/execute.
     pub write_then_execute: bool,
+    /// The address placement aims at: of the free space in range, that
+    /// nearest to it is tried first. Set by `from_proximity` and
+    /// `within_rel32_reach` to their target, so that a range cut short at 0
+    /// or at the top of user space (a function low in a 32-bit program)
+    /// still puts the memory next to it; `None` aims at the middle of the
+    /// range. An address outside the range counts as the nearest end.
+    pub target: Option<usize>,
 }
 
 impl BufferAllocatorSettings {
@@ -115,6 +123,7 @@ impl BufferAllocatorSettings {
             size,
             retry_count: DEFAULT_RETRY_COUNT,
             write_then_execute: false,
+            target: None,
         }
     }
 
@@ -143,7 +152,10 @@ impl BufferAllocatorSettings {
     #[must_use]
     pub fn within_rel32_reach(x: usize, size: usize) -> Self {
         let (min_address, max_address) = rel32_range(x);
-        Self::new(min_address, max_address, size)
+        Self {
+            target: Some(x),
+            ..Self::new(min_address, max_address, size)
+        }
     }
 
     /// The same settings with [`write_then_execute`](Self::write_then_execute)
@@ -178,6 +190,20 @@ impl BufferAllocatorSettings {
         self
     }
 
+    /// The same settings aiming at another [`target`](Self::target).
+    ///
+    /// ```
+    /// use memory_buffers::BufferAllocatorSettings;
+    /// // Anywhere in the first 2 GiB, as near to 0x40_0000 as possible.
+    /// let settings = BufferAllocatorSettings::new(0, 0x7fff_ffff, 4096).with_target(Some(0x40_0000));
+    /// assert_eq!(settings.target, Some(0x40_0000));
+    /// ```
+    #[must_use]
+    pub const fn with_target(mut self, target: Option<usize>) -> Self {
+        self.target = target;
+        self
+    }
+
     /// Settings for `size` bytes within `proximity` bytes of `target` on
     /// either side, saturating at 0 and at the top of user space. The
     /// allocation is placed as near `target` as possible.
@@ -191,7 +217,10 @@ impl BufferAllocatorSettings {
     #[must_use]
     pub fn from_proximity(proximity: usize, target: usize, size: usize) -> Self {
         let (min_address, max_address) = proximity_range(proximity, target, highest_user_address());
-        Self::new(min_address, max_address, size)
+        BufferAllocatorSettings {
+            target: Some(target),
+            ..Self::new(min_address, max_address, size)
+        }
     }
 
     pub(crate) fn validate(&self) -> Result<ValidRequest, Error> {
@@ -202,6 +231,10 @@ impl BufferAllocatorSettings {
             allocation_granularity(),
             highest_user_address(),
         )
+        .map(|request| ValidRequest {
+            target: self.target,
+            ..request
+        })
         .map_err(|reason| {
             Error::new(
                 ErrorKind::InvalidRequest(reason),
@@ -243,6 +276,13 @@ pub struct BufferSearchSettings {
     /// Free bytes needed; at most `u32::MAX` rounded down to the granularity
     /// (the locator stores sizes in 32 bits).
     pub size: usize,
+    /// The address placement aims at: of the free space in range, that
+    /// nearest to it is tried first. Set by `from_proximity` and
+    /// `within_rel32_reach` to their target, so that a range cut short at 0
+    /// or at the top of user space (a function low in a 32-bit program)
+    /// still puts the memory next to it; `None` aims at the middle of the
+    /// range. An address outside the range counts as the nearest end.
+    pub target: Option<usize>,
 }
 
 impl BufferSearchSettings {
@@ -260,7 +300,21 @@ impl BufferSearchSettings {
             min_address,
             max_address,
             size,
+            target: None,
         }
+    }
+
+    /// The same settings aiming at another [`target`](Self::target).
+    ///
+    /// ```
+    /// use memory_buffers::BufferSearchSettings;
+    /// let settings = BufferSearchSettings::new(0, 0x7fff_ffff, 64).with_target(Some(0x40_0000));
+    /// assert_eq!(settings.target, Some(0x40_0000));
+    /// ```
+    #[must_use]
+    pub const fn with_target(mut self, target: Option<usize>) -> Self {
+        self.target = target;
+        self
     }
 
     /// Settings for `size` bytes all within `rel32` reach of `x`, exactly:
@@ -288,7 +342,10 @@ impl BufferSearchSettings {
     #[must_use]
     pub fn within_rel32_reach(x: usize, size: usize) -> Self {
         let (min_address, max_address) = rel32_range(x);
-        Self::new(min_address, max_address, size)
+        Self {
+            target: Some(x),
+            ..Self::new(min_address, max_address, size)
+        }
     }
 
     /// Settings for `size` bytes within `proximity` bytes of `target` on
@@ -310,9 +367,8 @@ impl BufferSearchSettings {
     pub fn from_proximity(proximity: usize, target: usize, size: usize) -> Self {
         let (min_address, max_address) = proximity_range(proximity, target, highest_user_address());
         BufferSearchSettings {
-            min_address,
-            max_address,
-            size,
+            target: Some(target),
+            ..Self::new(min_address, max_address, size)
         }
     }
 
@@ -337,7 +393,10 @@ impl BufferSearchSettings {
         if u32::try_from(request.rounded_size).is_err() {
             return Err(error(crate::InvalidRequest::SizeTooLarge));
         }
-        Ok(request)
+        Ok(ValidRequest {
+            target: self.target,
+            ..request
+        })
     }
 }
 
@@ -350,11 +409,7 @@ impl Default for BufferSearchSettings {
     /// assert_eq!(settings, BufferSearchSettings::new(0, highest_user_address(), 4096));
     /// ```
     fn default() -> Self {
-        BufferSearchSettings {
-            min_address: 0,
-            max_address: highest_user_address(),
-            size: 4096,
-        }
+        Self::new(0, highest_user_address(), 4096)
     }
 }
 

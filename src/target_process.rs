@@ -263,6 +263,7 @@ impl TargetProcess {
             granularity: os::allocation_granularity(),
             lowest_address: os::lowest_mappable_address(),
             highest_address: crate::settings::highest_user_address(),
+            target: request.target,
         };
         let protection = if settings.write_then_execute {
             Protection::ReadWrite

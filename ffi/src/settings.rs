@@ -25,6 +25,12 @@ pub struct MemoryBuffersSearchSettings {
     /// Free bytes needed; at most 4 GiB minus one page (the locator stores
     /// sizes in 32 bits).
     pub size: size_t,
+    /// The address placement aims at: of the free space in range, that
+    /// nearest to it is tried first; 0 for the middle of the range. The
+    /// `_from_proximity` functions set their target, so that a range cut
+    /// short at 0 or at the top of user space still puts memory next to
+    /// it.
+    pub target: usize,
 }
 
 /// Where and how much private memory to allocate: `size` bytes (rounded up
@@ -50,6 +56,12 @@ pub struct MemoryBuffersAllocatorSettings {
     /// process, as the original library's `target_process_id` does (see
     /// [`memory_buffers_allocate_private_memory`] for what that needs).
     pub target_process_id: u32,
+    /// The address placement aims at: of the free space in range, that
+    /// nearest to it is tried first; 0 for the middle of the range. The
+    /// `_from_proximity` functions set their target, so that a range cut
+    /// short at 0 or at the top of user space still puts memory next to
+    /// it.
+    pub target: usize,
 }
 
 impl From<BufferSearchSettings> for MemoryBuffersSearchSettings {
@@ -58,13 +70,20 @@ impl From<BufferSearchSettings> for MemoryBuffersSearchSettings {
             min_address: settings.min_address,
             max_address: settings.max_address,
             size: settings.size,
+            target: settings.target.unwrap_or(0),
         }
     }
+}
+
+/// A C target: 0 stands for none.
+fn target_of(target: usize) -> Option<usize> {
+    (target != 0).then_some(target)
 }
 
 impl From<MemoryBuffersSearchSettings> for BufferSearchSettings {
     fn from(settings: MemoryBuffersSearchSettings) -> Self {
         BufferSearchSettings::new(settings.min_address, settings.max_address, settings.size)
+            .with_target(target_of(settings.target))
     }
 }
 
@@ -76,6 +95,7 @@ impl From<BufferAllocatorSettings> for MemoryBuffersAllocatorSettings {
             size: settings.size,
             retry_count: settings.retry_count,
             target_process_id: 0,
+            target: settings.target.unwrap_or(0),
         }
     }
 }
@@ -84,6 +104,7 @@ impl From<MemoryBuffersAllocatorSettings> for BufferAllocatorSettings {
     fn from(settings: MemoryBuffersAllocatorSettings) -> Self {
         BufferAllocatorSettings::new(settings.min_address, settings.max_address, settings.size)
             .with_retry_count(settings.retry_count)
+            .with_target(target_of(settings.target))
     }
 }
 
@@ -255,6 +276,7 @@ mod tests {
             min_address: 1,
             max_address: 1,
             size: 1,
+            target: 1,
         };
         // SAFETY: `search` is a live local.
         let status = unsafe {
@@ -272,6 +294,7 @@ mod tests {
             size: 1,
             retry_count: 0,
             target_process_id: 7,
+            target: 0,
         };
         // SAFETY: `allocator` is a live local.
         let status = unsafe {
@@ -283,6 +306,7 @@ mod tests {
             BufferAllocatorSettings::from_proximity(0x2000, 0x1000, 100)
         );
         assert_eq!(allocator.min_address, 0);
+        assert_eq!(allocator.target, 0x1000, "aims at the target");
         assert_eq!(allocator.target_process_id, 0, "this process");
     }
 

@@ -27,6 +27,7 @@ fn default_settings() -> MemoryBuffersAllocatorSettings {
         size: 0,
         retry_count: 0,
         target_process_id: 0,
+        target: 0,
     };
     // SAFETY: a valid pointer to a local variable.
     let status = unsafe { memory_buffers_allocator_settings_default(&mut settings) };

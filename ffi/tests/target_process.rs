@@ -27,6 +27,7 @@ fn settings_in(process_id: u32) -> MemoryBuffersAllocatorSettings {
         size: 0,
         retry_count: 0,
         target_process_id: 0,
+        target: 0,
     };
     // SAFETY: a live local.
     let status = unsafe { memory_buffers_allocator_settings_default(&mut settings) };

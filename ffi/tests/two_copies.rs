@@ -122,6 +122,7 @@ impl LoadedCopy {
             min_address: 0,
             max_address: 0,
             size: 0,
+            target: 0,
         };
         // SAFETY: the output is a live local.
         let status = unsafe {
@@ -290,6 +291,7 @@ fn two_loaded_copies_share_the_locator_and_its_buffers() {
         min_address: base,
         max_address: base + size - 1,
         size: 16,
+        target: 0,
     };
     assert_eq!(
         b.try_get(&only_a),

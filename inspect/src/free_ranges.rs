@@ -135,6 +135,8 @@ pub(crate) fn free_ranges_near(
         // it, a library of that width could not place a block in its last
         // page either: the ranges below still list that page as free.
         highest_address: space.highest.min(usize::MAX - 1),
+        // Both ways of asking aim at `near`, as the library does.
+        target: Some(query.near),
     };
     let next_buffer_at = internals::nearest_candidates(&mapped, &placement)
         .ok_or_else(|| InvalidQuery("the placement request is inconsistent".into()))?

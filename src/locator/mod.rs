@@ -554,6 +554,7 @@ impl Locator {
             granularity: os::allocation_granularity(),
             lowest_address: os::lowest_mappable_address(),
             highest_address: crate::settings::highest_user_address(),
+            target: request.target,
         };
         // Pages are mapped before the header lock is taken so that other
         // registrations never wait on a system call; the outcome is the same

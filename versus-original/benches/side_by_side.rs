@@ -253,6 +253,7 @@ fn c_interface() -> f64 {
         min_address,
         max_address,
         size,
+        target: 0,
     };
     let bytes = [0x90u8; 64];
     per_call_ns(200_000, || {

@@ -22,14 +22,16 @@ _Static_assert(sizeof(uintptr_t) == POINTER && sizeof(size_t) == POINTER, "point
 _Static_assert(offsetof(MemoryBuffersSearchSettings, min_address) == 0, "search min_address");
 _Static_assert(offsetof(MemoryBuffersSearchSettings, max_address) == POINTER, "search max_address");
 _Static_assert(offsetof(MemoryBuffersSearchSettings, size) == 2 * POINTER, "search size");
-_Static_assert(sizeof(MemoryBuffersSearchSettings) == 3 * POINTER, "search settings size");
+_Static_assert(offsetof(MemoryBuffersSearchSettings, target) == 3 * POINTER, "search target");
+_Static_assert(sizeof(MemoryBuffersSearchSettings) == 4 * POINTER, "search settings size");
 _Static_assert(offsetof(MemoryBuffersAllocatorSettings, min_address) == 0, "allocator min_address");
 _Static_assert(offsetof(MemoryBuffersAllocatorSettings, max_address) == POINTER, "allocator max_address");
 _Static_assert(offsetof(MemoryBuffersAllocatorSettings, size) == 2 * POINTER, "allocator size");
 _Static_assert(offsetof(MemoryBuffersAllocatorSettings, retry_count) == 3 * POINTER, "allocator retry_count");
 _Static_assert(offsetof(MemoryBuffersAllocatorSettings, target_process_id) == 3 * POINTER + 4,
                "allocator target_process_id");
-_Static_assert(sizeof(MemoryBuffersAllocatorSettings) == 3 * POINTER + 8, "allocator settings size");
+_Static_assert(offsetof(MemoryBuffersAllocatorSettings, target) == 3 * POINTER + 8, "allocator target");
+_Static_assert(sizeof(MemoryBuffersAllocatorSettings) == 4 * POINTER + 8, "allocator settings size");
 _Static_assert(sizeof(MemoryBuffersStatus) == 4, "status is 32 bits");
 
 static int failures = 0;
@@ -203,25 +205,25 @@ static void test_invalid_requests(uintptr_t highest, size_t granularity) {
         {0, UINTPTR_MAX, SIZE_MAX, MEMORY_BUFFERS_STATUS_SIZE_TOO_LARGE},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        MemoryBuffersSearchSettings search = {cases[i].min, cases[i].max, cases[i].size};
+        MemoryBuffersSearchSettings search = {cases[i].min, cases[i].max, cases[i].size, 0};
         EXPECT(memory_buffers_get_buffer(&search, &buffer), cases[i].expected);
         CHECK(buffer == NULL);
         buffer = (MemoryBuffersLockedBuffer *)(uintptr_t)0x1234;
         EXPECT(memory_buffers_get_buffer_aligned(&search, 16, &buffer), cases[i].expected);
         CHECK(buffer == NULL);
         MemoryBuffersAllocatorSettings allocator = {cases[i].min, cases[i].max, cases[i].size,
-                                                    MEMORY_BUFFERS_DEFAULT_RETRY_COUNT, 0};
+                                                    MEMORY_BUFFERS_DEFAULT_RETRY_COUNT, 0, 0};
         EXPECT(memory_buffers_allocate_private_memory(&allocator, &allocation), cases[i].expected);
         CHECK(allocation == NULL);
         allocation = (MemoryBuffersPrivateAllocation *)(uintptr_t)0x1234;
     }
     /* The 32-bit size field of shared buffers. */
 #if SIZE_MAX > 0xffffffffu
-    MemoryBuffersSearchSettings too_big = {0, highest, (size_t)1 << 33};
+    MemoryBuffersSearchSettings too_big = {0, highest, (size_t)1 << 33, 0};
 #else
     /* A 32-bit size_t holds no size above the field; its largest value
      * cannot even be rounded up to a page. */
-    MemoryBuffersSearchSettings too_big = {0, highest, SIZE_MAX};
+    MemoryBuffersSearchSettings too_big = {0, highest, SIZE_MAX, 0};
 #endif
     EXPECT(memory_buffers_get_buffer(&too_big, &buffer), MEMORY_BUFFERS_STATUS_SIZE_TOO_LARGE);
 
@@ -252,7 +254,7 @@ static void test_invalid_requests(uintptr_t highest, size_t granularity) {
 
 /* The last error of this thread: details, message, and the size query. */
 static void test_last_error(void) {
-    MemoryBuffersSearchSettings settings = {0x30000, 0x20000, 48};
+    MemoryBuffersSearchSettings settings = {0x30000, 0x20000, 48, 0};
     MemoryBuffersLockedBuffer *buffer = NULL;
     EXPECT(memory_buffers_get_buffer(&settings, &buffer), MEMORY_BUFFERS_STATUS_MIN_ABOVE_MAX);
 
@@ -401,7 +403,7 @@ static uintptr_t test_buffer(size_t granularity) {
 
     /* While held, the buffer is not handed out again: a request that only
      * this buffer's pages can satisfy finds no space. */
-    MemoryBuffersSearchSettings only_this = {base, base + size - 1, 16};
+    MemoryBuffersSearchSettings only_this = {base, base + size - 1, 16, 0};
     MemoryBuffersLockedBuffer *other = NULL;
     EXPECT(memory_buffers_get_buffer(&only_this, &other), MEMORY_BUFFERS_STATUS_NO_SPACE_IN_RANGE);
     CHECK(other == NULL);
@@ -440,7 +442,7 @@ static uintptr_t test_buffer(size_t granularity) {
         REQUIRE_OK(memory_buffers_buffer_next_address(probe, &window));
         OK(memory_buffers_release_buffer(&probe));
     }
-    MemoryBuffersSearchSettings narrow_settings = {window, window + 31, 16};
+    MemoryBuffersSearchSettings narrow_settings = {window, window + 31, 16, 0};
     REQUIRE_OK(memory_buffers_get_buffer(&narrow_settings, &narrow));
     uintptr_t narrow_next = 0;
     OK(memory_buffers_buffer_next_address(narrow, &narrow_next));

@@ -22,6 +22,7 @@ namespace Reloaded.Memory.Buffers.Interop
         public UIntPtr MinAddress;
         public UIntPtr MaxAddress;
         public UIntPtr Size;
+        public UIntPtr Target;
     }
 
     /// <summary><c>MemoryBuffersAllocatorSettings</c>.</summary>
@@ -33,6 +34,7 @@ namespace Reloaded.Memory.Buffers.Interop
         public UIntPtr Size;
         public uint RetryCount;
         public uint TargetProcessId;
+        public UIntPtr Target;
     }
 
     /// <summary><c>MemoryBuffersErrorInfo</c>.</summary>

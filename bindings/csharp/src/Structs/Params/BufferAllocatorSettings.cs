@@ -55,6 +55,15 @@ namespace Reloaded.Memory.Buffers.Structs.Params
         }
 
         /// <summary>
+        ///     The address placement aims at: of the free space in range, that
+        ///     nearest to it is tried first; 0 (the default) for the middle of
+        ///     the range. <c>FromProximity</c> sets its target, so that a range
+        ///     cut short at 0 (a function low in a 32-bit game) still puts the
+        ///     memory next to it. Not in the original library.
+        /// </summary>
+        public nuint Target { get; set; }
+
+        /// <summary>
         ///     The process to allocate in. Default: this process. Another
         ///     process needs the rights of a debugger over it (Linux: ptrace;
         ///     Windows: <c>PROCESS_VM_OPERATION</c> and related rights).
@@ -105,6 +114,7 @@ namespace Reloaded.Memory.Buffers.Structs.Params
                 MinAddress = native.MinAddress,
                 MaxAddress = native.MaxAddress,
                 Size = (uint)(ulong)native.Size,
+                Target = native.Target,
             };
         }
 
@@ -133,6 +143,7 @@ namespace Reloaded.Memory.Buffers.Structs.Params
                 MinAddress = MinAddress,
                 MaxAddress = MaxAddress,
                 Size = (UIntPtr)Size,
+                Target = Target,
                 RetryCount = retries < 0 ? 0u : (uint)retries,
                 // 0 is this process; so is this process's own id. Reading the
                 // id of a Process that was never started throws here, which

@@ -48,6 +48,15 @@ namespace Reloaded.Memory.Buffers.Structs.Params
         }
 
         /// <summary>
+        ///     The address placement aims at: of the free space in range, that
+        ///     nearest to it is tried first; 0 (the default) for the middle of
+        ///     the range. <c>FromProximity</c> sets its target, so that a range
+        ///     cut short at 0 (a function low in a 32-bit game) still puts the
+        ///     memory next to it. Not in the original library.
+        /// </summary>
+        public nuint Target { get; set; }
+
+        /// <summary>
         ///     Settings for <paramref name="size"/> bytes within <paramref name="proximity"/>
         ///     bytes of <paramref name="target"/> on either side, saturating at 0
         ///     and at the top of user space.
@@ -69,6 +78,7 @@ namespace Reloaded.Memory.Buffers.Structs.Params
                 MinAddress = native.MinAddress,
                 MaxAddress = native.MaxAddress,
                 Size = (uint)(ulong)native.Size,
+                Target = native.Target,
             };
         }
 
@@ -77,6 +87,7 @@ namespace Reloaded.Memory.Buffers.Structs.Params
             MinAddress = MinAddress,
             MaxAddress = MaxAddress,
             Size = (UIntPtr)Size,
+            Target = Target,
         };
 
         /// <inheritdoc />
