@@ -103,10 +103,18 @@ fn highest_address_of_32_bit_process(kernel_is_64_bit: bool, limit_3gb: bool) ->
     }
 }
 
-/// Whether the kernel is a 64-bit one, from `uname`'s machine name (a
-/// 32-bit process sees the kernel's own).
+/// Whether the kernel is a 64-bit one: `uname`'s machine name says so, or
+/// the sysctl that only an x86-64 kernel has for its 32-bit programs
+/// (`abi.vsyscall32`) is there. The second catches `linux32`, whose
+/// personality makes `uname` report `i686` on an x86-64 kernel.
 #[cfg(target_pointer_width = "32")]
 fn kernel_is_64_bit() -> bool {
+    uname_machine_is_64_bit() || std::path::Path::new("/proc/sys/abi/vsyscall32").exists()
+}
+
+/// Whether `uname`'s machine name is a 64-bit one.
+#[cfg(target_pointer_width = "32")]
+fn uname_machine_is_64_bit() -> bool {
     // SAFETY: an all-zero `utsname` (arrays of `c_char`) is a valid value.
     let mut name: libc::utsname = unsafe { std::mem::zeroed() };
     // SAFETY: `name` is writable memory of the right type.

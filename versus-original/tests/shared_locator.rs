@@ -170,6 +170,38 @@ fn this_crate_creates_the_locator_and_the_original_finds_it() -> Outcome {
     hold_and_append_in_turns(head)
 }
 
+/// Both start at the same moment, on two threads: whichever wins, the two
+/// end up on one locator, and the rest works as when one came first.
+fn both_start_at_once_and_share_one_locator() -> Outcome {
+    let start = std::sync::Barrier::new(2);
+    let (theirs, ours_result) = std::thread::scope(|scope| {
+        let theirs = scope.spawn(|| {
+            start.wait();
+            original_get(64).map(|item| original_item_address(&item))
+        });
+        start.wait();
+        let ours_result = Buffers::get_buffer(&ours(64)).map(drop);
+        (theirs.join(), ours_result)
+    });
+    let their_item = theirs.map_err(|_| "the original's thread panicked".to_string())??;
+    ours_result.map_err(|error| format!("ours: {error}"))?;
+    check!(
+        Buffers::locator_kind() == Ok(LocatorKind::Shared),
+        "not shared after the race: {:?}",
+        Buffers::locator_kind()
+    );
+    let head = Buffers::locator_address().map_err(|error| format!("{error}"))?;
+    check!(
+        support::this_address_through_a_second_view() == head,
+        "the rendezvous names another locator than this crate's {head:#x}"
+    );
+    check!(
+        (head..head + 4096).contains(&their_item),
+        "the original's item at {their_item:#x} is not in the shared locator at {head:#x}"
+    );
+    hold_and_append_in_turns(head)
+}
+
 const SCENARIOS: &[Scenario] = &[
     (
         "the_original_creates_the_locator_and_this_crate_finds_it",
@@ -178,6 +210,10 @@ const SCENARIOS: &[Scenario] = &[
     (
         "this_crate_creates_the_locator_and_the_original_finds_it",
         this_crate_creates_the_locator_and_the_original_finds_it,
+    ),
+    (
+        "both_start_at_once_and_share_one_locator",
+        both_start_at_once_and_share_one_locator,
     ),
 ];
 
