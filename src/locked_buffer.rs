@@ -140,7 +140,7 @@ impl LockedBuffer {
     /// # #[cfg(target_pointer_width = "64")]
     /// let (min, max) = (0x5_0000_0000, 0x5_ffff_ffff);
     /// # #[cfg(target_pointer_width = "32")]
-    /// # let (min, max) = (0x6000_0000, 0x6fff_ffff);
+    /// # let (min, max) = (0x3000_0000, 0x3fff_ffff);
     /// let buffer = Buffers::get_buffer(&BufferSearchSettings::new(min, max, 64))?;
     /// assert!(buffer.limit() <= max);
     /// let start = buffer.next_address();

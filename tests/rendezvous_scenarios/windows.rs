@@ -8,6 +8,14 @@ use crate::support::windows::{Section, create_section, open_section, query};
 use memory_buffers::{BufferSearchSettings, Buffers, LocatorKind, PrivateLocatorReason};
 const GRANULARITY: usize = 65536;
 
+/// FORMAT.md's layout for this pointer width: a header of two pointers, the
+/// lock (u32), flags and count (u8); items of a pointer and three u32.
+const POINTER: usize = std::mem::size_of::<usize>();
+const HEADER_SIZE: usize = 2 * POINTER + 8;
+const LOCK_OFFSET: usize = 2 * POINTER;
+const COUNT_OFFSET: usize = 2 * POINTER + 5;
+const ITEM_SIZE: usize = POINTER + 12;
+
 use crate::support::{Outcome, Scenario, check};
 
 fn section_name() -> String {
@@ -35,16 +43,16 @@ fn write_bytes(address: usize, bytes: &[u8]) {
 /// Writes what a correct first instance writes: the header naming `view`,
 /// and the four ready-made buffers after the first 4096 bytes.
 fn write_valid_header(view: usize, this_address: usize) {
-    let mut header = [0u8; 24];
-    header[..8].copy_from_slice(&this_address.to_le_bytes());
-    header[21] = 4;
+    let mut header = [0u8; HEADER_SIZE];
+    header[..POINTER].copy_from_slice(&this_address.to_le_bytes());
+    header[COUNT_OFFSET] = 4;
     write_bytes(view, &header);
     for index in 0..4 {
         let size: u32 = if index < 3 { 16384 } else { 12288 };
-        let mut item = [0u8; 20];
-        item[..8].copy_from_slice(&(this_address + 4096 + 16384 * index).to_le_bytes());
-        item[8..12].copy_from_slice(&size.to_le_bytes());
-        write_bytes(view + 24 + 20 * index, &item);
+        let mut item = [0u8; ITEM_SIZE];
+        item[..POINTER].copy_from_slice(&(this_address + 4096 + 16384 * index).to_le_bytes());
+        item[POINTER..POINTER + 4].copy_from_slice(&size.to_le_bytes());
+        write_bytes(view + HEADER_SIZE + ITEM_SIZE * index, &item);
     }
 }
 
@@ -90,20 +98,20 @@ fn creates_the_section_with_ready_made_buffers() -> Outcome {
         read_usize(view) == head,
         "this address differs from the head"
     );
-    // SAFETY: byte 21 of the header, inside the view.
-    let count = unsafe { *((view + 21) as *const u8) };
+    // SAFETY: the item count of the header, inside the view.
+    let count = unsafe { *((view + COUNT_OFFSET) as *const u8) };
     check!(
         count == 4,
         "{count} items, expected the 4 ready-made buffers"
     );
     for index in 0..4 {
-        let item = view + 24 + 20 * index;
+        let item = view + HEADER_SIZE + ITEM_SIZE * index;
         let expected_size = if index < 3 { 16384 } else { 12288 };
         check!(
             read_usize(item) == head + 4096 + 16384 * index
-                && read_u32(item + 8) == expected_size
-                && read_u32(item + 12) == 0
-                && read_u32(item + 16) == 0,
+                && read_u32(item + POINTER) == expected_size
+                && read_u32(item + POINTER + 4) == 0
+                && read_u32(item + POINTER + 8) == 0,
             "ready-made item {index} is not as specified"
         );
     }
@@ -147,8 +155,8 @@ fn adopts_a_section_another_instance_made() -> Outcome {
         !(view..view + GRANULARITY).contains(&buffer.base_address()),
         "a non-executable ready-made buffer was handed out"
     );
-    // SAFETY: byte 21 of the header, inside the kept view.
-    let count = unsafe { *((view + 21) as *const u8) };
+    // SAFETY: the item count of the header, inside the kept view.
+    let count = unsafe { *((view + COUNT_OFFSET) as *const u8) };
     check!(
         count == 5,
         "the new buffer was not registered in the adopted locator ({count} items)"
@@ -220,7 +228,7 @@ fn a_header_lock_held_forever_gives_a_private_locator() -> Outcome {
     let section = create_section(&section_name(), GRANULARITY);
     let view = section.keep();
     write_valid_header(view, view);
-    write_bytes(view + 16, &1u32.to_le_bytes());
+    write_bytes(view + LOCK_OFFSET, &1u32.to_le_bytes());
     let started = std::time::Instant::now();
     expect_private(PrivateLocatorReason::SectionNotProven)?;
     check!(
