@@ -18,6 +18,7 @@
 //! [`TargetProcess`], shared with its allocations, which give their pages
 //! back through it when dropped.
 
+use crate::address::{ValidRequest, validate_request};
 use crate::address_space::{self, AddressSpace, ClaimableSpace};
 use crate::error::{Error, ErrorKind};
 use crate::os::{self, Protection, RemoteProcess};
@@ -145,6 +146,9 @@ pub struct TargetProcess {
 
 struct Shared {
     id: u32,
+    /// The highest address (inclusive) the process can map: its own, which
+    /// differs from this process's for a 32-bit target on 64-bit Windows.
+    highest_address: usize,
     state: Mutex<State>,
 }
 
@@ -196,6 +200,7 @@ impl TargetProcess {
         Ok(TargetProcess {
             shared: Arc::new(Shared {
                 id: process_id,
+                highest_address: highest_address_of(&process),
                 state: Mutex::new(State {
                     process,
                     address_space: AddressSpace::new(),
@@ -222,10 +227,17 @@ impl TargetProcess {
     /// system (the page size on Linux, 64 KiB on Windows), which is the
     /// target's too.
     ///
+    /// The range is cut at the *target's* highest address, which on
+    /// Windows may differ from this process's: a 32-bit target of a 64-bit
+    /// caller has 4 GiB less 64 KiB if its image is large-address-aware,
+    /// 2 GiB less 64 KiB if not (read from the target when it is opened).
+    ///
     /// # Errors
     ///
-    /// As for [`Buffers::allocate_private_memory`](crate::Buffers::allocate_private_memory),
-    /// and [`ErrorKind::TargetProcess`] when the process exited or refused
+    /// As for [`Buffers::allocate_private_memory`](crate::Buffers::allocate_private_memory)
+    /// (with [`InvalidRequest::RangeAboveUserSpace`](crate::InvalidRequest::RangeAboveUserSpace)
+    /// for a range wholly above the target's highest address), and
+    /// [`ErrorKind::TargetProcess`] when the process exited or refused
     /// (see [`TargetProcessError`]).
     ///
     /// With
@@ -250,7 +262,30 @@ impl TargetProcess {
         &self,
         settings: &BufferAllocatorSettings,
     ) -> Result<RemoteAllocation, Error> {
-        let request = settings.validate()?;
+        // Checked against the target's top, not this process's (which
+        // `settings.validate` uses): a range above 2 GiB is fine for a
+        // large-address-aware 32-bit target of a caller without the flag,
+        // and out of reach of a 32-bit target without it.
+        let highest_address = self.shared.highest_address;
+        let request = validate_request(
+            settings.min_address,
+            settings.max_address,
+            settings.size,
+            os::allocation_granularity(),
+            highest_address,
+        )
+        .map(|request| ValidRequest {
+            target: settings.target,
+            ..request
+        })
+        .map_err(|reason| {
+            Error::new(
+                ErrorKind::InvalidRequest(reason),
+                settings.min_address,
+                settings.max_address,
+                settings.size,
+            )
+        })?;
         let fail = |kind: ErrorKind| Error::new(kind, request.min, request.max, request.size);
         if request.max - request.min < request.rounded_size - 1 {
             return Err(fail(ErrorKind::NoSpaceInRange));
@@ -262,7 +297,7 @@ impl TargetProcess {
             range_len: request.rounded_size,
             granularity: os::allocation_granularity(),
             lowest_address: os::lowest_mappable_address(),
-            highest_address: crate::settings::highest_user_address(),
+            highest_address,
             target: request.target,
         };
         let protection = if settings.write_then_execute {
@@ -285,6 +320,18 @@ impl TargetProcess {
                 settings.retry_count,
             )
             .map_err(fail)?;
+        let inside = base_address >= request.min
+            && base_address
+                .checked_add(request.rounded_size - 1)
+                .is_some_and(|last| last <= request.max);
+        if !inside {
+            // Placement chose the address inside the range; should the
+            // system have put the block elsewhere after all, it is given
+            // back rather than handed out.
+            let _ = process.unmap(base_address, request.rounded_size);
+            address_space.forget(base_address, request.rounded_size);
+            return Err(fail(ErrorKind::NoSpaceInRange));
+        }
         Ok(RemoteAllocation {
             process: Arc::clone(&self.shared),
             base_address,
@@ -342,6 +389,20 @@ impl TargetProcess {
             .read(address, out)
             .map_err(|kind| Error::new(kind, address, address, out.len()))
     }
+}
+
+/// The highest address `process` can map. Windows reads the target's
+/// own; elsewhere a target of another width is refused
+/// ([`TargetProcessError::OtherArchitecture`]), so this process's top is
+/// the target's.
+#[cfg(all(windows, not(memory_buffers_unsupported)))]
+fn highest_address_of(process: &RemoteProcess) -> usize {
+    process.highest_user_address()
+}
+
+#[cfg(not(all(windows, not(memory_buffers_unsupported))))]
+fn highest_address_of(_process: &RemoteProcess) -> usize {
+    crate::settings::highest_user_address()
 }
 
 impl Shared {

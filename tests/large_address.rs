@@ -50,7 +50,7 @@ fn a_buffer_above_2_gib_is_there_or_refused_clearly() {
     let settings = BufferSearchSettings::new(min, max, 64);
     let result = Buffers::get_buffer(&settings);
     if !has_memory_above_2_gib() {
-        let error = result.err().expect("nothing above 2 GiB to hand out");
+        let error = result.expect_err("nothing above 2 GiB to hand out");
         assert_eq!(
             error.invalid_request(),
             Some(InvalidRequest::RangeAboveUserSpace)
@@ -75,7 +75,7 @@ fn a_private_allocation_above_2_gib_is_there_or_refused_clearly() {
     let settings = BufferAllocatorSettings::new(min, max, 4096);
     let result = Buffers::allocate_private_memory(&settings);
     if !has_memory_above_2_gib() {
-        let error = result.err().expect("nothing above 2 GiB to allocate");
+        let error = result.expect_err("nothing above 2 GiB to allocate");
         assert_eq!(
             error.invalid_request(),
             Some(InvalidRequest::RangeAboveUserSpace)

@@ -11,6 +11,9 @@
 //! this executable again with `MEMORY_BUFFERS_SCENARIO=target:<role>`.
 
 mod support;
+#[cfg(windows)]
+#[path = "wow64/scenarios.rs"]
+mod wow64;
 
 use memory_buffers::{BufferAllocatorSettings, ErrorKind, TargetProcess, TargetProcessError};
 use std::io::{BufRead, BufReader, Write};
@@ -42,6 +45,21 @@ const SCENARIOS: &[Scenario] = &[
     (
         "write_then_execute_pages_change_rights_in_the_target",
         write_then_execute_pages_change_rights_in_the_target,
+    ),
+    #[cfg(windows)]
+    (
+        "a_large_address_aware_32_bit_target_gets_memory_above_2_gib",
+        wow64::a_large_address_aware_32_bit_target_gets_memory_above_2_gib,
+    ),
+    #[cfg(windows)]
+    (
+        "a_32_bit_target_without_large_address_awareness_stays_below_2_gib",
+        wow64::a_32_bit_target_without_large_address_awareness_stays_below_2_gib,
+    ),
+    #[cfg(windows)]
+    (
+        "write_then_execute_pages_run_in_a_32_bit_target",
+        wow64::write_then_execute_pages_run_in_a_32_bit_target,
     ),
     #[cfg(target_os = "linux")]
     (
@@ -81,6 +99,11 @@ fn main() {
         "target process",
         SCENARIOS.iter().map(|(name, _)| *name),
         |name| {
+            // The 32-bit targets are programs built beforehand, or none.
+            #[cfg(windows)]
+            if let Some(reason) = wow64::why_skipped(name) {
+                return Some(reason);
+            }
             if name == "bad_process_ids_are_refused" {
                 None
             } else if let Some(reason) = ptrace_forbidden() {
