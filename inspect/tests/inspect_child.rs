@@ -671,12 +671,12 @@ fn json_output_matches_the_child(program: &Program) -> Outcome {
         min == near.saturating_sub(0x7fff_ffff) && max >= near && max - near <= 0x7fff_fffe,
         "[{min:#x}, {max:#x}] is not the rel32 reach of {near:#x}"
     );
-    // The library aims at the middle of the range and takes the free block
-    // nearest to it: no free range comes nearer to the middle than the
-    // block it takes (whose start is up to a block from the range's
-    // nearest byte). In 4 GiB the reach runs into an end, and the middle
-    // lies far from `near`.
-    let middle = min + (max - min) / 2;
+    // The library aims at the target, `near`, and takes the free block
+    // nearest to it: no free range comes nearer to it than the block it
+    // takes (whose start is up to a block from the range's nearest byte).
+    // In 4 GiB the reach runs into an end, where it still aims at `near`,
+    // not at the middle of the range.
+    let aim = near.clamp(min, max);
     let block = free["block_len"].as_u64().ok_or(format!("{free}"))? as usize;
     let mut inside = false;
     for range in ranges {
@@ -686,19 +686,19 @@ fn json_output_matches_the_child(program: &Program) -> Outcome {
         );
         check!(start < end, "empty range {range}");
         inside |= (start..end).contains(&next);
-        let nearest = middle.clamp(start, end - 1);
+        let nearest = aim.clamp(start, end - 1);
         check!(
-            next.abs_diff(middle) <= nearest.abs_diff(middle) + block,
-            "a new buffer would go to {next:#x}, but {range} is nearer to the middle \
-             {middle:#x} of [{min:#x}, {max:#x}]"
+            next.abs_diff(aim) <= nearest.abs_diff(aim) + block,
+            "a new buffer would go to {next:#x}, but {range} is nearer to the target \
+             {aim:#x} in [{min:#x}, {max:#x}]"
         );
     }
     check!(
         inside || ranges.len() < free["total"].as_u64().unwrap_or(0) as usize,
         "a new buffer would go to {next:#x}, in none of the free ranges {ranges:?}"
     );
-    // With the reach inside the space both ways (a 64-bit process), the
-    // middle is `near` itself, where the child's buffer is.
+    // In a 64-bit process, whose space has room around `near` (where the
+    // child's buffer is), the new buffer lands next to it.
     if program.bits == 64 {
         check!(
             next.abs_diff(near) <= 0x10_0000,
