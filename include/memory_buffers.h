@@ -296,8 +296,9 @@ extern "C" {
 #endif // __cplusplus
 
 // Maps read/write/execute pages inside
-// `[settings->min_address, settings->max_address]`, as near the middle of
-// the range as possible, and writes the handle that owns them to
+// `[settings->min_address, settings->max_address]`, as near
+// `settings->target` (the middle of the range if it is 0) as possible, and
+// writes the handle that owns them to
 // `*allocation`. The size is rounded up to the allocation granularity.
 //
 // The pages are mapped in this process when `settings->target_process_id`
@@ -408,7 +409,8 @@ MemoryBuffersStatus memory_buffers_private_allocation_leak(MemoryBuffersPrivateA
 
 // Gets exclusive use of a shared buffer with at least `settings->size` free
 // bytes, all inside `[settings->min_address, settings->max_address]`,
-// creating one (nearest to the middle of the range) if none exists, and
+// creating one (nearest to `settings->target`, or the middle of the range
+// if it is 0) if none exists, and
 // writes its handle to `*buffer`.
 //
 // The buffer is shared with every buffers library in the process: other

@@ -3,7 +3,7 @@
 //! Injectors and external tools (a mod loader preparing a game, a tool
 //! placing a trampoline before the target runs) need memory near an address
 //! of *another* process. The placement is the same as for this process (the
-//! same settings, candidates nearest the middle of the range first, the
+//! same settings, candidates nearest the target first, the
 //! same errors); what differs is where the map comes from and how a block
 //! is claimed:
 //!
@@ -219,7 +219,8 @@ impl TargetProcess {
     }
 
     /// Maps read/write/execute pages inside `[min_address, max_address]`
-    /// of the target, as near the middle of the range as its address space
+    /// of the target process, as near `settings.target` (the middle of the
+    /// range without one) as its address space
     /// allows, owned by the returned value and unmapped when it is dropped
     /// (unless [leaked](RemoteAllocation::leak)).
     ///

@@ -57,8 +57,9 @@ pub(crate) static ALLOCATIONS: HandleRegistry<MemoryBuffersPrivateAllocation> = 
 );
 
 /// Maps read/write/execute pages inside
-/// `[settings->min_address, settings->max_address]`, as near the middle of
-/// the range as possible, and writes the handle that owns them to
+/// `[settings->min_address, settings->max_address]`, as near
+/// `settings->target` (the middle of the range if it is 0) as possible, and
+/// writes the handle that owns them to
 /// `*allocation`. The size is rounded up to the allocation granularity.
 ///
 /// The pages are mapped in this process when `settings->target_process_id`
