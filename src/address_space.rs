@@ -20,6 +20,22 @@ use std::ops::ControlFlow;
 /// view is evidently out of date near the target.
 const MISSES_BEFORE_REFRESH: u32 = 32;
 
+/// Exact mappings one request may try, refused or not, in all. A host
+/// that refuses blocks its map shows as free (Wine answers
+/// `STATUS_CONFLICTING_ADDRESSES` for some) can refuse any number of them
+/// near a target; the request walks past them to the next block the
+/// system grants, and this bounds what that costs: a refused `mmap` takes
+/// a microsecond or two, `VirtualAlloc` under Wine some tens.
+pub(crate) const MAX_CLAIM_ATTEMPTS: u32 = 1 << 14;
+
+/// How long a block the system refused, although the map showed it free,
+/// stays out of the candidates. Such a block is either a phantom, which
+/// stays refused (Wine's own reservations), or was taken by another
+/// thread, which the next read of the map shows anyway: remembering it
+/// costs nothing, and forgetting it after a while lets a block that became
+/// free for real be tried again.
+const REFUSAL_LIFETIME: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Re-reads of the map one request may make, whatever its `retry_count`:
 /// a C caller's uninitialised field (or `u32::MAX`) must not keep the host
 /// busy for days. Each re-read is followed by up to
@@ -34,6 +50,12 @@ pub(crate) struct AddressSpace {
     mapped: MappedRanges,
     /// Whether `mapped` was ever filled from `/proc/self/maps`.
     loaded: bool,
+    /// Blocks the system refused to map although the view showed them
+    /// free, added back to every fresh view until [`REFUSAL_LIFETIME`]
+    /// after the first of them (then all are tried again).
+    refused: MappedRanges,
+    /// When `refused` got its first block.
+    refused_since: Option<std::time::Instant>,
     /// Reused read buffer for `/proc/self/maps`.
     read_buffer: Vec<u8>,
     /// Reads of the map so far, successful or not (tests only).
@@ -46,6 +68,8 @@ impl AddressSpace {
         AddressSpace {
             mapped: MappedRanges::new(),
             loaded: false,
+            refused: MappedRanges::new(),
+            refused_since: None,
             read_buffer: Vec::new(),
             #[cfg(test)]
             reads: 0,
@@ -55,6 +79,18 @@ impl AddressSpace {
     /// Replaces the cached view with a fresh read of `space`'s map
     /// (`/proc/self/maps` for this process).
     fn refresh<S: ClaimableSpace>(&mut self, space: &mut S) -> Result<(), os::Errno> {
+        self.refresh_explaining(space, &[]).map(drop)
+    }
+
+    /// [`refresh`](Self::refresh), telling whether the fresh map shows a
+    /// mapping in any of `blocks` (refused since the last read): whether
+    /// the view was out of date there, or the system refused blocks it
+    /// reports free.
+    fn refresh_explaining<S: ClaimableSpace>(
+        &mut self,
+        space: &mut S,
+        blocks: &[(usize, usize)],
+    ) -> Result<bool, os::Errno> {
         #[cfg(test)]
         {
             self.reads += 1;
@@ -73,9 +109,31 @@ impl AddressSpace {
         if out_of_memory {
             return Err(os::OUT_OF_MEMORY);
         }
+        if self
+            .refused_since
+            .is_some_and(|since| since.elapsed() >= REFUSAL_LIFETIME)
+        {
+            self.refused = MappedRanges::new();
+            self.refused_since = None;
+        }
         self.mapped = MappedRanges::from_ranges(ranges);
+        let explained = blocks
+            .iter()
+            .any(|&(start, end)| !self.mapped.is_free(start, end));
+        for (start, end) in self.refused.iter() {
+            self.mapped.insert(start, end);
+        }
         self.loaded = true;
-        Ok(())
+        Ok(explained)
+    }
+
+    /// Records a block the system refused, so that no later view offers it
+    /// again for a while.
+    fn remember_refusal(&mut self, start: usize, end: usize) {
+        self.mapped.insert(start, end);
+        self.refused.insert(start, end);
+        self.refused_since
+            .get_or_insert_with(std::time::Instant::now);
     }
 
     /// Number of disjoint mapped ranges in the cached view.
@@ -137,9 +195,20 @@ impl AddressSpace {
         }
         let retry_count = retry_count.min(MAX_REFRESHES);
         let mut refreshes = 0;
+        let mut attempts = 0u32;
+        // Blocks refused since the last read of the map.
+        let mut refused = Vec::new();
+        // Whether a fresh read showed nothing where blocks were refused:
+        // the system refuses blocks it reports free, and reading the map
+        // again would not change that; candidates are then tried on past
+        // them, up to the attempt limit.
+        let mut phantoms = false;
         loop {
             let mut misses = 0;
-            while misses < MISSES_BEFORE_REFRESH {
+            while phantoms || misses < MISSES_BEFORE_REFRESH {
+                if attempts >= MAX_CLAIM_ATTEMPTS {
+                    return Err(ErrorKind::NoSpaceInRange);
+                }
                 let Some(start) = NearestCandidates::new(&self.mapped, request).next() else {
                     if fresh {
                         // Re-reading would show the same picture (or, with
@@ -149,21 +218,26 @@ impl AddressSpace {
                     }
                     break;
                 };
+                attempts += 1;
                 let end = start + request.block_len;
                 if let Some(mapping) = space.map_exactly(start, request.block_len)? {
                     self.mapped.insert(start, end);
                     return Ok(mapping);
                 }
                 // Something we did not know about occupies (part of) the
-                // block: remember it so the next candidate skips past it.
-                // Without `/proc`, learn the whole occupied run instead, so
-                // that the next candidate lies beyond it, however long.
+                // block, or the system refuses it anyway: remember it so
+                // the next candidate skips past it. Without `/proc`, learn
+                // the whole occupied run instead, so that the next
+                // candidate lies beyond it, however long.
                 let run = (!self.loaded)
                     .then(|| space.occupied_run(start, end, request.granularity))
                     .flatten();
                 match run {
                     Some((run_start, run_end)) => self.mapped.insert(run_start, run_end),
-                    None => self.mapped.insert(start, end),
+                    None => {
+                        self.remember_refusal(start, end);
+                        refused.push((start, end));
+                    }
                 }
                 // Learning whole runs cannot go on forever (there are only
                 // so many mappings); stepping block by block could.
@@ -176,7 +250,9 @@ impl AddressSpace {
                 return Err(ErrorKind::NoSpaceInRange);
             }
             refreshes += 1;
-            let _ = self.refresh(space);
+            let explained = self.refresh_explaining(space, &refused);
+            phantoms = matches!(explained, Ok(false)) && !refused.is_empty();
+            refused.clear();
             fresh = true;
         }
     }
@@ -381,6 +457,118 @@ mod tests {
                 errno: OUT_OF_MEMORY
             }
         );
+    }
+
+    /// A target in the middle of the largest free gap between 256 MiB and
+    /// the top of user space, with `reach` bytes free on both sides.
+    #[cfg(any(target_os = "linux", windows))]
+    fn target_with_free_room(reach: usize) -> usize {
+        let mut mapped = Vec::new();
+        os::read_maps(&mut Vec::new(), |entry| {
+            mapped.push((entry.start, entry.end));
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        let mapped = MappedRanges::from_ranges(mapped);
+        let (mut best, mut at) = (0, 0x1000_0000);
+        let top = os::highest_user_address();
+        while at < top {
+            let end = mapped
+                .iter()
+                .map(|(start, _)| start)
+                .find(|&start| start > at)
+                .unwrap_or(top)
+                .min(top);
+            if end - at > best && mapped.is_free(at, end) {
+                best = end - at;
+                let middle = at + (end - at) / 2;
+                if best > 2 * reach + 2 * os::allocation_granularity() {
+                    return middle & !(os::allocation_granularity() - 1);
+                }
+            }
+            at = mapped
+                .last_overlapping(end, end + 1)
+                .map_or(end + 1, |(_, stop)| stop);
+        }
+        panic!("no free gap of {:#x} bytes", 2 * reach)
+    }
+
+    /// The system refuses the 1,000 granules nearest the target although
+    /// its map shows them free (Wine does that to some ranges): requests
+    /// walk past them, keep them out across re-reads of the map, and get
+    /// memory right beyond them.
+    #[cfg(any(target_os = "linux", windows))]
+    #[test]
+    fn a_thousand_refused_granules_nearest_the_target_are_walked_past() {
+        use crate::{BufferAllocatorSettings, BufferSearchSettings, Buffers};
+        let granule = os::allocation_granularity();
+        let reach = 600 * granule;
+        let target = target_with_free_room(reach);
+        let (refused_start, refused_end) = (target - 500 * granule, target + 500 * granule);
+        let _refused = fault::refuse_exact_mappings(refused_start, refused_end);
+        let outside = |address: usize| address + granule <= refused_start || address >= refused_end;
+
+        let allocation = Buffers::allocate_private_memory(
+            &BufferAllocatorSettings::from_proximity(reach, target, granule),
+        )
+        .unwrap();
+        let base = allocation.base_address();
+        assert!(outside(base), "{base:#x} in the refused range");
+        assert!(
+            base.abs_diff(target) <= 501 * granule,
+            "{base:#x} is not just past"
+        );
+
+        let mut buffer =
+            Buffers::get_buffer(&BufferSearchSettings::from_proximity(reach, target, 64)).unwrap();
+        let at = buffer.append_bytes(b"past the refusals").unwrap();
+        assert!(
+            outside(buffer.base_address()),
+            "{at:#x} in the refused range"
+        );
+        assert!(
+            at.abs_diff(target) <= 502 * granule,
+            "{at:#x} is not just past"
+        );
+
+        // Refusals are remembered across re-reads: a plain walk of the same
+        // space, with a fresh read forced, offers none of them again.
+        let mut space = AddressSpace::new();
+        let mut aimed = request();
+        aimed.min = target - reach;
+        aimed.max = target + reach;
+        aimed.target = Some(target);
+        let first = space.map_nearest(aimed, 3).unwrap();
+        assert!(outside(first.address()));
+        space
+            .refresh(&mut ThisProcess {
+                protection: Protection::ReadWrite,
+            })
+            .unwrap();
+        assert!(
+            !space.mapped.is_free(target, target + granule),
+            "the refusal was forgotten"
+        );
+        space.unmap(first);
+    }
+
+    /// A request that meets nothing but refusals ends after a bounded
+    /// number of attempts, with `NoSpaceInRange`.
+    #[cfg(any(target_os = "linux", windows))]
+    #[test]
+    fn refusals_everywhere_end_after_a_bounded_number_of_attempts() {
+        let granule = os::allocation_granularity();
+        let _everywhere = fault::refuse_exact_mappings(0, usize::MAX);
+        let mut space = AddressSpace::new();
+        let mut wide = request();
+        wide.target = Some(target_with_free_room(granule));
+        let started = std::time::Instant::now();
+        assert_eq!(
+            space.map_nearest(wide, 3).unwrap_err(),
+            ErrorKind::NoSpaceInRange
+        );
+        assert!(space.refused.len() >= 1);
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
     }
 
     #[test]

@@ -68,7 +68,6 @@ impl MappedRanges {
     }
 
     /// Whether `[start, end)` overlaps nothing in the set.
-    #[cfg(test)]
     pub(crate) fn is_free(&self, start: usize, end: usize) -> bool {
         self.last_overlapping(start, end).is_none()
     }
@@ -127,7 +126,6 @@ impl MappedRanges {
     }
 
     /// Iterates the ranges in address order.
-    #[cfg(any(test, feature = "internals"))]
     pub(crate) fn iter(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
         self.ranges.iter().map(|(&start, &end)| (start, end))
     }

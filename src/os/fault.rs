@@ -123,6 +123,44 @@ mod active {
         FLUSHES.with(Cell::get)
     }
 
+    thread_local! {
+        /// Ranges where exact mappings are refused as occupied, however
+        /// free the map shows them: what Wine does to some ranges.
+        static REFUSED: std::cell::RefCell<Vec<(usize, usize)>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    /// Makes exact mappings that overlap `[start, end)` fail on this
+    /// thread as if something were there (while the map shows nothing),
+    /// until the guard drops.
+    #[must_use]
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn refuse_exact_mappings(start: usize, end: usize) -> RefusalGuard {
+        REFUSED.with(|refused| refused.borrow_mut().push((start, end)));
+        RefusalGuard
+    }
+
+    /// Whether an exact mapping of `[address, address + len)` is to be
+    /// refused on this thread.
+    pub(crate) fn is_refused(address: usize, len: usize) -> bool {
+        let end = address.saturating_add(len);
+        REFUSED.with(|refused| {
+            refused
+                .borrow()
+                .iter()
+                .any(|&(start, stop)| address < stop && start < end)
+        })
+    }
+
+    /// Ends the refusal made last on drop.
+    pub(crate) struct RefusalGuard;
+
+    impl Drop for RefusalGuard {
+        fn drop(&mut self) {
+            REFUSED.with(|refused| refused.borrow_mut().pop());
+        }
+    }
+
     /// Restores the previous set of failing points on drop.
     pub(crate) struct FailingGuard {
         previous: (u32, i32),
@@ -149,4 +187,11 @@ pub(crate) fn record_flush(_address: usize, _len: usize, _lines: usize) {}
 #[inline(always)]
 pub(crate) fn check(_point: FaultPoint) -> Result<(), i32> {
     Ok(())
+}
+
+/// Refuses nothing: fault injection is compiled out.
+#[cfg(not(any(test, feature = "fault-injection")))]
+#[inline(always)]
+pub(crate) fn is_refused(_address: usize, _len: usize) -> bool {
+    false
 }

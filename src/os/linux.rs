@@ -151,6 +151,9 @@ pub(crate) fn map_fixed_noreplace(
     len: usize,
     protection: Protection,
 ) -> Result<FixedMapping, Errno> {
+    if fault::is_refused(address, len) {
+        return Err(libc::EEXIST);
+    }
     // SAFETY: `MAP_FIXED_NOREPLACE` never replaces an existing mapping, so
     // no memory the process uses can be affected.
     let result = unsafe { map_anonymous(address, len, protection, libc::MAP_FIXED_NOREPLACE)? };

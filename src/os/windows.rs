@@ -240,6 +240,9 @@ pub(crate) fn map_fixed_noreplace(
     protection: Protection,
 ) -> Result<FixedMapping, Errno> {
     fault::check(FaultPoint::MapMemory)?;
+    if fault::is_refused(address, len) {
+        return Err(ERROR_INVALID_ADDRESS as Errno);
+    }
     // SAFETY: `VirtualAlloc` with `MEM_RESERVE` at an explicit address fails
     // instead of touching an existing reservation, so no memory the process
     // uses can be affected.
