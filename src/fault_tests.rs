@@ -148,6 +148,8 @@ impl Drop for Occupant {
     }
 }
 
+/// A request aimed at the middle of `[min, max]`, where these tests put
+/// their target.
 fn placement(min: usize, max: usize, block_len: usize) -> PlacementRequest {
     PlacementRequest {
         min,
@@ -157,7 +159,7 @@ fn placement(min: usize, max: usize, block_len: usize) -> PlacementRequest {
         granularity: os::allocation_granularity(),
         lowest_address: os::lowest_mappable_address(),
         highest_address: highest_user_address(),
-        target: None,
+        target: Some(min + (max - min) / 2),
     }
 }
 

@@ -219,9 +219,9 @@ impl TargetProcess {
     }
 
     /// Maps read/write/execute pages inside `[min_address, max_address]`
-    /// of the target process, as near `settings.target` (the middle of the
-    /// range without one) as its address space
-    /// allows, owned by the returned value and unmapped when it is dropped
+    /// of the target process, as near `settings.target` as its address
+    /// space allows (without one, in the lowest free block of the range),
+    /// owned by the returned value and unmapped when it is dropped
     /// (unless [leaked](RemoteAllocation::leak)).
     ///
     /// The size is rounded up to the allocation granularity of *this*

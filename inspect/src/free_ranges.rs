@@ -310,8 +310,8 @@ mod tests {
         );
         assert_eq!(placement.ranges[0].len(), 0x1_0000);
         assert_eq!(placement.ranges[0].distance_from(near), 0);
-        // The library aims at the middle of `[min, max]`, 0xffff_7bff.
-        assert_eq!(placement.next_buffer_at, Some(0xffff_7000));
+        // The library aims at `near`, in the top page.
+        assert_eq!(placement.next_buffer_at, Some(0xffff_f000));
         // Aimed at the top page, it takes it if it can represent its end.
         let at_the_top = Query {
             near: 0xffff_ffff,
@@ -425,9 +425,8 @@ mod tests {
             (placement.min, placement.max),
             (settings.min_address, settings.max_address)
         );
-        // The middle of `[near - 0x7fff_ffff, near + 0x7fff_fffe]` is
-        // `near - 1`, in the granule below `near`.
-        assert_eq!(placement.next_buffer_at, Some(near - 0x1000));
+        // The library aims at `near` itself (its granule).
+        assert_eq!(placement.next_buffer_at, Some(near & !0xfff));
     }
 
     #[test]
@@ -453,8 +452,9 @@ mod tests {
             settings.max_address,
             0xffff_fffe.min(memory_buffers::highest_user_address())
         );
-        // The middle of `[1, 0xffff_dfff]`.
-        assert_eq!(placement.next_buffer_at, Some(0x7fff_f000));
+        // `near`, where the library aims, though the range is cut at the
+        // top (its middle would be 0x7fff_f000).
+        assert_eq!(placement.next_buffer_at, Some(near));
         assert_eq!(
             placement.ranges,
             [FreeRange {

@@ -37,8 +37,9 @@ namespace Reloaded.Memory.Buffers
         /// <summary>
         ///     Gets exclusive use of a shared buffer with at least
         ///     <c>settings.Size</c> free bytes, all between <c>settings.MinAddress</c>
-        ///     and <c>settings.MaxAddress</c>, creating one (as near the middle of
-        ///     the range as possible) if none exists.
+        ///     and <c>settings.MaxAddress</c>, creating one (as near
+        ///     <c>settings.Target</c> as possible, or in the lowest free block of
+        ///     the range) if none exists.
         /// </summary>
         /// <returns>The buffer; dispose it (with <c>using</c>) to hand it back.</returns>
         /// <exception cref="MemoryBufferAllocationException">
@@ -73,8 +74,8 @@ namespace Reloaded.Memory.Buffers
 
         /// <summary>
         ///     Maps read/write/execute pages between <c>settings.MinAddress</c> and
-        ///     <c>settings.MaxAddress</c>, as near the middle of the range as
-        ///     possible, in <c>settings.TargetProcess</c>. The memory is for the
+        ///     <c>settings.MaxAddress</c>, as near <c>settings.Target</c> as
+        ///     possible (or in the lowest free block of the range), in <c>settings.TargetProcess</c>. The memory is for the
         ///     caller alone.
         /// </summary>
         /// <returns>The allocation; dispose it to unmap the pages.</returns>
