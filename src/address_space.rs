@@ -38,9 +38,8 @@ const REFUSAL_LIFETIME: std::time::Duration = std::time::Duration::from_secs(10)
 
 /// Re-reads of the map one request may make, whatever its `retry_count`:
 /// a C caller's uninitialised field (or `u32::MAX`) must not keep the host
-/// busy for days. Each re-read is followed by up to
-/// [`MISSES_BEFORE_REFRESH`] refused candidates, so a request costs at most
-/// this many reads of the map and 32 times as many `mmap` calls.
+/// busy for days. A request costs at most this many reads of the map and
+/// [`MAX_CLAIM_ATTEMPTS`] exact mappings.
 pub(crate) const MAX_REFRESHES: u32 = 64;
 
 /// The cached view of the address space.
