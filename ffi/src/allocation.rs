@@ -2,12 +2,9 @@
 
 use crate::registry::HandleRegistry;
 use crate::settings::MemoryBuffersAllocatorSettings;
-use memory_buffers::BufferAllocatorSettings;
 use crate::status::*;
 use crate::{readable, size_t, take_handle, writable};
-use memory_buffers::{Buffers, PrivateAllocation};
-#[cfg(feature = "external-processes")]
-use memory_buffers::{RemoteAllocation, TargetProcess};
+use memory_buffers::{Buffers, PrivateAllocation, RemoteAllocation, TargetProcess};
 use std::ptr::NonNull;
 
 #[cfg(doc)]
@@ -28,7 +25,6 @@ pub(crate) enum Pages {
     /// In this process.
     Local(PrivateAllocation),
     /// In the process `settings.target_process_id` named.
-    #[cfg(feature = "external-processes")]
     Remote(RemoteAllocation),
 }
 
@@ -36,7 +32,6 @@ impl Pages {
     pub(crate) fn base_address(&self) -> usize {
         match self {
             Pages::Local(pages) => pages.base_address(),
-            #[cfg(feature = "external-processes")]
             Pages::Remote(pages) => pages.base_address(),
         }
     }
@@ -44,7 +39,6 @@ impl Pages {
     pub(crate) fn size(&self) -> usize {
         match self {
             Pages::Local(pages) => pages.size(),
-            #[cfg(feature = "external-processes")]
             Pages::Remote(pages) => pages.size(),
         }
     }
@@ -52,7 +46,6 @@ impl Pages {
     fn leak(self) -> usize {
         match self {
             Pages::Local(pages) => pages.leak(),
-            #[cfg(feature = "external-processes")]
             Pages::Remote(pages) => pages.leak(),
         }
     }
@@ -66,8 +59,7 @@ pub(crate) static ALLOCATIONS: HandleRegistry<MemoryBuffersPrivateAllocation> = 
 /// Maps read/write/execute pages inside
 /// `[settings->min_address, settings->max_address]`, as near
 /// `settings->target` as possible (in the lowest free block of the range
-/// if it is 0), and
-/// writes the handle that owns them to
+/// if it is 0), and writes the handle that owns them to
 /// `*allocation`. The size is rounded up to the allocation granularity.
 ///
 /// The pages are mapped in this process when `settings->target_process_id`
@@ -125,32 +117,13 @@ pub unsafe extern "C" fn memory_buffers_allocate_private_memory(
         let allocation = if target == 0 || target == std::process::id() {
             Pages::Local(Buffers::allocate_private_memory(&rust_settings)?)
         } else {
-            remote_allocation(target, &rust_settings)?
+            Pages::Remote(TargetProcess::open(target)?.allocate_private_memory(&rust_settings)?)
         };
         let handle = ALLOCATIONS.insert(Box::new(MemoryBuffersPrivateAllocation { allocation }));
         // SAFETY: as above.
         unsafe { out.write(handle) };
         Ok(())
     })
-}
-
-/// Pages in the process `target`, another than this one.
-#[cfg(feature = "external-processes")]
-fn remote_allocation(target: u32, settings: &BufferAllocatorSettings) -> Result<Pages, Failure> {
-    Ok(Pages::Remote(
-        TargetProcess::open(target)?.allocate_private_memory(settings)?,
-    ))
-}
-
-/// Built without allocations in other processes: a status the caller can
-/// test for, with nothing attempted (and the settings not even validated,
-/// as they would be for this process: no range can be right there).
-#[cfg(not(feature = "external-processes"))]
-fn remote_allocation(_: u32, _: &BufferAllocatorSettings) -> Result<Pages, Failure> {
-    Err(Failure::new(
-        MEMORY_BUFFERS_STATUS_UNSUPPORTED,
-        "allocation in another process is not built into this library (its `external-processes` feature is off)",
-    ))
 }
 
 /// Reads one property of a live allocation handle into `*out`.
