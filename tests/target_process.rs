@@ -3,7 +3,9 @@
 //! written into it itself, its own work (a busy loop, a blocking `read`, a
 //! `nanosleep`) finishes with the right result while its thread is stopped
 //! and made to call `mmap`, a child that exits gives an error and no hang,
-//! and refusals say why.
+//! and refusals say why. On x86 Linux the same is shown for a 32-bit child
+//! that is a C program built for the test (`mod i386`): from an x86-64
+//! caller, and from an i686 one.
 //!
 //! This is a `harness = false` test, run as three kinds of process: without
 //! `MEMORY_BUFFERS_SCENARIO` it runs each scenario in a child of its own (so
@@ -86,6 +88,31 @@ const SCENARIOS: &[Scenario] = &[
         "a_target_whose_main_thread_exited_is_served_by_another",
         a_target_whose_main_thread_exited_is_served_by_another,
     ),
+    #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "x86")))]
+    (
+        "a_32_bit_target_gets_memory_below_and_above_2_gib",
+        i386::a_32_bit_target_gets_memory_below_and_above_2_gib,
+    ),
+    #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "x86")))]
+    (
+        "a_32_bit_target_runs_write_then_execute_code",
+        i386::a_32_bit_target_runs_write_then_execute_code,
+    ),
+    #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "x86")))]
+    (
+        "a_32_bit_target_that_exits_gives_an_error_not_a_hang",
+        i386::a_32_bit_target_that_exits_gives_an_error_not_a_hang,
+    ),
+    #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "x86")))]
+    (
+        "a_32_bit_target_with_the_3gb_personality_stays_below_3_gib",
+        i386::a_32_bit_target_with_the_3gb_personality_stays_below_3_gib,
+    ),
+    #[cfg(all(target_os = "linux", target_arch = "x86"))]
+    (
+        "a_64_bit_target_of_a_32_bit_caller_is_refused",
+        i386::a_64_bit_target_of_a_32_bit_caller_is_refused,
+    ),
 ];
 
 fn main() {
@@ -102,6 +129,11 @@ fn main() {
             // The 32-bit targets are programs built beforehand, or none.
             #[cfg(windows)]
             if let Some(reason) = wow64::why_skipped(name) {
+                return Some(reason);
+            }
+            // The 32-bit Linux target is built by the scenario, if it can be.
+            #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "x86")))]
+            if let Some(reason) = i386::why_skipped(name) {
                 return Some(reason);
             }
             if name == "bad_process_ids_are_refused" {
@@ -157,12 +189,13 @@ fn ptrace_unimplemented() -> Option<&'static str> {
 }
 
 /// Why this build cannot make a Linux target call `mmap`, if it cannot:
-/// the injector drives x86-64 registers and `syscall`, so a build for
-/// another architecture (32-bit x86 included) answers `Unsupported` to
-/// every allocation; reading and writing bytes still work there.
+/// the injector drives x86 registers (`syscall` for x86-64, `int 0x80`
+/// for 32-bit x86), so a build for another architecture answers
+/// `Unsupported` to every allocation; reading and writing bytes still work
+/// there.
 fn no_injector() -> Option<&'static str> {
-    (cfg!(target_os = "linux") && !cfg!(target_arch = "x86_64"))
-        .then_some("allocating in another Linux process needs the x86-64 injector")
+    (cfg!(target_os = "linux") && !cfg!(any(target_arch = "x86_64", target_arch = "x86")))
+        .then_some("allocating in another Linux process needs the x86 injector (x86-64 or i686)")
 }
 
 fn is_root() -> bool {
@@ -985,5 +1018,577 @@ mod targets {
         }
         println!("slept 100 times");
         0
+    }
+}
+
+/// Allocations in a 32-bit (i386) process made from this one (x86-64, or
+/// i686): the target is [`TARGET_SOURCE`], built with `i686-linux-gnu-gcc`
+/// when a scenario starts, and what it sees of its own memory is what is
+/// checked.
+/// The library learns the target's width from its executable and makes it
+/// call through `int 0x80`, with the highest address its own (4 GiB less a
+/// page, or 3 GiB with `ADDR_LIMIT_3GB`), not this process's.
+#[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "x86")))]
+mod i386 {
+    use crate::support::{Outcome, check};
+    use crate::{Target, hex};
+    use memory_buffers::{BufferAllocatorSettings, ErrorKind, TargetProcess, TargetProcessError};
+    use std::io::{BufRead, BufReader};
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+    use std::sync::mpsc::channel;
+    use std::time::{Duration, Instant};
+
+    /// The cross compiler (Debian's `gcc-i686-linux-gnu`).
+    const COMPILER: &str = "i686-linux-gnu-gcc";
+    /// The dynamic loader a 32-bit program starts with (`libc6:i386`).
+    const LOADER: &str = "/lib/ld-linux.so.2";
+    /// The top of a 32-bit process's space under a 64-bit kernel.
+    const TOP_OF_4_GIB: usize = 0xFFFF_DFFF;
+    /// The top with the `ADDR_LIMIT_3GB` personality.
+    const TOP_OF_3_GIB: usize = 0xBFFF_FFFF;
+    const TWO_GIB: usize = 0x8000_0000;
+
+    /// The target. It prints `ready <address of main> <process id>`, then
+    /// answers one line per command read from standard input (with the raw
+    /// `read`, so that an interrupted one is seen, and then exits with 3)
+    /// until its end:
+    ///
+    /// - `mapped <address>`: `yes` or `no`, from its own `/proc/self/maps`;
+    /// - `rights <address>`: `rwx` letters, or `unmapped`;
+    /// - `read <address> <len>`: the bytes in hex, or `unreadable`;
+    /// - `call <address>`: calls the code there as `int (*)(void)` and
+    ///   prints the result, or `not executable`.
+    ///
+    /// With the argument `exit-soon` it exits 200 ms after `ready`.
+    /// Addresses are hexadecimal; each is looked up in the map before it is
+    /// touched, so a wrong one is an answer, not a crash.
+    const TARGET_SOURCE: &str = r#"
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+/* The rights of the mapping holding `address`, or "unmapped". */
+static void rights_of(unsigned long address, char out[16]) {
+    char line[512];
+    unsigned long start, end;
+    char permissions[8];
+    FILE *maps = fopen("/proc/self/maps", "r");
+    strcpy(out, "unmapped");
+    if (maps == NULL) {
+        return;
+    }
+    while (fgets(line, sizeof line, maps) != NULL) {
+        if (sscanf(line, "%lx-%lx %7s", &start, &end, permissions) == 3 &&
+            address >= start && address < end) {
+            memcpy(out, permissions, 3);
+            out[3] = '\0';
+            break;
+        }
+    }
+    fclose(maps);
+}
+
+/* One line of input: 1, 0 at its end, -1 if `read` failed. */
+static int read_line(char *line, size_t size) {
+    size_t len = 0;
+    for (;;) {
+        char byte;
+        ssize_t got = read(0, &byte, 1);
+        if (got < 0) {
+            return -1;
+        }
+        if (got == 0 || byte == '\n') {
+            line[len] = '\0';
+            return got == 0 && len == 0 ? 0 : 1;
+        }
+        if (len + 1 < size) {
+            line[len++] = byte;
+        }
+    }
+}
+
+int main(int argc, char **argv) {
+    char line[256];
+    setvbuf(stdout, NULL, _IONBF, 0);
+    printf("ready %lx %ld\n", (unsigned long)(uintptr_t)&main, (long)getpid());
+    if (argc > 1 && strcmp(argv[1], "exit-soon") == 0) {
+        usleep(200000);
+        return 0;
+    }
+    for (;;) {
+        char command[16], rights[16], last[16];
+        unsigned long address = 0, len = 0, i;
+        int got = read_line(line, sizeof line);
+        if (got == 0) {
+            return 0;
+        }
+        if (got < 0) {
+            printf("read failed: %s\n", strerror(errno));
+            return 3;
+        }
+        if (sscanf(line, "%15s %lx %lu", command, &address, &len) < 2) {
+            puts("unknown command");
+            continue;
+        }
+        rights_of(address, rights);
+        if (strcmp(command, "mapped") == 0) {
+            puts(strcmp(rights, "unmapped") != 0 ? "yes" : "no");
+        } else if (strcmp(command, "rights") == 0) {
+            puts(rights);
+        } else if (strcmp(command, "read") == 0) {
+            if (len == 0 || len > 4096 || address + len < address) {
+                puts("unreadable");
+                continue;
+            }
+            rights_of(address + len - 1, last);
+            if (rights[0] != 'r' || last[0] != 'r') {
+                puts("unreadable");
+                continue;
+            }
+            for (i = 0; i < len; i++) {
+                printf("%02x", ((const unsigned char *)address)[i]);
+            }
+            putchar('\n');
+        } else if (strcmp(command, "call") == 0) {
+            if (rights[0] != 'r' || rights[2] != 'x') {
+                puts("not executable");
+                continue;
+            }
+            printf("%d\n", ((int (*)(void))address)());
+        } else {
+            puts("unknown command");
+        }
+    }
+}
+"#;
+
+    /// Why the scenario `name` cannot run here, if it cannot (`None` for
+    /// names that are not this module's): the target needs the compiler
+    /// and the 32-bit loader, and the personality scenario `setarch`.
+    pub fn why_skipped(name: &str) -> Option<&'static str> {
+        if name.starts_with("a_64_bit_target") {
+            return (!is_64_bit_x86_program(SIXTY_FOUR_BIT_PROGRAM))
+                .then_some("/bin/cat is not an x86-64 program here: no 64-bit target to refuse");
+        }
+        if !name.starts_with("a_32_bit_target") {
+            return None;
+        }
+        let runs = |program: &str, argument: &str| {
+            Command::new(program)
+                .arg(argument)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok()
+        };
+        if !runs(COMPILER, "--version") {
+            return Some(
+                "i686-linux-gnu-gcc is not installed: gcc-i686-linux-gnu builds the 32-bit target",
+            );
+        }
+        if !Path::new(LOADER).exists() {
+            return Some(
+                "no 32-bit loader /lib/ld-linux.so.2 to start the target: libc6:i386 has it",
+            );
+        }
+        if name.contains("3gb") && !runs("setarch", "--version") {
+            return Some("setarch (util-linux) is not installed");
+        }
+        None
+    }
+
+    /// The target, built for this scenario: removed when dropped.
+    struct Program {
+        directory: PathBuf,
+        path: PathBuf,
+    }
+
+    impl Program {
+        fn build() -> Result<Program, String> {
+            let directory = Path::new(env!("CARGO_TARGET_TMPDIR"))
+                .join(format!("i386-target-{}", std::process::id()));
+            std::fs::create_dir_all(&directory).map_err(|e| e.to_string())?;
+            let source = directory.join("target.c");
+            std::fs::write(&source, TARGET_SOURCE).map_err(|e| e.to_string())?;
+            let path = directory.join("target");
+            let program = Program { directory, path };
+            let output = Command::new(COMPILER)
+                .args(["-std=gnu11", "-O1", "-Wall", "-Werror", "-o"])
+                .arg(&program.path)
+                .arg(&source)
+                .output()
+                .map_err(|error| format!("run {COMPILER}: {error}"))?;
+            check!(
+                output.status.success(),
+                "{COMPILER} failed:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            Ok(program)
+        }
+
+        /// Starts the target (under `setarch --3gb` if `limit_3gb`): the
+        /// target and the address of its `main`, once it is ready.
+        fn start(
+            &self,
+            argument: Option<&str>,
+            limit_3gb: bool,
+        ) -> Result<(Target, usize), String> {
+            let mut command = if limit_3gb {
+                // setarch sets the personality and executes the program in
+                // its own process.
+                let mut command = Command::new("setarch");
+                command.args(["i686", "--3gb"]).arg(&self.path);
+                command
+            } else {
+                Command::new(&self.path)
+            };
+            command.args(argument);
+            let child = command
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .map_err(|error| format!("start the 32-bit target: {error}"))?;
+            let target = talk_to(child)?;
+            let line = target.line()?;
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let (Some(&"ready"), Some(main), Some(pid)) =
+                (words.first(), words.get(1), words.get(2))
+            else {
+                return Err(format!("the target said {line:?}"));
+            };
+            let main = usize::from_str_radix(main, 16).map_err(|e| e.to_string())?;
+            check!(
+                pid.parse::<u32>() == Ok(target.id()),
+                "the target says it is {pid}, not {}",
+                target.id()
+            );
+            // The point of the scenarios: the process really is a 32-bit
+            // one (ELF class 1), with its code below 4 GiB.
+            let exe = std::fs::read(format!("/proc/{}/exe", target.id()))
+                .map_err(|e| format!("read the target's executable: {e}"))?;
+            check!(
+                exe.get(..5) == Some(&b"\x7fELF\x01"[..]) && u32::try_from(main).is_ok(),
+                "the target is not a 32-bit program (main at {main:#x})"
+            );
+            Ok((target, main))
+        }
+    }
+
+    /// A target talked to over the standard input and output of `child`.
+    fn talk_to(mut child: Child) -> Result<Target, String> {
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let (sender, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Target {
+            stdin: child.stdin.take(),
+            child,
+            lines,
+        })
+    }
+
+    impl Drop for Program {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.directory);
+        }
+    }
+
+    /// The rights of the mapping starting at `base` in the target's map as
+    /// this process reads it (`None` if no mapping starts there).
+    fn rights_in_maps(pid: u32, base: usize) -> Result<Option<String>, String> {
+        let maps =
+            std::fs::read_to_string(format!("/proc/{pid}/maps")).map_err(|e| e.to_string())?;
+        // Addresses are padded to eight digits: compared as numbers.
+        let starts_at_base = |line: &&str| {
+            line.split_once('-')
+                .and_then(|(start, _)| usize::from_str_radix(start, 16).ok())
+                == Some(base)
+        };
+        Ok(maps
+            .lines()
+            .find(starts_at_base)
+            .and_then(|line| line.split_whitespace().nth(1))
+            .and_then(|permissions| permissions.get(..3))
+            .map(str::to_string))
+    }
+
+    /// Allocates two pages within `[min, max]` in the target, checks the
+    /// target sees them where they are said to be, writes bytes (across
+    /// the pages) it reads back itself, and frees them: they leave its
+    /// map. Their first and last addresses.
+    fn round_trip_within(
+        child: &mut Target,
+        process: &TargetProcess,
+        min: usize,
+        max: usize,
+    ) -> Result<(usize, usize), String> {
+        let allocation = process
+            .allocate_private_memory(&BufferAllocatorSettings::new(min, max, 8192))
+            .map_err(|e| format!("[{min:#x}, {max:#x}]: {e}"))?;
+        let base = allocation.base_address();
+        let last = base + (allocation.size() - 1);
+        check!(
+            base >= min && last <= max && allocation.size() >= 8192,
+            "{allocation:?} is not inside [{min:#x}, {max:#x}]"
+        );
+        check!(
+            rights_in_maps(child.id(), base)?.as_deref() == Some("rwx"),
+            "no rwx mapping at {base:#x} in the target's maps"
+        );
+        check!(
+            child.ask(&format!("mapped {last:x}"))? == "yes",
+            "the target does not see {last:#x} mapped"
+        );
+        let bytes: Vec<u8> = (0..48u8).map(|i| i.wrapping_mul(53) ^ 0xa7).collect();
+        allocation
+            .write(4096 - 16, &bytes)
+            .map_err(|e| e.to_string())?;
+        let seen = child.ask(&format!("read {:x} {}", base + 4096 - 16, bytes.len()))?;
+        check!(
+            seen == hex(&bytes),
+            "the target read {seen}, not {}",
+            hex(&bytes)
+        );
+        let mut back = vec![0u8; bytes.len()];
+        allocation
+            .read(4096 - 16, &mut back)
+            .map_err(|e| e.to_string())?;
+        check!(back == bytes, "read back {}", hex(&back));
+        allocation.free().map_err(|e| e.to_string())?;
+        check!(
+            rights_in_maps(child.id(), base)?.is_none(),
+            "{base:#x} is still in the target's maps after free"
+        );
+        check!(
+            child.ask(&format!("mapped {base:x}"))? == "no",
+            "the target still sees {base:#x} mapped"
+        );
+        Ok((base, last))
+    }
+
+    /// What a request entirely above the target's top gives: no memory,
+    /// and no mapping made there (which `int 0x80` would have cut to 32
+    /// bits, or the target's kernel refused).
+    fn refused_above(process: &TargetProcess, min: usize, max: usize) -> Outcome {
+        let refused = process
+            .allocate_private_memory(&BufferAllocatorSettings::new(min, max, 4096))
+            .map(|allocation| allocation.base_address());
+        // Out of the target's space: none of it is free (the cached view
+        // shows it taken), or, where the request is checked against the
+        // target's top, no user space at all.
+        let expected = |kind: ErrorKind| {
+            kind == ErrorKind::NoSpaceInRange
+                || kind
+                    == ErrorKind::InvalidRequest(
+                        memory_buffers::InvalidRequest::RangeAboveUserSpace,
+                    )
+        };
+        match refused {
+            Ok(base) => Err(format!("[{min:#x}, {max:#x}] gave {base:#x}")),
+            Err(error) if expected(error.kind()) => Ok(()),
+            Err(error) => Err(format!("[{min:#x}, {max:#x}]: {error}")),
+        }
+    }
+
+    pub fn a_32_bit_target_gets_memory_below_and_above_2_gib() -> Outcome {
+        let program = Program::build()?;
+        let (mut child, main) = program.start(None, false)?;
+        let process = TargetProcess::open(child.id()).map_err(|e| e.to_string())?;
+        round_trip_within(&mut child, &process, 0x1000_0000, 0x7fff_ffff)?;
+        let (high, _) = round_trip_within(&mut child, &process, TWO_GIB, TOP_OF_4_GIB)?;
+        check!(high >= TWO_GIB, "{high:#x}");
+        // Near its code, as a trampoline would be.
+        let near = process
+            .allocate_private_memory(&BufferAllocatorSettings::from_proximity(
+                64 << 20,
+                main,
+                4096,
+            ))
+            .map_err(|e| e.to_string())?;
+        check!(
+            near.base_address().abs_diff(main) < 64 << 20,
+            "{near:?} is not near {main:#x}"
+        );
+        // The target is blocked in `read` all along: stopped and made to
+        // call mmap2 and munmap many times, its `read` carries on.
+        for round in 0..50 {
+            let extra = process
+                .allocate_private_memory(&BufferAllocatorSettings::new(TWO_GIB, TOP_OF_4_GIB, 4096))
+                .map_err(|e| format!("round {round}: {e}"))?;
+            drop(extra);
+        }
+        check!(
+            child.ask(&format!("mapped {:x}", near.base_address()))? == "yes",
+            "the target's read() did not resume as it should"
+        );
+        refused_above(&process, TOP_OF_4_GIB + 1, usize::MAX)?;
+        drop(near);
+        let status = child.finish()?;
+        check!(status.success(), "the target ended with {status}");
+        Ok(())
+    }
+
+    /// `mov eax, 42` and `ret`: 32-bit code that returns 42.
+    const RETURN_42: [u8; 6] = [0xb8, 42, 0, 0, 0, 0xc3];
+
+    pub fn a_32_bit_target_runs_write_then_execute_code() -> Outcome {
+        let program = Program::build()?;
+        let (mut child, _) = program.start(None, false)?;
+        let process = TargetProcess::open(child.id()).map_err(|e| e.to_string())?;
+        let mut settings = BufferAllocatorSettings::new(TWO_GIB, TOP_OF_4_GIB, 4096);
+        settings.write_then_execute = true;
+        let mut code = process
+            .allocate_private_memory(&settings)
+            .map_err(|e| e.to_string())?;
+        let base = code.base_address();
+        let rights = |child: &mut Target| child.ask(&format!("rights {base:x}"));
+        check!(
+            rights(&mut child)? == "rw-",
+            "at first: {}",
+            rights(&mut child)?
+        );
+        check!(
+            child.ask(&format!("call {base:x}"))? == "not executable",
+            "runnable before make_executable"
+        );
+        code.write(0, &RETURN_42).map_err(|e| e.to_string())?;
+        code.make_executable().map_err(|e| e.to_string())?;
+        check!(
+            rights(&mut child)? == "r-x",
+            "executable: {}",
+            rights(&mut child)?
+        );
+        check!(
+            rights_in_maps(child.id(), base)?.as_deref() == Some("r-x"),
+            "the target's maps do not show r-x at {base:#x}"
+        );
+        check!(
+            child.ask(&format!("call {base:x}"))? == "42",
+            "the code did not run in the target"
+        );
+        let refused = code.write(0, &[0x90]).unwrap_err();
+        check!(refused.kind() == ErrorKind::NotWritable, "{refused}");
+        code.make_writable().map_err(|e| e.to_string())?;
+        check!(
+            rights(&mut child)? == "rw-",
+            "writable again: {}",
+            rights(&mut child)?
+        );
+        drop(code);
+        check!(
+            child.ask(&format!("mapped {base:x}"))? == "no",
+            "still mapped after the drop"
+        );
+        let status = child.finish()?;
+        check!(status.success(), "the target ended with {status}");
+        Ok(())
+    }
+
+    pub fn a_32_bit_target_that_exits_gives_an_error_not_a_hang() -> Outcome {
+        let program = Program::build()?;
+        let (child, _) = program.start(Some("exit-soon"), false)?;
+        let process = TargetProcess::open(child.id()).map_err(|e| e.to_string())?;
+        let started = Instant::now();
+        let mut made = 0u32;
+        let error = loop {
+            check!(
+                started.elapsed() < Duration::from_secs(20),
+                "still allocating after 20 s"
+            );
+            match process.allocate_private_memory(&BufferAllocatorSettings::new(
+                TWO_GIB,
+                TOP_OF_4_GIB,
+                4096,
+            )) {
+                Ok(allocation) => {
+                    made += 1;
+                    drop(allocation)
+                }
+                Err(error) => break error,
+            }
+        };
+        check!(
+            error.kind() == ErrorKind::TargetProcess(TargetProcessError::NotRunning),
+            "after {made} allocations: {error}"
+        );
+        check!(made > 0, "no allocation made before the exit");
+        let status = child.finish()?;
+        check!(status.success(), "the target ended with {status}");
+        Ok(())
+    }
+
+    /// Under `setarch --3gb` the target has 3 GiB: memory above 2 GiB
+    /// stays below 3 GiB, and a range above 3 GiB gives none.
+    pub fn a_32_bit_target_with_the_3gb_personality_stays_below_3_gib() -> Outcome {
+        let program = Program::build()?;
+        let (mut child, _) = program.start(None, true)?;
+        let personality = std::fs::read_to_string(format!("/proc/{}/personality", child.id()))
+            .map_err(|e| e.to_string())?;
+        check!(
+            u32::from_str_radix(personality.trim(), 16).is_ok_and(|bits| bits & 0x0800_0000 != 0),
+            "setarch --3gb gave the personality {personality:?}"
+        );
+        let process = TargetProcess::open(child.id()).map_err(|e| e.to_string())?;
+        let (base, last) = round_trip_within(&mut child, &process, TWO_GIB, TOP_OF_4_GIB)?;
+        check!(
+            last <= TOP_OF_3_GIB,
+            "{base:#x}..={last:#x} reaches above 3 GiB"
+        );
+        refused_above(&process, TOP_OF_3_GIB + 1, TOP_OF_4_GIB)?;
+        let status = child.finish()?;
+        check!(status.success(), "the target ended with {status}");
+        Ok(())
+    }
+
+    /// A 64-bit program that echoes its input.
+    const SIXTY_FOUR_BIT_PROGRAM: &str = "/bin/cat";
+
+    /// Whether the file at `path` is a 64-bit x86 ELF program (class 2,
+    /// machine 62).
+    fn is_64_bit_x86_program(path: &str) -> bool {
+        let mut header = [0u8; 20];
+        std::fs::File::open(path)
+            .and_then(|mut file| std::io::Read::read_exact(&mut file, &mut header))
+            .is_ok()
+            && header[..5] == *b"\x7fELF\x02"
+            && header[18..20] == 62u16.to_le_bytes()
+    }
+
+    /// A 32-bit caller cannot set a 64-bit thread's registers: a 64-bit
+    /// target is refused as another architecture, and carries on
+    /// untouched.
+    #[cfg(target_arch = "x86")]
+    pub fn a_64_bit_target_of_a_32_bit_caller_is_refused() -> Outcome {
+        let child = Command::new(SIXTY_FOUR_BIT_PROGRAM)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|error| format!("start {SIXTY_FOUR_BIT_PROGRAM}: {error}"))?;
+        let mut child = talk_to(child)?;
+        check!(child.ask("before")? == "before", "the target does not echo");
+        let process = TargetProcess::open(child.id()).map_err(|e| e.to_string())?;
+        for write_then_execute in [false, true] {
+            let mut settings = BufferAllocatorSettings::new(0x1000_0000, 0x7fff_ffff, 4096);
+            settings.write_then_execute = write_then_execute;
+            let error = process.allocate_private_memory(&settings).unwrap_err();
+            check!(
+                error.kind() == ErrorKind::TargetProcess(TargetProcessError::OtherArchitecture),
+                "{error}"
+            );
+        }
+        check!(child.ask("after")? == "after", "the target stopped echoing");
+        let status = child.finish()?;
+        check!(status.success(), "the target ended with {status}");
+        Ok(())
     }
 }

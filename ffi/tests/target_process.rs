@@ -97,17 +97,23 @@ fn round_trip(allocation: *mut MemoryBuffersPrivateAllocation, process_id: u32) 
     base
 }
 
+/// Whether a mapping of the process starts at `base`. The map pads
+/// addresses to eight digits (`00001000-00002000`), so they are compared as
+/// numbers.
 #[cfg(target_os = "linux")]
 fn is_mapped_in(process_id: u32, base: usize) -> bool {
     let maps = std::fs::read_to_string(format!("/proc/{process_id}/maps")).unwrap();
-    maps.lines()
-        .any(|line| line.starts_with(&format!("{base:x}-")))
+    maps.lines().any(|line| {
+        line.split_once('-')
+            .and_then(|(start, _)| usize::from_str_radix(start, 16).ok())
+            == Some(base)
+    })
 }
 
 /// Why another process cannot be made to map pages here, if it cannot:
-/// QEMU user mode does not implement `ptrace` for its guests (`ENOSYS`).
-/// Tested, not assumed: attaching to a process id that cannot exist fails
-/// with `ESRCH` on a kernel.
+/// QEMU user mode does not implement `ptrace` for its guests (`ENOSYS`;
+/// tested, not assumed: attaching to a process id that cannot exist fails
+/// with `ESRCH` on a kernel), and only x86 builds have an injector.
 fn ptrace_unimplemented() -> Option<&'static str> {
     #[cfg(target_os = "linux")]
     {
@@ -125,9 +131,12 @@ fn ptrace_unimplemented() -> Option<&'static str> {
         if result == -1 && errno == Some(libc::ENOSYS) {
             return Some("ptrace is not implemented here (QEMU user mode answers ENOSYS)");
         }
-        // The injector drives x86-64 registers and `syscall`.
-        if !cfg!(target_arch = "x86_64") {
-            return Some("allocating in another Linux process needs the x86-64 injector");
+        // The injector drives x86 registers: `syscall` for x86-64, `int
+        // 0x80` for 32-bit x86.
+        if !cfg!(any(target_arch = "x86_64", target_arch = "x86")) {
+            return Some(
+                "allocating in another Linux process needs the x86 injector (x86-64 or i686)",
+            );
         }
     }
     None
