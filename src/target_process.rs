@@ -62,8 +62,10 @@ pub enum TargetProcessError {
     /// Linux: no `syscall` instruction was found in the target's readable
     /// code (its vDSO, C library and other executable mappings).
     NoSyscallInstruction,
-    /// Linux: the thread runs code this library cannot make calls from
-    /// (a 32-bit process on x86-64).
+    /// Linux: the thread runs code this library cannot make calls from (a
+    /// 64-bit process, for a 32-bit build of the library; a process of
+    /// another architecture, or whose code segment disagrees with its
+    /// executable).
     OtherArchitecture,
 }
 
@@ -117,7 +119,7 @@ impl fmt::Display for TargetProcessError {
                 f.write_str("no syscall instruction found in its code")
             }
             TargetProcessError::OtherArchitecture => {
-                f.write_str("it runs code of another architecture (a 32-bit process)")
+                f.write_str("it runs code this build cannot make calls from (another width or architecture)")
             }
         }
     }
@@ -200,7 +202,7 @@ impl TargetProcess {
         Ok(TargetProcess {
             shared: Arc::new(Shared {
                 id: process_id,
-                highest_address: highest_address_of(&process),
+                highest_address: process.highest_user_address(),
                 state: Mutex::new(State {
                     process,
                     address_space: AddressSpace::new(),
@@ -390,20 +392,6 @@ impl TargetProcess {
             .read(address, out)
             .map_err(|kind| Error::new(kind, address, address, out.len()))
     }
-}
-
-/// The highest address `process` can map. Windows reads the target's
-/// own; elsewhere a target of another width is refused
-/// ([`TargetProcessError::OtherArchitecture`]), so this process's top is
-/// the target's.
-#[cfg(all(windows, not(memory_buffers_unsupported)))]
-fn highest_address_of(process: &RemoteProcess) -> usize {
-    process.highest_user_address()
-}
-
-#[cfg(not(all(windows, not(memory_buffers_unsupported))))]
-fn highest_address_of(_process: &RemoteProcess) -> usize {
-    crate::settings::highest_user_address()
 }
 
 impl Shared {

@@ -145,9 +145,6 @@ impl RemoteProcess {
     /// less a page, or 3 GiB, for a 32-bit target; this process's for a
     /// 64-bit one, and for one whose executable could not be read (every
     /// mapping is checked against the target's own top all the same).
-    // Not called yet: `target_process.rs` gives placement this process's
-    // top on Linux (the map and `map_fixed_noreplace` keep to the target's).
-    #[allow(dead_code)]
     pub(crate) fn highest_user_address(&self) -> usize {
         self.shape
             .map_or(super::highest_user_address(), |shape| shape.highest_address)

@@ -21,6 +21,11 @@ impl RemoteProcess {
         Err(ErrorKind::Unsupported)
     }
 
+    /// This process's: no target is ever opened here.
+    pub(crate) fn highest_user_address(&self) -> usize {
+        super::highest_user_address()
+    }
+
     pub(crate) fn read_maps(
         &mut self,
         _buffer: &mut Vec<u8>,
