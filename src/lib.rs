@@ -69,11 +69,12 @@ mod error;
 // FreeBSD's mapping records; pure, tested everywhere, read on FreeBSD.
 #[cfg_attr(not(target_os = "freebsd"), allow(dead_code))]
 mod kinfo_vmmap;
-// The pure half of making another Linux process call mmap; only x86-64
-// has an injector, elsewhere it is compiled and tested but unused.
-#[cfg(target_os = "linux")]
+// The pure half of making another Linux process call mmap; only x86
+// (64- and 32-bit) has an injector, elsewhere it is compiled and tested
+// but unused. The stub for unsupported systems has no injector at all.
+#[cfg(all(target_os = "linux", not(memory_buffers_unsupported)))]
 #[cfg_attr(
-    any(memory_buffers_unsupported, not(target_arch = "x86_64")),
+    not(any(target_arch = "x86_64", target_arch = "x86")),
     allow(dead_code)
 )]
 mod injection;
