@@ -507,10 +507,15 @@ mod tests {
         let _refused = fault::refuse_exact_mappings(refused_start, refused_end);
         let outside = |address: usize| address + granule <= refused_start || address >= refused_end;
 
+        let calls_before = fault::exact_mappings();
         let allocation = Buffers::allocate_private_memory(
             &BufferAllocatorSettings::from_proximity(reach, target, granule),
         )
         .unwrap();
+        // One exact mapping per refused granule and one that succeeds: the
+        // 1,000 nearest are refused, whichever side each is on.
+        let calls = fault::exact_mappings() - calls_before;
+        assert!((1000..=1001).contains(&calls), "{calls} exact mappings");
         let base = allocation.base_address();
         assert!(outside(base), "{base:#x} in the refused range");
         assert!(
@@ -518,8 +523,13 @@ mod tests {
             "{base:#x} is not just past"
         );
 
+        // The refusals are remembered: the next request tries no refused
+        // granule again.
+        let calls_before = fault::exact_mappings();
         let mut buffer =
             Buffers::get_buffer(&BufferSearchSettings::from_proximity(reach, target, 64)).unwrap();
+        let calls = fault::exact_mappings() - calls_before;
+        assert!(calls <= 2, "{calls} exact mappings for the buffer");
         let at = buffer.append_bytes(b"past the refusals").unwrap();
         assert!(
             outside(buffer.base_address()),

@@ -140,9 +140,22 @@ mod active {
         RefusalGuard
     }
 
+    thread_local! {
+        /// Exact mappings this thread has asked for.
+        static EXACT_MAPPINGS: Cell<u64> = const { Cell::new(0) };
+    }
+
+    /// How many exact mappings this thread has asked the system for (each
+    /// one system call), for tests that bound what a request costs.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn exact_mappings() -> u64 {
+        EXACT_MAPPINGS.with(Cell::get)
+    }
+
     /// Whether an exact mapping of `[address, address + len)` is to be
-    /// refused on this thread.
+    /// refused on this thread; counts the attempt.
     pub(crate) fn is_refused(address: usize, len: usize) -> bool {
+        EXACT_MAPPINGS.with(|count| count.set(count.get() + 1));
         let end = address.saturating_add(len);
         REFUSED.with(|refused| {
             refused
