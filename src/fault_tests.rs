@@ -315,7 +315,7 @@ fn a_fully_occupied_range_reports_no_space_and_leaves_the_occupant_intact() {
     assert_eq!(mapped_in(start, start + 4 * PAGE), before);
 }
 
-/// Issue 11, item 7: `retry_count = u32::MAX` on a full range used to
+/// `retry_count = u32::MAX` on a full range used to
 /// re-read the map four billion times. It must stop after the first fresh
 /// picture without a candidate, with or without `/proc`.
 #[test]
@@ -347,7 +347,7 @@ fn a_huge_retry_count_on_a_full_range_stops_after_one_fresh_picture() {
     assert!(occupant.holds(0x4d));
 }
 
-/// Issue 11, item 5: without `/proc`, probing gave up after a few dozen
+/// Without `/proc`, probing gave up after a few dozen
 /// pages on each side (32 refused candidates per "refresh", 3 refreshes).
 /// 150 occupied pages on each side of the target, in many separate
 /// mappings, must not hide the free page just past them.
@@ -622,7 +622,7 @@ impl Drop for SignalStorm {
     }
 }
 
-/// Issue 11, item 6: with a signal every 50 µs, the 1 ms sleeps of the
+/// With a signal every 50 µs, the 1 ms sleeps of the
 /// stale-file check and of the takeover lock must still end; the
 /// whole takeover must take milliseconds, not forever.
 #[test]
@@ -846,7 +846,7 @@ fn own_memory_unreadable() -> Option<String> {
     }
 }
 
-/// Issue 11, item 9: without `/proc`, a second instance judged the live
+/// Without `/proc`, a second instance judged the live
 /// file stale and replaced it: two instances, two registries, both
 /// "shared". Now the page is checked through `process_vm_readv`.
 #[test]
@@ -923,7 +923,7 @@ fn without_proc_or_process_vm_readv_a_possibly_live_rendezvous_is_not_replaced()
     assert_eq!(base.stored_address(), created.address());
 }
 
-/// Issue 11, item 9: a file of ours that cannot be opened (read-only after
+/// A file of ours that cannot be opened (read-only after
 /// a umask of 0277) was taken for stale and replaced.
 #[test]
 fn a_rendezvous_file_of_ours_that_cannot_be_opened_is_not_taken_over() {
@@ -943,7 +943,7 @@ fn a_rendezvous_file_of_ours_that_cannot_be_opened_is_not_taken_over() {
     assert_eq!(base.find_or_create(), Ok(Rendezvous::Found(created)));
 }
 
-/// Issue 11, item 3: a process in another PID namespace sharing `/tmp`
+/// A process in another PID namespace sharing `/tmp`
 /// looks dead here (`kill` says `ESRCH`; the fake ids are above
 /// `i32::MAX`), and cleanup used to delete its live file. A file whose
 /// liveness lock is held is kept; one without it is judged as before.
@@ -980,7 +980,7 @@ fn cleanup_keeps_files_whose_owner_holds_the_liveness_lock() {
     drop(lock);
 }
 
-/// Issue 11, item 11: two processes with one id in two PID namespaces that
+/// Two processes with one id in two PID namespaces that
 /// share `/tmp`. The later one sees a file whose address is not its own
 /// mapping (played here by pointing it at unmapped memory) but whose lock
 /// is held: someone else's live file. It takes a private locator and leaves
@@ -1121,7 +1121,7 @@ fn files_and_directories_of_another_user_are_not_trusted() {
         base.find_or_create(),
         Err(PrivateLocatorReason::DirectoryNotTrusted)
     );
-    // Issue 11, item 12: another user's shared sticky directory (what the
+    // Another user's shared sticky directory (what the
     // library creates when that user came first) is fine: files in it are
     // checked one by one, and only their owner may remove them.
     std::fs::set_permissions(base.directory(), std::fs::Permissions::from_mode(0o1777))
@@ -1197,7 +1197,7 @@ fn instances_taking_over_a_stale_file_together_share_one_locator() {
     }
 }
 
-/// Issue 15: writing code flushes the instruction cache for exactly the
+/// Writing code flushes the instruction cache for exactly the
 /// written range, and on AArch64 the flush cleans and invalidates cache
 /// lines covering it. QEMU cannot show that the flush is *needed* (it
 /// notices modified code by itself); this shows that it is *done*.

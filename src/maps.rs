@@ -408,7 +408,7 @@ fffff000-100000000 ---p 00000000 00:00 0                         [beyond]
         assert_eq!(seen, 1);
     }
 
-    /// Issue 11, item 8: a bind-mounted `/dev/zero` in place of the maps
+    /// A bind-mounted `/dev/zero` in place of the maps
     /// file made the buffer double until the process aborted.
     #[test]
     fn an_endless_line_is_an_error_not_an_ever_growing_buffer() {

@@ -310,7 +310,7 @@ fn eight_threads_share_buffers_without_overlap_or_corruption() {
     assert_eq!(distinct.len(), all.len());
 }
 
-/// Issue 13: a buffer may extend past the requested `max_address` (buffers
+/// A buffer may extend past the requested `max_address` (buffers
 /// are whole pages), but appends through the guard stop at it. The last
 /// byte that fits ends exactly at `max_address`; one more byte fails with
 /// `OutsideRequestedRange` and writes nothing.

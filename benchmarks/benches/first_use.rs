@@ -12,7 +12,7 @@
 //! size it, map it shared and write its address; read and parse
 //! `/proc/self/maps` once; map one anonymous read/write/execute page.
 //!
-//! Target (issue 6): under 50 microseconds.
+//! Target: under 50 microseconds.
 
 use memory_buffers::{BufferSearchSettings, Buffers, LocatorKind};
 use std::os::unix::fs::OpenOptionsExt;

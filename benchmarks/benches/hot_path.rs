@@ -2,7 +2,7 @@
 //! buffer already exists, beside an uncontended compare-and-swap plus release
 //! store on an `AtomicU32` (the least a take/release protocol can cost).
 //!
-//! Targets (issue 6): at most 2x the CAS pair with one buffer registered, at
+//! Targets: at most 2x the CAS pair with one buffer registered, at
 //! most 20x with 1,000 buffers registered, most of them full.
 
 use criterion::Criterion;

@@ -2,7 +2,7 @@
 //! `mmap(MAP_FIXED_NOREPLACE)` + `munmap` of the same size at a free address
 //! near the same target.
 //!
-//! Targets (issue 6):
+//! Targets:
 //! - within 1.5x of the bare pair in a plain process;
 //! - within 3x of the bare pair after the process has 1,000, 10,000 and
 //!   30,000 extra mappings (once the first allocation has read the map);

@@ -11,7 +11,7 @@
 //! its own child process: memory and the locator start empty each time, and
 //! the reach of the target is not used up by an earlier run.
 //!
-//! Targets (issue 6): at least 2,000,000 operations per second with one
+//! Targets: at least 2,000,000 operations per second with one
 //! thread, and no fewer in total with four threads than with one.
 
 use criterion::Throughput;

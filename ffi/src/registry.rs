@@ -337,7 +337,7 @@ mod tests {
         assert_eq!(registry.live_count(), 1);
     }
 
-    /// Issue 11, item 2: a lock left held by a parent's thread at `fork`
+    /// A lock left held by a parent's thread at `fork`
     /// must not block the child. Simulated here by a holder id that is not
     /// this process's; `tests/fork.rs` does it with real threads and forks.
     #[test]

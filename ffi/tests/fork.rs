@@ -1,6 +1,6 @@
 //! `fork` from a multi-threaded host: the child must be able to use the C
 //! interface (or get an error code), never block on a lock that a parent's
-//! thread held at the moment of the fork (issue 11, item 2).
+//! thread held at the moment of the fork.
 //!
 //! Three threads keep the handle registries busy while the main thread
 //! forks again and again (up to 200 times); each child makes a private allocation through the

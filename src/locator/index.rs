@@ -437,7 +437,7 @@ mod tests {
         assert_eq!(skipped_free_bound(skip_class(100)), 63);
     }
 
-    /// Issue 11, item 8: the index used to abort the process when its
+    /// The index used to abort the process when its
     /// 640 KiB of bitmaps could not be allocated.
     #[test]
     fn an_index_the_allocator_refuses_falls_back_to_a_smaller_one_that_works() {

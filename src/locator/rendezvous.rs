@@ -895,7 +895,7 @@ mod tests {
         }
     }
 
-    /// Issue 11, item 10: cleanup deleted same-user files that merely
+    /// Cleanup deleted same-user files that merely
     /// started with the prefix.
     #[test]
     fn only_exact_rendezvous_and_temporary_names_belong_to_a_process() {

@@ -267,7 +267,7 @@ fn directory_not_writable() -> Outcome {
     )
 }
 
-/// Issue 11, item 1: the rendezvous directory is a tmpfs of one page, and
+/// The rendezvous directory is a tmpfs of one page, and
 /// that page is used. The file's blocks must be refused with `ENOSPC` before
 /// anything is written through its mapping (which would be `SIGBUS`).
 fn full_file_system() -> Outcome {
@@ -314,7 +314,7 @@ fn virtual_size() -> Result<u64, String> {
     Ok(kib * 1024)
 }
 
-/// Issue 11, item 8: `RLIMIT_AS` leaves 512 KiB of headroom, enough for
+/// `RLIMIT_AS` leaves 512 KiB of headroom, enough for
 /// the locator and a buffer but not for the 640 KiB index that the first
 /// `get_buffer` used to allocate (and abort on). Any outcome but an abort is
 /// acceptable; with this headroom it is a working buffer.
@@ -336,7 +336,7 @@ fn tight_address_space_limit() -> Outcome {
     buffer_works()
 }
 
-/// Issue 11, item 8: `/proc/self/maps` is `/dev/zero` (a bind mount), which
+/// `/proc/self/maps` is `/dev/zero` (a bind mount), which
 /// never ends and has no newline. Reading it used to grow a buffer until the
 /// process aborted; now the read fails and placement probes instead.
 fn endless_proc_maps() -> Outcome {
@@ -454,7 +454,7 @@ fn directories_are_shared_sticky() -> Outcome {
     Ok(())
 }
 
-/// Issue 11, item 12: root (with a strict umask) uses the library first;
+/// Root (with a strict umask) uses the library first;
 /// then `nobody` must still share: the directories are 01777.
 fn second_user_after_root() -> Outcome {
     // SAFETY: umask cannot fail.
@@ -464,7 +464,7 @@ fn second_user_after_root() -> Outcome {
     as_user(NOBODY, 0o022, expect_shared_and_published)
 }
 
-/// Issue 11, item 12: an ordinary user creates the directories, then
+/// An ordinary user creates the directories, then
 /// `nobody` shares too.
 fn second_user_after_another_user() -> Outcome {
     as_user(4242, 0o022, || {
@@ -486,7 +486,7 @@ fn directories_left_0755_are_opened_up_by_their_owner() -> Outcome {
     as_user(NOBODY, 0o022, expect_shared_and_published)
 }
 
-/// Issue 11, item 9: under a umask of 0277 the file came out read-only
+/// Under a umask of 0277 the file came out read-only
 /// (0400), so a second library in the process could not open it and took
 /// it over. Its mode is set explicitly now (`expect_shared_and_published`
 /// checks 0600).
@@ -527,7 +527,7 @@ fn stale_files_of_dead_processes_are_removed() -> Outcome {
     chown(&theirs, NOBODY)?;
     let alive = file_for(1);
     fs::write(&alive, b"").unwrap();
-    // Issue 11, item 10: same user, dead pid, but not a name the library
+    // Same user, dead pid, but not a name the library
     // makes: never deleted.
     let kept = PathBuf::from(format!("{}.keep", ours.display()));
     fs::write(&kept, b"keep me").unwrap();
@@ -549,7 +549,7 @@ fn stale_files_of_dead_processes_are_removed() -> Outcome {
     Ok(())
 }
 
-/// Issue 12: the sweep is not paid by the first request of a process, but
+/// The sweep is not paid by the first request of a process, but
 /// it still happens: on the next request, or at exit for a process that
 /// makes only one.
 fn the_sweep_runs_on_the_next_request_or_at_exit() -> Outcome {
@@ -680,7 +680,7 @@ fn fork_gives_the_child_its_own_locator() -> Outcome {
     Ok(())
 }
 
-/// Issue 11, item 4: a same-user hard link of the parent's file, placed
+/// A same-user hard link of the parent's file, placed
 /// under the child's id, let a forked child adopt the parent's locator
 /// through the mapping it inherited; the child then registered pages that
 /// exist only in its own memory, and the parent crashed on its next append.
@@ -798,7 +798,7 @@ fn exited_cleanly(pid: libc::pid_t) -> bool {
     waited == pid && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
 }
 
-/// Issue 11, items 3 and 11: two processes that are both process 1, in two
+/// Two processes that are both process 1, in two
 /// PID namespaces sharing one `/tmp`. The first creates `…PID 1`; the
 /// second must see a live file it cannot own and take a private locator,
 /// not take the file over; the first still finds its own file afterwards.
