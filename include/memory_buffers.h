@@ -300,7 +300,8 @@ extern "C" {
 // Maps read/write/execute pages inside
 // `[settings->min_address, settings->max_address]`, as near
 // `settings->target` as possible (in the lowest free block of the range
-// if it is 0), and writes the handle that owns them to
+// if it is 0), and
+// writes the handle that owns them to
 // `*allocation`. The size is rounded up to the allocation granularity.
 //
 // The pages are mapped in this process when `settings->target_process_id`

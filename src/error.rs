@@ -4,6 +4,10 @@
 //! an append the free range of the buffer and the byte count) and why it
 //! failed, so a caller inside a game process can log one line and know what
 //! happened without a debugger.
+//!
+//! With the `no-format` feature the message is the fixed text of the kind
+//! (and the name of a failed system call) instead: the numbers stay in the
+//! accessors, and no formatting code for them is built into the program.
 
 use std::fmt;
 
@@ -13,7 +17,10 @@ use std::fmt;
 /// use memory_buffers::{BufferSearchSettings, Buffers, InvalidRequest};
 /// let error = Buffers::get_buffer(&BufferSearchSettings::new(0, 0x7fff_ffff, 0)).unwrap_err();
 /// assert_eq!(error.invalid_request(), Some(InvalidRequest::ZeroSize));
+/// # #[cfg(not(feature = "no-format"))]
 /// assert_eq!(error.to_string(), "invalid request: size is zero (range 0x0..=0x7fffffff, size 0x0)");
+/// # #[cfg(feature = "no-format")]
+/// # assert_eq!(error.to_string(), "invalid request: size is zero");
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -104,7 +111,9 @@ pub enum ErrorKind {
         errno: i32,
     },
     /// Another process could not be worked on (see [`TargetProcess`](crate::TargetProcess)):
-    /// it is gone, or the system refused access, and why.
+    /// it is gone, or the system refused access, and why. Only with the
+    /// `external-processes` feature (on by default).
+    #[cfg(feature = "external-processes")]
     TargetProcess(crate::TargetProcessError),
     /// This operating system is not supported.
     Unsupported,
@@ -125,6 +134,9 @@ pub struct Error {
 }
 
 impl Error {
+    // Not `#[cold]` or `#[inline(never)]` under `size-opt`: a call costs
+    // more bytes than the few stores it replaces (measured in
+    // BENCHMARKS.md, "Size of the C library").
     pub(crate) const fn new(
         kind: ErrorKind,
         min_address: usize,
@@ -221,8 +233,13 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Fixed texts go out with `write_str`; only the two helpers below
+        // format numbers, and `no-format` empties them.
         match self.kind {
-            ErrorKind::InvalidRequest(reason) => write!(f, "invalid request: {reason}")?,
+            ErrorKind::InvalidRequest(reason) => {
+                f.write_str("invalid request: ")?;
+                fmt::Display::fmt(&reason, f)?
+            }
             ErrorKind::NoSpaceInRange => f.write_str("no free address space in range")?,
             ErrorKind::ExecutableMemoryRefused => {
                 f.write_str("the kernel refused a read/write/execute mapping")?
@@ -241,20 +258,48 @@ impl fmt::Display for Error {
             ErrorKind::ProcessForked => {
                 f.write_str("the buffer was taken before fork() and belongs to the parent")?
             }
-            ErrorKind::Os { call, errno } => write!(
-                f,
-                "{call} failed: {}",
-                std::io::Error::from_raw_os_error(errno)
-            )?,
-            ErrorKind::TargetProcess(reason) => write!(f, "target process: {reason}")?,
+            ErrorKind::Os { call, errno } => {
+                f.write_str(call)?;
+                f.write_str(" failed")?;
+                write_os_error(f, errno)?
+            }
+            #[cfg(feature = "external-processes")]
+            ErrorKind::TargetProcess(reason) => {
+                f.write_str("target process: ")?;
+                fmt::Display::fmt(&reason, f)?
+            }
             ErrorKind::Unsupported => f.write_str("this operating system is not supported")?,
         }
-        write!(
-            f,
-            " (range {:#x}..={:#x}, size {:#x})",
-            self.min_address, self.max_address, self.size
-        )
+        write_request(f, self)
     }
+}
+
+/// `: ` and the system's text for `errno` (its `strerror` and number).
+#[cfg(not(feature = "no-format"))]
+fn write_os_error(f: &mut fmt::Formatter<'_>, errno: i32) -> fmt::Result {
+    write!(f, ": {}", std::io::Error::from_raw_os_error(errno))
+}
+
+/// Nothing: the errno is in [`Error::errno`].
+#[cfg(feature = "no-format")]
+fn write_os_error(_: &mut fmt::Formatter<'_>, _: i32) -> fmt::Result {
+    Ok(())
+}
+
+/// The request the error belongs to, in hex.
+#[cfg(not(feature = "no-format"))]
+fn write_request(f: &mut fmt::Formatter<'_>, error: &Error) -> fmt::Result {
+    write!(
+        f,
+        " (range {:#x}..={:#x}, size {:#x})",
+        error.min_address, error.max_address, error.size
+    )
+}
+
+/// Nothing: the request is in the accessors.
+#[cfg(feature = "no-format")]
+fn write_request(_: &mut fmt::Formatter<'_>, _: &Error) -> fmt::Result {
+    Ok(())
 }
 
 /// Addresses and sizes in hex, as in [`Display`](fmt::Display): this is what
@@ -279,6 +324,7 @@ impl From<Error> for std::io::Error {
             ErrorKind::Os { errno, .. } => std::io::Error::from_raw_os_error(errno).kind(),
             ErrorKind::ExecutableMemoryRefused => std::io::ErrorKind::PermissionDenied,
             ErrorKind::Unsupported => std::io::ErrorKind::Unsupported,
+            #[cfg(feature = "external-processes")]
             ErrorKind::TargetProcess(reason) => reason.io_error_kind(),
             ErrorKind::NoSpaceInRange => std::io::ErrorKind::OutOfMemory,
             ErrorKind::NotWritable => std::io::ErrorKind::PermissionDenied,
@@ -289,5 +335,54 @@ impl From<Error> for std::io::Error {
             | ErrorKind::ProcessForked => std::io::ErrorKind::Other,
         };
         std::io::Error::new(kind, error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os_error() -> Error {
+        Error::new(
+            ErrorKind::Os {
+                call: "mmap",
+                errno: 12,
+            },
+            0x1000,
+            0x2fff,
+            0x2000,
+        )
+    }
+
+    #[cfg(not(feature = "no-format"))]
+    #[test]
+    fn a_message_names_the_call_the_errno_and_the_request() {
+        let text = os_error().to_string();
+        let errno_text = std::io::Error::from_raw_os_error(12).to_string();
+        assert_eq!(
+            text,
+            format!("mmap failed: {errno_text} (range 0x1000..=0x2fff, size 0x2000)")
+        );
+    }
+
+    #[cfg(feature = "no-format")]
+    #[test]
+    fn without_formatting_a_message_is_the_fixed_text_and_the_numbers_stay() {
+        let error = os_error();
+        assert_eq!(error.to_string(), "mmap failed");
+        assert_eq!(
+            (error.errno(), error.min_address(), error.size()),
+            (Some(12), 0x1000, 0x2000)
+        );
+        let invalid = Error::new(
+            ErrorKind::InvalidRequest(InvalidRequest::MinAboveMax),
+            0x2000,
+            0x1000,
+            16,
+        );
+        assert_eq!(
+            invalid.to_string(),
+            "invalid request: min_address is above max_address"
+        );
     }
 }

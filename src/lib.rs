@@ -72,7 +72,11 @@ mod kinfo_vmmap;
 // The pure half of making another Linux process call mmap; only x86
 // (64- and 32-bit) has an injector, elsewhere it is compiled and tested
 // but unused. The stub for unsupported systems has no injector at all.
-#[cfg(all(target_os = "linux", not(memory_buffers_unsupported)))]
+#[cfg(all(
+    target_os = "linux",
+    feature = "external-processes",
+    not(memory_buffers_unsupported)
+))]
 #[cfg_attr(
     not(any(target_arch = "x86_64", target_arch = "x86")),
     allow(dead_code)
@@ -92,6 +96,7 @@ mod range_set;
 #[cfg_attr(not(target_os = "macos"), allow(dead_code))]
 mod region_walk;
 mod settings;
+#[cfg(feature = "external-processes")]
 mod target_process;
 pub mod x86;
 
@@ -120,9 +125,11 @@ pub use settings::{
     BufferAllocatorSettings, BufferSearchSettings, DEFAULT_RETRY_COUNT, allocation_granularity,
     highest_user_address,
 };
+#[cfg(feature = "external-processes")]
 pub use target_process::{RemoteAllocation, TargetProcess, TargetProcessError};
 
-/// The README's examples, compiled and run as doctests.
-#[cfg(doctest)]
+/// The README's examples, compiled and run as doctests. One of them opens
+/// another process, so they need the whole API.
+#[cfg(all(doctest, feature = "external-processes"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

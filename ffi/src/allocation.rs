@@ -4,7 +4,10 @@ use crate::registry::HandleRegistry;
 use crate::settings::MemoryBuffersAllocatorSettings;
 use crate::status::*;
 use crate::{readable, size_t, take_handle, writable};
-use memory_buffers::{Buffers, PrivateAllocation, RemoteAllocation, TargetProcess};
+use memory_buffers::BufferAllocatorSettings;
+use memory_buffers::{Buffers, PrivateAllocation};
+#[cfg(feature = "external-processes")]
+use memory_buffers::{RemoteAllocation, TargetProcess};
 use std::ptr::NonNull;
 
 #[cfg(doc)]
@@ -25,6 +28,7 @@ pub(crate) enum Pages {
     /// In this process.
     Local(PrivateAllocation),
     /// In the process `settings.target_process_id` named.
+    #[cfg(feature = "external-processes")]
     Remote(RemoteAllocation),
 }
 
@@ -32,6 +36,7 @@ impl Pages {
     pub(crate) fn base_address(&self) -> usize {
         match self {
             Pages::Local(pages) => pages.base_address(),
+            #[cfg(feature = "external-processes")]
             Pages::Remote(pages) => pages.base_address(),
         }
     }
@@ -39,6 +44,7 @@ impl Pages {
     pub(crate) fn size(&self) -> usize {
         match self {
             Pages::Local(pages) => pages.size(),
+            #[cfg(feature = "external-processes")]
             Pages::Remote(pages) => pages.size(),
         }
     }
@@ -46,6 +52,7 @@ impl Pages {
     fn leak(self) -> usize {
         match self {
             Pages::Local(pages) => pages.leak(),
+            #[cfg(feature = "external-processes")]
             Pages::Remote(pages) => pages.leak(),
         }
     }
@@ -59,7 +66,8 @@ pub(crate) static ALLOCATIONS: HandleRegistry<MemoryBuffersPrivateAllocation> = 
 /// Maps read/write/execute pages inside
 /// `[settings->min_address, settings->max_address]`, as near
 /// `settings->target` as possible (in the lowest free block of the range
-/// if it is 0), and writes the handle that owns them to
+/// if it is 0), and
+/// writes the handle that owns them to
 /// `*allocation`. The size is rounded up to the allocation granularity.
 ///
 /// The pages are mapped in this process when `settings->target_process_id`
@@ -117,13 +125,31 @@ pub unsafe extern "C" fn memory_buffers_allocate_private_memory(
         let allocation = if target == 0 || target == std::process::id() {
             Pages::Local(Buffers::allocate_private_memory(&rust_settings)?)
         } else {
-            Pages::Remote(TargetProcess::open(target)?.allocate_private_memory(&rust_settings)?)
+            remote_allocation(target, &rust_settings)?
         };
         let handle = ALLOCATIONS.insert(Box::new(MemoryBuffersPrivateAllocation { allocation }));
         // SAFETY: as above.
         unsafe { out.write(handle) };
         Ok(())
     })
+}
+
+/// Pages in the process `target`, another than this one.
+#[cfg(feature = "external-processes")]
+fn remote_allocation(target: u32, settings: &BufferAllocatorSettings) -> Result<Pages, Failure> {
+    Ok(Pages::Remote(
+        TargetProcess::open(target)?.allocate_private_memory(settings)?,
+    ))
+}
+
+/// Built without allocations in other processes: refused with a status the
+/// caller can test for, before anything is looked up or mapped.
+#[cfg(not(feature = "external-processes"))]
+fn remote_allocation(_: u32, _: &BufferAllocatorSettings) -> Result<Pages, Failure> {
+    Err(Failure::new(
+        MEMORY_BUFFERS_STATUS_UNSUPPORTED,
+        "allocation in another process is not built into this library (its `external-processes` feature is off)",
+    ))
 }
 
 /// Reads one property of a live allocation handle into `*out`.
@@ -264,4 +290,34 @@ pub unsafe extern "C" fn memory_buffers_private_allocation_leak(
         }
         Ok(())
     })
+}
+
+#[cfg(all(test, not(feature = "external-processes")))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn another_process_is_unsupported_without_external_processes() {
+        let mut settings = MemoryBuffersAllocatorSettings::from(BufferAllocatorSettings::new(
+            0,
+            0x7fff_ffff,
+            4096,
+        ));
+        // Any id but 0 and this process's: nothing looks it up.
+        settings.target_process_id = u32::MAX;
+        let mut allocation = 0x1000 as *mut MemoryBuffersPrivateAllocation;
+        // SAFETY: both pointers are live locals.
+        let status = unsafe { memory_buffers_allocate_private_memory(&settings, &mut allocation) };
+        assert_eq!(status, MEMORY_BUFFERS_STATUS_UNSUPPORTED);
+        assert!(allocation.is_null());
+
+        // This process's own id still allocates here.
+        settings.target_process_id = std::process::id();
+        // SAFETY: as above.
+        let status = unsafe { memory_buffers_allocate_private_memory(&settings, &mut allocation) };
+        assert_eq!(status, MEMORY_BUFFERS_STATUS_OK);
+        // SAFETY: `allocation` is a live local holding the handle just made.
+        let status = unsafe { memory_buffers_release_private_allocation(&mut allocation) };
+        assert_eq!(status, MEMORY_BUFFERS_STATUS_OK);
+    }
 }

@@ -60,6 +60,21 @@
 //! through one copy are not handed out by another until released, and
 //! bytes appended through one are never overwritten through another.
 //! Handles, however, belong to the copy that made them.
+//!
+//! # Features
+//!
+//! The default build has everything. The size build
+//! (`--no-default-features --features no-format,size-opt`, see
+//! `BENCHMARKS.md`, "Size of the C library") exports the same functions,
+//! with two differences a program can see:
+//!
+//! - without `external-processes`, [`memory_buffers_allocate_private_memory`]
+//!   with a `target_process_id` other than 0 or this process's id returns
+//!   [`MEMORY_BUFFERS_STATUS_UNSUPPORTED`] and maps nothing;
+//! - with `no-format`, [`memory_buffers_last_error_message`] gives the
+//!   function's name and the fixed text of the failure, without the range,
+//!   the size or the system's text for the `errno`, which
+//!   [`memory_buffers_last_error`] still gives as numbers.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]

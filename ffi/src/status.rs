@@ -7,7 +7,9 @@
 //! [`memory_buffers_last_error_message`].
 
 use crate::size_t;
-use memory_buffers::{Error, ErrorKind, InvalidRequest, TargetProcessError};
+#[cfg(feature = "external-processes")]
+use memory_buffers::TargetProcessError;
+use memory_buffers::{Error, ErrorKind, InvalidRequest};
 use std::cell::RefCell;
 use std::ffi::{CStr, c_char};
 use std::panic::{self, AssertUnwindSafe};
@@ -173,6 +175,7 @@ impl From<ErrorKind> for MemoryBuffersStatus {
             ErrorKind::ProcessForked => MEMORY_BUFFERS_STATUS_PROCESS_FORKED,
             ErrorKind::Os { .. } => MEMORY_BUFFERS_STATUS_OS_ERROR,
             ErrorKind::Unsupported => MEMORY_BUFFERS_STATUS_UNSUPPORTED,
+            #[cfg(feature = "external-processes")]
             ErrorKind::TargetProcess(reason) => match reason {
                 TargetProcessError::NotRunning => MEMORY_BUFFERS_STATUS_PROCESS_NOT_RUNNING,
                 TargetProcessError::ThisProcess => MEMORY_BUFFERS_STATUS_INVALID_ARGUMENT,
@@ -268,7 +271,13 @@ thread_local! {
 }
 
 fn record(function: &str, info: MemoryBuffersErrorInfo, message: String) {
-    let message = format!("{function}: {message}");
+    // Joined by hand rather than with `format!`: the same text, without the
+    // formatting code (what `no-format` leaves out of the library).
+    let mut text = String::with_capacity(function.len() + 2 + message.len());
+    text.push_str(function);
+    text.push_str(": ");
+    text.push_str(&message);
+    let message = text;
     // `try_with`: during thread teardown the slot may be gone; losing the
     // detail then is better than panicking.
     let _ = LAST_ERROR.try_with(|slot| {
@@ -278,6 +287,10 @@ fn record(function: &str, info: MemoryBuffersErrorInfo, message: String) {
     });
 }
 
+// Failures are the rare path: with `size-opt` they are recorded by one
+// out-of-line copy that callers branch to as unlikely, never by a copy
+// inlined into an export.
+#[cfg_attr(feature = "size-opt", cold, inline(never))]
 fn record_failure(function: &str, failure: &Failure) -> MemoryBuffersStatus {
     let status = failure.status();
     let (info, message) = match failure {
@@ -550,6 +563,43 @@ mod tests {
         // SAFETY: the call above NUL-terminated `text`.
         let text = unsafe { CStr::from_ptr(text.as_ptr()) }.to_str().unwrap();
         assert_eq!(text, "panicking_function: panicked: deliberate test panic");
+    }
+
+    /// The calling thread's last error message, as Rust text.
+    fn last_message() -> String {
+        let mut text = [0 as c_char; 256];
+        // SAFETY: `text` is a live local of the given length.
+        let status = unsafe {
+            memory_buffers_last_error_message(text.as_mut_ptr(), text.len(), std::ptr::null_mut())
+        };
+        assert_eq!(status, MEMORY_BUFFERS_STATUS_OK);
+        // SAFETY: the call above NUL-terminated `text`.
+        let text = unsafe { CStr::from_ptr(text.as_ptr()) };
+        text.to_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn a_library_error_is_recorded_with_its_numbers() {
+        let settings = memory_buffers::BufferSearchSettings::new(0x2000, 0x1000, 16);
+        let error = memory_buffers::Buffers::get_buffer(&settings).unwrap_err();
+        let status = run("some_function", || Err(error.into()));
+        assert_eq!(status, MEMORY_BUFFERS_STATUS_MIN_ABOVE_MAX);
+        let mut info = MemoryBuffersErrorInfo::NONE;
+        // SAFETY: `info` is a live local.
+        assert_eq!(
+            unsafe { memory_buffers_last_error(&mut info) },
+            MEMORY_BUFFERS_STATUS_OK
+        );
+        assert_eq!(
+            (info.min_address, info.max_address, info.size),
+            (0x2000, 0x1000, 16)
+        );
+        let expected = if cfg!(feature = "no-format") {
+            "some_function: invalid request: min_address is above max_address"
+        } else {
+            "some_function: invalid request: min_address is above max_address (range 0x2000..=0x1000, size 0x10)"
+        };
+        assert_eq!(last_message(), expected);
     }
 
     #[test]

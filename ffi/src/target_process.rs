@@ -44,6 +44,7 @@ pub unsafe extern "C" fn memory_buffers_private_allocation_process_id(
         let handle = ALLOCATIONS.check_out(allocation)?;
         let id = match &handle.allocation {
             Pages::Local(_) => std::process::id(),
+            #[cfg(feature = "external-processes")]
             Pages::Remote(pages) => pages.process_id(),
         };
         // SAFETY: `out` is non-null and valid for an aligned write (contract).
@@ -90,6 +91,7 @@ pub unsafe extern "C" fn memory_buffers_private_allocation_write(
         address_of(&handle.allocation, offset, len)?;
         match &mut handle.allocation {
             Pages::Local(pages) => pages.write(offset, source)?,
+            #[cfg(feature = "external-processes")]
             Pages::Remote(pages) => pages.write(offset, source)?,
         }
         Ok(())
@@ -128,6 +130,7 @@ pub unsafe extern "C" fn memory_buffers_private_allocation_read(
             Pages::Local(pages) => {
                 destination.copy_from_slice(&pages.as_slice()[start..start + len])
             }
+            #[cfg(feature = "external-processes")]
             Pages::Remote(pages) => pages.read(offset, destination)?,
         }
         Ok(())

@@ -67,11 +67,13 @@ mod unix;
     all(target_os = "linux", not(target_arch = "x86_64")),
     allow(dead_code)
 )]
+#[cfg(feature = "external-processes")]
 mod remote;
 
 pub(crate) mod fault;
 
 pub(crate) use backend::*;
+#[cfg(feature = "external-processes")]
 pub(crate) use remote::{REMOTE_MAP_CALL, REMOTE_PROTECT_CALL, RemoteProcess};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
