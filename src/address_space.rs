@@ -195,8 +195,11 @@ impl AddressSpace {
         let retry_count = retry_count.min(MAX_REFRESHES);
         let mut refreshes = 0;
         let mut attempts = 0u32;
-        // Blocks refused since the last read of the map.
-        let mut refused = Vec::new();
+        // The first blocks refused since the last read of the map: enough
+        // to tell whether the next read explains them, in a fixed array
+        // however many are refused.
+        let mut refused = [(0, 0); MISSES_BEFORE_REFRESH as usize];
+        let mut refused_count = 0;
         // Whether a fresh read showed nothing where blocks were refused:
         // the system refuses blocks it reports free, and reading the map
         // again would not change that; candidates are then tried on past
@@ -235,7 +238,10 @@ impl AddressSpace {
                     Some((run_start, run_end)) => self.mapped.insert(run_start, run_end),
                     None => {
                         self.remember_refusal(start, end);
-                        refused.push((start, end));
+                        if let Some(slot) = refused.get_mut(refused_count) {
+                            *slot = (start, end);
+                            refused_count += 1;
+                        }
                     }
                 }
                 // Learning whole runs cannot go on forever (there are only
@@ -249,9 +255,9 @@ impl AddressSpace {
                 return Err(ErrorKind::NoSpaceInRange);
             }
             refreshes += 1;
-            let explained = self.refresh_explaining(space, &refused);
-            phantoms = matches!(explained, Ok(false)) && !refused.is_empty();
-            refused.clear();
+            let explained = self.refresh_explaining(space, &refused[..refused_count]);
+            phantoms = matches!(explained, Ok(false)) && refused_count > 0;
+            refused_count = 0;
             fresh = true;
         }
     }
