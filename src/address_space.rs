@@ -148,8 +148,8 @@ impl AddressSpace {
     }
 
     /// Maps `request.block_len` read/write/execute bytes at the free
-    /// candidate nearest to the request's target (the lowest one without a
-    /// target) and returns the address.
+    /// candidate nearest to the request's target (the middle of the range
+    /// without one) and returns the address.
     ///
     /// The map is re-read at most `retry_count` times (and never more than
     /// [`MAX_REFRESHES`]), and not at all once a fresh picture shows no

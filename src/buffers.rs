@@ -30,9 +30,9 @@ fn locator_of(
 
 impl Buffers {
     /// Maps read/write/execute pages inside `[min_address, max_address]`,
-    /// as near `settings.target` as possible (without one, in the lowest
-    /// free block of the range, next to what is mapped below it), owned by
-    /// the returned value and unmapped when it is dropped.
+    /// as near `settings.target` (the middle of the range without one) as
+    /// possible, owned by the returned value and unmapped when it is
+    /// dropped.
     ///
     /// The size is rounded up to the allocation granularity (the page size).
     ///
@@ -66,8 +66,8 @@ impl Buffers {
 
     /// Gets exclusive use of a shared buffer with at least `settings.size`
     /// free bytes, all inside `[min_address, max_address]`, creating one
-    /// (nearest to `settings.target`, or in the lowest free block of the
-    /// range) if none exists.
+    /// (nearest to `settings.target`, or to the middle of the range) if
+    /// none exists.
     ///
     /// The buffer is released when the returned guard drops; bytes appended
     /// stay at their address for the life of the process.

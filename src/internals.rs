@@ -120,7 +120,7 @@ pub struct PlacementRequest {
     pub lowest_address: usize,
     /// Highest user-space address (inclusive): below `usize::MAX`.
     pub highest_address: usize,
-    /// Where candidates are ordered around; `min` (lowest first) if
+    /// Where candidates are ordered around; the middle of the range if
     /// `None`.
     pub target: Option<usize>,
 }

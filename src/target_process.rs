@@ -222,7 +222,7 @@ impl TargetProcess {
 
     /// Maps read/write/execute pages inside `[min_address, max_address]`
     /// of the target process, as near `settings.target` as its address
-    /// space allows (without one, in the lowest free block of the range),
+    /// space allows (without one, as near the middle of the range),
     /// owned by the returned value and unmapped when it is dropped
     /// (unless [leaked](RemoteAllocation::leak)).
     ///

@@ -65,7 +65,7 @@ pub(crate) static ALLOCATIONS: HandleRegistry<MemoryBuffersPrivateAllocation> = 
 
 /// Maps read/write/execute pages inside
 /// `[settings->min_address, settings->max_address]`, as near
-/// `settings->target` as possible (in the lowest free block of the range
+/// `settings->target` as possible (the middle of the range
 /// if it is 0), and
 /// writes the handle that owns them to
 /// `*allocation`. The size is rounded up to the allocation granularity.

@@ -26,8 +26,7 @@ pub struct MemoryBuffersSearchSettings {
     /// sizes in 32 bits).
     pub size: size_t,
     /// The address placement aims at: of the free space in range, that
-    /// nearest to it is tried first; 0 for none (the lowest free block of
-    /// the range, next to what is mapped below it). The
+    /// nearest to it is tried first; 0 for the middle of the range. The
     /// `_from_proximity` functions set their target, so that a range cut
     /// short at 0 or at the top of user space still puts memory next to
     /// it.
@@ -58,8 +57,7 @@ pub struct MemoryBuffersAllocatorSettings {
     /// [`memory_buffers_allocate_private_memory`] for what that needs).
     pub target_process_id: u32,
     /// The address placement aims at: of the free space in range, that
-    /// nearest to it is tried first; 0 for none (the lowest free block of
-    /// the range, next to what is mapped below it). The
+    /// nearest to it is tried first; 0 for the middle of the range. The
     /// `_from_proximity` functions set their target, so that a range cut
     /// short at 0 or at the top of user space still puts memory next to
     /// it.

@@ -56,8 +56,8 @@ namespace Reloaded.Memory.Buffers.Structs.Params
 
         /// <summary>
         ///     The address placement aims at: of the free space in range, that
-        ///     nearest to it is tried first; 0 (the default) for the lowest
-        ///     free block of the range, as the original places. <c>FromProximity</c> sets its target, so that a range
+        ///     nearest to it is tried first; 0 (the default) for the middle of
+        ///     the range. <c>FromProximity</c> sets its target, so that a range
         ///     cut short at 0 (a function low in a 32-bit game) still puts the
         ///     memory next to it. Not in the original library.
         /// </summary>
