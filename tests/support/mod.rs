@@ -339,6 +339,26 @@ pub fn top_of_user_space_unreachable() -> Option<&'static str> {
             );
         }
     }
+    // A 32-bit Windows program under Wine: Wine reserves the top of a
+    // large-address-aware program's 4 GiB for itself (from just above
+    // 2 GiB), and `VirtualQuery` reports that as one `MEM_RESERVE` region.
+    // The library trusts the walk, as it must on Windows, and places
+    // nothing there (although Wine would grant an exact `VirtualAlloc`
+    // inside its own reservation). Probed: the region a little below the
+    // top is one reservation reaching from below the top GiB.
+    #[cfg(all(windows, target_pointer_width = "32"))]
+    {
+        let top = memory_buffers::highest_user_address();
+        let region = windows::query(top - (1 << 28));
+        // The reservation's start (`BaseAddress` is only the queried page).
+        let start = region.AllocationBase as usize;
+        if region.State == 0x2000 && start <= top - (1 << 30) + 1 {
+            return Some(
+                "the top GiB of this 32-bit program is one reservation in the system's map \
+                 (Wine reserves it for itself), which the library does not place into",
+            );
+        }
+    }
     None
 }
 
