@@ -304,6 +304,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        all(windows, target_pointer_width = "32"),
+        ignore = "a panic cannot be caught in a 32-bit Windows program under Wine 8: it faults in the unwinder"
+    )]
     fn a_handle_comes_back_after_a_panic_during_use() {
         let registry = HandleRegistry::new("not live", "in use");
         let handle = registry.insert(Box::new(5_i16));
