@@ -77,8 +77,14 @@ fn a_taken_buffer_is_not_handed_out_twice() {
 
 #[test]
 fn appended_bytes_stay_and_the_next_holder_continues_after_them() {
-    // A narrow range of its own keeps other tests' buffers out.
-    let base = target().wrapping_add(1536 * MIB) & !0xffff;
+    // A narrow range of its own keeps other tests' buffers out: 1.5 GiB
+    // above this binary's code on 64-bit, in a quiet part of the first
+    // GiB on 32-bit (Wine keeps most of the space above it for itself).
+    let base = if usize::BITS == 64 {
+        target().wrapping_add(1536 * MIB) & !0xffff
+    } else {
+        0x3400_0000
+    };
     let settings = BufferSearchSettings::new(base, base + 64 * MIB, 16);
     let (buffer_base, address, position) = {
         let mut buffer = Buffers::get_buffer(&settings).unwrap();
@@ -231,12 +237,19 @@ struct Append {
 fn eight_threads_share_buffers_without_overlap_or_corruption() {
     const THREADS: u64 = 8;
     let iterations = support::count_for_this_machine(100_000, 5_000, "iterations per thread");
-    let center = target();
+    // Around this binary's code on 64-bit; on 32-bit, in the quiet part
+    // of the first GiB (a 32-bit Windows program's code is at 4 MiB, and
+    // Wine keeps most of the space above 1 GiB for itself).
+    let (center, span) = if usize::BITS == 64 {
+        (target(), GIB)
+    } else {
+        (0x2000_0000, 256 * MIB)
+    };
     let ranges = [
-        (center - GIB, center + GIB),
-        (center - 256 * MIB, center + 512 * MIB),
-        (center, center + GIB),
-        (center - GIB, center),
+        (center - span, center + span),
+        (center - span / 4, center + span / 2),
+        (center, center + span),
+        (center - span, center),
     ];
     let results: Vec<(Vec<Append>, u64)> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..THREADS)
