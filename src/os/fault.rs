@@ -153,7 +153,9 @@ mod active {
     }
 
     /// Whether an exact mapping of `[address, address + len)` is to be
-    /// refused on this thread; counts the attempt.
+    /// refused on this thread; counts the attempt. Only the Linux and
+    /// Windows backends ask.
+    #[cfg_attr(not(any(target_os = "linux", windows)), allow(dead_code))]
     pub(crate) fn is_refused(address: usize, len: usize) -> bool {
         EXACT_MAPPINGS.with(|count| count.set(count.get() + 1));
         let end = address.saturating_add(len);
@@ -202,8 +204,10 @@ pub(crate) fn check(_point: FaultPoint) -> Result<(), i32> {
     Ok(())
 }
 
-/// Refuses nothing: fault injection is compiled out.
+/// Refuses nothing: fault injection is compiled out. Only the Linux and
+/// Windows backends ask.
 #[cfg(not(any(test, feature = "fault-injection")))]
+#[cfg_attr(not(any(target_os = "linux", windows)), allow(dead_code))]
 #[inline(always)]
 pub(crate) fn is_refused(_address: usize, _len: usize) -> bool {
     false
