@@ -123,6 +123,8 @@ fuzz_target!(|data: &[u8]| {
     } else {
         usize::from(input.u16() % 0x2000)
     };
+    // Half the requests aim at a target, anywhere (inside the range or not).
+    let target = (input.u8() % 2 == 0).then(|| at(input.u16(), true));
     let request = PlacementRequest {
         min,
         max,
@@ -131,12 +133,14 @@ fuzz_target!(|data: &[u8]| {
         granularity,
         lowest_address,
         highest_address,
+        target,
     };
 
     let pivot = request
         .pivot()
         .expect("the request meets the preconditions");
-    assert_eq!(pivot, align_down(min + (max - min) / 2, granularity));
+    let aim = target.map_or(min + (max - min) / 2, |target| target.clamp(min, max));
+    assert_eq!(pivot, align_down(aim, granularity));
     let candidates: Vec<usize> = nearest_candidates(&mapped, &request)
         .expect("the request meets the preconditions")
         .take(LIMIT)
