@@ -697,6 +697,48 @@ fn a_failing_rendezvous_mmap_reports_file_unavailable_and_leaves_no_file_or_mapp
     assert_eq!(base.mappings(), 0);
 }
 
+/// A policy that refuses the shared mapping of the rendezvous file
+/// (`EACCES` from an LSM, `EPERM` from a seccomp filter or a sealed file)
+/// leaves the process with a private locator, as any other failure does:
+/// never an error for the caller, never a crash.
+#[test]
+fn a_refused_rendezvous_mapping_gives_a_private_locator_that_works() {
+    warm_up();
+    for errno in [libc::EACCES, libc::EPERM] {
+        let base = TempBase::new();
+        let result = {
+            let _failing = fail_with(&[FaultPoint::MapRendezvous], errno);
+            base.find_or_create()
+        };
+        assert_eq!(result, Err(PrivateLocatorReason::FileUnavailable { errno }));
+        assert_eq!(base.entries(), Vec::<String>::new());
+        assert_eq!(base.mappings(), 0);
+
+        // Through the real `/tmp`, where this process's file exists (the
+        // locator mapping it is refused): only where the process shares
+        // its locator, or something else would be found wrong first.
+        let shared = process::current()
+            .locator()
+            .expect("the test process has a locator");
+        if shared.kind() != LocatorKind::Shared {
+            continue;
+        }
+        let locator = {
+            let _failing = fail_with(&[FaultPoint::MapRendezvous], errno);
+            Locator::open().expect("a private locator can always be mapped")
+        };
+        assert_eq!(
+            locator.kind(),
+            LocatorKind::Private(PrivateLocatorReason::FileUnavailable { errno })
+        );
+        assert_ne!(
+            locator.head_address(),
+            shared.head_address(),
+            "the private locator is not the shared one"
+        );
+    }
+}
+
 #[test]
 fn a_failing_view_of_an_existing_rendezvous_is_reported_and_leaves_only_the_creators_mapping() {
     let base = TempBase::new();

@@ -852,7 +852,7 @@ ffd5c000-ffd7d000 rw-p 00000000 00:00 0                                  [stack]
         );
         assert_eq!(
             MAP_FLAGS as libc::c_int,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | crate::os::MAP_FIXED_NOREPLACE
         );
     }
 
@@ -874,7 +874,7 @@ ffd5c000-ffd7d000 rw-p 00000000 00:00 0                                  [stack]
         );
         assert_eq!(
             MAP_FLAGS as libc::c_int,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | crate::os::MAP_FIXED_NOREPLACE
         );
     }
 

@@ -295,7 +295,7 @@ pub mod layout {
 
 /// The rendezvous file of process `pid`, as the library looks for it:
 /// `/tmp/.reloaded/memory.buffers/Reloaded.Memory.Buffers.MemoryBuffer, PID <pid>`.
-#[cfg(all(target_os = "linux", not(memory_buffers_unsupported)))]
+#[cfg(all(linux_like, not(memory_buffers_unsupported)))]
 pub fn rendezvous_path(pid: u32) -> std::path::PathBuf {
     let mut path = std::path::PathBuf::from(crate::locator::RENDEZVOUS_BASE);
     path.extend(crate::locator::rendezvous::DIRECTORY_COMPONENTS);
@@ -306,7 +306,7 @@ pub fn rendezvous_path(pid: u32) -> std::path::PathBuf {
 /// The library's rule for a directory on the rendezvous path (see
 /// `rendezvous::directory_is_trusted`): may a directory with this owner and
 /// mode (`st_mode`) hold the files of `user`?
-#[cfg(all(target_os = "linux", not(memory_buffers_unsupported)))]
+#[cfg(all(linux_like, not(memory_buffers_unsupported)))]
 pub fn rendezvous_directory_is_trusted(owner: u32, mode: u32, user: u32) -> bool {
     crate::locator::rendezvous::directory_is_trusted(&file_status(owner, mode, 0, 0, 0), user)
 }
@@ -314,7 +314,7 @@ pub fn rendezvous_directory_is_trusted(owner: u32, mode: u32, user: u32) -> bool
 /// The library's rule for a rendezvous file's *this address* (see
 /// `rendezvous::is_locator_mapping`): is `entry`, the maps line containing
 /// `this_address`, the live mapping of the file with this device and inode?
-#[cfg(all(target_os = "linux", not(memory_buffers_unsupported)))]
+#[cfg(all(linux_like, not(memory_buffers_unsupported)))]
 pub fn is_rendezvous_mapping(
     entry: &MapsEntry,
     this_address: usize,
@@ -336,7 +336,7 @@ pub fn is_rendezvous_mapping(
     crate::locator::rendezvous::is_locator_mapping(&entry, this_address, &file)
 }
 
-#[cfg(all(target_os = "linux", not(memory_buffers_unsupported)))]
+#[cfg(all(linux_like, not(memory_buffers_unsupported)))]
 fn file_status(
     owner: u32,
     mode: u32,

@@ -41,11 +41,15 @@
 //! - macOS (Intel and Apple Silicon, with `MAP_JIT` and
 //!   `pthread_jit_write_protect_np` around code writes) and FreeBSD:
 //!   compiled in CI, never run.
+//! - Android (AArch64, x86-64): the Linux backend, compiled in CI, never
+//!   run; the locator is always private there, as the original's is.
 //!
 //! On Unix the shared locator is found through a file in
 //! `/tmp/.reloaded/memory.buffers`, on Windows through the named section
 //! `/Reloaded.Memory.Buffers.MemoryBuffer, PID <pid>`, both as the original
-//! library does it. Other systems compile, and every call returns
+//! library does it. Android has no such place, and each copy of the
+//! library keeps its own locator ([`PrivateLocatorReason::Unsupported`]).
+//! Other systems compile, and every call returns
 //! [`ErrorKind::Unsupported`].
 
 #![deny(unsafe_code)]
@@ -69,11 +73,11 @@ mod error;
 // FreeBSD's mapping records; pure, tested everywhere, read on FreeBSD.
 #[cfg_attr(not(target_os = "freebsd"), allow(dead_code))]
 mod kinfo_vmmap;
-// The pure half of making another Linux process call mmap; only x86
-// (64- and 32-bit) has an injector, elsewhere it is compiled and tested
-// but unused. The stub for unsupported systems has no injector at all.
+// The pure half of making another Linux (or Android) process call mmap;
+// only x86 (64- and 32-bit) has an injector, elsewhere it is compiled and
+// tested but unused. The stub for unsupported systems has no injector at all.
 #[cfg(all(
-    target_os = "linux",
+    linux_like,
     feature = "external-processes",
     not(memory_buffers_unsupported)
 ))]
@@ -84,8 +88,9 @@ mod kinfo_vmmap;
 mod injection;
 mod locator;
 mod locked_buffer;
-// The maps-file parser is pure and tested everywhere; only Linux reads one.
-#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+// The maps-file parser is pure and tested everywhere; only Linux (and
+// Android) reads one.
+#[cfg_attr(not(linux_like), allow(dead_code))]
 mod maps;
 mod os;
 mod placement;
@@ -100,6 +105,8 @@ mod settings;
 mod target_process;
 pub mod x86;
 
+// Linux only, not Android: they drive the rendezvous file, which Android
+// never uses, and they run on this machine's kernel.
 #[cfg(all(test, target_os = "linux"))]
 mod fault_tests;
 

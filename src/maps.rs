@@ -319,6 +319,39 @@ fffff000-100000000 ---p 00000000 00:00 0                         [beyond]
         );
     }
 
+    /// An Android process's map (39-bit addresses, as many arm64 kernels
+    /// give): named anonymous mappings (`[anon:...]`, with spaces and
+    /// colons) and a `dm` device are read like any other line.
+    #[cfg(target_pointer_width = "64")]
+    #[test]
+    fn parses_an_android_map_with_named_anonymous_mappings() {
+        const SAMPLE_ANDROID: &str = "\
+5c4e2f5000-5c4e2f7000 r--p 00000000 fe:0f 1871                           /system/bin/app_process64
+7b2a800000-7b2ac00000 rw-p 00000000 00:00 0                              [anon:scudo:primary]
+7b3e9d1000-7b3e9d2000 ---p 00000000 00:00 0                              [anon:dalvik-main space (region space)]
+7fe6c3e000-7fe6c5f000 rw-p 00000000 00:00 0                              [stack]
+";
+        let entries = collect(SAMPLE_ANDROID.as_bytes(), 7);
+        let ranges: Vec<_> = entries
+            .iter()
+            .map(|entry| (entry.start, entry.end))
+            .collect();
+        assert_eq!(
+            ranges,
+            vec![
+                (0x5c_4e2f_5000, 0x5c_4e2f_7000),
+                (0x7b_2a80_0000, 0x7b_2ac0_0000),
+                (0x7b_3e9d_1000, 0x7b_3e9d_2000),
+                (0x7f_e6c3_e000, 0x7f_e6c5_f000),
+            ]
+        );
+        assert_eq!(
+            (entries[0].dev_major, entries[0].dev_minor, entries[0].inode),
+            (0xfe, 0x0f, 1871)
+        );
+        assert_eq!(entries[2].access, Access::default());
+    }
+
     #[test]
     fn rejects_malformed_lines() {
         for line in [

@@ -267,6 +267,12 @@ struct LastError {
 }
 
 thread_local! {
+    // Where thread locals are not native (Android), clippy asks for the
+    // `const` initialiser this already has.
+    #[cfg_attr(
+        target_os = "android",
+        allow(clippy::missing_const_for_thread_local)
+    )]
     static LAST_ERROR: RefCell<Option<LastError>> = const { RefCell::new(None) };
 }
 

@@ -13,9 +13,10 @@
 
 mod index;
 pub(crate) mod layout;
-/// The rendezvous file of the Unix backends.
+/// The rendezvous file of the Unix backends (compiled for Android too,
+/// which never opens it: see [`RENDEZVOUS_FILE_SHARED`]).
 #[cfg(all(
-    any(target_os = "linux", target_os = "macos", target_os = "freebsd"),
+    any(linux_like, target_os = "macos", target_os = "freebsd"),
     not(memory_buffers_unsupported)
 ))]
 pub(crate) mod rendezvous;
@@ -87,7 +88,9 @@ pub enum PrivateLocatorReason {
     /// namespace sharing `/tmp` (containers, sandboxes), or the parent of a
     /// forked child whose file was linked under the child's id.
     FileInUse,
-    /// Shared locators are not implemented on this operating system.
+    /// This operating system gives the buffers libraries of a process no
+    /// shared locator: Android, where the original library keeps a private
+    /// one too, and systems without a backend. Nothing was tried.
     Unsupported,
     /// Windows: the named section could not be created, opened or mapped.
     SectionUnavailable {
@@ -112,7 +115,7 @@ pub enum PrivateLocatorReason {
 /// which the symlink-refusing walk would not follow: the same directory is
 /// named by its real path there.
 #[cfg(all(
-    any(target_os = "linux", target_os = "macos", target_os = "freebsd"),
+    any(linux_like, target_os = "macos", target_os = "freebsd"),
     not(memory_buffers_unsupported)
 ))]
 pub(crate) const RENDEZVOUS_BASE: &str = if cfg!(target_os = "macos") {
@@ -120,6 +123,22 @@ pub(crate) const RENDEZVOUS_BASE: &str = if cfg!(target_os = "macos") {
 } else {
     "/tmp"
 };
+
+/// Whether the buffers libraries of a process meet through the rendezvous
+/// file on this system. Not on Android, where every copy gets a private
+/// locator ([`PrivateLocatorReason::Unsupported`]) without a call being
+/// made: an app has no `/tmp` (the root file system is read-only, and
+/// SELinux keeps apps out of each other's directories), and the original
+/// library, which maps its file read/write/execute, is refused that shared
+/// mapping there and keeps a locator of its own, so there is no one to
+/// meet. Trying would only cost system calls, and log SELinux denials,
+/// before ending with a private locator all the same. Buffers do not need
+/// the file: they are private anonymous mappings, as on Linux.
+#[cfg(all(
+    any(linux_like, target_os = "macos", target_os = "freebsd"),
+    not(memory_buffers_unsupported)
+))]
+const RENDEZVOUS_FILE_SHARED: bool = !cfg!(target_os = "android");
 
 /// The locator of one process, with its local accelerators.
 pub(crate) struct Locator {
@@ -161,6 +180,12 @@ struct RecentItems {
 }
 
 thread_local! {
+    // Where thread locals are not native (Android), clippy asks for the
+    // `const` initialiser this already has.
+    #[cfg_attr(
+        target_os = "android",
+        allow(clippy::missing_const_for_thread_local)
+    )]
     static RECENT: RecentItems = const {
         RecentItems {
             locator: Cell::new(0),
@@ -308,10 +333,12 @@ impl Locator {
     /// back to a private one when the shared one cannot be trusted or made.
     pub(crate) fn open() -> Result<Locator, ErrorKind> {
         #[cfg(all(
-            any(target_os = "linux", target_os = "macos", target_os = "freebsd"),
+            any(linux_like, target_os = "macos", target_os = "freebsd"),
             not(memory_buffers_unsupported)
         ))]
-        let (shared, sweep) =
+        let (shared, sweep) = if !RENDEZVOUS_FILE_SHARED {
+            (Err(PrivateLocatorReason::Unsupported), SweepState::NONE)
+        } else {
             match rendezvous::find_or_create_owing_sweep(RENDEZVOUS_BASE, os::process_id()) {
                 Ok((found, owed)) => {
                     let sweep = match owed {
@@ -326,7 +353,8 @@ impl Locator {
                     (Ok((locator, 0..0)), sweep)
                 }
                 Err(reason) => (Err(reason), SweepState::NONE),
-            };
+            }
+        };
         #[cfg(all(windows, not(memory_buffers_unsupported)))]
         let (shared, sweep) = (
             rendezvous_windows::find_or_create(os::process_id())
@@ -334,12 +362,7 @@ impl Locator {
             SweepState::NONE,
         );
         #[cfg(not(all(
-            any(
-                target_os = "linux",
-                target_os = "macos",
-                target_os = "freebsd",
-                windows
-            ),
+            any(linux_like, target_os = "macos", target_os = "freebsd", windows),
             not(memory_buffers_unsupported)
         )))]
         let (shared, sweep): (
@@ -380,7 +403,7 @@ impl Locator {
             && self.sweep.swap(SweepState::NONE, Ordering::Relaxed) != SweepState::NONE
         {
             #[cfg(all(
-                any(target_os = "linux", target_os = "macos", target_os = "freebsd"),
+                any(linux_like, target_os = "macos", target_os = "freebsd"),
                 not(memory_buffers_unsupported)
             ))]
             rendezvous::pay_owed_sweep();

@@ -233,8 +233,8 @@ extern "C" fn pay_owed_sweep_at_exit() {
 /// [`find_or_create_owing_sweep`], handing back the lock of a file this call published
 /// (none where the file system has no such locks) instead of keeping it:
 /// tests drop it to play a creator that has died. Sweeps stale files at
-/// once.
-#[cfg(test)]
+/// once. For the fault tests, which run on Linux only.
+#[cfg(all(test, target_os = "linux"))]
 pub(crate) fn find_or_create_holding(
     base: &str,
     pid: u32,

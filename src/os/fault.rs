@@ -41,6 +41,10 @@ pub(crate) enum FaultPoint {
 
 #[cfg(any(test, feature = "fault-injection"))]
 mod active {
+    // Where thread locals are not native (Android), clippy asks for the
+    // `const` initialisers these already have.
+    #![cfg_attr(target_os = "android", allow(clippy::missing_const_for_thread_local))]
+
     use super::FaultPoint;
     use std::cell::Cell;
 
@@ -134,7 +138,7 @@ mod active {
     /// thread as if something were there (while the map shows nothing),
     /// until the guard drops.
     #[must_use]
-    #[cfg_attr(not(test), allow(dead_code))]
+    #[cfg_attr(not(all(test, any(target_os = "linux", windows))), allow(dead_code))]
     pub(crate) fn refuse_exact_mappings(start: usize, end: usize) -> RefusalGuard {
         REFUSED.with(|refused| refused.borrow_mut().push((start, end)));
         RefusalGuard
@@ -147,7 +151,7 @@ mod active {
 
     /// How many exact mappings this thread has asked the system for (each
     /// one system call), for tests that bound what a request costs.
-    #[cfg_attr(not(test), allow(dead_code))]
+    #[cfg_attr(not(all(test, any(target_os = "linux", windows))), allow(dead_code))]
     pub(crate) fn exact_mappings() -> u64 {
         EXACT_MAPPINGS.with(Cell::get)
     }
@@ -155,7 +159,7 @@ mod active {
     /// Whether an exact mapping of `[address, address + len)` is to be
     /// refused on this thread; counts the attempt. Only the Linux and
     /// Windows backends ask.
-    #[cfg_attr(not(any(target_os = "linux", windows)), allow(dead_code))]
+    #[cfg_attr(not(any(linux_like, windows)), allow(dead_code))]
     pub(crate) fn is_refused(address: usize, len: usize) -> bool {
         EXACT_MAPPINGS.with(|count| count.set(count.get() + 1));
         let end = address.saturating_add(len);
@@ -168,6 +172,7 @@ mod active {
     }
 
     /// Ends the refusal made last on drop.
+    #[cfg_attr(not(all(test, any(target_os = "linux", windows))), allow(dead_code))]
     pub(crate) struct RefusalGuard;
 
     impl Drop for RefusalGuard {
@@ -207,7 +212,7 @@ pub(crate) fn check(_point: FaultPoint) -> Result<(), i32> {
 /// Refuses nothing: fault injection is compiled out. Only the Linux and
 /// Windows backends ask.
 #[cfg(not(any(test, feature = "fault-injection")))]
-#[cfg_attr(not(any(target_os = "linux", windows)), allow(dead_code))]
+#[cfg_attr(not(any(linux_like, windows)), allow(dead_code))]
 #[inline(always)]
 pub(crate) fn is_refused(_address: usize, _len: usize) -> bool {
     false

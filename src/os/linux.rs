@@ -1,9 +1,15 @@
-//! Linux backend of the OS layer.
+//! Linux backend of the OS layer, for Android too.
 //!
 //! Each function is one system call (or a short, fixed sequence of them) with
 //! its error turned into an `errno` value. Placement policy, parsing and
 //! retries live elsewhere; this file only talks to the kernel. What every
 //! Unix does alike is in `unix.rs`; this file has what is Linux's own.
+//!
+//! Android runs the same kernel under bionic instead of glibc or musl, so
+//! it gets this file whole; the few places where bionic's bindings differ
+//! (`MAP_FIXED_NOREPLACE`, the type `major` returns) say so. The locator
+//! does not open the rendezvous file there (`locator::RENDEZVOUS_FILE_SHARED`),
+//! so the file calls below are compiled but unused on Android.
 //!
 //! # References
 //!
@@ -138,6 +144,19 @@ fn has_3gb_personality() -> bool {
     persona != -1 && persona & ADDR_LIMIT_3GB != 0
 }
 
+/// `MAP_FIXED_NOREPLACE` (Linux 4.17) for Android: bionic's headers have
+/// it, but the libc crate names it only for glibc and musl. The value is
+/// the kernel's, the same on every architecture Android runs on (a test
+/// compares it with glibc's).
+#[cfg(any(target_os = "android", test))]
+const BIONIC_MAP_FIXED_NOREPLACE: libc::c_int = 0x10_0000;
+/// The flag that claims an exact address without replacing anything, as
+/// this target's C library spells it.
+#[cfg(target_os = "android")]
+pub(crate) const MAP_FIXED_NOREPLACE: libc::c_int = BIONIC_MAP_FIXED_NOREPLACE;
+#[cfg(not(target_os = "android"))]
+pub(crate) use libc::MAP_FIXED_NOREPLACE;
+
 /// Whether an `errno` from a fixed mapping means "something is already
 /// mapped there".
 pub(crate) fn is_occupied(errno: Errno) -> bool {
@@ -156,7 +175,7 @@ pub(crate) fn map_fixed_noreplace(
     }
     // SAFETY: `MAP_FIXED_NOREPLACE` never replaces an existing mapping, so
     // no memory the process uses can be affected.
-    let result = unsafe { map_anonymous(address, len, protection, libc::MAP_FIXED_NOREPLACE)? };
+    let result = unsafe { map_anonymous(address, len, protection, MAP_FIXED_NOREPLACE)? };
     if result == address {
         return Ok(FixedMapping::Mapped(OwnedMapping::new(address, len)));
     }
@@ -225,7 +244,16 @@ pub(super) unsafe fn file_stat_at(
 /// The major and minor numbers of a device, as `/proc/self/maps` shows
 /// them.
 pub(super) fn device_numbers(device: libc::dev_t) -> (u32, u32) {
-    (libc::major(device), libc::minor(device))
+    // bionic's `major` and `minor` return an `int`, glibc's and musl's an
+    // `unsigned int`; the numbers are masked bit fields, never negative.
+    #[cfg(target_os = "android")]
+    {
+        (libc::major(device) as u32, libc::minor(device) as u32)
+    }
+    #[cfg(not(target_os = "android"))]
+    {
+        (libc::major(device), libc::minor(device))
+    }
 }
 
 /// Reads `/proc/self/maps`, calling `visit` for each line until it breaks.
@@ -525,6 +553,12 @@ pub(crate) fn allocate_existing_file(file: &File, len: u64) -> Result<(), Errno>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(not(target_os = "android"))]
+    #[test]
+    fn the_value_given_to_android_is_the_kernels_map_fixed_noreplace() {
+        assert_eq!(BIONIC_MAP_FIXED_NOREPLACE, libc::MAP_FIXED_NOREPLACE);
+    }
 
     #[test]
     fn a_32_bit_process_gets_4_gib_less_a_page_under_a_64_bit_kernel() {

@@ -3,7 +3,9 @@
 //! Every system call the library makes goes through the backend chosen here:
 //! one file per operating system (`linux.rs`, `macos.rs`, `freebsd.rs`,
 //! `windows.rs`), each defining the same `pub(crate)` items; the three Unix
-//! backends take what POSIX gives them alike from `unix.rs`.
+//! backends take what POSIX gives them alike from `unix.rs`. Android is
+//! Linux under another C library, so `linux.rs` serves it too (the build
+//! script's `linux_like` cfg names both).
 //! Targets without a backend get `unsupported.rs`, whose calls fail with
 //! [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) instead of failing
 //! to compile. Values that never change during a process (page size, lowest
@@ -13,10 +15,7 @@
 
 // `memory_buffers_unsupported` builds the stub on Linux too, so CI checks
 // that it still compiles.
-#[cfg_attr(
-    all(target_os = "linux", not(memory_buffers_unsupported)),
-    path = "linux.rs"
-)]
+#[cfg_attr(all(linux_like, not(memory_buffers_unsupported)), path = "linux.rs")]
 #[cfg_attr(
     all(target_os = "macos", not(memory_buffers_unsupported)),
     path = "macos.rs"
@@ -28,12 +27,7 @@
 #[cfg_attr(all(windows, not(memory_buffers_unsupported)), path = "windows.rs")]
 #[cfg_attr(
     any(
-        not(any(
-            target_os = "linux",
-            target_os = "macos",
-            target_os = "freebsd",
-            windows
-        )),
+        not(any(linux_like, target_os = "macos", target_os = "freebsd", windows)),
         memory_buffers_unsupported
     ),
     path = "unsupported.rs"
@@ -42,7 +36,7 @@ mod backend;
 
 /// What the Unix backends share.
 #[cfg(all(
-    any(target_os = "linux", target_os = "macos", target_os = "freebsd"),
+    any(linux_like, target_os = "macos", target_os = "freebsd"),
     not(memory_buffers_unsupported)
 ))]
 mod unix;
@@ -50,7 +44,7 @@ mod unix;
 // Another process's memory (`target_process.rs`): a file per system, apart
 // from the backends above, with the same items in each.
 #[cfg_attr(
-    all(target_os = "linux", not(memory_buffers_unsupported)),
+    all(linux_like, not(memory_buffers_unsupported)),
     path = "remote_linux.rs"
 )]
 #[cfg_attr(
@@ -58,15 +52,12 @@ mod unix;
     path = "remote_windows.rs"
 )]
 #[cfg_attr(
-    any(not(any(target_os = "linux", windows)), memory_buffers_unsupported),
+    any(not(any(linux_like, windows)), memory_buffers_unsupported),
     path = "remote_unsupported.rs"
 )]
 // Linux makes a target call mmap on x86-64 only: elsewhere the injector's
 // plumbing is compiled but unused.
-#[cfg_attr(
-    all(target_os = "linux", not(target_arch = "x86_64")),
-    allow(dead_code)
-)]
+#[cfg_attr(all(linux_like, not(target_arch = "x86_64")), allow(dead_code))]
 #[cfg(feature = "external-processes")]
 mod remote;
 

@@ -11,6 +11,11 @@
 //! an i686 build 32-bit ones; other architectures have no injector and
 //! answer `Unsupported` (reading and writing bytes work everywhere).
 //!
+//! Android takes this file as it is: the kernel calls are the same, and
+//! bionic has them all. An app's sandbox and SELinux policy usually refuse
+//! it another process's `/proc` files and ptrace, which then fail as they
+//! would on a Linux that refuses them.
+//!
 //! Each injection runs on a short-lived thread of its own. ptrace ties a
 //! tracee to the tracing *thread*, and a tracing thread that exits detaches
 //! from its tracees: so whatever happens (a target that never stops, an

@@ -1,5 +1,5 @@
-//! What the Unix backends (Linux, macOS, FreeBSD) share: POSIX calls that
-//! behave the same on all three. Each backend file re-exports what it uses
+//! What the Unix backends (Linux, which Android uses too, macOS, FreeBSD)
+//! share: POSIX calls that behave the same on all three. Each backend file re-exports what it uses
 //! from here and adds what its kernel does differently (how a fixed
 //! address is claimed without replacing anything, where the list of
 //! mappings comes from, which locks outlive a descriptor).
@@ -14,13 +14,13 @@
 use super::OwnedMapping;
 use super::fault::{self, FaultPoint};
 use std::ffi::CString;
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(linux_like))]
 use std::ffi::{CStr, OsString};
 use std::fs::File;
 use std::io;
 use std::ops::ControlFlow;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(linux_like))]
 use std::os::unix::ffi::OsStringExt;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -216,7 +216,7 @@ pub(super) unsafe fn map_anonymous(
 /// forked child to inherit zeroed, so checking it is a load or two. Where
 /// that fails or no page can be had, the marker is on the heap and records
 /// the process id, which is then compared.
-#[cfg(any(target_os = "linux", target_os = "freebsd"))]
+#[cfg(any(linux_like, target_os = "freebsd"))]
 pub(super) fn fork_marker_in_wiped_page(
     zero_in_child: impl FnOnce(usize, usize) -> bool,
 ) -> &'static super::ForkMarker {
@@ -714,7 +714,7 @@ impl Directory {
 
 /// What Linux does with calls of its own (`openat2`, `O_TMPFILE`,
 /// `getdents64`), the other systems do the portable way, or not at all.
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(linux_like))]
 impl Directory {
     /// Not available: callers walk the path one component at a time.
     pub(crate) fn open_without_symlinks(_path: &str) -> Result<Directory, Errno> {
@@ -809,7 +809,7 @@ pub(crate) fn set_file_mode(file: &File, mode: u32) -> Result<(), Errno> {
 /// descriptor closes (a mapping does not keep it), so the holder keeps the
 /// descriptor open for the life of the process ([`keep_liveness_lock`]).
 /// Other processes test it with [`is_locked_elsewhere`].
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(linux_like))]
 pub(crate) fn hold_liveness_lock(file: &File) -> Result<(), Errno> {
     // SAFETY: `flock` on a descriptor we own.
     let result = retry_interrupted(|| unsafe {
@@ -819,7 +819,7 @@ pub(crate) fn hold_liveness_lock(file: &File) -> Result<(), Errno> {
 }
 
 /// Releases the lock taken with [`hold_liveness_lock`] on this open file.
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(linux_like))]
 pub(crate) fn release_liveness_lock(file: &File) -> Result<(), Errno> {
     // SAFETY: `flock` on a descriptor we own.
     zero_or_errno(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) })
@@ -827,7 +827,7 @@ pub(crate) fn release_liveness_lock(file: &File) -> Result<(), Errno> {
 
 /// Keeps the liveness lock on `file` for the rest of the process: the
 /// descriptor stays open, since closing it would drop the lock.
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(linux_like))]
 pub(crate) fn keep_liveness_lock(file: File) {
     std::mem::forget(file);
 }
@@ -835,7 +835,7 @@ pub(crate) fn keep_liveness_lock(file: File) {
 /// Whether an open file description other than `file`'s holds a lock on
 /// it: an exclusive `flock` that cannot be had says so. `file` must be a
 /// fresh open of the file, holding no lock itself.
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(linux_like))]
 pub(crate) fn is_locked_elsewhere(file: &File) -> Result<bool, Errno> {
     // SAFETY: `flock` on a descriptor we own.
     let result = retry_interrupted(|| unsafe {
@@ -856,7 +856,7 @@ pub(crate) fn is_locked_elsewhere(file: &File) -> Result<bool, Errno> {
 /// `INHERIT_NONE`): in a child the address is simply unmapped. Used for
 /// the shared locator this process publishes, so that no child can ever
 /// take its parent's locator for its own.
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(linux_like))]
 pub(crate) fn exclude_from_fork(mapping: &OwnedMapping) -> Result<(), Errno> {
     /// `INHERIT_NONE` (FreeBSD) and `VM_INHERIT_NONE` (macOS) are both 2.
     const INHERIT_NONE: libc::c_int = 2;
