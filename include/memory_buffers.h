@@ -81,7 +81,8 @@ typedef struct {
   // [`memory_buffers_allocate_private_memory`] for what that needs).
   uint32_t target_process_id;
   // The address placement aims at: of the free space in range, that
-  // nearest to it is tried first; 0 for the middle of the range. The
+  // nearest to it is tried first; 0 for none (the smallest free hole
+  // that holds the memory is used, against its edge). The
   // `_from_proximity` functions set their target, so that a range cut
   // short at 0 or at the top of user space still puts memory next to
   // it.
@@ -100,7 +101,8 @@ typedef struct {
   // sizes in 32 bits).
   size_t size;
   // The address placement aims at: of the free space in range, that
-  // nearest to it is tried first; 0 for the middle of the range. The
+  // nearest to it is tried first; 0 for none (the smallest free hole
+  // that holds the memory is used, against its edge). The
   // `_from_proximity` functions set their target, so that a range cut
   // short at 0 or at the top of user space still puts memory next to
   // it.
@@ -297,8 +299,8 @@ extern "C" {
 
 // Maps read/write/execute pages inside
 // `[settings->min_address, settings->max_address]`, as near
-// `settings->target` as possible (the middle of the range
-// if it is 0), and
+// `settings->target` as possible (if it is 0, in the smallest
+// free hole that holds them), and
 // writes the handle that owns them to
 // `*allocation`. The size is rounded up to the allocation granularity.
 //
@@ -410,8 +412,8 @@ MemoryBuffersStatus memory_buffers_private_allocation_leak(MemoryBuffersPrivateA
 
 // Gets exclusive use of a shared buffer with at least `settings->size` free
 // bytes, all inside `[settings->min_address, settings->max_address]`,
-// creating one (nearest to `settings->target`, or to the middle of the
-// range if it is 0) if none exists, and
+// creating one (nearest to `settings->target`, or if it is 0 in the
+// smallest free hole that holds it) if none exists, and
 // writes its handle to `*buffer`.
 //
 // The buffer is shared with every buffers library in the process: other

@@ -33,8 +33,9 @@ pub(crate) struct ValidRequest {
     pub(crate) max: usize,
     pub(crate) size: usize,
     pub(crate) rounded_size: usize,
-    /// Where placement aims (the settings' `target`); `None` for the
-    /// middle of the range. May lie outside `[min, max]`.
+    /// Where placement aims (the settings' `target`); `None` for a plain
+    /// range, which takes the smallest free hole that holds it. May lie
+    /// outside `[min, max]`.
     pub(crate) target: Option<usize>,
 }
 

@@ -10,9 +10,9 @@
 //! only when the cached view has no candidate left (or keeps being wrong),
 //! at most `retry_count` times per request.
 
-use crate::error::ErrorKind;
+use crate::error::{ErrorKind, Failure};
 use crate::os::{self, FixedMapping, OwnedMapping, Protection};
-use crate::placement::{NearestCandidates, PlacementRequest};
+use crate::placement::{Candidates, PlacementRequest};
 use crate::range_set::MappedRanges;
 use std::ops::ControlFlow;
 
@@ -147,9 +147,9 @@ impl AddressSpace {
         self.reads
     }
 
-    /// Maps `request.block_len` read/write/execute bytes at the free
-    /// candidate nearest to the request's target (the middle of the range
-    /// without one) and returns the address.
+    /// Maps `request.block_len` read/write/execute bytes at the first free
+    /// candidate (nearest to the request's target, or in the smallest hole
+    /// that holds the block without one) and returns the address.
     ///
     /// The map is re-read at most `retry_count` times (and never more than
     /// [`MAX_REFRESHES`]), and not at all once a fresh picture shows no
@@ -159,7 +159,7 @@ impl AddressSpace {
         &mut self,
         request: PlacementRequest,
         retry_count: u32,
-    ) -> Result<OwnedMapping, ErrorKind> {
+    ) -> Result<OwnedMapping, Failure> {
         self.map_nearest_with(request, retry_count, Protection::ReadWriteExecute)
     }
 
@@ -170,7 +170,7 @@ impl AddressSpace {
         request: PlacementRequest,
         retry_count: u32,
         protection: Protection,
-    ) -> Result<OwnedMapping, ErrorKind> {
+    ) -> Result<OwnedMapping, Failure> {
         self.map_nearest_in(&mut ThisProcess { protection }, request, retry_count)
     }
 
@@ -181,7 +181,7 @@ impl AddressSpace {
         space: &mut S,
         request: PlacementRequest,
         retry_count: u32,
-    ) -> Result<S::Mapping, ErrorKind> {
+    ) -> Result<S::Mapping, Failure> {
         // Whether the cached view was just read and no candidate has been
         // refused since: then "no candidate" is the kernel's answer.
         let mut fresh = false;
@@ -205,18 +205,22 @@ impl AddressSpace {
         // again would not change that; candidates are then tried on past
         // them, up to the attempt limit.
         let mut phantoms = false;
+        let no_space = |blocks_tried| Failure {
+            kind: ErrorKind::NoSpaceInRange,
+            blocks_tried,
+        };
         loop {
             let mut misses = 0;
             while phantoms || misses < MISSES_BEFORE_REFRESH {
                 if attempts >= MAX_CLAIM_ATTEMPTS {
-                    return Err(ErrorKind::NoSpaceInRange);
+                    return Err(no_space(attempts));
                 }
-                let Some(start) = NearestCandidates::new(&self.mapped, request).next() else {
+                let Some(start) = Candidates::new(&self.mapped, request).next() else {
                     if fresh {
                         // Re-reading would show the same picture (or, with
                         // no `/proc`, probing has ruled out every candidate
                         // already).
-                        return Err(ErrorKind::NoSpaceInRange);
+                        return Err(no_space(attempts));
                     }
                     break;
                 };
@@ -252,7 +256,7 @@ impl AddressSpace {
                 fresh = false;
             }
             if refreshes >= retry_count {
-                return Err(ErrorKind::NoSpaceInRange);
+                return Err(no_space(attempts));
             }
             refreshes += 1;
             let explained = self.refresh_explaining(space, &refused[..refused_count]);
@@ -450,13 +454,13 @@ mod tests {
         for errno in EXECUTE_REFUSALS {
             let _refused = fault::fail_with(&[FaultPoint::MapMemory], errno);
             assert_eq!(
-                space.map_nearest(request(), 1).unwrap_err(),
+                space.map_nearest(request(), 1).unwrap_err().kind,
                 ErrorKind::ExecutableMemoryRefused
             );
         }
         let _failing = fault::fail_with(&[FaultPoint::MapMemory], OUT_OF_MEMORY);
         assert_eq!(
-            space.map_nearest(request(), 1).unwrap_err(),
+            space.map_nearest(request(), 1).unwrap_err().kind,
             ErrorKind::Os {
                 call: os::MAP_CALL,
                 errno: OUT_OF_MEMORY
@@ -578,9 +582,14 @@ mod tests {
         let mut wide = request();
         wide.target = Some(target_with_free_room(granule));
         let started = std::time::Instant::now();
-        assert_eq!(
-            space.map_nearest(wide, 3).unwrap_err(),
-            ErrorKind::NoSpaceInRange
+        let failure = space.map_nearest(wide, 3).unwrap_err();
+        assert_eq!(failure.kind, ErrorKind::NoSpaceInRange);
+        // Every attempt is counted: all of them up to the bound, or, in a
+        // 32-bit space with fewer free granules than that, every one.
+        assert!(
+            (1..=MAX_CLAIM_ATTEMPTS).contains(&failure.blocks_tried),
+            "{} blocks tried",
+            failure.blocks_tried
         );
         assert!(space.refused.len() >= 1);
         assert!(started.elapsed() < std::time::Duration::from_secs(30));

@@ -30,8 +30,8 @@ fn locator_of(
 
 impl Buffers {
     /// Maps read/write/execute pages inside `[min_address, max_address]`,
-    /// as near `settings.target` (the middle of the range without one) as
-    /// possible, owned by the returned value and unmapped when it is
+    /// as near `settings.target` as possible (without one, in the smallest
+    /// free hole that holds them, against its edge), owned by the returned value and unmapped when it is
     /// dropped.
     ///
     /// The size is rounded up to the allocation granularity (the page size).
@@ -66,8 +66,8 @@ impl Buffers {
 
     /// Gets exclusive use of a shared buffer with at least `settings.size`
     /// free bytes, all inside `[min_address, max_address]`, creating one
-    /// (nearest to `settings.target`, or to the middle of the range) if
-    /// none exists.
+    /// (nearest to `settings.target`, or without one in the smallest free
+    /// hole that holds it) if none exists.
     ///
     /// The buffer is released when the returned guard drops; bytes appended
     /// stay at their address for the life of the process.
@@ -173,7 +173,14 @@ impl Buffers {
         };
         // The fast path above already tried this thread's recent buffers
         // (or there were none: the locator did not exist yet).
-        locator.get_buffer(owner, &request, fit).map_err(fail)
+        locator.get_buffer(owner, &request, fit).map_err(|failure| {
+            Error::from_failure(
+                failure,
+                settings.min_address,
+                settings.max_address,
+                settings.size,
+            )
+        })
     }
 
     /// Which locator this process uses: the shared one, or a private

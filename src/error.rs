@@ -131,6 +131,25 @@ pub struct Error {
     min_address: usize,
     max_address: usize,
     size: usize,
+    blocks_tried: u32,
+}
+
+/// A failure inside the crate before the request it belongs to is
+/// attached: its kind, and how many blocks placement tried to map (all
+/// refused) on the way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Failure {
+    pub(crate) kind: ErrorKind,
+    pub(crate) blocks_tried: u32,
+}
+
+impl From<ErrorKind> for Failure {
+    fn from(kind: ErrorKind) -> Self {
+        Failure {
+            kind,
+            blocks_tried: 0,
+        }
+    }
 }
 
 impl Error {
@@ -148,7 +167,20 @@ impl Error {
             min_address,
             max_address,
             size,
+            blocks_tried: 0,
         }
+    }
+
+    /// The error for a request that failed with `failure`.
+    pub(crate) const fn from_failure(
+        failure: Failure,
+        min_address: usize,
+        max_address: usize,
+        size: usize,
+    ) -> Self {
+        let mut error = Error::new(failure.kind, min_address, max_address, size);
+        error.blocks_tried = failure.blocks_tried;
+        error
     }
 
     /// Why the operation failed.
@@ -199,6 +231,25 @@ impl Error {
         self.size
     }
 
+    /// How many blocks placement tried to map before the request failed,
+    /// every one refused by the system although its map showed them free
+    /// (or taken by another thread meanwhile); 0 when it tried none.
+    ///
+    /// Some hosts refuse ranges they report as free (Wine answers
+    /// `STATUS_CONFLICTING_ADDRESSES` for parts of its own reservations): a
+    /// request walks past any number of such blocks, up to a bound, and
+    /// this says how far it got.
+    ///
+    /// ```
+    /// use memory_buffers::{BufferSearchSettings, Buffers};
+    /// // min_address above max_address: refused before any system call.
+    /// let error = Buffers::get_buffer(&BufferSearchSettings::new(0x2000, 0x1000, 16)).unwrap_err();
+    /// assert_eq!(error.blocks_tried(), 0);
+    /// ```
+    pub const fn blocks_tried(&self) -> u32 {
+        self.blocks_tried
+    }
+
     /// The reason the request was invalid, if it was.
     ///
     /// ```
@@ -240,7 +291,10 @@ impl fmt::Display for Error {
                 f.write_str("invalid request: ")?;
                 fmt::Display::fmt(&reason, f)?
             }
-            ErrorKind::NoSpaceInRange => f.write_str("no free address space in range")?,
+            ErrorKind::NoSpaceInRange => {
+                f.write_str("no free address space in range")?;
+                write_blocks_tried(f, self.blocks_tried)?
+            }
             ErrorKind::ExecutableMemoryRefused => {
                 f.write_str("the kernel refused a read/write/execute mapping")?
             }
@@ -286,6 +340,22 @@ fn write_os_error(_: &mut fmt::Formatter<'_>, _: i32) -> fmt::Result {
     Ok(())
 }
 
+/// `; N blocks tried, all refused`, when placement tried any.
+#[cfg(not(feature = "no-format"))]
+fn write_blocks_tried(f: &mut fmt::Formatter<'_>, blocks_tried: u32) -> fmt::Result {
+    match blocks_tried {
+        0 => Ok(()),
+        1 => f.write_str("; 1 block tried, refused"),
+        _ => write!(f, "; {blocks_tried} blocks tried, all refused"),
+    }
+}
+
+/// Nothing: the count is in [`Error::blocks_tried`].
+#[cfg(feature = "no-format")]
+fn write_blocks_tried(_: &mut fmt::Formatter<'_>, _: u32) -> fmt::Result {
+    Ok(())
+}
+
 /// The request the error belongs to, in hex.
 #[cfg(not(feature = "no-format"))]
 fn write_request(f: &mut fmt::Formatter<'_>, error: &Error) -> fmt::Result {
@@ -311,6 +381,7 @@ impl fmt::Debug for Error {
             .field("min_address", &format_args!("{:#x}", self.min_address))
             .field("max_address", &format_args!("{:#x}", self.max_address))
             .field("size", &format_args!("{:#x}", self.size))
+            .field("blocks_tried", &self.blocks_tried)
             .finish()
     }
 }
@@ -362,6 +433,27 @@ mod tests {
         assert_eq!(
             text,
             format!("mmap failed: {errno_text} (range 0x1000..=0x2fff, size 0x2000)")
+        );
+    }
+
+    #[cfg(not(feature = "no-format"))]
+    #[test]
+    fn a_request_that_met_only_refusals_says_how_many_blocks_it_tried() {
+        let failure = Failure {
+            kind: ErrorKind::NoSpaceInRange,
+            blocks_tried: 1000,
+        };
+        let error = Error::from_failure(failure, 0x1000, 0x2fff, 0x1000);
+        assert_eq!(error.blocks_tried(), 1000);
+        assert_eq!(
+            error.to_string(),
+            "no free address space in range; 1000 blocks tried, all refused \
+             (range 0x1000..=0x2fff, size 0x1000)"
+        );
+        let none = Error::new(ErrorKind::NoSpaceInRange, 0x1000, 0x2fff, 0x1000);
+        assert_eq!(
+            none.to_string(),
+            "no free address space in range (range 0x1000..=0x2fff, size 0x1000)"
         );
     }
 

@@ -23,7 +23,7 @@ use crate::locator::rendezvous::{self, Rendezvous};
 use crate::locator::{Fit, Locator, LocatorKind, PrivateLocatorReason};
 use crate::maps::parse_maps_line;
 use crate::os::fault::{FaultPoint, fail, fail_with};
-use crate::placement::{NearestCandidates, PlacementRequest};
+use crate::placement::{Candidates, PlacementRequest};
 use crate::range_set::MappedRanges;
 use crate::settings::{BufferAllocatorSettings, BufferSearchSettings, highest_user_address};
 use crate::{Buffers, os, process};
@@ -193,7 +193,7 @@ fn refused_mmap_makes_map_nearest_fail_and_leaves_the_candidate_unmapped() {
         ranges.push((start, end));
     }
     let known = MappedRanges::from_ranges(ranges);
-    let candidate = NearestCandidates::new(&known, request)
+    let candidate = Candidates::new(&known, request)
         .next()
         .expect("the quiet area has room");
     assert_eq!(
@@ -207,7 +207,7 @@ fn refused_mmap_makes_map_nearest_fail_and_leaves_the_candidate_unmapped() {
         let _failing = fail(&[FaultPoint::MapMemory]);
         let error = space.map_nearest(request, 3).expect_err("mmap is refused");
         assert_eq!(
-            error,
+            error.kind,
             ErrorKind::Os {
                 call: "mmap",
                 errno: libc::EIO
@@ -309,7 +309,7 @@ fn a_fully_occupied_range_reports_no_space_and_leaves_the_occupant_intact() {
         let error = space
             .map_nearest(placement(start, start + 4 * PAGE - 1, PAGE), 2)
             .expect_err("every candidate is occupied");
-        assert_eq!(error, ErrorKind::NoSpaceInRange);
+        assert_eq!(error.kind, ErrorKind::NoSpaceInRange);
     }
     assert!(occupant.holds(0x3c));
     assert_eq!(mapped_in(start, start + 4 * PAGE), before);
@@ -332,7 +332,7 @@ fn a_huge_retry_count_on_a_full_range_stops_after_one_fresh_picture() {
             let error = space
                 .map_nearest(placement(start, start + 4 * PAGE - 1, PAGE), u32::MAX)
                 .expect_err("every candidate is occupied");
-            assert_eq!(error, ErrorKind::NoSpaceInRange);
+            assert_eq!(error.kind, ErrorKind::NoSpaceInRange);
             reads.push(space.reads());
         }
         let _ = done.send(reads);

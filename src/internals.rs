@@ -120,8 +120,9 @@ pub struct PlacementRequest {
     pub lowest_address: usize,
     /// Highest user-space address (inclusive): below `usize::MAX`.
     pub highest_address: usize,
-    /// Where candidates are ordered around; the middle of the range if
-    /// `None`.
+    /// Where candidates are ordered around. Without one, [`candidates`]
+    /// takes the snuggest hole first and [`nearest_candidates`] aims at the
+    /// middle of the range.
     pub target: Option<usize>,
 }
 
@@ -164,6 +165,17 @@ pub fn nearest_candidates<'a>(
         &mapped.0,
         request.checked()?,
     ))
+}
+
+/// Candidate start addresses for `request` around `mapped`, in the order
+/// the library tries them: nearest to the target first with one, the
+/// smallest hole that holds the block first without; `None` if the request
+/// breaks its preconditions.
+pub fn candidates<'a>(
+    mapped: &'a MappedRanges,
+    request: &PlacementRequest,
+) -> Option<impl Iterator<Item = usize> + 'a> {
+    Some(placement::Candidates::new(&mapped.0, request.checked()?))
 }
 
 /// A request whose range and size have been checked (see

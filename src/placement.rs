@@ -1,16 +1,20 @@
-//! Nearest-first placement of new mappings, free of system calls.
+//! Where new mappings go, free of system calls.
 //!
-//! Given what is mapped, [`NearestCandidates`] yields every
-//! granularity-aligned start address where a block fits in a free gap and its
-//! leading bytes lie inside `[min, max]`, ordered by distance from the target
-//! of the request (the middle of the range without one). A proximity
-//! request aims at its target even where its range is cut short at 0 or at
-//! the top of user space (a function low in a 32-bit program), so a
-//! trampoline lands as close to its hook as the address space allows and the
-//! reach of a `jmp rel32` around the target is spent slowly. The iterator is
-//! lazy: it walks outward from the target and stops as soon as the caller has
-//! claimed a candidate, so its cost does not depend on the size of the map.
-
+//! Given what is mapped, the candidates are every granularity-aligned start
+//! address where a block fits in a free gap and its leading bytes lie
+//! inside `[min, max]`, in the order they are tried:
+//!
+//! - a request with a target (a proximity request) takes the free space
+//!   nearest to it first ([`NearestCandidates`]). It aims at its target
+//!   even where its range is cut short at 0 or at the top of user space (a
+//!   function low in a 32-bit program), so a trampoline lands as close to
+//!   its hook as the address space allows and the reach of a `jmp rel32`
+//!   around the target is spent slowly;
+//! - a plain `[min, max]` request takes the smallest free hole that holds
+//!   it, against the hole's edge ([`SnugCandidates`]), so that the large
+//!   holes stay whole.
+//!
+//! Both are lazy: they stop as soon as the caller has claimed a candidate.
 use crate::address::{align_down, align_up};
 use crate::range_set::MappedRanges;
 
@@ -33,8 +37,9 @@ pub(crate) struct PlacementRequest {
     pub(crate) lowest_address: usize,
     /// Highest user-space address (inclusive); below `usize::MAX`.
     pub(crate) highest_address: usize,
-    /// The address candidates are ordered by their distance from; the
-    /// middle of `[min, max]` when `None`.
+    /// The address candidates are ordered by their distance from. `None`
+    /// for a plain range: [`Candidates`] then takes the snuggest hole first,
+    /// and [`NearestCandidates`] alone aims at the middle of `[min, max]`.
     pub(crate) target: Option<usize>,
 }
 
@@ -50,11 +55,7 @@ impl PlacementRequest {
 
     /// The granule containing the target (a target outside the range
     /// counts as its nearest end), or the middle of `[min, max]` without
-    /// one: candidates are ordered by their distance from it. (Lowest
-    /// first, as the original places plain ranges, was tried: a simulated
-    /// 32-bit space kept no larger holes with it and hooks of a low
-    /// executable got memory farther away, see BENCHMARKS.md, and under
-    /// Wine a range from 3 GiB to the top found no block the middle finds.)
+    /// one: [`NearestCandidates`] are ordered by their distance from it.
     pub(crate) fn pivot(&self) -> usize {
         let aim = match self.target {
             Some(target) => target.clamp(self.min, self.max),
@@ -216,6 +217,212 @@ impl Iterator for NearestCandidates<'_> {
     }
 }
 
+/// Candidates for a request, in the order the library tries them: nearest
+/// to the target first when the request has one ([`NearestCandidates`]),
+/// otherwise the snuggest hole first ([`SnugCandidates`]).
+pub(crate) enum Candidates<'a> {
+    Nearest(NearestCandidates<'a>),
+    Snug(SnugCandidates<'a>),
+}
+
+impl<'a> Candidates<'a> {
+    pub(crate) fn new(mapped: &'a MappedRanges, request: PlacementRequest) -> Self {
+        match request.target {
+            Some(_) => Candidates::Nearest(NearestCandidates::new(mapped, request)),
+            None => Candidates::Snug(SnugCandidates::new(mapped, request)),
+        }
+    }
+}
+
+impl Iterator for Candidates<'_> {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        match self {
+            Candidates::Nearest(candidates) => candidates.next(),
+            Candidates::Snug(candidates) => candidates.next(),
+        }
+    }
+}
+
+/// A free hole of the address space: `[start, end)`, between two mappings
+/// (or an end of user space), in full even where the request's range cuts
+/// it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Hole {
+    /// Bytes in the hole: the key that orders holes, smallest first.
+    len: usize,
+    start: usize,
+}
+
+/// Where a [`SnugCandidates`] walk stands inside the hole it is using.
+#[derive(Clone, Copy, Debug)]
+struct HoleWalk {
+    hole: Hole,
+    /// The next candidate in this hole.
+    next: usize,
+    /// The last candidate in this hole, in walking order.
+    last: usize,
+    /// Whether the walk goes up from the hole's low edge (else down from
+    /// its high edge).
+    upward: bool,
+}
+
+/// Candidate start addresses for a request without a target: the smallest
+/// free hole that holds the block comes first (on equal size, the lower
+/// one), and inside a hole the block goes against one of its edges, next
+/// to what is mapped there, so that what stays free stays in one piece.
+///
+/// This is best fit, the classic answer to fragmentation: a plain request
+/// uses up a gap too small for most others and leaves the large holes
+/// whole for the requests that need them. The edge is the low one where
+/// the range reaches it (lowest first, as the original places), else the
+/// high one; where the range lies inside a hole and reaches neither, the
+/// side with less free space left outside the range. See BENCHMARKS.md
+/// ("Placement policies and fragmentation, simulated") for how this
+/// compares with lowest first and with aiming at the middle.
+///
+/// Each new hole costs a walk over the mappings inside the range, so the
+/// iterator is meant for the first few candidates (the claiming loop asks a
+/// fresh one for its first after every refusal).
+pub(crate) struct SnugCandidates<'a> {
+    mapped: &'a MappedRanges,
+    request: PlacementRequest,
+    /// The feasible start addresses, ignoring what is mapped.
+    bounds: Option<(usize, usize)>,
+    /// The hole being walked, if it has candidates left.
+    walk: Option<HoleWalk>,
+    /// The last hole walked: the next one is the smallest above it.
+    previous: Option<Hole>,
+}
+
+impl<'a> SnugCandidates<'a> {
+    pub(crate) fn new(mapped: &'a MappedRanges, request: PlacementRequest) -> Self {
+        SnugCandidates {
+            mapped,
+            request,
+            bounds: request.start_bounds(),
+            walk: None,
+            previous: None,
+        }
+    }
+
+    /// Every free hole that some feasible start lies in, in address order:
+    /// `(start, end)` with `end` exclusive, not cut at the range.
+    fn holes(&self, lowest: usize, highest: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
+        let space_end = self.request.highest_address + 1;
+        // Where the hole that `lowest` may lie in begins.
+        let mut free_from = match self.mapped.last_starting_below(lowest + 1) {
+            Some((_, end)) => end.max(self.request.lowest_address),
+            None => self.request.lowest_address,
+        };
+        let mut mappings = self.mapped.starting_from(lowest + 1);
+        let mut finished = false;
+        std::iter::from_fn(move || {
+            while !finished {
+                if free_from > highest || free_from >= space_end {
+                    finished = true;
+                    break;
+                }
+                let (hole_end, next_free) = match mappings.next() {
+                    Some((start, end)) => (start.min(space_end), end),
+                    None => {
+                        finished = true;
+                        (space_end, space_end)
+                    }
+                };
+                let hole_start = free_from;
+                free_from = free_from.max(next_free);
+                if hole_end > hole_start {
+                    return Some((hole_start, hole_end));
+                }
+            }
+            None
+        })
+    }
+
+    /// How a hole would be walked, if the block fits in it anywhere the
+    /// request allows.
+    fn walk_of(&self, start: usize, end: usize, lowest: usize, highest: usize) -> Option<HoleWalk> {
+        let granularity = self.request.granularity;
+        let low_edge = align_up(start, granularity)?;
+        let high_edge = align_down(end.checked_sub(self.request.block_len)?, granularity);
+        let first = low_edge.max(lowest);
+        let last = high_edge.min(highest);
+        if first > last || low_edge > high_edge {
+            return None;
+        }
+        let upward = if first == low_edge {
+            true
+        } else if last == high_edge {
+            false
+        } else {
+            // The range lies inside the hole: keep the larger remainder
+            // outside it whole.
+            first - start <= end - (last + self.request.block_len)
+        };
+        let hole = Hole {
+            len: end - start,
+            start,
+        };
+        Some(if upward {
+            HoleWalk {
+                hole,
+                next: first,
+                last,
+                upward,
+            }
+        } else {
+            HoleWalk {
+                hole,
+                next: last,
+                last: first,
+                upward,
+            }
+        })
+    }
+
+    /// The smallest hole above the last one walked that holds the block.
+    fn next_hole(&self, lowest: usize, highest: usize) -> Option<HoleWalk> {
+        self.holes(lowest, highest)
+            .filter_map(|(start, end)| self.walk_of(start, end, lowest, highest))
+            .filter(|walk| self.previous.is_none_or(|previous| walk.hole > previous))
+            .min_by_key(|walk| walk.hole)
+    }
+}
+
+impl Iterator for SnugCandidates<'_> {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        let (lowest, highest) = self.bounds?;
+        let mut walk = match self.walk {
+            Some(walk) => walk,
+            None => {
+                let walk = self.next_hole(lowest, highest);
+                if walk.is_none() {
+                    self.bounds = None;
+                }
+                walk?
+            }
+        };
+        let start = walk.next;
+        if start == walk.last {
+            self.previous = Some(walk.hole);
+            self.walk = None;
+        } else {
+            let granularity = self.request.granularity;
+            walk.next = if walk.upward {
+                start + granularity
+            } else {
+                start - granularity
+            };
+            self.walk = Some(walk);
+        }
+        Some(start)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -347,7 +554,152 @@ mod tests {
         all
     }
 
+    #[test]
+    fn a_plain_request_takes_the_smallest_hole_that_holds_it() {
+        // Holes of 3, 1 and 2 pages, then free space to the top.
+        let mapped = MappedRanges::from_ranges([
+            (0x10000, 0x20000),
+            (0x23000, 0x30000),
+            (0x31000, 0x40000),
+            (0x42000, 0x50000),
+        ]);
+        let all: Vec<_> = Candidates::new(&mapped, request(0x10000, 0x7fff_ffff, PAGE))
+            .take(8)
+            .collect();
+        assert_eq!(
+            all,
+            [
+                0x30000, 0x40000, 0x41000, 0x20000, 0x21000, 0x22000, 0x50000, 0x51000
+            ],
+            "{all:x?}"
+        );
+        // Two pages fit only the 2- and 3-page holes, and the open space.
+        let mut two = Candidates::new(&mapped, request(0x10000, 0x7fff_ffff, 2 * PAGE));
+        assert_eq!(two.next(), Some(0x40000));
+        assert_eq!(two.next(), Some(0x20000));
+    }
+
+    #[test]
+    fn a_wide_range_inside_one_hole_goes_against_the_mapping_that_bounds_it() {
+        // A 32-bit space, free from 0x1000_0000 to the libraries at the top:
+        // [0x8000_0000, top] cuts that hole's low end, so the block goes
+        // against the libraries, not at 2 GiB and not at 3 GiB.
+        let mapped =
+            MappedRanges::from_ranges([(0x40_0000, 0x1000_0000), (0xf700_0000, 0xffff_0000)]);
+        let mut wide = request(0x8000_0000, 0xfffe_ffff, 0x10000);
+        wide.highest_address = 0xffff_dfff;
+        let first = Candidates::new(&mapped, wide).next();
+        assert_eq!(first, Some(0xf6ff_0000));
+        // The smaller hole above the libraries comes first, at its low edge.
+        let mapped =
+            MappedRanges::from_ranges([(0x40_0000, 0x1000_0000), (0xf700_0000, 0xf800_0000)]);
+        assert_eq!(Candidates::new(&mapped, wide).next(), Some(0xf800_0000));
+        // A gap between two libraries that holds the block is smaller still.
+        let mapped = MappedRanges::from_ranges([
+            (0x40_0000, 0x1000_0000),
+            (0xf700_0000, 0xf710_0000),
+            (0xf712_0000, 0xf800_0000),
+        ]);
+        assert_eq!(Candidates::new(&mapped, wide).next(), Some(0xf710_0000));
+        // With no mapping against either end, the side with less left
+        // outside the range is used: here the low one.
+        let empty = MappedRanges::new();
+        let mut inside = request(0x3000, 0x8fff, PAGE);
+        inside.lowest_address = 0x1000;
+        assert_eq!(Candidates::new(&empty, inside).next(), Some(0x3000));
+        // Nearer the top of the hole, the high side.
+        let mut high = request(crate::TEST_TOP - 0x8fff, crate::TEST_TOP - 0x3000, PAGE);
+        high.lowest_address = 0x1000;
+        assert_eq!(
+            Candidates::new(&empty, high).next(),
+            Some(crate::TEST_TOP - 0x3fff)
+        );
+    }
+
+    #[test]
+    fn a_request_with_a_target_still_takes_the_nearest_space() {
+        let mapped = MappedRanges::from_ranges([(0x40_0000, 0x50_0000), (0x60_0000, 0x60_1000)]);
+        let mut aimed = request(0x10000, 0x7fff_ffff, PAGE);
+        aimed.target = Some(0x40_0100);
+        assert_eq!(Candidates::new(&mapped, aimed).next(), Some(0x3f_f000));
+    }
+
+    /// Every candidate of a plain request in snug order, by brute force:
+    /// each feasible start with the hole it lies in, holes smallest first,
+    /// each walked from the edge the rule picks.
+    fn brute_force_snug(mapped: &MappedRanges, request: PlacementRequest) -> Vec<usize> {
+        let Some((lowest, highest)) = request.start_bounds() else {
+            return Vec::new();
+        };
+        let granularity = request.granularity;
+        let free = |address: usize| {
+            address >= request.lowest_address
+                && address <= request.highest_address
+                && mapped.is_free(address, address + 1)
+        };
+        let mut keyed = Vec::new();
+        for start in (lowest..=highest).step_by(granularity) {
+            if !mapped.is_free(start, start + request.block_len) {
+                continue;
+            }
+            let mut hole_start = start;
+            while hole_start > 0 && free(hole_start - 1) {
+                hole_start -= 1;
+            }
+            let mut hole_end = start + request.block_len;
+            while free(hole_end) {
+                hole_end += 1;
+            }
+            keyed.push((hole_end - hole_start, hole_start, hole_end, start));
+        }
+        keyed.sort_unstable();
+        let mut order = Vec::new();
+        for chunk in keyed.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
+            let (_, hole_start, hole_end, _) = chunk[0];
+            let starts: Vec<usize> = chunk.iter().map(|entry| entry.3).collect();
+            let (first, last) = (starts[0], starts[starts.len() - 1]);
+            let low_edge = hole_start.div_ceil(granularity) * granularity;
+            let high_edge = (hole_end - request.block_len) / granularity * granularity;
+            let upward = first == low_edge
+                || (last != high_edge
+                    && first - hole_start <= hole_end - (last + request.block_len));
+            if upward {
+                order.extend(starts);
+            } else {
+                order.extend(starts.into_iter().rev());
+            }
+        }
+        order
+    }
+
     proptest! {
+        #[test]
+        fn snug_order_matches_brute_force(
+            ranges in proptest::collection::vec((0usize..1024, 1usize..64), 0..24),
+            shift in 0u32..4,
+            lowest in 0usize..64,
+            min in 0usize..1100,
+            span in 0usize..1100,
+            block_units in 1usize..6,
+            range_fraction in 1usize..=8,
+        ) {
+            let granularity = 1usize << shift;
+            let mapped = MappedRanges::from_ranges(ranges.iter().map(|&(start, len)| (start, start + len)));
+            let block_len = block_units * granularity;
+            let request = PlacementRequest {
+                min,
+                max: min + span,
+                block_len,
+                range_len: (block_len * range_fraction / 8).max(1),
+                granularity,
+                lowest_address: lowest,
+                highest_address: 1023,
+                target: None,
+            };
+            let found: Vec<usize> = Candidates::new(&mapped, request).collect();
+            prop_assert_eq!(&found, &brute_force_snug(&mapped, request));
+        }
+
         #[test]
         fn matches_brute_force_order(
             ranges in proptest::collection::vec((0usize..1024, 1usize..64), 0..24),

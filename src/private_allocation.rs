@@ -342,7 +342,7 @@ pub(crate) fn allocate(settings: &BufferAllocatorSettings) -> Result<PrivateAllo
     let mapping = owner
         .address_space()
         .map_nearest_with(placement, settings.retry_count, protection)
-        .map_err(fail)?;
+        .map_err(|failure| Error::from_failure(failure, request.min, request.max, request.size))?;
     Ok(PrivateAllocation {
         base_address: mapping.address(),
         mapping: Some(mapping),

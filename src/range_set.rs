@@ -125,6 +125,17 @@ impl MappedRanges {
         self.debug_check();
     }
 
+    /// Iterates the ranges that start at or above `address`, in address
+    /// order.
+    pub(crate) fn starting_from(
+        &self,
+        address: usize,
+    ) -> impl Iterator<Item = (usize, usize)> + '_ {
+        self.ranges
+            .range(address..)
+            .map(|(&start, &end)| (start, end))
+    }
+
     /// Iterates the ranges in address order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
         self.ranges.iter().map(|(&start, &end)| (start, end))

@@ -69,8 +69,9 @@ fn rel32_range(x: usize) -> (usize, usize) {
 /// Where and how much private memory to allocate.
 ///
 /// The allocation lands inside `[min_address, max_address]` (both inclusive),
-/// as close to the [`target`](Self::target) (the middle of the range, if
-/// none) as the address space allows.
+/// as close to the [`target`](Self::target) as the address space allows;
+/// without one, in the smallest free hole that holds it, against the
+/// hole's edge, so that large holes stay whole.
 ///
 /// Build it with [`new`](Self::new), [`from_proximity`](Self::from_proximity)
 /// or [`within_rel32_reach`](Self::within_rel32_reach); the fields stay
@@ -101,8 +102,10 @@ pub struct BufferAllocatorSettings {
     /// nearest to it is tried first. Set by `from_proximity` and
     /// `within_rel32_reach` to their target, so that a range cut short at 0
     /// or at the top of user space (a function low in a 32-bit program)
-    /// still puts the memory next to it; `None` aims at the middle of the
-    /// range. An address outside the range counts as the nearest end.
+    /// still puts the memory next to it. `None`, for a plain range, takes
+    /// the smallest free hole that holds the memory, against its edge
+    /// (best fit: the large holes stay whole for requests that need
+    /// them). An address outside the range counts as the nearest end.
     pub target: Option<usize>,
 }
 
@@ -280,8 +283,10 @@ pub struct BufferSearchSettings {
     /// nearest to it is tried first. Set by `from_proximity` and
     /// `within_rel32_reach` to their target, so that a range cut short at 0
     /// or at the top of user space (a function low in a 32-bit program)
-    /// still puts the memory next to it; `None` aims at the middle of the
-    /// range. An address outside the range counts as the nearest end.
+    /// still puts the memory next to it. `None`, for a plain range, takes
+    /// the smallest free hole that holds the memory, against its edge
+    /// (best fit: the large holes stay whole for requests that need
+    /// them). An address outside the range counts as the nearest end.
     pub target: Option<usize>,
 }
 

@@ -222,7 +222,8 @@ impl TargetProcess {
 
     /// Maps read/write/execute pages inside `[min_address, max_address]`
     /// of the target process, as near `settings.target` as its address
-    /// space allows (without one, as near the middle of the range),
+    /// space allows (without one, in the smallest free hole that holds
+    /// them),
     /// owned by the returned value and unmapped when it is dropped
     /// (unless [leaked](RemoteAllocation::leak)).
     ///
@@ -322,7 +323,9 @@ impl TargetProcess {
                 placement,
                 settings.retry_count,
             )
-            .map_err(fail)?;
+            .map_err(|failure| {
+                Error::from_failure(failure, request.min, request.max, request.size)
+            })?;
         let inside = base_address >= request.min
             && base_address
                 .checked_add(request.rounded_size - 1)

@@ -132,6 +132,48 @@ fn a_private_allocation_above_2_gib_is_there_or_refused_clearly() {
     println!("private allocation above 2 GiB: {base:#x}");
 }
 
+/// Whether one granule at `[start, start + granule)` can be had: probed
+/// with the library itself, so it works wherever the library does.
+fn granule_is_free(start: usize, granule: usize) -> bool {
+    let settings = BufferAllocatorSettings::new(start, start + (granule - 1), granule);
+    Buffers::allocate_private_memory(&settings).is_ok()
+}
+
+/// A plain range (no target) is placed against the edge of a free hole,
+/// next to what is mapped there, or at the lowest address of the range:
+/// never in the middle of a hole, cutting it in two.
+#[test]
+fn a_plain_range_above_2_gib_is_placed_against_an_edge_not_in_the_middle() {
+    if !has_memory_above_2_gib() {
+        println!("skipped: this process has no memory above 2 GiB");
+        return;
+    }
+    if let Some(reason) = all_of_it_is_mapped() {
+        println!("skipped: {reason}");
+        return;
+    }
+    let (min, max) = ABOVE_2_GIB;
+    let granule = memory_buffers::allocation_granularity();
+    let allocation =
+        Buffers::allocate_private_memory(&BufferAllocatorSettings::new(min, max, granule)).unwrap();
+    let (base, end) = (
+        allocation.base_address(),
+        allocation.base_address() + allocation.size(),
+    );
+    let at_low_end = base == min;
+    let mapped_below = !granule_is_free(base - granule, granule);
+    let at_top = end + granule > highest_user_address().min(max) + 1;
+    let mapped_above = at_top || !granule_is_free(end, granule);
+    println!(
+        "plain [{min:#x}, {max:#x}]: {base:#x} (lowest end {at_low_end}, mapped below \
+         {mapped_below}, mapped above or top {mapped_above})"
+    );
+    assert!(
+        at_low_end || mapped_below || mapped_above,
+        "{base:#x} lies inside a free hole, away from both its edges"
+    );
+}
+
 #[test]
 fn a_range_straddling_the_top_is_clamped_to_it() {
     // From 256 MiB to the top of 4 GiB: everything the process has counts,

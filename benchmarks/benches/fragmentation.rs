@@ -3,18 +3,22 @@
 //! requests land to their targets.
 //!
 //! Nothing is mapped for real. The crate's placement is a pure function of
-//! what is mapped and of the request, so the same `NearestCandidates` the
-//! library uses is run over a `MappedRanges` this bench keeps up to date,
-//! and the first candidate is taken as the library takes it. The three
-//! policies differ only in the target each request is given:
+//! what is mapped and of the request, so the same candidate order the
+//! library uses (`internals::candidates`) is run over a `MappedRanges` this
+//! bench keeps up to date, and the first candidate is taken as the library
+//! takes it. The four policies differ only in the target each request is
+//! given:
 //!
-//! - **ours today**: proximity requests aim at their target, plain
-//!   `[min, max]` requests have none (lowest first);
-//! - **old policy**: proximity requests aim at their target, plain requests
-//!   at the middle of their range (what the crate did before);
-//! - **original**: no request has a target, proximity ones included (the
-//!   original library walks free regions from the lowest address of the
-//!   range it was given).
+//! - **ours**: proximity requests aim at their target; plain `[min, max]`
+//!   requests have none, so the library takes the smallest free hole that
+//!   holds them, against its edge;
+//! - **target, else lowest first**: plain requests aim at the low end of
+//!   their range instead;
+//! - **old policy**: plain requests aim at the middle of their range (what
+//!   the crate did before);
+//! - **original**: every request aims at the low end of its range,
+//!   proximity ones included (the original library walks free regions from
+//!   the lowest address of the range it was given).
 //!
 //! The space is a 32-bit Windows process: `[0x1_0000, 0x7fff_ffff]` with the
 //! 64 KiB allocation granularity of `VirtualAlloc`, so every request of
@@ -25,7 +29,7 @@
 //! property of the policies from a property of one layout.
 
 use memory_buffers::internals::{
-    MappedRanges, PlacementRequest, nearest_candidates, proximity_range, validate_request,
+    MappedRanges, PlacementRequest, candidates, proximity_range, validate_request,
 };
 use std::time::Instant;
 
@@ -187,27 +191,37 @@ impl Scenario {
 
 #[derive(Clone, Copy)]
 enum Policy {
-    Today,
-    Old,
+    Snug,
+    LowestFirst,
+    Middle,
     Original,
 }
 
 impl Policy {
-    const ALL: [Policy; 3] = [Policy::Today, Policy::Old, Policy::Original];
+    const ALL: [Policy; 4] = [
+        Policy::Snug,
+        Policy::LowestFirst,
+        Policy::Middle,
+        Policy::Original,
+    ];
 
     fn name(self) -> &'static str {
         match self {
-            Policy::Today => "ours today (target, else lowest first)",
-            Policy::Old => "old policy (target, else middle)",
+            Policy::Snug => "ours (target, else smallest hole, at its edge)",
+            Policy::LowestFirst => "target, else lowest first",
+            Policy::Middle => "old policy (target, else middle)",
             Policy::Original => "original (lowest first everywhere)",
         }
     }
 
+    /// The target the placement gets: `None` leaves the library to choose
+    /// (the snuggest hole), and the range's low end walks it lowest first.
     fn target(self, request: &Request) -> Option<usize> {
         match (self, request.near) {
-            (Policy::Original, _) | (Policy::Today, None) => None,
-            (Policy::Today | Policy::Old, Some(function)) => Some(function),
-            (Policy::Old, None) => Some(request.min + (request.max - request.min) / 2),
+            (Policy::Snug, None) => None,
+            (Policy::Original, _) | (Policy::LowestFirst, None) => Some(request.min),
+            (Policy::Snug | Policy::LowestFirst | Policy::Middle, Some(function)) => Some(function),
+            (Policy::Middle, None) => Some(request.min + (request.max - request.min) / 2),
         }
     }
 }
@@ -294,7 +308,7 @@ fn replay(scenario: &Scenario, policy: Policy) -> Outcome {
                     highest_address: TOP,
                     target: policy.target(&request),
                 };
-                let start = nearest_candidates(&mapped, &placement)
+                let start = candidates(&mapped, &placement)
                     .expect("a request that meets the placement's preconditions")
                     .next();
                 match start {
@@ -449,16 +463,17 @@ fn spread(values: &mut [f64]) -> (f64, f64, f64) {
 }
 
 /// Over many layouts and sequences: the median of each figure per policy,
-/// and how ours today compares with the policy each goal names, seed by
+/// and how ours compares with the policy each goal names, seed by
 /// seed.
 fn print_sweep() {
-    let mut largest = [const { Vec::new() }; 3];
-    let mut mean_distance = [const { Vec::new() }; 3];
-    let mut executable_distance = [const { Vec::new() }; 3];
-    let mut dll_distance = [const { Vec::new() }; 3];
-    let mut failed = [0usize; 3];
-    // Ours today minus the original and minus the old policy, largest hole
-    // at end, in MiB; ours today over the old policy, mean distance.
+    const POLICIES: usize = Policy::ALL.len();
+    let mut largest = [const { Vec::new() }; POLICIES];
+    let mut mean_distance = [const { Vec::new() }; POLICIES];
+    let mut executable_distance = [const { Vec::new() }; POLICIES];
+    let mut dll_distance = [const { Vec::new() }; POLICIES];
+    let mut failed = [0usize; POLICIES];
+    // Ours minus the original and minus the old policy, largest hole at
+    // end, in MiB; ours over the old policy, mean distance.
     let (mut hole_gain, mut hole_gain_on_old) = (Vec::new(), Vec::new());
     let mut distance_ratio = Vec::new();
     for seed in 1..=SWEEP_SEEDS {
@@ -471,13 +486,13 @@ fn print_sweep() {
             dll_distance[index].push(mean(&outcome.distances[DLL_HOOK]));
             failed[index] += outcome.failed.iter().sum::<usize>();
         }
-        let [today, old, original] = &outcomes;
+        let [ours, _, old, original] = &outcomes;
         let gain = |other: &Outcome| {
-            (today.largest_at_end as f64 - other.largest_at_end as f64) / MIB as f64
+            (ours.largest_at_end as f64 - other.largest_at_end as f64) / MIB as f64
         };
         hole_gain.push(gain(original));
         hole_gain_on_old.push(gain(old));
-        distance_ratio.push(mean(&today.all_distances()) / mean(&old.all_distances()));
+        distance_ratio.push(mean(&ours.all_distances()) / mean(&old.all_distances()));
     }
     println!("Seeds 1 to {SWEEP_SEEDS}, one layout and sequence each, medians over the seeds:");
     println!();
@@ -506,14 +521,14 @@ fn print_sweep() {
         let at_least = gains.iter().filter(|&&gain| gain >= 0.0).count();
         let (least, middle, most) = spread(gains);
         println!(
-            "Largest hole at end, ours today minus {other}: >= 0 in {at_least} of \
+            "Largest hole at end, ours minus {other}: >= 0 in {at_least} of \
              {SWEEP_SEEDS} seeds; from {least:+.1} MiB to {most:+.1} MiB, median {middle:+.1} MiB."
         );
     }
     let no_worse = distance_ratio.iter().filter(|&&ratio| ratio <= 1.0).count();
     let (least, middle, most) = spread(&mut distance_ratio);
     println!(
-        "Mean distance, ours today over the old policy: <= 1 in {no_worse} of {SWEEP_SEEDS} \
+        "Mean distance, ours over the old policy: <= 1 in {no_worse} of {SWEEP_SEEDS} \
          seeds; from {least:.2}x to {most:.2}x, median {middle:.2}x."
     );
 }

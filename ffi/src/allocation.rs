@@ -65,8 +65,8 @@ pub(crate) static ALLOCATIONS: HandleRegistry<MemoryBuffersPrivateAllocation> = 
 
 /// Maps read/write/execute pages inside
 /// `[settings->min_address, settings->max_address]`, as near
-/// `settings->target` as possible (the middle of the range
-/// if it is 0), and
+/// `settings->target` as possible (if it is 0, in the smallest
+/// free hole that holds them), and
 /// writes the handle that owns them to
 /// `*allocation`. The size is rounded up to the allocation granularity.
 ///

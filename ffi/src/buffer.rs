@@ -48,8 +48,8 @@ unsafe fn get(
 
 /// Gets exclusive use of a shared buffer with at least `settings->size` free
 /// bytes, all inside `[settings->min_address, settings->max_address]`,
-/// creating one (nearest to `settings->target`, or to the middle of the
-/// range if it is 0) if none exists, and
+/// creating one (nearest to `settings->target`, or if it is 0 in the
+/// smallest free hole that holds it) if none exists, and
 /// writes its handle to `*buffer`.
 ///
 /// The buffer is shared with every buffers library in the process: other

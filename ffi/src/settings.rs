@@ -26,7 +26,8 @@ pub struct MemoryBuffersSearchSettings {
     /// sizes in 32 bits).
     pub size: size_t,
     /// The address placement aims at: of the free space in range, that
-    /// nearest to it is tried first; 0 for the middle of the range. The
+    /// nearest to it is tried first; 0 for none (the smallest free hole
+    /// that holds the memory is used, against its edge). The
     /// `_from_proximity` functions set their target, so that a range cut
     /// short at 0 or at the top of user space still puts memory next to
     /// it.
@@ -57,7 +58,8 @@ pub struct MemoryBuffersAllocatorSettings {
     /// [`memory_buffers_allocate_private_memory`] for what that needs).
     pub target_process_id: u32,
     /// The address placement aims at: of the free space in range, that
-    /// nearest to it is tried first; 0 for the middle of the range. The
+    /// nearest to it is tried first; 0 for none (the smallest free hole
+    /// that holds the memory is used, against its edge). The
     /// `_from_proximity` functions set their target, so that a range cut
     /// short at 0 or at the top of user space still puts memory next to
     /// it.

@@ -24,7 +24,7 @@ pub(crate) mod rendezvous;
 pub(crate) mod rendezvous_windows;
 
 use crate::address::{ValidRequest, align_up};
-use crate::error::ErrorKind;
+use crate::error::{ErrorKind, Failure};
 use crate::locked_buffer::LockedBuffer;
 use crate::os::{self, Protection};
 use crate::placement::PlacementRequest;
@@ -440,7 +440,7 @@ impl Locator {
         owner: &'static ProcessState,
         request: &ValidRequest,
         fit: Fit,
-    ) -> Result<LockedBuffer, ErrorKind> {
+    ) -> Result<LockedBuffer, Failure> {
         let buffer = match self.take_any(owner.generation(), &fit) {
             Some(buffer) => Ok(buffer),
             None => self.register_new(owner, request, &fit),
@@ -566,7 +566,7 @@ impl Locator {
         owner: &'static ProcessState,
         request: &ValidRequest,
         fit: &Fit,
-    ) -> Result<LockedBuffer, ErrorKind> {
+    ) -> Result<LockedBuffer, Failure> {
         let block_len = request.rounded_size;
         let size = u32::try_from(block_len).map_err(|_| ErrorKind::NoSpaceInRange)?;
         let placement = PlacementRequest {
@@ -638,7 +638,7 @@ impl Locator {
                 Err(kind) => {
                     unlock_header(locator);
                     owner.address_space().unmap(mapping);
-                    return Err(kind);
+                    return Err(kind.into());
                 }
             }
         }
@@ -646,7 +646,7 @@ impl Locator {
         // the pages back rather than register them where no one can find
         // them.
         owner.address_space().unmap(mapping);
-        Err(ErrorKind::NoSpaceInRange)
+        Err(ErrorKind::NoSpaceInRange.into())
     }
 
     /// Whether `[start, start + len)` lies inside the written part of one

@@ -38,8 +38,8 @@ namespace Reloaded.Memory.Buffers
         ///     Gets exclusive use of a shared buffer with at least
         ///     <c>settings.Size</c> free bytes, all between <c>settings.MinAddress</c>
         ///     and <c>settings.MaxAddress</c>, creating one (as near
-        ///     <c>settings.Target</c> as possible, or to the middle of
-        ///     the range) if none exists.
+        ///     <c>settings.Target</c> as possible, or without one in the
+        ///     smallest free hole that holds it) if none exists.
         /// </summary>
         /// <returns>The buffer; dispose it (with <c>using</c>) to hand it back.</returns>
         /// <exception cref="MemoryBufferAllocationException">
@@ -75,7 +75,7 @@ namespace Reloaded.Memory.Buffers
         /// <summary>
         ///     Maps read/write/execute pages between <c>settings.MinAddress</c> and
         ///     <c>settings.MaxAddress</c>, as near <c>settings.Target</c> as
-        ///     possible (or the middle of the range), in <c>settings.TargetProcess</c>. The memory is for the
+        ///     possible (or without one in the smallest free hole that holds them), in <c>settings.TargetProcess</c>. The memory is for the
         ///     caller alone.
         /// </summary>
         /// <returns>The allocation; dispose it to unmap the pages.</returns>

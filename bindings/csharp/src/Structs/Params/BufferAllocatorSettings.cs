@@ -56,8 +56,9 @@ namespace Reloaded.Memory.Buffers.Structs.Params
 
         /// <summary>
         ///     The address placement aims at: of the free space in range, that
-        ///     nearest to it is tried first; 0 (the default) for the middle of
-        ///     the range. <c>FromProximity</c> sets its target, so that a range
+        ///     nearest to it is tried first; 0 (the default) for none, which
+        ///     takes the smallest free hole that holds the memory, against its
+        ///     edge. <c>FromProximity</c> sets its target, so that a range
         ///     cut short at 0 (a function low in a 32-bit game) still puts the
         ///     memory next to it. Not in the original library.
         /// </summary>
