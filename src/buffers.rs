@@ -1,14 +1,14 @@
 //! The public entry point: [`Buffers`].
 
-use crate::address::validate_alignment;
-use crate::code_patch;
+use crate::code::patch as code_patch;
 use crate::error::{Error, ErrorKind, InvalidRequest};
-use crate::locator::{Fit, Locator, LocatorKind};
-use crate::locked_buffer::LockedBuffer;
 use crate::os;
-use crate::private_allocation::{self, PrivateAllocation};
-use crate::process::{self, ProcessState};
+use crate::private::{self as private_allocation, PrivateAllocation};
 use crate::settings::{BufferAllocatorSettings, BufferSearchSettings};
+use crate::shared::locator::{Fit, Locator, LocatorKind};
+use crate::shared::locked_buffer::LockedBuffer;
+use crate::shared::process::{self, ProcessState};
+use crate::space::address::validate_alignment;
 
 /// Allocates memory inside address ranges and hands out shared buffers.
 ///
@@ -173,14 +173,21 @@ impl Buffers {
         };
         // The fast path above already tried this thread's recent buffers
         // (or there were none: the locator did not exist yet).
-        locator.get_buffer(owner, &request, fit).map_err(|failure| {
-            Error::from_failure(
-                failure,
-                settings.min_address,
-                settings.max_address,
-                settings.size,
+        locator
+            .get_buffer(
+                owner.generation(),
+                owner.shared_address_space(),
+                &request,
+                fit,
             )
-        })
+            .map_err(|failure| {
+                Error::from_failure(
+                    failure,
+                    settings.min_address,
+                    settings.max_address,
+                    settings.size,
+                )
+            })
     }
 
     /// Which locator this process uses: the shared one, or a private

@@ -114,7 +114,7 @@ pub enum ErrorKind {
     /// it is gone, or the system refused access, and why. Only with the
     /// `external-processes` feature (on by default).
     #[cfg(feature = "external-processes")]
-    TargetProcess(crate::TargetProcessError),
+    TargetProcess(TargetProcessError),
     /// This operating system is not supported.
     Unsupported,
 }
@@ -406,6 +406,155 @@ impl From<Error> for std::io::Error {
             | ErrorKind::ProcessForked => std::io::ErrorKind::Other,
         };
         std::io::Error::new(kind, error)
+    }
+}
+
+/// Why the shared locator could not be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PrivateLocatorReason {
+    /// A directory on the rendezvous path could not be opened or created
+    /// (not writable, a path component is a file or a symlink...).
+    DirectoryUnavailable {
+        /// The `errno` of the failing call.
+        errno: i32,
+    },
+    /// A rendezvous directory belongs to another user, or others may write
+    /// to it without the sticky bit.
+    DirectoryNotTrusted,
+    /// The rendezvous file for this process belongs to another user.
+    FileNotTrusted,
+    /// The rendezvous file could not be created, sized or mapped.
+    FileUnavailable {
+        /// The `errno` of the failing call.
+        errno: i32,
+    },
+    /// Other instances kept replacing the rendezvous file.
+    FileContended,
+    /// The rendezvous file for this process id is not this process's, but
+    /// another live process holds it: one with the same id in another PID
+    /// namespace sharing `/tmp` (containers, sandboxes), or the parent of a
+    /// forked child whose file was linked under the child's id.
+    FileInUse,
+    /// This operating system gives the buffers libraries of a process no
+    /// shared locator: Android, where the original library keeps a private
+    /// one too, and systems without a backend. Nothing was tried.
+    Unsupported,
+    /// Windows: the named section could not be created, opened or mapped.
+    SectionUnavailable {
+        /// The Win32 error code of the failing call.
+        errno: i32,
+    },
+    /// Windows: a section with this process's name exists but is not one
+    /// locator-granule long (another process made it).
+    SectionWrongSize {
+        /// Its length in bytes, as mapped.
+        len: usize,
+    },
+    /// Windows: a section with this process's name exists, but its *this
+    /// address* could not be proven to be a live view of it in this
+    /// process (a garbage header, an address elsewhere, or a header lock
+    /// that stayed held).
+    SectionNotProven,
+}
+
+/// Why another process could not be worked on; the reason of
+/// [`ErrorKind::TargetProcess`].
+#[cfg(feature = "external-processes")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TargetProcessError {
+    /// No process has this id, or it exited (possibly during the
+    /// operation).
+    NotRunning,
+    /// The id is this process's own: use
+    /// [`Buffers::allocate_private_memory`](crate::Buffers::allocate_private_memory).
+    ThisProcess,
+    /// The process belongs to another user, and this one may not trace it
+    /// (Linux: it lacks `CAP_SYS_PTRACE`).
+    OtherUser,
+    /// Linux: Yama's `kernel.yama.ptrace_scope` (this value) forbids the
+    /// attach: 1 allows only descendants (or a process the target named
+    /// with `PR_SET_PTRACER`), 2 only callers with `CAP_SYS_PTRACE`, 3
+    /// nobody.
+    PtraceScope(u8),
+    /// Linux: another tracer (a debugger, or another [`TargetProcess`](crate::TargetProcess) of
+    /// this process working at the same moment) is attached; a thread can
+    /// have only one.
+    AlreadyTraced,
+    /// The system refused access for another reason (Linux: the process is
+    /// not dumpable, or a security module or seccomp filter said no;
+    /// Windows: `ERROR_ACCESS_DENIED`, for example a protected process or
+    /// one of another user without `SeDebugPrivilege`).
+    AccessDenied,
+    /// Linux: the target's thread did not stop within a few seconds (it is
+    /// in an uninterruptible sleep, or stopped by a debugger's means).
+    DidNotStop,
+    /// Linux: no `syscall` instruction was found in the target's readable
+    /// code (its vDSO, C library and other executable mappings).
+    NoSyscallInstruction,
+    /// Linux: the thread runs code this library cannot make calls from (a
+    /// 64-bit process, for a 32-bit build of the library; a process of
+    /// another architecture, or whose code segment disagrees with its
+    /// executable).
+    OtherArchitecture,
+}
+
+#[cfg(feature = "external-processes")]
+impl TargetProcessError {
+    pub(crate) fn io_error_kind(self) -> std::io::ErrorKind {
+        use std::io::ErrorKind as Io;
+        match self {
+            TargetProcessError::NotRunning => Io::NotFound,
+            TargetProcessError::ThisProcess => Io::InvalidInput,
+            TargetProcessError::OtherUser
+            | TargetProcessError::PtraceScope(_)
+            | TargetProcessError::AlreadyTraced
+            | TargetProcessError::AccessDenied => Io::PermissionDenied,
+            TargetProcessError::DidNotStop => Io::TimedOut,
+            TargetProcessError::NoSyscallInstruction | TargetProcessError::OtherArchitecture => {
+                Io::Unsupported
+            }
+        }
+    }
+}
+
+#[cfg(feature = "external-processes")]
+impl fmt::Display for TargetProcessError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TargetProcessError::NotRunning => f.write_str("no such process, or it exited"),
+            TargetProcessError::ThisProcess => {
+                f.write_str("the process is this one (use Buffers::allocate_private_memory)")
+            }
+            TargetProcessError::OtherUser => f.write_str(
+                "the process belongs to another user (tracing it needs CAP_SYS_PTRACE or root)",
+            ),
+            TargetProcessError::PtraceScope(scope) => write!(
+                f,
+                "ptrace is restricted by Yama (kernel.yama.ptrace_scope = {scope}: {})",
+                match scope {
+                    1 => "only descendants may be traced; run the target as a child, or have it call prctl(PR_SET_PTRACER)",
+                    2 => "only a caller with CAP_SYS_PTRACE may trace",
+                    _ => "no process may be traced",
+                }
+            ),
+            TargetProcessError::AlreadyTraced => {
+                f.write_str("the process is already traced (a debugger is attached)")
+            }
+            TargetProcessError::AccessDenied => f.write_str(
+                "the system denied access (not dumpable, a security module, or a protected process)",
+            ),
+            TargetProcessError::DidNotStop => {
+                f.write_str("its thread did not stop (an uninterruptible sleep?)")
+            }
+            TargetProcessError::NoSyscallInstruction => {
+                f.write_str("no syscall instruction found in its code")
+            }
+            TargetProcessError::OtherArchitecture => {
+                f.write_str("it runs code this build cannot make calls from (another width or architecture)")
+            }
+        }
     }
 }
 

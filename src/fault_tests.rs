@@ -16,17 +16,19 @@
 
 #![allow(unsafe_code)]
 
-use crate::address_space::AddressSpace;
 use crate::error::ErrorKind;
-use crate::locator::layout::{LOCATOR_SIZE, LocatorRef};
-use crate::locator::rendezvous::{self, Rendezvous};
-use crate::locator::{Fit, Locator, LocatorKind, PrivateLocatorReason};
-use crate::maps::parse_maps_line;
+use crate::error::PrivateLocatorReason;
 use crate::os::fault::{FaultPoint, fail, fail_with};
-use crate::placement::{Candidates, PlacementRequest};
-use crate::range_set::MappedRanges;
 use crate::settings::{BufferAllocatorSettings, BufferSearchSettings, highest_user_address};
-use crate::{Buffers, os, process};
+use crate::shared::layout::{LOCATOR_SIZE, LocatorRef};
+use crate::shared::locator::{Fit, Locator, LocatorKind};
+use crate::shared::process;
+use crate::shared::rendezvous::backend::{self as rendezvous, Rendezvous};
+use crate::space::address_space::AddressSpace;
+use crate::space::maps::parse_maps_line;
+use crate::space::placement::{Candidates, PlacementRequest};
+use crate::space::range_set::MappedRanges;
+use crate::{Buffers, os};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -782,14 +784,24 @@ fn the_shared_locator_falls_back_to_a_private_one_that_works() {
     };
     let owner = process::current();
     let mut buffer = locator
-        .get_buffer(owner, &request, fit)
+        .get_buffer(
+            owner.generation(),
+            owner.shared_address_space(),
+            &request,
+            fit,
+        )
         .expect("the private locator hands out buffers");
     let address = buffer.append_bytes(&[1, 2, 3, 4]).expect("the bytes fit");
     assert!(address >= request.min && address + 3 <= request.max);
     drop(buffer);
     assert!(locator.contains_written(address, 4));
     let again = locator
-        .get_buffer(owner, &request, fit)
+        .get_buffer(
+            owner.generation(),
+            owner.shared_address_space(),
+            &request,
+            fit,
+        )
         .expect("the buffer is found again");
     assert_eq!(again.next_address(), address + 4);
 }

@@ -8,7 +8,7 @@
 
 use crate::error::{Error, InvalidRequest};
 use crate::settings::{BufferAllocatorSettings, BufferSearchSettings};
-use crate::{address, maps, placement, range_set};
+use crate::space::{address, maps, placement, range_set};
 use std::io;
 use std::ops::ControlFlow;
 
@@ -268,7 +268,7 @@ pub fn lowest_mappable_address() -> usize {
 /// process's locators this way). Taken from the library's own packed
 /// structs, so they cannot drift from what the library writes.
 pub mod layout {
-    use crate::locator::layout::{self, LocatorHeader, LocatorItem};
+    use crate::shared::layout::{self, LocatorHeader, LocatorItem};
     use std::mem::{offset_of, size_of};
 
     /// Size of every locator in bytes.
@@ -309,9 +309,9 @@ pub mod layout {
 /// `/tmp/.reloaded/memory.buffers/Reloaded.Memory.Buffers.MemoryBuffer, PID <pid>`.
 #[cfg(all(linux_like, not(memory_buffers_unsupported)))]
 pub fn rendezvous_path(pid: u32) -> std::path::PathBuf {
-    let mut path = std::path::PathBuf::from(crate::locator::RENDEZVOUS_BASE);
-    path.extend(crate::locator::rendezvous::DIRECTORY_COMPONENTS);
-    path.push(crate::locator::rendezvous::file_name(pid));
+    let mut path = std::path::PathBuf::from(crate::shared::rendezvous::backend::RENDEZVOUS_BASE);
+    path.extend(crate::shared::rendezvous::backend::DIRECTORY_COMPONENTS);
+    path.push(crate::shared::rendezvous::backend::file_name(pid));
     path
 }
 
@@ -320,7 +320,10 @@ pub fn rendezvous_path(pid: u32) -> std::path::PathBuf {
 /// mode (`st_mode`) hold the files of `user`?
 #[cfg(all(linux_like, not(memory_buffers_unsupported)))]
 pub fn rendezvous_directory_is_trusted(owner: u32, mode: u32, user: u32) -> bool {
-    crate::locator::rendezvous::directory_is_trusted(&file_status(owner, mode, 0, 0, 0), user)
+    crate::shared::rendezvous::backend::directory_is_trusted(
+        &file_status(owner, mode, 0, 0, 0),
+        user,
+    )
 }
 
 /// The library's rule for a rendezvous file's *this address* (see
@@ -345,7 +348,7 @@ pub fn is_rendezvous_mapping(
         access: maps::Access::default(),
     };
     let file = file_status(0, 0, dev_major, dev_minor, inode);
-    crate::locator::rendezvous::is_locator_mapping(&entry, this_address, &file)
+    crate::shared::rendezvous::backend::is_locator_mapping(&entry, this_address, &file)
 }
 
 #[cfg(all(linux_like, not(memory_buffers_unsupported)))]
@@ -371,5 +374,5 @@ fn file_status(
 /// `/Reloaded.Memory.Buffers.MemoryBuffer, PID <pid>`.
 #[cfg(all(windows, not(memory_buffers_unsupported)))]
 pub fn rendezvous_section_name(pid: u32) -> String {
-    crate::locator::rendezvous_windows::section_name(pid)
+    crate::shared::rendezvous::backend::section_name(pid)
 }

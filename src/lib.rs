@@ -58,52 +58,39 @@
 // The stub backend leaves the parsing and placement code unused.
 #![cfg_attr(memory_buffers_unsupported, allow(dead_code))]
 
-mod address;
-mod address_space;
-mod append_limit;
+// The front: what callers name. Each public item is defined in one of
+// these and re-exported below, at the crate root.
+
+/// The entry points (`Buffers`): get a shared buffer, allocate private
+/// memory, patch code.
 mod buffers;
-// Cache-line arithmetic for AArch64 code writes; pure, tested everywhere.
-#[cfg_attr(
-    not(all(target_arch = "aarch64", unix, not(target_vendor = "apple"))),
-    allow(dead_code)
-)]
-mod cache_maintenance;
-mod code_patch;
+/// The one error type and the reasons it carries, as values; every other
+/// module reports through it, so it depends on none of them.
 mod error;
-// FreeBSD's mapping records; pure, tested everywhere, read on FreeBSD.
-#[cfg_attr(not(target_os = "freebsd"), allow(dead_code))]
-mod kinfo_vmmap;
-// The pure half of making another Linux (or Android) process call mmap;
-// only x86 (64- and 32-bit) has an injector, elsewhere it is compiled and
-// tested but unused. The stub for unsupported systems has no injector at all.
-#[cfg(all(
-    linux_like,
-    feature = "external-processes",
-    not(memory_buffers_unsupported)
-))]
-#[cfg_attr(
-    not(any(target_arch = "x86_64", target_arch = "x86")),
-    allow(dead_code)
-)]
-mod injection;
-mod locator;
-mod locked_buffer;
-// The maps-file parser is pure and tested everywhere; only Linux (and
-// Android) reads one.
-#[cfg_attr(not(linux_like), allow(dead_code))]
-mod maps;
-mod os;
-mod placement;
-mod private_allocation;
-mod process;
-mod range_set;
-// The region walk of macOS; pure, tested everywhere, used on macOS.
-#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
-mod region_walk;
+/// What a request asks for (`BufferSearchSettings`,
+/// `BufferAllocatorSettings`), validated before any system call.
 mod settings;
+
+// What the front is built from, in the order a request meets it.
+
+/// Writing code: encoders (`x86`), patching, instruction-cache arithmetic.
+mod code;
+/// The only place that talks to the operating system: one backend per
+/// system, chosen once, behind one private contract.
+mod os;
+/// Private pages (`PrivateAllocation`), mapped for one caller and unmapped
+/// on drop.
+mod private;
+/// Other processes (`TargetProcess`), with the `external-processes`
+/// feature.
 #[cfg(feature = "external-processes")]
-mod target_process;
-pub mod x86;
+mod remote;
+/// Shared buffers: the locator, its rendezvous, the guard, and the
+/// per-process state.
+mod shared;
+/// Free space near an address: the address map, placement, and the loop
+/// that claims the nearest block.
+mod space;
 
 // Linux only, not Android: they drive the rendezvous file, which Android
 // never uses, and they run on this machine's kernel.
@@ -124,16 +111,19 @@ const TEST_TOP: usize = if usize::BITS == 64 {
 pub mod internals;
 
 pub use buffers::Buffers;
-pub use error::{Error, ErrorKind, InvalidRequest};
-pub use locator::{LocatorKind, PrivateLocatorReason};
-pub use locked_buffer::LockedBuffer;
-pub use private_allocation::PrivateAllocation;
+pub use code::x86;
+#[cfg(feature = "external-processes")]
+pub use error::TargetProcessError;
+pub use error::{Error, ErrorKind, InvalidRequest, PrivateLocatorReason};
+pub use private::PrivateAllocation;
+#[cfg(feature = "external-processes")]
+pub use remote::target_process::{RemoteAllocation, TargetProcess};
 pub use settings::{
     BufferAllocatorSettings, BufferSearchSettings, DEFAULT_RETRY_COUNT, allocation_granularity,
     highest_user_address,
 };
-#[cfg(feature = "external-processes")]
-pub use target_process::{RemoteAllocation, TargetProcess, TargetProcessError};
+pub use shared::locator::LocatorKind;
+pub use shared::locked_buffer::LockedBuffer;
 
 /// The README's examples, compiled and run as doctests. One of them opens
 /// another process, so they need the whole API.

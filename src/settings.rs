@@ -1,10 +1,10 @@
 //! What a caller asks for: an address range and a size.
 
-use crate::address::{ValidRequest, proximity_range, validate_request};
 #[cfg(doc)]
 use crate::error::InvalidRequest;
 use crate::error::{Error, ErrorKind};
 use crate::os;
+use crate::space::address::{ValidRequest, proximity_range, validate_request};
 
 /// Re-reads of the address map (`/proc/self/maps`, a `VirtualQuery` walk on
 /// Windows) a request may make before it reports

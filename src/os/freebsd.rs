@@ -16,20 +16,20 @@
 //! `posix_fallocate(2)`.
 
 use super::unix::{last_errno, map_anonymous};
-use super::{FixedMapping, OwnedMapping};
-use crate::kinfo_vmmap;
-use crate::maps::MapsEntry;
+use super::{FixedMapping, OwnedMapping, Protection, process_id};
+use crate::space::kinfo_vmmap;
+use crate::space::maps::MapsEntry;
 use std::fs::File;
 use std::ops::ControlFlow;
 use std::os::fd::AsRawFd;
 
 pub(crate) use super::unix::{
     Directory, Errno, FileKind, FileStatus, INVALID_ARGUMENT, OUT_OF_MEMORY, PROTECT_CALL,
-    Protection, effective_user_id, exclude_from_fork, file_status, flush_instruction_cache,
-    hold_liveness_lock, is_execute_refusal, is_locked_elsewhere, is_mapped, keep_liveness_lock,
-    map_file_shared, page_size, process_id, process_is_alive, protect, query_granularity,
+    effective_user_id, exclude_from_fork, file_status, flush_instruction_cache, hold_liveness_lock,
+    is_execute_refusal, is_locked_elsewhere, is_mapped, keep_liveness_lock, map_anywhere,
+    map_file_shared, page_size, process_is_alive, protect, query_granularity,
     release_liveness_lock, run_at_exit, set_file_mode, set_page_protection, sleep, unmap,
-    visit_protections, write_new_file,
+    visit_protections, with_code_writable, write_new_file,
 };
 
 /// The call that maps memory, as error messages name it.
@@ -90,26 +90,13 @@ pub(crate) fn map_fixed_noreplace(
     let result =
         unsafe { map_anonymous(address, len, protection, libc::MAP_FIXED | libc::MAP_EXCL)? };
     if result == address {
-        Ok(FixedMapping::Mapped(OwnedMapping::new(address, len)))
+        Ok(FixedMapping::Mapped(OwnedMapping::new(address, len, unmap)))
     } else {
         // Not expected with `MAP_FIXED`; given back all the same.
         // SAFETY: the kernel just made this mapping for us alone.
         unsafe { libc::munmap(result as *mut libc::c_void, len) };
         Ok(FixedMapping::Elsewhere)
     }
-}
-
-/// Maps `len` bytes of private anonymous memory wherever the kernel likes.
-pub(crate) fn map_anywhere(len: usize, protection: Protection) -> Result<OwnedMapping, Errno> {
-    // SAFETY: no hint and no `MAP_FIXED`: the kernel chooses a free range.
-    let address = unsafe { map_anonymous(0, len, protection, 0)? };
-    Ok(OwnedMapping::new(address, len))
-}
-
-/// Runs `write` while the range is writable. FreeBSD does not enforce W^X
-/// on the read/write/execute buffers this library maps.
-pub(crate) fn with_code_writable<R>(_address: usize, _len: usize, write: impl FnOnce() -> R) -> R {
-    write()
 }
 
 /// A [`ForkMarker`](super::ForkMarker) in a page inherited zeroed by a

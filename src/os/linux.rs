@@ -8,7 +8,7 @@
 //! Android runs the same kernel under bionic instead of glibc or musl, so
 //! it gets this file whole; the few places where bionic's bindings differ
 //! (`MAP_FIXED_NOREPLACE`, the type `major` returns) say so. The locator
-//! does not open the rendezvous file there (`locator::RENDEZVOUS_FILE_SHARED`),
+//! does not open the rendezvous file there (`shared::rendezvous`, `RENDEZVOUS_FILE_SHARED`),
 //! so the file calls below are compiled but unused on Android.
 //!
 //! # References
@@ -20,8 +20,8 @@
 
 use super::fault::{self, FaultPoint};
 use super::unix::{c_name, last_errno, map_anonymous, retry_interrupted, zero_or_errno};
-use super::{FixedMapping, OwnedMapping};
-use crate::maps::{self, MapsEntry};
+use super::{FixedMapping, OwnedMapping, Protection};
+use crate::space::maps::{self, MapsEntry};
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::Read;
@@ -31,10 +31,10 @@ use std::os::unix::ffi::OsStringExt;
 
 pub(crate) use super::unix::{
     Directory, Errno, FileKind, FileStatus, INVALID_ARGUMENT, OUT_OF_MEMORY, PROTECT_CALL,
-    Protection, effective_user_id, file_status, flush_instruction_cache, is_execute_refusal,
-    is_mapped, map_file_shared, page_size, process_id, process_is_alive, protect,
-    query_granularity, run_at_exit, set_file_mode, set_page_protection, sleep, unmap,
-    visit_protections, write_new_file,
+    effective_user_id, file_status, flush_instruction_cache, is_execute_refusal, is_mapped,
+    map_anywhere, map_file_shared, page_size, process_is_alive, protect, query_granularity,
+    run_at_exit, set_file_mode, set_page_protection, sleep, unmap, visit_protections,
+    with_code_writable, write_new_file,
 };
 
 /// The call that maps memory, as error messages name it.
@@ -177,27 +177,13 @@ pub(crate) fn map_fixed_noreplace(
     // no memory the process uses can be affected.
     let result = unsafe { map_anonymous(address, len, protection, MAP_FIXED_NOREPLACE)? };
     if result == address {
-        return Ok(FixedMapping::Mapped(OwnedMapping::new(address, len)));
+        return Ok(FixedMapping::Mapped(OwnedMapping::new(address, len, unmap)));
     }
     // SAFETY: the kernel just created this mapping for us at `result` (a
     // kernel older than 4.17 takes the flag for a hint); no one else knows
     // its address, so unmapping it affects nothing else.
     unsafe { libc::munmap(result as *mut libc::c_void, len) };
     Ok(FixedMapping::Elsewhere)
-}
-
-/// Maps `len` bytes of private anonymous memory wherever the kernel likes.
-pub(crate) fn map_anywhere(len: usize, protection: Protection) -> Result<OwnedMapping, Errno> {
-    // SAFETY: no hint and no `MAP_FIXED`: the kernel chooses a free range.
-    let address = unsafe { map_anonymous(0, len, protection, 0)? };
-    Ok(OwnedMapping::new(address, len))
-}
-
-/// Runs `write` while `[address, address + len)` is writable. Linux does not
-/// enforce W^X on the read/write/execute buffers this library maps, so this
-/// only calls `write`.
-pub(crate) fn with_code_writable<R>(_address: usize, _len: usize, write: impl FnOnce() -> R) -> R {
-    write()
 }
 
 /// A [`ForkMarker`](super::ForkMarker) in a page advised `MADV_WIPEONFORK`

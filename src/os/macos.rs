@@ -32,19 +32,19 @@
 //! `sys_icache_invalidate`).
 
 use super::unix::map_anonymous;
-use super::{FixedMapping, OwnedMapping};
-use crate::maps::{Access, MapsEntry};
-use crate::region_walk;
+use super::unix::protection_bits;
+use super::{FixedMapping, OwnedMapping, Protection, process_id};
+use crate::space::maps::{Access, MapsEntry};
+use crate::space::region_walk;
 use std::fs::File;
 use std::ops::ControlFlow;
 
 pub(crate) use super::unix::{
     Directory, Errno, FileKind, FileStatus, INVALID_ARGUMENT, OUT_OF_MEMORY, PROTECT_CALL,
-    Protection, effective_user_id, exclude_from_fork, file_status, flush_instruction_cache,
-    hold_liveness_lock, is_execute_refusal, is_locked_elsewhere, is_mapped, keep_liveness_lock,
-    map_file_shared, page_size, process_id, process_is_alive, protect, query_granularity,
-    release_liveness_lock, run_at_exit, set_file_mode, set_page_protection, sleep, unmap,
-    visit_protections, write_new_file,
+    effective_user_id, exclude_from_fork, file_status, flush_instruction_cache, hold_liveness_lock,
+    is_execute_refusal, is_locked_elsewhere, is_mapped, keep_liveness_lock, map_file_shared,
+    page_size, process_is_alive, protect, query_granularity, release_liveness_lock, run_at_exit,
+    set_file_mode, set_page_protection, sleep, unmap, visit_protections, write_new_file,
 };
 
 /// Mach calls the `libc` crate does not declare (`<mach/mach_vm.h>`); all
@@ -189,7 +189,7 @@ pub(crate) fn map_fixed_noreplace(
         // SAFETY: a hint without `MAP_FIXED` never replaces a mapping.
         let result = unsafe { map_anonymous(address, len, protection, libc::MAP_JIT)? };
         if result == address {
-            return Ok(FixedMapping::Mapped(OwnedMapping::new(address, len)));
+            return Ok(FixedMapping::Mapped(OwnedMapping::new(address, len, unmap)));
         }
         // SAFETY: the kernel just made this mapping for us alone.
         unsafe { libc::munmap(result as *mut libc::c_void, len) };
@@ -209,12 +209,17 @@ pub(crate) fn map_fixed_noreplace(
     if result != libc::KERN_SUCCESS {
         return Err(errno_of(result));
     }
-    let mapping = OwnedMapping::new(address, len);
+    let mapping = OwnedMapping::new(address, len, unmap);
     // `mach_vm_allocate` makes read/write pages; other rights are set after.
     if protection != Protection::ReadWrite {
         // SAFETY: changes the rights of the pages just allocated for us.
-        let protected =
-            unsafe { libc::mprotect(address as *mut libc::c_void, len, protection.bits()) };
+        let protected = unsafe {
+            libc::mprotect(
+                address as *mut libc::c_void,
+                len,
+                protection_bits(protection),
+            )
+        };
         if protected != 0 {
             // Dropping `mapping` gives the pages back.
             return Err(super::unix::last_errno());
@@ -233,7 +238,7 @@ pub(crate) fn map_anywhere(len: usize, protection: Protection) -> Result<OwnedMa
     };
     // SAFETY: no hint and no `MAP_FIXED`: the kernel chooses a free range.
     let address = unsafe { map_anonymous(0, len, protection, flags)? };
-    Ok(OwnedMapping::new(address, len))
+    Ok(OwnedMapping::new(address, len, unmap))
 }
 
 /// Runs `write` while `MAP_JIT` memory is writable for this thread: on

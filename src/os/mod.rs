@@ -45,15 +45,15 @@ mod unix;
 // from the backends above, with the same items in each.
 #[cfg_attr(
     all(linux_like, not(memory_buffers_unsupported)),
-    path = "remote_linux.rs"
+    path = "remote/linux.rs"
 )]
 #[cfg_attr(
     all(windows, not(memory_buffers_unsupported)),
-    path = "remote_windows.rs"
+    path = "remote/windows.rs"
 )]
 #[cfg_attr(
     any(not(any(linux_like, windows)), memory_buffers_unsupported),
-    path = "remote_unsupported.rs"
+    path = "remote/unsupported.rs"
 )]
 // Linux makes a target call mmap on x86-64 only: elsewhere the injector's
 // plumbing is compiled but unused.
@@ -62,8 +62,12 @@ mod unix;
 mod remote;
 
 pub(crate) mod fault;
+mod fork_marker;
+mod mapping;
 
 pub(crate) use backend::*;
+pub(crate) use fork_marker::{ForkMarker, process_id};
+pub(crate) use mapping::{FixedMapping, OwnedMapping, Protection};
 #[cfg(feature = "external-processes")]
 pub(crate) use remote::{REMOTE_MAP_CALL, REMOTE_PROTECT_CALL, RemoteProcess};
 
@@ -127,103 +131,6 @@ pub(crate) fn highest_user_address() -> usize {
 }
 
 use crate::error::ErrorKind;
-
-/// Memory this library mapped (reserved and committed, on Windows), given
-/// back to the system when dropped unless leaked. Only the backends make
-/// one, for memory they just mapped for it alone.
-#[derive(Debug)]
-pub(crate) struct OwnedMapping {
-    address: usize,
-    len: usize,
-}
-
-impl OwnedMapping {
-    /// Takes ownership of `len` bytes the backend has just mapped at
-    /// `address` and that nothing else refers to.
-    fn new(address: usize, len: usize) -> OwnedMapping {
-        OwnedMapping { address, len }
-    }
-
-    pub(crate) fn address(&self) -> usize {
-        self.address
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Keeps the pages mapped for the rest of the process.
-    pub(crate) fn leak(self) -> usize {
-        let address = self.address;
-        std::mem::forget(self);
-        address
-    }
-}
-
-impl Drop for OwnedMapping {
-    fn drop(&mut self) {
-        // SAFETY: `new` took the mapping over for this value alone, which is
-        // being dropped, so nothing can reach the pages any more.
-        unsafe { backend::unmap(self.address, self.len) };
-    }
-}
-
-/// The outcome of asking for memory at an exact address.
-#[derive(Debug)]
-pub(crate) enum FixedMapping {
-    /// The pages are mapped at the requested address.
-    Mapped(OwnedMapping),
-    /// The system placed them elsewhere (a Linux older than 4.17 treats
-    /// `MAP_FIXED_NOREPLACE` as a hint; Windows rounds an unaligned address
-    /// down); they have been given back.
-    Elsewhere,
-}
-
-/// What tells a forked child that the library state it inherited belongs to
-/// its parent: words that read 0 in a child. Two of them serve the hot path:
-/// a generation number (non-zero) that buffer guards carry, and the address
-/// of the process's locator. One load of each tells a request whether the
-/// process is the one that set them, and where its buffers are.
-///
-/// Made by the backend's `new_fork_marker`, in a page the kernel wipes in a
-/// forked child where it can (`MADV_WIPEONFORK`); elsewhere `pid` records
-/// the process that made it, and a different process id means a fork.
-#[repr(C)]
-pub(crate) struct ForkMarker {
-    /// The generation of the process state that owns the marker; 0 until
-    /// set, and in a forked child.
-    pub(crate) generation: AtomicUsize,
-    /// Address of the state's `Locator` once it exists; 0 before, and in a
-    /// forked child.
-    pub(crate) locator: AtomicUsize,
-    /// 0 in a wiped page (wiping is the fork test); otherwise the id of the
-    /// process that made the marker.
-    pid: u32,
-}
-
-impl ForkMarker {
-    /// A marker on the heap, not wiped by a fork, which therefore compares
-    /// process ids when `pid` is not 0.
-    #[allow(dead_code)]
-    pub(crate) const fn unwiped(pid: u32) -> ForkMarker {
-        ForkMarker {
-            generation: AtomicUsize::new(0),
-            locator: AtomicUsize::new(0),
-            pid,
-        }
-    }
-
-    /// Whether this process is the one that set `generation` (non-zero):
-    /// not a child forked since.
-    #[inline]
-    pub(crate) fn is_live(&self, generation: usize) -> bool {
-        // Relaxed: the words change only by being set before the state is
-        // published, and by the kernel wiping them before a child runs.
-        generation != 0
-            && self.generation.load(Ordering::Relaxed) == generation
-            && (self.pid == 0 || self.pid == backend::process_id())
-    }
-}
 
 /// The error kind for a failed system call.
 pub(crate) fn error_kind(call: &'static str, errno: Errno) -> ErrorKind {

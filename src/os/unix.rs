@@ -11,8 +11,8 @@
 //! Reference Manual, "Cache maintenance instructions" (`DC CVAU`,
 //! `IC IVAU`) and the `CTR_EL0` register.
 
-use super::OwnedMapping;
 use super::fault::{self, FaultPoint};
+use super::{ForkMarker, OwnedMapping, Protection, process_id};
 use std::ffi::CString;
 #[cfg(not(linux_like))]
 use std::ffi::{CStr, OsString};
@@ -69,22 +69,12 @@ pub(crate) fn query_granularity() -> usize {
     }
 }
 
-/// Access rights of a mapping.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[allow(clippy::enum_variant_names)] // the rights, spelled out
-pub(crate) enum Protection {
-    ReadWrite,
-    ReadExecute,
-    ReadWriteExecute,
-}
-
-impl Protection {
-    pub(super) fn bits(self) -> libc::c_int {
-        match self {
-            Protection::ReadWrite => libc::PROT_READ | libc::PROT_WRITE,
-            Protection::ReadExecute => libc::PROT_READ | libc::PROT_EXEC,
-            Protection::ReadWriteExecute => libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
-        }
+/// The `PROT_*` bits of `protection`.
+pub(super) fn protection_bits(protection: Protection) -> libc::c_int {
+    match protection {
+        Protection::ReadWrite => libc::PROT_READ | libc::PROT_WRITE,
+        Protection::ReadExecute => libc::PROT_READ | libc::PROT_EXEC,
+        Protection::ReadWriteExecute => libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
     }
 }
 
@@ -154,7 +144,7 @@ pub(crate) fn set_page_protection(
 
 /// Sets the protection of pages this library mapped.
 pub(crate) fn protect(address: usize, len: usize, protection: Protection) -> Result<(), Errno> {
-    set_page_protection(address, len, PageProtection(protection.bits()))
+    set_page_protection(address, len, PageProtection(protection_bits(protection)))
 }
 
 /// Whether an `errno` from `mmap` means the execute right was refused by
@@ -198,7 +188,7 @@ pub(super) unsafe fn map_anonymous(
         libc::mmap(
             hint as *mut libc::c_void,
             len,
-            protection.bits(),
+            protection_bits(protection),
             libc::MAP_PRIVATE | libc::MAP_ANON | flags,
             -1,
             0,
@@ -211,7 +201,25 @@ pub(super) unsafe fn map_anonymous(
     }
 }
 
-/// A [`ForkMarker`](super::ForkMarker) in a fresh private page that
+/// Maps `len` bytes of private anonymous memory wherever the kernel likes
+/// (macOS has its own, for `MAP_JIT`).
+#[cfg(any(linux_like, target_os = "freebsd"))]
+pub(crate) fn map_anywhere(len: usize, protection: Protection) -> Result<OwnedMapping, Errno> {
+    // SAFETY: no hint and no `MAP_FIXED`: the kernel chooses a free range.
+    let address = unsafe { map_anonymous(0, len, protection, 0)? };
+    Ok(OwnedMapping::new(address, len, unmap))
+}
+
+/// Runs `write` while `[address, address + len)` is writable. Linux and
+/// FreeBSD do not enforce W^X on the read/write/execute buffers this
+/// library maps, so this only calls `write` (macOS on Apple Silicon has
+/// its own).
+#[cfg(any(linux_like, target_os = "freebsd"))]
+pub(crate) fn with_code_writable<R>(_address: usize, _len: usize, write: impl FnOnce() -> R) -> R {
+    write()
+}
+
+/// A [`ForkMarker`] in a fresh private page that
 /// `zero_in_child` (given the page's address and length) arranges for a
 /// forked child to inherit zeroed, so checking it is a load or two. Where
 /// that fails or no page can be had, the marker is on the heap and records
@@ -219,12 +227,12 @@ pub(super) unsafe fn map_anonymous(
 #[cfg(any(linux_like, target_os = "freebsd"))]
 pub(super) fn fork_marker_in_wiped_page(
     zero_in_child: impl FnOnce(usize, usize) -> bool,
-) -> &'static super::ForkMarker {
+) -> &'static ForkMarker {
     let granularity = super::allocation_granularity();
-    if std::mem::size_of::<super::ForkMarker>() <= granularity {
+    if std::mem::size_of::<ForkMarker>() <= granularity {
         // SAFETY: no hint and no `MAP_FIXED`: the kernel chooses a free range.
         if let Ok(address) = unsafe { map_anonymous(0, granularity, Protection::ReadWrite, 0) } {
-            let page = OwnedMapping::new(address, granularity);
+            let page = OwnedMapping::new(address, granularity, unmap);
             if zero_in_child(address, granularity) {
                 let page = page.leak();
                 // SAFETY: the page is mapped read/write for the rest of the
@@ -232,11 +240,11 @@ pub(super) fn fork_marker_in_wiped_page(
                 // than the marker, and all zero: a valid marker of generation
                 // 0 and process id 0 ("wiped in a child"), which is what a
                 // forked child sees again.
-                return unsafe { &*(page as *const super::ForkMarker) };
+                return unsafe { &*(page as *const ForkMarker) };
             }
         }
     }
-    Box::leak(Box::new(super::ForkMarker::unwiped(process_id())))
+    Box::leak(Box::new(ForkMarker::unwiped(process_id())))
 }
 
 /// Makes freshly written code in `[address, address + len)` visible to
@@ -273,7 +281,7 @@ fn maintain_caches(_address: usize, _len: usize) -> usize {
 
 #[cfg(all(target_arch = "aarch64", not(target_vendor = "apple")))]
 fn maintain_caches(address: usize, len: usize) -> usize {
-    use crate::cache_maintenance::{CacheGeometry, line_starts};
+    use crate::code::cache_geometry::{CacheGeometry, line_starts};
     use std::arch::asm;
     let ctr: u64;
     // SAFETY: reading `CTR_EL0` has no side effects; Linux and FreeBSD let
@@ -334,10 +342,6 @@ fn maintain_caches(address: usize, len: usize) -> usize {
         )
     };
     len.div_ceil(64)
-}
-
-pub(crate) fn process_id() -> u32 {
-    std::process::id()
 }
 
 pub(crate) fn effective_user_id() -> u32 {
@@ -935,7 +939,7 @@ pub(crate) fn map_file_shared(file: &File, len: usize) -> Result<OwnedMapping, E
     if result == libc::MAP_FAILED {
         Err(last_errno())
     } else {
-        Ok(OwnedMapping::new(result as usize, len))
+        Ok(OwnedMapping::new(result as usize, len, unmap))
     }
 }
 

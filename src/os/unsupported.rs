@@ -7,8 +7,8 @@
 
 #![allow(dead_code)]
 
-use super::{FixedMapping, OwnedMapping};
-use crate::maps::MapsEntry;
+use super::{FixedMapping, OwnedMapping, Protection};
+use crate::space::maps::MapsEntry;
 use std::ops::ControlFlow;
 
 /// An error number from the system.
@@ -36,14 +36,6 @@ pub(crate) fn query_lowest_address() -> usize {
 
 pub(crate) fn query_highest_user_address() -> usize {
     usize::MAX - 1
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[allow(clippy::enum_variant_names)] // the rights, spelled out
-pub(crate) enum Protection {
-    ReadWrite,
-    ReadExecute,
-    ReadWriteExecute,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,10 +113,6 @@ pub(crate) fn with_code_writable<R>(_address: usize, _len: usize, write: impl Fn
 /// A marker on the heap: nothing forks here.
 pub(crate) fn new_fork_marker() -> &'static super::ForkMarker {
     Box::leak(Box::new(super::ForkMarker::unwiped(0)))
-}
-
-pub(crate) fn process_id() -> u32 {
-    std::process::id()
 }
 
 pub(crate) fn read_maps(

@@ -26,8 +26,8 @@
 //! documentation.
 
 use super::fault::{self, FaultPoint};
-use super::{FixedMapping, OwnedMapping};
-use crate::maps::MapsEntry;
+use super::{FixedMapping, OwnedMapping, Protection};
+use crate::space::maps::MapsEntry;
 use std::ffi::c_void;
 use std::ops::ControlFlow;
 use windows_sys::Win32::Foundation::{
@@ -113,22 +113,12 @@ const DEFAULT_HIGHEST_USER_ADDRESS: usize = 0x7fff_fffe_ffff;
 #[cfg(not(target_pointer_width = "64"))]
 const DEFAULT_HIGHEST_USER_ADDRESS: usize = 0x7ffe_ffff;
 
-/// Access rights of a mapping.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[allow(clippy::enum_variant_names)] // the rights, spelled out
-pub(crate) enum Protection {
-    ReadWrite,
-    ReadExecute,
-    ReadWriteExecute,
-}
-
-impl Protection {
-    fn flags(self) -> u32 {
-        match self {
-            Protection::ReadWrite => PAGE_READWRITE,
-            Protection::ReadExecute => PAGE_EXECUTE_READ,
-            Protection::ReadWriteExecute => PAGE_EXECUTE_READWRITE,
-        }
+/// The `PAGE_*` flags of `protection`.
+pub(super) fn protection_flags(protection: Protection) -> u32 {
+    match protection {
+        Protection::ReadWrite => PAGE_READWRITE,
+        Protection::ReadExecute => PAGE_EXECUTE_READ,
+        Protection::ReadWriteExecute => PAGE_EXECUTE_READWRITE,
     }
 }
 
@@ -203,7 +193,7 @@ pub(crate) fn set_page_protection(
 
 /// Sets the protection of pages this library mapped.
 pub(crate) fn protect(address: usize, len: usize, protection: Protection) -> Result<(), Errno> {
-    set_page_protection(address, len, PageProtection(protection.flags()))
+    set_page_protection(address, len, PageProtection(protection_flags(protection)))
 }
 
 /// Whether an error from `VirtualAlloc` means the process may not create
@@ -251,14 +241,14 @@ pub(crate) fn map_fixed_noreplace(
             address as *const c_void,
             len,
             MEM_RESERVE | MEM_COMMIT,
-            protection.flags(),
+            protection_flags(protection),
         )
     };
     if result.is_null() {
         return Err(last_error());
     }
-    let mapping = OwnedMapping::new(result as usize, len);
-    if mapping.address == address {
+    let mapping = OwnedMapping::new(result as usize, len, unmap);
+    if mapping.address() == address {
         Ok(FixedMapping::Mapped(mapping))
     } else {
         // Dropping releases what nobody else knows about.
@@ -277,13 +267,13 @@ pub(crate) fn map_anywhere(len: usize, protection: Protection) -> Result<OwnedMa
             std::ptr::null(),
             len,
             MEM_RESERVE | MEM_COMMIT,
-            protection.flags(),
+            protection_flags(protection),
         )
     };
     if result.is_null() {
         Err(last_error())
     } else {
-        Ok(OwnedMapping::new(result as usize, len))
+        Ok(OwnedMapping::new(result as usize, len, unmap))
     }
 }
 
@@ -309,10 +299,6 @@ pub(crate) fn with_code_writable<R>(_address: usize, _len: usize, write: impl Fn
 /// so the marker can live on the heap and needs no process id.
 pub(crate) fn new_fork_marker() -> &'static super::ForkMarker {
     Box::leak(Box::new(super::ForkMarker::unwiped(0)))
-}
-
-pub(crate) fn process_id() -> u32 {
-    std::process::id()
 }
 
 /// What `VirtualQuery` says about the region containing an address.
@@ -403,7 +389,7 @@ pub(crate) fn read_maps(
         dev_major: 0,
         dev_minor: 0,
         inode: 0,
-        access: crate::maps::Access::default(),
+        access: crate::space::maps::Access::default(),
     };
     let top = super::highest_user_address();
     let mut address = query_lowest_address();
@@ -515,7 +501,7 @@ impl NamedSection {
 
     /// Maps the whole section read/write, and executable too if
     /// `executable`.
-    pub(crate) fn map_view(&self, executable: bool) -> Result<SectionView, Errno> {
+    pub(crate) fn map_view(&self, executable: bool) -> Result<OwnedMapping, Errno> {
         fault::check(FaultPoint::MapRendezvous)?;
         let access = if executable {
             FILE_MAP_ALL_ACCESS | FILE_MAP_EXECUTE
@@ -530,7 +516,7 @@ impl NamedSection {
         }
         let address = view.Value as usize;
         let len = query_region(address).map_or(0, |region| region.len);
-        Ok(SectionView { address, len })
+        Ok(OwnedMapping::new(address, len, unmap_view))
     }
 
     /// Keeps the handle open for the rest of the process, so the name stays
@@ -549,40 +535,20 @@ impl Drop for NamedSection {
     }
 }
 
-/// A view of a [`NamedSection`] in this process, unmapped on drop unless
-/// leaked.
-#[derive(Debug)]
-pub(crate) struct SectionView {
-    address: usize,
-    /// Bytes in the view, as `VirtualQuery` reports them.
-    len: usize,
-}
-
-impl SectionView {
-    pub(crate) fn address(&self) -> usize {
-        self.address
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Keeps the view for the rest of the process.
-    pub(crate) fn leak(self) -> usize {
-        let address = self.address;
-        std::mem::forget(self);
-        address
-    }
-}
-
-impl Drop for SectionView {
-    fn drop(&mut self) {
-        // SAFETY: the view was mapped for this value alone, and every
-        // reference into it has ended (callers copy what they read).
-        unsafe {
-            UnmapViewOfFile(MEMORY_MAPPED_VIEW_ADDRESS {
-                Value: self.address as *mut c_void,
-            })
-        };
-    }
+/// Unmaps a view of a [`NamedSection`]: the release of the
+/// [`OwnedMapping`] that [`NamedSection::map_view`] returns.
+///
+/// # Safety
+///
+/// `address` is the base of a view this library mapped, and nothing uses
+/// it any more.
+unsafe fn unmap_view(address: usize, _len: usize) {
+    // SAFETY: the caller's contract (callers copy what they read, so no
+    // reference into the view outlives it). It runs from a destructor,
+    // which must not panic, so the result is ignored.
+    unsafe {
+        UnmapViewOfFile(MEMORY_MAPPED_VIEW_ADDRESS {
+            Value: address as *mut c_void,
+        })
+    };
 }

@@ -15,8 +15,8 @@
 //!   holes stay whole.
 //!
 //! Both are lazy: they stop as soon as the caller has claimed a candidate.
-use crate::address::{align_down, align_up};
-use crate::range_set::MappedRanges;
+use crate::space::address::{align_down, align_up};
+use crate::space::range_set::MappedRanges;
 
 /// What a new mapping must satisfy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

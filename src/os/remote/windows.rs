@@ -30,8 +30,8 @@
 
 use super::{Errno, Protection};
 use crate::error::ErrorKind;
-use crate::maps::MapsEntry;
-use crate::target_process::TargetProcessError;
+use crate::error::TargetProcessError;
+use crate::space::maps::MapsEntry;
 use std::ffi::c_void;
 use std::mem::size_of;
 use std::ops::ControlFlow;
@@ -296,7 +296,7 @@ impl RemoteProcess {
             dev_major: 0,
             dev_minor: 0,
             inode: 0,
-            access: crate::maps::Access::default(),
+            access: crate::space::maps::Access::default(),
         };
         let top = self.highest_address;
         let mut address = super::lowest_mappable_address();

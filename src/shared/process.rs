@@ -17,10 +17,11 @@
 
 #![allow(unsafe_code)]
 
-use crate::address_space::AddressSpace;
 use crate::error::ErrorKind;
-use crate::locator::Locator;
 use crate::os;
+use crate::shared::generation;
+use crate::shared::locator::Locator;
+use crate::space::address_space::{AddressSpace, SharedAddressSpace};
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
@@ -32,7 +33,7 @@ pub(crate) struct ProcessState {
     /// This state's number, never 0, different from every state the
     /// process inherited (see [`next_generation`]). Buffer guards carry it.
     generation: u16,
-    address_space: Mutex<AddressSpace>,
+    address_space: SharedAddressSpace,
     locator: OnceLock<Locator>,
     /// Serialises locator creation, which may fail and be retried.
     locator_creation: Mutex<()>,
@@ -41,10 +42,6 @@ pub(crate) struct ProcessState {
 /// The state of the current process; null until first use. Only ever holds
 /// pointers from `Box::into_raw` that are never freed once published.
 static CURRENT: AtomicPtr<ProcessState> = AtomicPtr::new(std::ptr::null_mut());
-
-/// The marker of the state in `CURRENT`, kept apart so the hot path reaches
-/// it with one load instead of two; null until first use.
-static CURRENT_MARKER: AtomicPtr<os::ForkMarker> = AtomicPtr::new(std::ptr::null_mut());
 
 /// Generations handed out so far. A forked child inherits the count, so a
 /// state it makes never has the number of one it inherited (until 65,535
@@ -74,7 +71,7 @@ impl ProcessState {
         ProcessState {
             marker,
             generation,
-            address_space: Mutex::new(AddressSpace::new()),
+            address_space: SharedAddressSpace::new(),
             locator: OnceLock::new(),
             locator_creation: Mutex::new(()),
         }
@@ -91,13 +88,15 @@ impl ProcessState {
         self.generation
     }
 
-    /// The cached address space view. A panic while it was held cannot
-    /// leave it inconsistent in a way that matters (it is only a hint), so
-    /// poisoning is ignored.
+    /// The cached address space view (see [`SharedAddressSpace::lock`]).
     pub(crate) fn address_space(&self) -> MutexGuard<'_, AddressSpace> {
-        self.address_space
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.address_space.lock()
+    }
+
+    /// The lock around the cached address space view, for the locator,
+    /// which maps new buffers through it.
+    pub(crate) fn shared_address_space(&self) -> &SharedAddressSpace {
+        &self.address_space
     }
 
     /// This process's locator, found or created on first use. A failure
@@ -136,11 +135,7 @@ impl ProcessState {
 /// view, two loads from the marker.
 #[inline]
 pub(crate) fn live_locator() -> Option<(&'static Locator, u16)> {
-    // Acquire: pairs with the Release store that published the marker.
-    let marker = CURRENT_MARKER.load(Ordering::Acquire);
-    // SAFETY: non-null values are markers of published states, which are
-    // never freed.
-    let marker = unsafe { marker.as_ref() }?;
+    let marker = generation::current_marker()?;
     // Relaxed: compared before use; Acquire on the locator address below.
     let generation = marker.generation.load(Ordering::Relaxed);
     // Acquire: pairs with the Release store in `create_locator`.
@@ -151,17 +146,6 @@ pub(crate) fn live_locator() -> Option<(&'static Locator, u16)> {
     // SAFETY: set in `create_locator` from the `OnceLock` of a state that
     // is never freed; the marker proved this process set it.
     Some((unsafe { &*(locator as *const Locator) }, generation as u16))
-}
-
-/// Whether `generation` is the running process's current state: a guard
-/// carrying it may append and release. False in a forked child, whose
-/// buffers belong to its parent.
-#[inline]
-pub(crate) fn is_current(generation: u16) -> bool {
-    // Acquire: as in `live_locator`.
-    let marker = CURRENT_MARKER.load(Ordering::Acquire);
-    // SAFETY: as in `live_locator`.
-    unsafe { marker.as_ref() }.is_some_and(|marker| marker.is_live(usize::from(generation)))
 }
 
 /// The state of the running process.
@@ -190,11 +174,7 @@ fn replace_state(seen: *mut ProcessState) -> &'static ProcessState {
         Ok(_) => {
             // SAFETY: published just now and never freed from here on.
             let state = unsafe { &*fresh_pointer };
-            // Release: the marker's generation is visible to the hot path.
-            CURRENT_MARKER.store(
-                state.marker as *const os::ForkMarker as *mut os::ForkMarker,
-                Ordering::Release,
-            );
+            generation::publish_marker(state.marker);
             state
         }
         Err(winner) => {

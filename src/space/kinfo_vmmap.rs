@@ -10,7 +10,7 @@
 //! FreeBSD 12 and later, the same on 32- and 64-bit systems (every 64-bit
 //! field is naturally aligned).
 
-use crate::maps::{Access, MapsEntry};
+use crate::space::maps::{Access, MapsEntry};
 use std::ops::ControlFlow;
 
 /// Offsets of the fields read, in bytes from the start of a record.

@@ -20,7 +20,7 @@
 //! Other library copies in the process keep working on the shared pages
 //! unchanged; anything they add shows up as a longer chain or a new count.
 
-use super::layout::{LocatorRef, MAX_ITEMS};
+use crate::shared::layout::{LocatorRef, MAX_ITEMS};
 use std::alloc::{Layout, alloc_zeroed};
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -349,7 +349,7 @@ impl LocatorIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::locator::layout::LOCATOR_SIZE;
+    use crate::shared::layout::LOCATOR_SIZE;
 
     /// Two chained locators in heap pages that outlive the test.
     fn chain_of_two() -> (LocatorRef, LocatorRef) {

@@ -3,7 +3,7 @@
 
 use super::{Errno, Protection};
 use crate::error::ErrorKind;
-use crate::maps::MapsEntry;
+use crate::space::maps::MapsEntry;
 use std::ops::ControlFlow;
 
 /// The call that maps memory in a target, as error messages name it.

@@ -37,8 +37,8 @@
 //! included, are restored before the thread goes: the kernel then restarts
 //! the original call exactly once, as if it had only been stopped.
 
-use crate::maps;
-use crate::target_process::TargetProcessError;
+use crate::error::TargetProcessError;
+use crate::space::maps;
 
 /// The system-call convention of a target: x86-64's (`syscall`) or
 /// i386's (`int 0x80`, which a 32-bit process uses under a 64-bit kernel

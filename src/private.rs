@@ -8,9 +8,9 @@
 
 use crate::error::{Error, ErrorKind};
 use crate::os;
-use crate::placement::PlacementRequest;
-use crate::process::{self, ProcessState};
 use crate::settings::BufferAllocatorSettings;
+use crate::shared::process::{self, ProcessState};
+use crate::space::placement::PlacementRequest;
 
 /// Pages mapped inside a requested range, unmapped when dropped.
 ///

@@ -29,9 +29,9 @@
 //! `proc_pid_status(5)`, the kernel's `Documentation/admin-guide/LSM/Yama.rst`.
 
 use crate::error::ErrorKind;
-use crate::injection::{self, Abi, ProcessStatus, RefusalFacts, SyscallRequest};
-use crate::maps::{self, Access, MapsEntry};
-use crate::target_process::TargetProcessError;
+use crate::error::TargetProcessError;
+use crate::remote::injection::{self, Abi, ProcessStatus, RefusalFacts, SyscallRequest};
+use crate::space::maps::{self, Access, MapsEntry};
 use std::fs::File;
 use std::io::Read;
 use std::ops::ControlFlow;
@@ -597,7 +597,7 @@ mod injector {
         Errno, ErrorKind, Injection, MAX_STRAY_STOPS, STEP_TIMEOUT, STOP_TIMEOUT, SyscallRequest,
         TargetProcessError, diagnose, last_errno, target,
     };
-    use crate::injection::{self, Registers, Stop};
+    use crate::remote::injection::{self, Registers, Stop};
     use std::time::{Duration, Instant};
 
     /// Stops `tid`, makes it execute `request` at `site`, restores it and

@@ -6,11 +6,11 @@
 
 #![allow(unsafe_code)]
 
-use crate::append_limit;
 use crate::error::{Error, ErrorKind};
-use crate::locator::layout::ItemRef;
 use crate::os;
-use crate::process;
+use crate::shared::append_limit;
+use crate::shared::generation;
+use crate::shared::layout::ItemRef;
 use std::num::NonZeroU64;
 use std::sync::atomic::Ordering;
 
@@ -198,7 +198,7 @@ impl LockedBuffer {
     /// not be mapped at all.
     #[inline]
     fn live_item(&self) -> Option<ItemRef> {
-        process::is_current(self.generation()).then(|| self.item())
+        generation::is_current(self.generation()).then(|| self.item())
     }
 
     /// Address of the first byte of the buffer (0 in a forked child).
@@ -417,7 +417,7 @@ impl Drop for LockedBuffer {
         // In a forked child the item lives in the parent's shared locator;
         // releasing it there would hand the parent's buffer to a second
         // holder.
-        if process::is_current(self.generation()) {
+        if generation::is_current(self.generation()) {
             if self.word.get() & LIMITED != 0 {
                 // Before the release: the next holder may record its own.
                 append_limit::forget(self.word.get() & !LIMITED);

@@ -18,112 +18,15 @@
 //! [`TargetProcess`], shared with its allocations, which give their pages
 //! back through it when dropped.
 
-use crate::address::{ValidRequest, validate_request};
-use crate::address_space::{self, AddressSpace, ClaimableSpace};
-use crate::error::{Error, ErrorKind};
+use crate::error::{Error, ErrorKind, TargetProcessError};
 use crate::os::{self, Protection, RemoteProcess};
-use crate::placement::PlacementRequest;
 use crate::settings::BufferAllocatorSettings;
+use crate::space::address::{ValidRequest, validate_request};
+use crate::space::address_space::{self, AddressSpace, ClaimableSpace};
+use crate::space::placement::PlacementRequest;
 use std::fmt;
 use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex, MutexGuard};
-
-/// Why another process could not be worked on; the reason of
-/// [`ErrorKind::TargetProcess`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum TargetProcessError {
-    /// No process has this id, or it exited (possibly during the
-    /// operation).
-    NotRunning,
-    /// The id is this process's own: use
-    /// [`Buffers::allocate_private_memory`](crate::Buffers::allocate_private_memory).
-    ThisProcess,
-    /// The process belongs to another user, and this one may not trace it
-    /// (Linux: it lacks `CAP_SYS_PTRACE`).
-    OtherUser,
-    /// Linux: Yama's `kernel.yama.ptrace_scope` (this value) forbids the
-    /// attach: 1 allows only descendants (or a process the target named
-    /// with `PR_SET_PTRACER`), 2 only callers with `CAP_SYS_PTRACE`, 3
-    /// nobody.
-    PtraceScope(u8),
-    /// Linux: another tracer (a debugger, or another [`TargetProcess`] of
-    /// this process working at the same moment) is attached; a thread can
-    /// have only one.
-    AlreadyTraced,
-    /// The system refused access for another reason (Linux: the process is
-    /// not dumpable, or a security module or seccomp filter said no;
-    /// Windows: `ERROR_ACCESS_DENIED`, for example a protected process or
-    /// one of another user without `SeDebugPrivilege`).
-    AccessDenied,
-    /// Linux: the target's thread did not stop within a few seconds (it is
-    /// in an uninterruptible sleep, or stopped by a debugger's means).
-    DidNotStop,
-    /// Linux: no `syscall` instruction was found in the target's readable
-    /// code (its vDSO, C library and other executable mappings).
-    NoSyscallInstruction,
-    /// Linux: the thread runs code this library cannot make calls from (a
-    /// 64-bit process, for a 32-bit build of the library; a process of
-    /// another architecture, or whose code segment disagrees with its
-    /// executable).
-    OtherArchitecture,
-}
-
-impl TargetProcessError {
-    pub(crate) fn io_error_kind(self) -> std::io::ErrorKind {
-        use std::io::ErrorKind as Io;
-        match self {
-            TargetProcessError::NotRunning => Io::NotFound,
-            TargetProcessError::ThisProcess => Io::InvalidInput,
-            TargetProcessError::OtherUser
-            | TargetProcessError::PtraceScope(_)
-            | TargetProcessError::AlreadyTraced
-            | TargetProcessError::AccessDenied => Io::PermissionDenied,
-            TargetProcessError::DidNotStop => Io::TimedOut,
-            TargetProcessError::NoSyscallInstruction | TargetProcessError::OtherArchitecture => {
-                Io::Unsupported
-            }
-        }
-    }
-}
-
-impl fmt::Display for TargetProcessError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TargetProcessError::NotRunning => f.write_str("no such process, or it exited"),
-            TargetProcessError::ThisProcess => {
-                f.write_str("the process is this one (use Buffers::allocate_private_memory)")
-            }
-            TargetProcessError::OtherUser => f.write_str(
-                "the process belongs to another user (tracing it needs CAP_SYS_PTRACE or root)",
-            ),
-            TargetProcessError::PtraceScope(scope) => write!(
-                f,
-                "ptrace is restricted by Yama (kernel.yama.ptrace_scope = {scope}: {})",
-                match scope {
-                    1 => "only descendants may be traced; run the target as a child, or have it call prctl(PR_SET_PTRACER)",
-                    2 => "only a caller with CAP_SYS_PTRACE may trace",
-                    _ => "no process may be traced",
-                }
-            ),
-            TargetProcessError::AlreadyTraced => {
-                f.write_str("the process is already traced (a debugger is attached)")
-            }
-            TargetProcessError::AccessDenied => f.write_str(
-                "the system denied access (not dumpable, a security module, or a protected process)",
-            ),
-            TargetProcessError::DidNotStop => {
-                f.write_str("its thread did not stop (an uninterruptible sleep?)")
-            }
-            TargetProcessError::NoSyscallInstruction => {
-                f.write_str("no syscall instruction found in its code")
-            }
-            TargetProcessError::OtherArchitecture => {
-                f.write_str("it runs code this build cannot make calls from (another width or architecture)")
-            }
-        }
-    }
-}
 
 /// Another process, opened to allocate memory in it and to read and write
 /// its bytes.
@@ -421,7 +324,7 @@ impl ClaimableSpace for Claim<'_> {
     fn read_maps(
         &mut self,
         buffer: &mut Vec<u8>,
-        visit: impl FnMut(&crate::maps::MapsEntry) -> ControlFlow<()>,
+        visit: impl FnMut(&crate::space::maps::MapsEntry) -> ControlFlow<()>,
     ) -> Result<(), os::Errno> {
         self.process.read_maps(buffer, visit)
     }

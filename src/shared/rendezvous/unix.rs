@@ -42,10 +42,13 @@
 //! of children with `minherit`. The file's layout and the checks are the
 //! same everywhere.
 
-use super::PrivateLocatorReason;
-use super::layout::{self, LOCATOR_SIZE, LocatorRef, PROBE_OFFSET};
-use crate::maps::MapsEntry;
+#![allow(unsafe_code)]
+
+use super::Meeting;
+use crate::error::PrivateLocatorReason;
 use crate::os::{self, Directory, FileKind, FileStatus};
+use crate::shared::layout::{self, LOCATOR_SIZE, LocatorRef, PROBE_OFFSET};
+use crate::space::maps::MapsEntry;
 use std::fs::File;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -155,6 +158,45 @@ impl Drop for LivenessLock {
             let _ = os::release_liveness_lock(&file);
         }
     }
+}
+
+/// The directory below which the Unix rendezvous directories live: `/tmp`,
+/// as `FORMAT.md` says. On macOS `/tmp` is a symlink to `/private/tmp`,
+/// which the symlink-refusing walk would not follow: the same directory is
+/// named by its real path there.
+pub(crate) const RENDEZVOUS_BASE: &str = if cfg!(target_os = "macos") {
+    "/private/tmp"
+} else {
+    "/tmp"
+};
+
+/// Whether the buffers libraries of a process meet through the rendezvous
+/// file on this system. Not on Android, where every copy gets a private
+/// locator ([`PrivateLocatorReason::Unsupported`]) without a call being
+/// made: an app has no `/tmp` (the root file system is read-only, and
+/// SELinux keeps apps out of each other's directories), and the original
+/// library, which maps its file read/write/execute, is refused that shared
+/// mapping there and keeps a locator of its own, so there is no one to
+/// meet. Trying would only cost system calls, and log SELinux denials,
+/// before ending with a private locator all the same. Buffers do not need
+/// the file: they are private anonymous mappings, as on Linux.
+const RENDEZVOUS_FILE_SHARED: bool = !cfg!(target_os = "android");
+
+/// Finds or publishes the shared locator of process `pid` through the
+/// rendezvous file below [`RENDEZVOUS_BASE`]; the sweep a publication
+/// owes is kept for [`pay_owed_sweep`].
+pub(crate) fn meet(pid: u32) -> Result<Meeting, PrivateLocatorReason> {
+    if !RENDEZVOUS_FILE_SHARED {
+        return Err(PrivateLocatorReason::Unsupported);
+    }
+    let (found, owed) = find_or_create_owing_sweep(RENDEZVOUS_BASE, pid)?;
+    let owes_sweep = owed.map(owe_sweep).is_some();
+    let (Rendezvous::Found(head) | Rendezvous::Created(head)) = found;
+    Ok(Meeting {
+        head,
+        unusable: 0..0,
+        owes_sweep,
+    })
 }
 
 /// Finds or creates the shared locator of process `pid` below `base`

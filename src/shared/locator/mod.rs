@@ -12,25 +12,16 @@
 #![allow(unsafe_code)]
 
 mod index;
-pub(crate) mod layout;
-/// The rendezvous file of the Unix backends (compiled for Android too,
-/// which never opens it: see [`RENDEZVOUS_FILE_SHARED`]).
-#[cfg(all(
-    any(linux_like, target_os = "macos", target_os = "freebsd"),
-    not(memory_buffers_unsupported)
-))]
-pub(crate) mod rendezvous;
-#[cfg(all(windows, not(memory_buffers_unsupported)))]
-pub(crate) mod rendezvous_windows;
 
-use crate::address::{ValidRequest, align_up};
-use crate::error::{ErrorKind, Failure};
-use crate::locked_buffer::LockedBuffer;
+use crate::error::{ErrorKind, Failure, PrivateLocatorReason};
 use crate::os::{self, Protection};
-use crate::placement::PlacementRequest;
-use crate::process::ProcessState;
+use crate::shared::layout::{ItemRef, LOCATOR_SIZE, LocatorRef, MAX_ITEMS};
+use crate::shared::locked_buffer::LockedBuffer;
+use crate::shared::rendezvous;
+use crate::space::address::{ValidRequest, align_up};
+use crate::space::address_space::SharedAddressSpace;
+use crate::space::placement::PlacementRequest;
 use index::LocatorIndex;
-use layout::{ItemRef, LOCATOR_SIZE, LocatorRef, MAX_ITEMS};
 use std::cell::Cell;
 use std::ops::{ControlFlow, Range};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -60,85 +51,6 @@ pub enum LocatorKind {
     /// but other libraries in the process do not see them.
     Private(PrivateLocatorReason),
 }
-
-/// Why the shared locator could not be used.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum PrivateLocatorReason {
-    /// A directory on the rendezvous path could not be opened or created
-    /// (not writable, a path component is a file or a symlink...).
-    DirectoryUnavailable {
-        /// The `errno` of the failing call.
-        errno: i32,
-    },
-    /// A rendezvous directory belongs to another user, or others may write
-    /// to it without the sticky bit.
-    DirectoryNotTrusted,
-    /// The rendezvous file for this process belongs to another user.
-    FileNotTrusted,
-    /// The rendezvous file could not be created, sized or mapped.
-    FileUnavailable {
-        /// The `errno` of the failing call.
-        errno: i32,
-    },
-    /// Other instances kept replacing the rendezvous file.
-    FileContended,
-    /// The rendezvous file for this process id is not this process's, but
-    /// another live process holds it: one with the same id in another PID
-    /// namespace sharing `/tmp` (containers, sandboxes), or the parent of a
-    /// forked child whose file was linked under the child's id.
-    FileInUse,
-    /// This operating system gives the buffers libraries of a process no
-    /// shared locator: Android, where the original library keeps a private
-    /// one too, and systems without a backend. Nothing was tried.
-    Unsupported,
-    /// Windows: the named section could not be created, opened or mapped.
-    SectionUnavailable {
-        /// The Win32 error code of the failing call.
-        errno: i32,
-    },
-    /// Windows: a section with this process's name exists but is not one
-    /// locator-granule long (another process made it).
-    SectionWrongSize {
-        /// Its length in bytes, as mapped.
-        len: usize,
-    },
-    /// Windows: a section with this process's name exists, but its *this
-    /// address* could not be proven to be a live view of it in this
-    /// process (a garbage header, an address elsewhere, or a header lock
-    /// that stayed held).
-    SectionNotProven,
-}
-
-/// The directory below which the Unix rendezvous directories live: `/tmp`,
-/// as `FORMAT.md` says. On macOS `/tmp` is a symlink to `/private/tmp`,
-/// which the symlink-refusing walk would not follow: the same directory is
-/// named by its real path there.
-#[cfg(all(
-    any(linux_like, target_os = "macos", target_os = "freebsd"),
-    not(memory_buffers_unsupported)
-))]
-pub(crate) const RENDEZVOUS_BASE: &str = if cfg!(target_os = "macos") {
-    "/private/tmp"
-} else {
-    "/tmp"
-};
-
-/// Whether the buffers libraries of a process meet through the rendezvous
-/// file on this system. Not on Android, where every copy gets a private
-/// locator ([`PrivateLocatorReason::Unsupported`]) without a call being
-/// made: an app has no `/tmp` (the root file system is read-only, and
-/// SELinux keeps apps out of each other's directories), and the original
-/// library, which maps its file read/write/execute, is refused that shared
-/// mapping there and keeps a locator of its own, so there is no one to
-/// meet. Trying would only cost system calls, and log SELinux denials,
-/// before ending with a private locator all the same. Buffers do not need
-/// the file: they are private anonymous mappings, as on Linux.
-#[cfg(all(
-    any(linux_like, target_os = "macos", target_os = "freebsd"),
-    not(memory_buffers_unsupported)
-))]
-const RENDEZVOUS_FILE_SHARED: bool = !cfg!(target_os = "android");
 
 /// The locator of one process, with its local accelerators.
 pub(crate) struct Locator {
@@ -332,43 +244,17 @@ impl Locator {
     /// Finds or creates the shared locator of the running process, falling
     /// back to a private one when the shared one cannot be trusted or made.
     pub(crate) fn open() -> Result<Locator, ErrorKind> {
-        #[cfg(all(
-            any(linux_like, target_os = "macos", target_os = "freebsd"),
-            not(memory_buffers_unsupported)
-        ))]
-        let (shared, sweep) = if !RENDEZVOUS_FILE_SHARED {
-            (Err(PrivateLocatorReason::Unsupported), SweepState::NONE)
-        } else {
-            match rendezvous::find_or_create_owing_sweep(RENDEZVOUS_BASE, os::process_id()) {
-                Ok((found, owed)) => {
-                    let sweep = match owed {
-                        Some(owed) => {
-                            rendezvous::owe_sweep(owed);
-                            SweepState::AFTER_THIS_REQUEST
-                        }
-                        None => SweepState::NONE,
-                    };
-                    let (rendezvous::Rendezvous::Found(locator)
-                    | rendezvous::Rendezvous::Created(locator)) = found;
-                    (Ok((locator, 0..0)), sweep)
-                }
-                Err(reason) => (Err(reason), SweepState::NONE),
+        let (shared, sweep) = match rendezvous::meet(os::process_id()) {
+            Ok(meeting) => {
+                let sweep = if meeting.owes_sweep {
+                    SweepState::AFTER_THIS_REQUEST
+                } else {
+                    SweepState::NONE
+                };
+                (Ok((meeting.head, meeting.unusable)), sweep)
             }
+            Err(reason) => (Err(reason), SweepState::NONE),
         };
-        #[cfg(all(windows, not(memory_buffers_unsupported)))]
-        let (shared, sweep) = (
-            rendezvous_windows::find_or_create(os::process_id())
-                .map(|found| (found.head, found.non_executable)),
-            SweepState::NONE,
-        );
-        #[cfg(not(all(
-            any(linux_like, target_os = "macos", target_os = "freebsd", windows),
-            not(memory_buffers_unsupported)
-        )))]
-        let (shared, sweep): (
-            Result<(LocatorRef, Range<usize>), PrivateLocatorReason>,
-            u8,
-        ) = (Err(PrivateLocatorReason::Unsupported), SweepState::NONE);
         let (head, unusable, kind) = match shared {
             Ok((head, unusable)) => (head, unusable, LocatorKind::Shared),
             Err(reason) => (map_private_locator()?, 0..0, LocatorKind::Private(reason)),
@@ -402,10 +288,6 @@ impl Locator {
         if self.sweep.load(Ordering::Relaxed) != SweepState::NONE
             && self.sweep.swap(SweepState::NONE, Ordering::Relaxed) != SweepState::NONE
         {
-            #[cfg(all(
-                any(linux_like, target_os = "macos", target_os = "freebsd"),
-                not(memory_buffers_unsupported)
-            ))]
             rendezvous::pay_owed_sweep();
         }
     }
@@ -437,13 +319,14 @@ impl Locator {
     /// needed. The caller has tried [`Locator::take_recent`] already.
     pub(crate) fn get_buffer(
         &'static self,
-        owner: &'static ProcessState,
+        generation: u16,
+        space: &SharedAddressSpace,
         request: &ValidRequest,
         fit: Fit,
     ) -> Result<LockedBuffer, Failure> {
-        let buffer = match self.take_any(owner.generation(), &fit) {
+        let buffer = match self.take_any(generation, &fit) {
             Some(buffer) => Ok(buffer),
-            None => self.register_new(owner, request, &fit),
+            None => self.register_new(generation, space, request, &fit),
         };
         self.after_slow_request();
         buffer
@@ -563,7 +446,8 @@ impl Locator {
 
     fn register_new(
         &'static self,
-        owner: &'static ProcessState,
+        generation: u16,
+        space: &SharedAddressSpace,
         request: &ValidRequest,
         fit: &Fit,
     ) -> Result<LockedBuffer, Failure> {
@@ -582,8 +466,8 @@ impl Locator {
         // Pages are mapped before the header lock is taken so that other
         // registrations never wait on a system call; the outcome is the same
         // as mapping under the lock.
-        let mapping = owner
-            .address_space()
+        let mapping = space
+            .lock()
             .map_nearest(placement, crate::settings::DEFAULT_RETRY_COUNT)?;
         let base = mapping.address();
         let (_, mut locator) = self.index.last();
@@ -623,7 +507,7 @@ impl Locator {
                 // Registered buffers are permanent.
                 mapping.leak();
                 self.remember(item);
-                return Ok(LockedBuffer::new(item, owner.generation(), fit.max));
+                return Ok(LockedBuffer::new(item, generation, fit.max));
             }
             match map_private_locator() {
                 Ok(next) => {
@@ -637,7 +521,7 @@ impl Locator {
                 }
                 Err(kind) => {
                     unlock_header(locator);
-                    owner.address_space().unmap(mapping);
+                    space.lock().unmap(mapping);
                     return Err(kind.into());
                 }
             }
@@ -645,7 +529,7 @@ impl Locator {
         // A corrupt next pointer, or a locator no guard can address: give
         // the pages back rather than register them where no one can find
         // them.
-        owner.address_space().unmap(mapping);
+        space.lock().unmap(mapping);
         Err(ErrorKind::NoSpaceInRange.into())
     }
 

@@ -9,7 +9,7 @@
 //! does not move forward, so a misbehaving answer cannot make it loop
 //! forever.
 
-use crate::maps::{Access, MapsEntry};
+use crate::space::maps::{Access, MapsEntry};
 use std::ops::ControlFlow;
 
 /// Regions a walk looks at before giving up: far above what a process

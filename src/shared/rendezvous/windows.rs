@@ -31,9 +31,12 @@
 //! stays held, leads to a private locator with the reason. Windows has no
 //! `fork` and no stale files: a section dies with its last handle and view.
 
-use super::PrivateLocatorReason;
-use super::layout::{LOCATOR_SIZE, LocatorRef, PROBE_OFFSET};
+#![allow(unsafe_code)]
+
+use super::Meeting;
+use crate::error::PrivateLocatorReason;
 use crate::os::{self, NamedSection};
+use crate::shared::layout::{LOCATOR_SIZE, LocatorRef, PROBE_OFFSET};
 use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -67,6 +70,18 @@ pub(crate) struct SharedLocator {
     /// written there would fault. Empty when they are usable.
     pub(crate) non_executable: Range<usize>,
 }
+
+/// The contract's name for [`find_or_create`]: Windows owes no sweep.
+pub(crate) fn meet(pid: u32) -> Result<Meeting, PrivateLocatorReason> {
+    find_or_create(pid).map(|found| Meeting {
+        head: found.head,
+        unusable: found.non_executable,
+        owes_sweep: false,
+    })
+}
+
+/// Nothing is ever owed: a section dies with its last handle and view.
+pub(crate) fn pay_owed_sweep() {}
 
 /// Finds or creates the shared locator of process `pid`.
 pub(crate) fn find_or_create(pid: u32) -> Result<SharedLocator, PrivateLocatorReason> {

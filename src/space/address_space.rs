@@ -12,9 +12,10 @@
 
 use crate::error::{ErrorKind, Failure};
 use crate::os::{self, FixedMapping, OwnedMapping, Protection};
-use crate::placement::{Candidates, PlacementRequest};
-use crate::range_set::MappedRanges;
+use crate::space::placement::{Candidates, PlacementRequest};
+use crate::space::range_set::MappedRanges;
 use std::ops::ControlFlow;
+use std::sync::{Mutex, MutexGuard};
 
 /// Refused candidates in a row after which the map is re-read: the cached
 /// view is evidently out of date near the target.
@@ -293,7 +294,7 @@ pub(crate) trait ClaimableSpace {
     fn read_maps(
         &mut self,
         buffer: &mut Vec<u8>,
-        visit: impl FnMut(&crate::maps::MapsEntry) -> ControlFlow<()>,
+        visit: impl FnMut(&crate::space::maps::MapsEntry) -> ControlFlow<()>,
     ) -> Result<(), os::Errno>;
 
     /// Maps `len` read/write/execute bytes at exactly `start`, never over
@@ -323,7 +324,7 @@ impl ClaimableSpace for ThisProcess {
     fn read_maps(
         &mut self,
         buffer: &mut Vec<u8>,
-        visit: impl FnMut(&crate::maps::MapsEntry) -> ControlFlow<()>,
+        visit: impl FnMut(&crate::space::maps::MapsEntry) -> ControlFlow<()>,
     ) -> Result<(), os::Errno> {
         os::read_maps(buffer, visit)
     }
@@ -417,6 +418,24 @@ fn occupied_run(start: usize, end: usize, granularity: usize) -> Option<(usize, 
         }
     }
     Some((run_start, run_end.max(first + page)))
+}
+
+/// The process's [`AddressSpace`], shared by its threads behind a lock.
+pub(crate) struct SharedAddressSpace(Mutex<AddressSpace>);
+
+impl SharedAddressSpace {
+    pub(crate) fn new() -> SharedAddressSpace {
+        SharedAddressSpace(Mutex::new(AddressSpace::new()))
+    }
+
+    /// The cached view. A panic while it was held cannot leave it
+    /// inconsistent in a way that matters (it is only a hint), so poisoning
+    /// is ignored.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, AddressSpace> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 #[cfg(test)]
