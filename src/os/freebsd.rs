@@ -109,35 +109,6 @@ pub(crate) fn new_fork_marker() -> &'static super::ForkMarker {
     })
 }
 
-/// What `fstat` fills (its inode number is 64 bits here).
-pub(super) type FileStat = libc::stat;
-
-/// `fstat` into a [`FileStat`].
-///
-/// # Safety
-///
-/// `stat` must point to writable memory for one [`FileStat`].
-pub(super) unsafe fn file_stat(fd: libc::c_int, stat: *mut FileStat) -> libc::c_int {
-    // SAFETY: the caller's contract.
-    unsafe { libc::fstat(fd, stat) }
-}
-
-/// `fstatat` into a [`FileStat`].
-///
-/// # Safety
-///
-/// `name` must be a NUL-terminated string and `stat` point to writable
-/// memory for one [`FileStat`].
-pub(super) unsafe fn file_stat_at(
-    dir: libc::c_int,
-    name: *const libc::c_char,
-    stat: *mut FileStat,
-    flags: libc::c_int,
-) -> libc::c_int {
-    // SAFETY: the caller's contract.
-    unsafe { libc::fstatat(dir, name, stat, flags) }
-}
-
 /// A FreeBSD `dev_t` split the way [`kinfo_vmmap`] splits the device of a
 /// mapped file, so the two compare.
 pub(super) fn device_numbers(device: libc::dev_t) -> (u32, u32) {

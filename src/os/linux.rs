@@ -196,37 +196,6 @@ pub(crate) fn new_fork_marker() -> &'static super::ForkMarker {
     })
 }
 
-/// What `fstat` fills: the large-file `stat64`, whose inode and size are
-/// 64 bits on every width (the plain `fstat` of a 32-bit program fails with
-/// `EOVERFLOW` for a file whose inode number needs more than 32 bits).
-pub(super) type FileStat = libc::stat64;
-
-/// `fstat64` into a [`FileStat`].
-///
-/// # Safety
-///
-/// `stat` must point to writable memory for one [`FileStat`].
-pub(super) unsafe fn file_stat(fd: libc::c_int, stat: *mut FileStat) -> libc::c_int {
-    // SAFETY: the caller's contract.
-    unsafe { libc::fstat64(fd, stat) }
-}
-
-/// `fstatat64` into a [`FileStat`].
-///
-/// # Safety
-///
-/// `name` must be a NUL-terminated string and `stat` point to writable
-/// memory for one [`FileStat`].
-pub(super) unsafe fn file_stat_at(
-    dir: libc::c_int,
-    name: *const libc::c_char,
-    stat: *mut FileStat,
-    flags: libc::c_int,
-) -> libc::c_int {
-    // SAFETY: the caller's contract.
-    unsafe { libc::fstatat64(dir, name, stat, flags) }
-}
-
 /// The major and minor numbers of a device, as `/proc/self/maps` shows
 /// them.
 pub(super) fn device_numbers(device: libc::dev_t) -> (u32, u32) {

@@ -279,35 +279,6 @@ pub(crate) fn new_fork_marker() -> &'static super::ForkMarker {
     Box::leak(Box::new(super::ForkMarker::unwiped(process_id())))
 }
 
-/// What `fstat` fills (its inode number is 64 bits here).
-pub(super) type FileStat = libc::stat;
-
-/// `fstat` into a [`FileStat`].
-///
-/// # Safety
-///
-/// `stat` must point to writable memory for one [`FileStat`].
-pub(super) unsafe fn file_stat(fd: libc::c_int, stat: *mut FileStat) -> libc::c_int {
-    // SAFETY: the caller's contract.
-    unsafe { libc::fstat(fd, stat) }
-}
-
-/// `fstatat` into a [`FileStat`].
-///
-/// # Safety
-///
-/// `name` must be a NUL-terminated string and `stat` point to writable
-/// memory for one [`FileStat`].
-pub(super) unsafe fn file_stat_at(
-    dir: libc::c_int,
-    name: *const libc::c_char,
-    stat: *mut FileStat,
-    flags: libc::c_int,
-) -> libc::c_int {
-    // SAFETY: the caller's contract.
-    unsafe { libc::fstatat(dir, name, stat, flags) }
-}
-
 /// A Darwin `dev_t` (major in the top 8 bits, minor in the low 24).
 pub(super) fn device_numbers(device: libc::dev_t) -> (u32, u32) {
     let device = device as u32;

@@ -454,6 +454,15 @@ pub(crate) fn is_mapped(address: usize, len: usize) -> Result<bool, Errno> {
     }
 }
 
+// What `fstat` fills: on Linux (and Android) the large-file `stat64`, whose
+// inode and size are 64 bits on every width (the plain `fstat` of a 32-bit
+// program fails with `EOVERFLOW` for a file whose inode number needs more
+// than 32 bits); the BSDs' and macOS's `stat` has 64-bit fields already.
+#[cfg(not(linux_like))]
+use libc::{fstat, fstatat, stat as FileStat};
+#[cfg(linux_like)]
+use libc::{fstat64 as fstat, fstatat64 as fstatat, stat64 as FileStat};
+
 /// What `fstat` says about a file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct FileStatus {
@@ -479,7 +488,7 @@ pub(crate) enum FileKind {
 const STICKY: u32 = 0o1000;
 
 impl FileStatus {
-    fn from_stat(stat: &super::backend::FileStat) -> FileStatus {
+    fn from_stat(stat: &FileStat) -> FileStatus {
         let kind = match stat.st_mode & libc::S_IFMT {
             libc::S_IFREG => FileKind::Regular,
             libc::S_IFDIR => FileKind::Directory,
@@ -496,7 +505,7 @@ impl FileStatus {
             size: u64::try_from(stat.st_size).unwrap_or(0),
             dev_major,
             dev_minor,
-            // `ino_t` is 64 bits wherever the backend's `FileStat` is used.
+            // `ino_t` is 64 bits wherever `FileStat` is used.
             #[allow(clippy::useless_conversion)]
             inode: u64::from(stat.st_ino),
         }
@@ -517,10 +526,9 @@ impl FileStatus {
 }
 
 fn status_of_fd(fd: libc::c_int) -> Result<FileStatus, Errno> {
-    let mut stat = std::mem::MaybeUninit::<super::backend::FileStat>::uninit();
-    // SAFETY: `stat` points to writable memory of the type this backend's
-    // `file_stat` fills.
-    if unsafe { super::backend::file_stat(fd, stat.as_mut_ptr()) } != 0 {
+    let mut stat = std::mem::MaybeUninit::<FileStat>::uninit();
+    // SAFETY: `stat` points to writable memory of the type `fstat` fills.
+    if unsafe { fstat(fd, stat.as_mut_ptr()) } != 0 {
         return Err(last_errno());
     }
     // SAFETY: `fstat` succeeded, so it initialised `stat`.
@@ -617,11 +625,11 @@ impl Directory {
     /// Status of the entry `name`, without following a symlink.
     pub(crate) fn entry_status(&self, name: &str) -> Result<FileStatus, Errno> {
         let name = c_name(name)?;
-        let mut stat = std::mem::MaybeUninit::<super::backend::FileStat>::uninit();
+        let mut stat = std::mem::MaybeUninit::<FileStat>::uninit();
         // SAFETY: valid directory fd, NUL-terminated name, writable `stat`
-        // of the type the backend's `file_stat_at` fills.
+        // of the type `fstatat` fills.
         let result = unsafe {
-            super::backend::file_stat_at(
+            fstatat(
                 self.fd.as_raw_fd(),
                 name.as_ptr(),
                 stat.as_mut_ptr(),
