@@ -1,7 +1,7 @@
 //! The checks that decide whether a rendezvous file names a live locator of
 //! the inspected process (Linux), free of system calls.
 //!
-//! They are the library's own rules (`src/locator/rendezvous.rs`, and the
+//! They are the library's own rules (`src/shared/rendezvous/unix.rs`, and the
 //! hazards of `FORMAT.md`), applied from outside: the directories must belong
 //! to the process's user or root, or be shared and sticky, and not be
 //! writable by others otherwise; the file must be a regular file of the

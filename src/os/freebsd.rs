@@ -5,7 +5,7 @@
 //! `MAP_FIXED | MAP_EXCL`, which fails rather than replacing a mapping;
 //! the list of mappings comes from `sysctl` `KERN_PROC_VMMAP`, since
 //! `/proc` is usually not mounted (its records are parsed in
-//! `src/kinfo_vmmap.rs`, tested on every host); a forked child is noticed
+//! `src/space/kinfo_vmmap.rs`, tested on every host); a forked child is noticed
 //! through a page inherited zeroed (`minherit(INHERIT_ZERO)`). The
 //! rendezvous file, its path and its protocol are Linux's (`unix.rs`).
 //!
@@ -36,7 +36,7 @@ pub(crate) use super::unix::{
 pub(crate) const MAP_CALL: &str = "mmap";
 
 /// The error number for "not implemented on this system": what the calls
-/// on another process's memory answer on FreeBSD (`remote_unsupported.rs`).
+/// on another process's memory answer on FreeBSD (`os/remote/unsupported.rs`).
 pub(crate) const UNSUPPORTED: Errno = libc::ENOSYS;
 
 /// Whether an error means "not implemented on this system" ([`UNSUPPORTED`]).

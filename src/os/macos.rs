@@ -115,7 +115,7 @@ mod mach {
 pub(crate) const MAP_CALL: &str = "mach_vm_allocate";
 
 /// The error number for "not implemented on this system": what the calls
-/// on another process's memory answer on macOS (`remote_unsupported.rs`).
+/// on another process's memory answer on macOS (`os/remote/unsupported.rs`).
 pub(crate) const UNSUPPORTED: Errno = libc::ENOSYS;
 
 /// Whether an error means "not implemented on this system" ([`UNSUPPORTED`]).

@@ -10,6 +10,11 @@
 //! [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) instead of failing
 //! to compile. Values that never change during a process (page size, lowest
 //! mappable address) are read once and cached here in atomics.
+//!
+//! What every backend hands back is defined once, apart from them: the
+//! access rights and the owned mapping (`mapping.rs`, each backend
+//! converting the rights to its own bits) and the fork marker
+//! (`fork_marker.rs`).
 
 #![allow(unsafe_code)]
 
@@ -41,7 +46,7 @@ mod backend;
 ))]
 mod unix;
 
-// Another process's memory (`target_process.rs`): a file per system, apart
+// Another process's memory (`remote/target_process.rs`): a file per system, apart
 // from the backends above, with the same items in each.
 #[cfg_attr(
     all(linux_like, not(memory_buffers_unsupported)),

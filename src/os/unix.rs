@@ -12,7 +12,9 @@
 //! `IC IVAU`) and the `CTR_EL0` register.
 
 use super::fault::{self, FaultPoint};
-use super::{ForkMarker, OwnedMapping, Protection, process_id};
+#[cfg(any(linux_like, target_os = "freebsd"))]
+use super::{ForkMarker, process_id};
+use super::{OwnedMapping, Protection};
 use std::ffi::CString;
 #[cfg(not(linux_like))]
 use std::ffi::{CStr, OsString};
@@ -954,6 +956,7 @@ pub(crate) fn map_file_shared(file: &File, len: usize) -> Result<OwnedMapping, E
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::os::process_id;
 
     #[test]
     fn a_new_file_is_written_with_its_start_then_zeros() {

@@ -13,7 +13,7 @@
 //!   placement is the same code on both systems.
 //! - There is no `fork`, so the fork marker never fires.
 //! - The rendezvous is a named, pagefile-backed section rather than a file
-//!   in `/tmp`; this file offers the calls, `locator/rendezvous_windows.rs`
+//!   in `/tmp`; this file offers the calls, `shared/rendezvous/windows.rs`
 //!   the protocol.
 //!
 //! Reservations start at multiples of the allocation granularity (64 KiB),

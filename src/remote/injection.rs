@@ -7,7 +7,7 @@
 //! system-call instruction already in its code with the call's number and
 //! arguments in registers, and one instruction is single-stepped. Then the
 //! registers are put back exactly and the thread is let go. The OS layer
-//! (`os/remote_linux.rs`) makes those calls; what to call them with, and
+//! (`os/remote/linux.rs`) makes those calls; what to call them with, and
 //! what their answers mean, is decided here, so it can be tested on literal
 //! inputs:
 //!

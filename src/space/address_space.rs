@@ -284,7 +284,7 @@ impl AddressSpace {
 
 /// An address space that [`AddressSpace`] can read the map of and claim
 /// blocks in: this process ([`ThisProcess`]), or another process
-/// (`target_process.rs`). The claiming loop is the same for both; only
+/// (`remote/target_process.rs`). The claiming loop is the same for both; only
 /// these calls differ.
 pub(crate) trait ClaimableSpace {
     /// A claimed block, given back when dropped unless leaked.

@@ -348,7 +348,8 @@ fn kernel_is_64_bit() -> bool {
         .machine
         .iter()
         .take_while(|&&byte| byte != 0)
-        .map(|&byte| byte as u8)
+        // `c_char` is `i8` on x86 and `u8` on AArch64: the same byte either way.
+        .map(|&byte| u8::from_ne_bytes(byte.to_ne_bytes()))
         .collect();
     matches!(machine.as_slice(), b"x86_64" | b"aarch64")
 }
