@@ -51,14 +51,9 @@ const REMOTE_UNMAP_CALL: &str = "munmap (made by the target through ptrace)";
 pub(crate) const REMOTE_PROTECT_CALL: &str = "mprotect (made by the target through ptrace)";
 
 /// The `PROT_*` bits of `protection`, as the target's `mmap` and
-/// `mprotect` take them.
+/// `mprotect` take them: this process's own bits (the same kernel).
 fn protection_bits(protection: Protection) -> u64 {
-    let bits = match protection {
-        Protection::ReadWrite => libc::PROT_READ | libc::PROT_WRITE,
-        Protection::ReadExecute => libc::PROT_READ | libc::PROT_EXEC,
-        Protection::ReadWriteExecute => libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC,
-    };
-    bits as u64
+    super::unix::protection_bits(protection) as u64
 }
 
 /// Longest wait for the target's thread to stop after `PTRACE_INTERRUPT`.
