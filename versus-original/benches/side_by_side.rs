@@ -9,6 +9,13 @@
 //! [`RUNS`] children. Loops inside a child time a fixed number of calls
 //! [`ROUNDS`] times and report the median round.
 //!
+//! The hot path, the first call and first-use memory are also measured in
+//! a second shape, in the same run: each library alone in its own small
+//! program (`versus-original/alone/`), built with fat LTO and one codegen
+//! unit and called with its own highest address, as a user comparing the
+//! two crates would build them. This bench builds those programs itself
+//! (`cargo build --profile alone`) the first time it needs them.
+//!
 //! ```sh
 //! cargo bench -p memory-buffers-versus-original        # about 2 minutes
 //! ```
@@ -334,11 +341,22 @@ fn run_child(spec: &str) {
 /// original fails (its 32-bit build crashes with `SIGSEGV` under two
 /// threads), which the table shows. A child of this crate must not fail.
 fn one_child(spec: &str) -> f64 {
-    let executable = std::env::current_exe().expect("own path");
-    let output = Command::new(&executable)
-        .env(CHILD, spec)
-        .output()
-        .expect("run a child");
+    let output = match spec.strip_prefix("alone:") {
+        // `alone:<library>:<workload>`: that library's single-library
+        // program, given the workload as its argument.
+        Some(rest) => {
+            let (library, workload) = rest.split_once(':').expect("alone:library:workload");
+            Command::new(alone_program(library))
+                .arg(workload)
+                .output()
+                .expect("run a single-library program")
+        }
+        None => Command::new(std::env::current_exe().expect("own path"))
+            .env(CHILD, spec)
+            .output()
+            .expect("run a child"),
+    };
+    let spec = spec.strip_prefix("alone:").unwrap_or(spec);
     let stdout = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() && spec.starts_with("original:") {
         eprintln!("{spec} failed: {}", output.status);
@@ -357,9 +375,17 @@ fn one_child(spec: &str) -> f64 {
         .unwrap_or_else(|| panic!("{spec} printed no value:\n{stdout}"))
 }
 
+/// The median of the fresh processes' figures, and their spread.
+#[derive(Clone, Copy)]
+struct Figure {
+    median: f64,
+    least: f64,
+    most: f64,
+}
+
 /// Medians over [`RUNS`] fresh children of each spec, run in turns so that
 /// drift in the machine's speed hits every spec alike.
-fn measure<const N: usize>(specs: [&str; N]) -> [f64; N] {
+fn measure<const N: usize>(specs: [&str; N]) -> [Figure; N] {
     let mut values: [Vec<f64>; N] = std::array::from_fn(|_| Vec::with_capacity(RUNS));
     for _ in 0..RUNS {
         for (spec, values) in specs.iter().zip(values.iter_mut()) {
@@ -370,16 +396,73 @@ fn measure<const N: usize>(specs: [&str; N]) -> [f64; N] {
         // Any failed run makes the figure "failed": a median of the runs
         // that survived would flatter a library that crashes.
         if values.iter().any(|value| value.is_nan()) {
-            f64::NAN
-        } else {
-            median(&mut values)
+            return Figure {
+                median: f64::NAN,
+                least: f64::NAN,
+                most: f64::NAN,
+            };
+        }
+        let median = median(&mut values);
+        let (least, most) = values.iter().fold(
+            (f64::INFINITY, f64::NEG_INFINITY),
+            |(least, most), &value| (least.min(value), most.max(value)),
+        );
+        Figure {
+            median,
+            least,
+            most,
         }
     })
+}
+
+/// Where the single-library program of `library` (`ours` or `original`)
+/// is, built with the workspace's `alone` profile (fat LTO, one codegen
+/// unit) the first time it is asked for.
+fn alone_program(library: &str) -> std::path::PathBuf {
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    let directory = BUILT.get_or_init(|| {
+        let workspace = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "--profile",
+                "alone",
+                "--manifest-path",
+                workspace,
+            ])
+            .args([
+                "-p",
+                "memory-buffers-alone-ours",
+                "-p",
+                "memory-buffers-alone-original",
+            ])
+            .status()
+            .expect("run cargo build for the single-library programs");
+        assert!(
+            status.success(),
+            "building the single-library programs failed"
+        );
+        // This bench is `<target>/release/deps/side_by_side-…`.
+        let executable = std::env::current_exe().expect("own path");
+        let target = executable
+            .ancestors()
+            .nth(3)
+            .expect("the bench lies three levels below the target directory");
+        target.join("alone")
+    });
+    directory.join(format!(
+        "memory-buffers-alone-{library}{}",
+        std::env::consts::EXE_SUFFIX
+    ))
 }
 
 struct Comparison {
     row: &'static str,
     workload: &'static str,
+    /// The same workload in the single-library programs, if they run it.
+    alone: Option<&'static str>,
     unit: &'static str,
     /// Higher is better (a rate), rather than lower (a time or a size).
     higher_is_better: bool,
@@ -413,93 +496,117 @@ fn main() {
         Comparison {
             row: "get_buffer(0, max, 64) + release, buffer exists",
             workload: "hot",
+            alone: Some("hot"),
             unit: "ns",
             higher_is_better: false,
         },
         Comparison {
             row: "same, 1,000 full buffers registered",
             workload: "crowded",
+            alone: None,
             unit: "ns",
             higher_is_better: false,
         },
         Comparison {
             row: "first get_buffer of a process",
             workload: "first_use",
+            alone: Some("first"),
             unit: "ns",
             higher_is_better: false,
         },
         Comparison {
             row: "resident memory the first get_buffer adds",
             workload: "first_use_rss",
+            alone: Some("rss"),
             unit: "KiB",
             higher_is_better: false,
         },
         Comparison {
             row: "of which anonymous (RssAnon: heap, stack, private pages)",
             workload: "first_use_anon",
+            alone: Some("anon"),
             unit: "KiB",
             higher_is_better: false,
         },
         Comparison {
             row: "private 4 KiB within 1 GiB, allocate + free",
             workload: "private",
+            alone: None,
             unit: "ns",
             higher_is_better: false,
         },
         Comparison {
             row: "first private allocation, 30,000 mappings",
             workload: "mappings",
+            alone: None,
             unit: "ns",
             higher_is_better: false,
         },
         Comparison {
             row: "get + append 64 + release, 1 thread",
             workload: "throughput1",
+            alone: None,
             unit: "ops/s",
             higher_is_better: true,
         },
         Comparison {
             row: "same, 2 threads",
             workload: "throughput2",
+            alone: None,
             unit: "ops/s",
             higher_is_better: true,
         },
         Comparison {
             row: "same, 4 threads",
             workload: "throughput4",
+            alone: None,
             unit: "ops/s",
             higher_is_better: true,
         },
     ];
-    println!("| workload | this crate | original 4.1.0 | this crate / original |");
-    println!("|---|---|---|---|");
+    // Two shapes of the same comparison, measured in one run: both
+    // libraries in this bench binary (no LTO, the original handed this
+    // crate's highest address), and each library alone in its own small
+    // program (fat LTO, one codegen unit, each with its own highest
+    // address). Each figure is the median of fresh processes, with the
+    // spread (least to most) beside it.
+    println!(
+        "| workload | this crate | original 4.1.0 | ratio | alone, LTO: this crate | original \
+         4.1.0 | ratio |"
+    );
+    println!("|---|---|---|---|---|---|---|");
     for comparison in comparisons.iter().filter(|c| wanted(c.workload)) {
-        let [ours, original] = measure([
-            &format!("ours:{}", comparison.workload),
-            &format!("original:{}", comparison.workload),
-        ]);
-        let ratio = if comparison.higher_is_better {
-            original / ours
-        } else {
-            ours / original
+        let ours_spec = format!("ours:{}", comparison.workload);
+        let original_spec = format!("original:{}", comparison.workload);
+        let (ours, original, alone) = match comparison.alone {
+            Some(workload) => {
+                let ours_alone = format!("alone:ours:{workload}");
+                let original_alone = format!("alone:original:{workload}");
+                let [ours, original, ours_alone, original_alone] =
+                    measure([&ours_spec, &original_spec, &ours_alone, &original_alone]);
+                (ours, original, Some((ours_alone, original_alone)))
+            }
+            None => {
+                let [ours, original] = measure([&ours_spec, &original_spec]);
+                (ours, original, None)
+            }
         };
-        let ratio = if ratio.is_nan() {
-            "-".to_string()
-        } else {
+        let cells = |ours: Figure, original: Figure| {
             format!(
-                "{ratio:.2}x{}",
-                if comparison.higher_is_better {
-                    " (time per op)"
-                } else {
-                    ""
-                }
+                "{} | {} | {}",
+                spread(ours, comparison.unit),
+                spread(original, comparison.unit),
+                ratio(ours.median, original.median, comparison.higher_is_better)
             )
         };
+        let alone = alone.map_or_else(
+            || "- | - | -".to_string(),
+            |(ours, original)| cells(ours, original),
+        );
         println!(
-            "| {} | {} | {} | {ratio} |",
+            "| {} | {} | {alone} |",
             comparison.row,
-            format(ours, comparison.unit),
-            format(original, comparison.unit),
+            cells(ours, original)
         );
     }
     if wanted("cas") || wanted("c_interface") {
@@ -508,19 +615,50 @@ fn main() {
         println!("|---|---|");
     }
     if wanted("cas") {
-        let [cas] = measure(["baseline:cas"]);
+        let [cas, cas_alone] = measure(["baseline:cas", "alone:ours:cas"]);
         println!(
-            "| CAS + release store on one word | {} |",
-            format(cas, "ns")
+            "| CAS + release store on one word: this bench {}, alone with LTO {} |  |",
+            spread(cas, "ns"),
+            spread(cas_alone, "ns")
         );
     }
     if wanted("c_interface") {
         let [c, rust] = measure(["ours:c_interface", "ours:rust_append"]);
         println!(
             "| get + append 64 + release: C interface {} / Rust {} | {:.2}x |",
-            format(c, "ns"),
-            format(rust, "ns"),
-            c / rust
+            spread(c, "ns"),
+            spread(rust, "ns"),
+            c.median / rust.median
         );
+    }
+}
+
+/// A figure with its spread: `12.3 ns (11.9-13.0)`.
+fn spread(figure: Figure, unit: &str) -> String {
+    if figure.median.is_nan() {
+        return format(figure.median, unit);
+    }
+    format!(
+        "{} ({}-{})",
+        format(figure.median, unit),
+        format(figure.least, unit),
+        format(figure.most, unit)
+    )
+}
+
+/// This crate's figure over the original's, as time (or size) per
+/// operation; `-` where a run failed.
+fn ratio(ours: f64, original: f64, higher_is_better: bool) -> String {
+    let ratio = if higher_is_better {
+        original / ours
+    } else {
+        ours / original
+    };
+    if ratio.is_nan() {
+        "-".to_string()
+    } else if higher_is_better {
+        format!("{ratio:.2}x (time per op)")
+    } else {
+        format!("{ratio:.2}x")
     }
 }
