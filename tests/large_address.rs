@@ -13,6 +13,9 @@
 //! CI runs this binary built with and without `--large-address-aware` on
 //! i686 Windows (see `.ci/i686-windows`).
 
+#[path = "support/skip.rs"]
+mod skip;
+
 use memory_buffers::{
     BufferAllocatorSettings, BufferSearchSettings, Buffers, InvalidRequest, highest_user_address,
 };
@@ -55,12 +58,10 @@ fn all_of_it_is_mapped() -> Option<&'static str> {
     )
 }
 
+/// Only for 32-bit Windows programs, whose top the image flag decides.
+#[cfg(all(windows, target_pointer_width = "32"))]
 #[test]
 fn the_top_of_user_space_matches_the_image_flag_on_32_bit_windows() {
-    if !(cfg!(windows) && cfg!(target_pointer_width = "32")) {
-        println!("skipped: the image flag decides the top only for 32-bit Windows programs");
-        return;
-    }
     let aware = image_is_large_address_aware().expect("this program's PE header is readable");
     let expected = if aware { 0xfffe_ffff } else { 0x7ffe_ffff };
     assert_eq!(
@@ -90,7 +91,7 @@ fn a_buffer_above_2_gib_is_there_or_refused_clearly() {
         return;
     }
     if let Some(reason) = all_of_it_is_mapped() {
-        println!("skipped: {reason}");
+        skip::skip(reason);
         return;
     }
     let mut buffer = result.unwrap();
@@ -118,7 +119,7 @@ fn a_private_allocation_above_2_gib_is_there_or_refused_clearly() {
         return;
     }
     if let Some(reason) = all_of_it_is_mapped() {
-        println!("skipped: {reason}");
+        skip::skip(reason);
         return;
     }
     let mut allocation = result.unwrap();
@@ -145,11 +146,14 @@ fn granule_is_free(start: usize, granule: usize) -> bool {
 #[test]
 fn a_plain_range_above_2_gib_is_placed_against_an_edge_not_in_the_middle() {
     if !has_memory_above_2_gib() {
-        println!("skipped: this process has no memory above 2 GiB");
+        skip::skip(&format!(
+            "this process has no memory above 2 GiB (its top is {:#x})",
+            highest_user_address()
+        ));
         return;
     }
     if let Some(reason) = all_of_it_is_mapped() {
-        println!("skipped: {reason}");
+        skip::skip(reason);
         return;
     }
     let (min, max) = ABOVE_2_GIB;
@@ -190,12 +194,10 @@ fn a_range_straddling_the_top_is_clamped_to_it() {
     assert_eq!(error.invalid_request(), Some(InvalidRequest::ZeroSize));
 }
 
+/// Only for 32-bit Linux programs, whose top depends on their kernel.
+#[cfg(all(target_os = "linux", target_pointer_width = "32"))]
 #[test]
 fn a_32_bit_linux_program_uses_the_4th_gib_under_a_64_bit_kernel() {
-    if !(cfg!(target_os = "linux") && cfg!(target_pointer_width = "32")) {
-        println!("skipped: only a 32-bit Linux program's top depends on its kernel");
-        return;
-    }
     // `setarch --3gb` sets ADDR_LIMIT_3GB (0x0800_0000) in the personality.
     let personality = std::fs::read_to_string("/proc/self/personality").unwrap();
     let limited = u32::from_str_radix(personality.trim(), 16).unwrap() & 0x0800_0000 != 0;
@@ -216,6 +218,7 @@ fn a_32_bit_linux_program_uses_the_4th_gib_under_a_64_bit_kernel() {
     }
 }
 
+#[cfg(all(windows, target_pointer_width = "32"))]
 /// `IMAGE_FILE_LARGE_ADDRESS_AWARE` in this program's PE file header, read
 /// from its file (`e_lfanew` at 0x3c, the characteristics 22 bytes after
 /// the `PE\0\0` signature).

@@ -1,11 +1,15 @@
-//! Private allocations through the public API (issue: placement inside
-//! `[min, max]`, nearest to the target first).
+//! Private allocations through the public API: placement inside
+//! `[min, max]`, nearest to the target first, because a hook's trampoline
+//! must stay within a short jump of the function it hooks and reach around
+//! it is spent slowly that way.
+//!
+//! A binary of its own: its tests read the address map and punch holes in
+//! it, so they must not see other tests' mappings come and go.
 
 use memory_buffers::{
     BufferAllocatorSettings, Buffers, ErrorKind, InvalidRequest, allocation_granularity,
     highest_user_address,
 };
-use std::io::Write;
 use std::sync::Mutex;
 use support::{RegionWithHole, is_mapped};
 
@@ -63,11 +67,7 @@ fn allocates_near_the_top_of_user_space() {
     let _alone = alone();
     let top = highest_user_address();
     if let Some(reason) = support::top_of_user_space_unreachable() {
-        // Written past the test harness's capture, so the skip is seen.
-        let _ = writeln!(
-            std::io::stderr(),
-            "allocates_near_the_top_of_user_space: skipped, {reason}"
-        );
+        support::skip::skip(reason);
         return;
     }
     let settings = BufferAllocatorSettings::new(top - GIB, usize::MAX, 8192);

@@ -720,21 +720,85 @@ fn a_stopped_target_stays_stopped() -> Outcome {
 
 /// The target takes a `SIGALRM` every 200 µs (a handler with
 /// `SA_RESTART` counts them) while it is made to map and unmap hundreds of
-/// times: signals that arrive while its thread is held are delivered
-/// afterwards, none is turned into a crash (a leaked single-step `SIGTRAP`
-/// would kill it), and its `read` carries on.
+/// times, and this process sends it real-time signals all along, which
+/// queue rather than merge: signals that arrive while its thread is held
+/// are delivered afterwards, every one of the real-time signals is handled
+/// exactly once, none is turned into a crash (a leaked single-step
+/// `SIGTRAP` would kill it), and its `read` carries on.
 #[cfg(target_os = "linux")]
 fn signals_arriving_during_the_calls_are_all_delivered() -> Outcome {
+    use std::sync::atomic::{AtomicBool, Ordering};
     let mut child = Target::spawn("signals")?;
     let function = child.ready()?;
     let process = TargetProcess::open(child.id()).map_err(|e| e.to_string())?;
-    let count = |child: &mut Target| -> Result<u64, String> {
-        child
-            .ask("count")?
-            .parse::<u64>()
-            .map_err(|e| e.to_string())
+    // `<timer signals> <real-time signals>` handled so far.
+    let counts = |child: &mut Target| -> Result<(u64, u64), String> {
+        let answer = child.ask("count")?;
+        let parse = |word: Option<&str>| {
+            word.and_then(|word| word.parse::<u64>().ok())
+                .ok_or_else(|| format!("the target counted {answer:?}"))
+        };
+        let mut words = answer.split_whitespace();
+        Ok((parse(words.next())?, parse(words.next())?))
     };
-    let before = count(&mut child)?;
+    let (alarms_before, queued_before) = counts(&mut child)?;
+    check!(
+        queued_before == 0,
+        "{queued_before} real-time signals before any was sent"
+    );
+    let pid = child.id() as libc::pid_t;
+    let stop = AtomicBool::new(false);
+    let (rounds, sent) = std::thread::scope(|scope| {
+        // Real-time signals sent while the calls go on, paced so that the
+        // target's queue (RLIMIT_SIGPENDING) never fills.
+        let sender = scope.spawn(|| {
+            let mut sent = 0u64;
+            while !stop.load(Ordering::Relaxed) && sent < 2000 {
+                // SAFETY: signals our own child, which handles the signal.
+                if unsafe { libc::kill(pid, libc::SIGRTMIN()) } == 0 {
+                    sent += 1;
+                }
+                std::thread::sleep(Duration::from_micros(300));
+            }
+            sent
+        });
+        let rounds = allocate_and_check_200_times(&process, &mut child, function);
+        stop.store(true, Ordering::Relaxed);
+        (rounds, sender.join().expect("the sender thread panicked"))
+    });
+    let last = rounds?;
+    // Every signal sent is pending or handled by now; the target handles
+    // pending ones before it answers the next command.
+    let (alarms_after, queued_after) = counts(&mut child)?;
+    // Timer signals that arrive while one is pending merge into one, so on
+    // a loaded machine far fewer than one per 200 us are handled; what
+    // matters is that they keep being handled while the calls go on.
+    check!(
+        alarms_after > alarms_before,
+        "no timer signal handled during the calls ({alarms_before} before, {alarms_after} after)"
+    );
+    check!(sent > 0, "no real-time signal could be sent");
+    check!(
+        queued_after == sent,
+        "{sent} real-time signals sent, {queued_after} handled"
+    );
+    check!(
+        child.ask(&format!("mapped {last:x}"))? == "no",
+        "the last allocation is still mapped"
+    );
+    let status = child.finish()?;
+    check!(status.success(), "the target ended with {status}");
+    Ok(())
+}
+
+/// Makes the target map, write and unmap 200 times, having it read the
+/// bytes back every 50 rounds; the address of the last allocation.
+#[cfg(target_os = "linux")]
+fn allocate_and_check_200_times(
+    process: &TargetProcess,
+    child: &mut Target,
+    function: usize,
+) -> Result<usize, String> {
     let mut last = 0;
     for round in 0..200u32 {
         let allocation = process
@@ -752,21 +816,7 @@ fn signals_arriving_during_the_calls_are_all_delivered() -> Outcome {
             );
         }
     }
-    let after = count(&mut child)?;
-    // Timer signals that arrive while one is pending merge into one, so on
-    // a loaded machine far fewer than one per 200 us are handled; what
-    // matters is that they keep being handled while the calls go on.
-    check!(
-        after > before,
-        "no signal handled during the calls ({before} before, {after} after)"
-    );
-    check!(
-        child.ask(&format!("mapped {last:x}"))? == "no",
-        "the last allocation is still mapped"
-    );
-    let status = child.finish()?;
-    check!(status.success(), "the target ended with {status}");
-    Ok(())
+    Ok(last)
 }
 
 /// The target's main thread called `pthread_exit` (it is a zombie while
@@ -882,7 +932,10 @@ mod targets {
                 }
                 #[cfg(target_os = "linux")]
                 Some(&"count") => {
-                    println!("{}", ALARMS.load(std::sync::atomic::Ordering::Relaxed));
+                    let load = |count: &std::sync::atomic::AtomicU64| {
+                        count.load(std::sync::atomic::Ordering::Relaxed)
+                    };
+                    println!("{} {}", load(&ALARMS), load(&QUEUED));
                 }
                 Some(&"rights") => println!("{}", rights_of(number(1, 16))),
                 Some(&"read") => {
@@ -941,13 +994,23 @@ mod targets {
     #[cfg(target_os = "linux")]
     static ALARMS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+    /// Real-time signals (`SIGRTMIN`) handled so far.
+    #[cfg(target_os = "linux")]
+    static QUEUED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
     #[cfg(target_os = "linux")]
     extern "C" fn count_alarm(_: libc::c_int) {
         ALARMS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
+    #[cfg(target_os = "linux")]
+    extern "C" fn count_queued(_: libc::c_int) {
+        QUEUED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// A `SIGALRM` every 200 µs, counted by a handler installed with
-    /// `SA_RESTART` (so `read` restarts after it).
+    /// `SA_RESTART` (so `read` restarts after it), and a counting handler
+    /// for the `SIGRTMIN`s the test sends.
     #[cfg(target_os = "linux")]
     fn count_alarms_every_200_us() {
         // SAFETY: an all-zero `sigaction` is valid; the handler only does
@@ -957,6 +1020,8 @@ mod targets {
             action.sa_sigaction = count_alarm as *const () as usize;
             action.sa_flags = libc::SA_RESTART;
             libc::sigaction(libc::SIGALRM, &action, std::ptr::null_mut());
+            action.sa_sigaction = count_queued as *const () as usize;
+            libc::sigaction(libc::SIGRTMIN(), &action, std::ptr::null_mut());
             let every = libc::timeval {
                 tv_sec: 0,
                 tv_usec: 200,

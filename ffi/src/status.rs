@@ -11,8 +11,9 @@ use crate::size_t;
 use memory_buffers::TargetProcessError;
 use memory_buffers::{Error, ErrorKind, InvalidRequest};
 use std::cell::RefCell;
-use std::ffi::{CStr, c_char};
+use std::ffi::{CStr, CString, c_char};
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 /// What a call returns: [`MEMORY_BUFFERS_STATUS_OK`] (zero) on success,
 /// another of the named constants on failure.
@@ -100,81 +101,235 @@ pub const MEMORY_BUFFERS_STATUS_PROCESS_ACCESS_DENIED: MemoryBuffersStatus =
 pub const MEMORY_BUFFERS_STATUS_PROCESS_NOT_INJECTABLE: MemoryBuffersStatus =
     MemoryBuffersStatus(27);
 
-impl MemoryBuffersStatus {
-    /// The static description of this status.
-    pub fn message(self) -> &'static CStr {
-        match self {
-            MEMORY_BUFFERS_STATUS_OK => c"success",
-            MEMORY_BUFFERS_STATUS_NULL_POINTER => c"a required pointer argument is NULL",
-            MEMORY_BUFFERS_STATUS_INVALID_HANDLE => c"the handle is not live (never handed out by this library copy, or already released)",
-            MEMORY_BUFFERS_STATUS_HANDLE_BUSY => c"the handle is in use by another call",
-            MEMORY_BUFFERS_STATUS_ZERO_SIZE => c"invalid request: size is zero",
-            MEMORY_BUFFERS_STATUS_SIZE_TOO_LARGE => c"invalid request: size is too large",
-            MEMORY_BUFFERS_STATUS_MIN_ABOVE_MAX => c"invalid request: min_address is above max_address",
-            MEMORY_BUFFERS_STATUS_RANGE_SMALLER_THAN_SIZE => c"invalid request: the range is smaller than the size",
-            MEMORY_BUFFERS_STATUS_RANGE_ABOVE_USER_SPACE => c"invalid request: the range lies above user space",
-            MEMORY_BUFFERS_STATUS_ALIGNMENT_NOT_POWER_OF_TWO => c"invalid request: alignment is not a power of two",
-            MEMORY_BUFFERS_STATUS_ALIGNMENT_ABOVE_GRANULARITY => {
-                c"invalid request: alignment is above the allocation granularity"
-            }
-            MEMORY_BUFFERS_STATUS_INVALID_ARGUMENT => c"invalid argument",
-            MEMORY_BUFFERS_STATUS_NO_SPACE_IN_RANGE => c"no free address space in range",
-            MEMORY_BUFFERS_STATUS_EXECUTABLE_MEMORY_REFUSED => c"the kernel refused a read/write/execute mapping",
-            MEMORY_BUFFERS_STATUS_DOES_NOT_FIT => c"the bytes do not fit in the buffer",
-            MEMORY_BUFFERS_STATUS_OUTSIDE_BUFFERS => c"the range is not inside the written part of a buffer",
-            MEMORY_BUFFERS_STATUS_PROCESS_FORKED => c"the buffer was taken before fork() and belongs to the parent",
-            MEMORY_BUFFERS_STATUS_OS_ERROR => c"a system call failed",
-            MEMORY_BUFFERS_STATUS_UNSUPPORTED => c"this operating system is not supported",
-            MEMORY_BUFFERS_STATUS_BUFFER_TOO_SMALL => c"the text buffer is too small",
-            MEMORY_BUFFERS_STATUS_PANIC => c"the library panicked (a bug)",
-            MEMORY_BUFFERS_STATUS_UNKNOWN_ERROR => c"unknown library error",
-            MEMORY_BUFFERS_STATUS_OUTSIDE_REQUESTED_RANGE => {
-                c"the bytes would end past the range the buffer was requested for"
-            }
-            MEMORY_BUFFERS_STATUS_NOT_WRITABLE => c"the memory is executable and not writable now",
-            MEMORY_BUFFERS_STATUS_NOT_MAPPED => c"part of the range is not mapped",
-            MEMORY_BUFFERS_STATUS_PROCESS_NOT_RUNNING => c"the target process does not exist or exited",
-            MEMORY_BUFFERS_STATUS_PROCESS_ACCESS_DENIED => c"access to the target process was denied",
-            MEMORY_BUFFERS_STATUS_PROCESS_NOT_INJECTABLE => c"the target process could not be made to map memory",
-            _ => c"unknown status code",
-        }
+/// One named status: its text, and the library's error it stands for when
+/// it stands for exactly one.
+struct Named {
+    status: MemoryBuffersStatus,
+    /// The library's error that becomes this status; `None` for the
+    /// interface's own statuses and for those that stand for several of the
+    /// library's errors (mapped in `From<ErrorKind>` below).
+    kind: Option<ErrorKind>,
+    /// The text; `None` where it is the library's own text for `kind`.
+    text: Option<&'static CStr>,
+}
+
+/// A status of the C interface itself, with its text.
+const fn own(status: MemoryBuffersStatus, text: &'static CStr) -> Named {
+    Named {
+        status,
+        kind: None,
+        text: Some(text),
     }
 }
 
-impl From<InvalidRequest> for MemoryBuffersStatus {
-    fn from(reason: InvalidRequest) -> Self {
-        match reason {
-            InvalidRequest::ZeroSize => MEMORY_BUFFERS_STATUS_ZERO_SIZE,
-            InvalidRequest::SizeTooLarge => MEMORY_BUFFERS_STATUS_SIZE_TOO_LARGE,
-            InvalidRequest::MinAboveMax => MEMORY_BUFFERS_STATUS_MIN_ABOVE_MAX,
-            InvalidRequest::RangeSmallerThanSize => MEMORY_BUFFERS_STATUS_RANGE_SMALLER_THAN_SIZE,
-            InvalidRequest::RangeAboveUserSpace => MEMORY_BUFFERS_STATUS_RANGE_ABOVE_USER_SPACE,
-            InvalidRequest::AlignmentNotPowerOfTwo => {
-                MEMORY_BUFFERS_STATUS_ALIGNMENT_NOT_POWER_OF_TWO
-            }
-            InvalidRequest::AlignmentAboveGranularity => {
-                MEMORY_BUFFERS_STATUS_ALIGNMENT_ABOVE_GRANULARITY
-            }
-            InvalidRequest::NullPointer => MEMORY_BUFFERS_STATUS_NULL_POINTER,
-            _ => MEMORY_BUFFERS_STATUS_INVALID_ARGUMENT,
+/// The status of one of the library's errors, with its text here: the
+/// library gives the text of a kind only inside an `Error`'s message (with
+/// the request's numbers), not for the kind alone.
+const fn kind(status: MemoryBuffersStatus, kind: ErrorKind, text: &'static CStr) -> Named {
+    Named {
+        status,
+        kind: Some(kind),
+        text: Some(text),
+    }
+}
+
+/// The status of one of the library's invalid requests, with the library's
+/// own text for it (`InvalidRequest`'s `Display`).
+const fn invalid(status: MemoryBuffersStatus, reason: InvalidRequest) -> Named {
+    Named {
+        status,
+        kind: Some(ErrorKind::InvalidRequest(reason)),
+        text: None,
+    }
+}
+
+/// Every named status once, with its text and the library's error it
+/// stands for. The constants above are written out one by one because
+/// cbindgen reads them from the source, without expanding macros.
+const NAMED: [Named; 28] = [
+    own(MEMORY_BUFFERS_STATUS_OK, c"success"),
+    kind(
+        MEMORY_BUFFERS_STATUS_NULL_POINTER,
+        ErrorKind::InvalidRequest(InvalidRequest::NullPointer),
+        c"a required pointer argument is NULL",
+    ),
+    own(
+        MEMORY_BUFFERS_STATUS_INVALID_HANDLE,
+        c"the handle is not live (never handed out by this library copy, or already released)",
+    ),
+    own(
+        MEMORY_BUFFERS_STATUS_HANDLE_BUSY,
+        c"the handle is in use by another call",
+    ),
+    invalid(MEMORY_BUFFERS_STATUS_ZERO_SIZE, InvalidRequest::ZeroSize),
+    invalid(
+        MEMORY_BUFFERS_STATUS_SIZE_TOO_LARGE,
+        InvalidRequest::SizeTooLarge,
+    ),
+    invalid(
+        MEMORY_BUFFERS_STATUS_MIN_ABOVE_MAX,
+        InvalidRequest::MinAboveMax,
+    ),
+    invalid(
+        MEMORY_BUFFERS_STATUS_RANGE_SMALLER_THAN_SIZE,
+        InvalidRequest::RangeSmallerThanSize,
+    ),
+    invalid(
+        MEMORY_BUFFERS_STATUS_RANGE_ABOVE_USER_SPACE,
+        InvalidRequest::RangeAboveUserSpace,
+    ),
+    invalid(
+        MEMORY_BUFFERS_STATUS_ALIGNMENT_NOT_POWER_OF_TWO,
+        InvalidRequest::AlignmentNotPowerOfTwo,
+    ),
+    invalid(
+        MEMORY_BUFFERS_STATUS_ALIGNMENT_ABOVE_GRANULARITY,
+        InvalidRequest::AlignmentAboveGranularity,
+    ),
+    own(MEMORY_BUFFERS_STATUS_INVALID_ARGUMENT, c"invalid argument"),
+    kind(
+        MEMORY_BUFFERS_STATUS_NO_SPACE_IN_RANGE,
+        ErrorKind::NoSpaceInRange,
+        c"no free address space in range",
+    ),
+    kind(
+        MEMORY_BUFFERS_STATUS_EXECUTABLE_MEMORY_REFUSED,
+        ErrorKind::ExecutableMemoryRefused,
+        c"the kernel refused a read/write/execute mapping",
+    ),
+    kind(
+        MEMORY_BUFFERS_STATUS_DOES_NOT_FIT,
+        ErrorKind::DoesNotFit,
+        c"the bytes do not fit in the buffer",
+    ),
+    kind(
+        MEMORY_BUFFERS_STATUS_OUTSIDE_BUFFERS,
+        ErrorKind::OutsideBuffers,
+        c"the range is not inside the written part of a buffer",
+    ),
+    kind(
+        MEMORY_BUFFERS_STATUS_PROCESS_FORKED,
+        ErrorKind::ProcessForked,
+        c"the buffer was taken before fork() and belongs to the parent",
+    ),
+    own(MEMORY_BUFFERS_STATUS_OS_ERROR, c"a system call failed"),
+    kind(
+        MEMORY_BUFFERS_STATUS_UNSUPPORTED,
+        ErrorKind::Unsupported,
+        c"this operating system is not supported",
+    ),
+    own(
+        MEMORY_BUFFERS_STATUS_BUFFER_TOO_SMALL,
+        c"the text buffer is too small",
+    ),
+    own(MEMORY_BUFFERS_STATUS_PANIC, PANICKED),
+    own(
+        MEMORY_BUFFERS_STATUS_UNKNOWN_ERROR,
+        c"unknown library error",
+    ),
+    kind(
+        MEMORY_BUFFERS_STATUS_OUTSIDE_REQUESTED_RANGE,
+        ErrorKind::OutsideRequestedRange,
+        c"the bytes would end past the range the buffer was requested for",
+    ),
+    kind(
+        MEMORY_BUFFERS_STATUS_NOT_WRITABLE,
+        ErrorKind::NotWritable,
+        c"the memory is executable and not writable now",
+    ),
+    kind(
+        MEMORY_BUFFERS_STATUS_NOT_MAPPED,
+        ErrorKind::NotMapped,
+        c"part of the range is not mapped",
+    ),
+    own(
+        MEMORY_BUFFERS_STATUS_PROCESS_NOT_RUNNING,
+        c"the target process does not exist or exited",
+    ),
+    own(
+        MEMORY_BUFFERS_STATUS_PROCESS_ACCESS_DENIED,
+        c"access to the target process was denied",
+    ),
+    own(
+        MEMORY_BUFFERS_STATUS_PROCESS_NOT_INJECTABLE,
+        c"the target process could not be made to map memory",
+    ),
+];
+
+/// The text of [`MEMORY_BUFFERS_STATUS_PANIC`], also given when looking a
+/// text up panics.
+const PANICKED: &CStr = c"the library panicked (a bug)";
+
+/// The texts made from the library's, one slot per entry of [`NAMED`]:
+/// made on first use, never freed (they are handed out as static C
+/// strings), published with a compare-and-swap rather than a lock so that
+/// a child forked while another thread made one never waits for it.
+static LIBRARY_TEXTS: [AtomicPtr<c_char>; NAMED.len()] =
+    [const { AtomicPtr::new(std::ptr::null_mut()) }; NAMED.len()];
+
+/// The library's text for `kind`, as its `Error` message starts (for the
+/// kinds whose text the library gives alone: invalid requests).
+fn library_text(kind: Option<ErrorKind>) -> Option<CString> {
+    let Some(ErrorKind::InvalidRequest(reason)) = kind else {
+        return None;
+    };
+    let mut text = String::from("invalid request: ");
+    text.push_str(&reason.to_string());
+    CString::new(text).ok()
+}
+
+impl MemoryBuffersStatus {
+    /// The static description of this status.
+    pub fn message(self) -> &'static CStr {
+        let Some(index) = NAMED.iter().position(|named| named.status == self) else {
+            return c"unknown status code";
+        };
+        let named = &NAMED[index];
+        if let Some(text) = named.text {
+            return text;
         }
+        let slot = &LIBRARY_TEXTS[index];
+        // Acquire: the bytes of a text another thread published.
+        let published = slot.load(Ordering::Acquire);
+        if !published.is_null() {
+            // SAFETY: a non-null slot holds a `CString::into_raw` pointer
+            // that is never freed or changed again.
+            return unsafe { CStr::from_ptr(published) };
+        }
+        let Some(made) = library_text(named.kind) else {
+            return c"unknown status code";
+        };
+        let made = made.into_raw();
+        // AcqRel: publishes this text's bytes if it wins; Acquire on
+        // failure sees the bytes of the one that won.
+        let text = match slot.compare_exchange(
+            std::ptr::null_mut(),
+            made,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => made,
+            Err(winner) => {
+                // SAFETY: `made` came from `into_raw` just above and was
+                // never published; the same text is kept in the slot.
+                drop(unsafe { CString::from_raw(made) });
+                winner
+            }
+        };
+        // SAFETY: `text` is the slot's text, from `into_raw`, never freed.
+        unsafe { CStr::from_ptr(text) }
     }
 }
 
 impl From<ErrorKind> for MemoryBuffersStatus {
     fn from(kind: ErrorKind) -> Self {
+        if let Some(named) = NAMED.iter().find(|named| named.kind == Some(kind)) {
+            return named.status;
+        }
+        // The library's errors that have no status of their own.
         match kind {
-            ErrorKind::InvalidRequest(reason) => reason.into(),
-            ErrorKind::NoSpaceInRange => MEMORY_BUFFERS_STATUS_NO_SPACE_IN_RANGE,
-            ErrorKind::ExecutableMemoryRefused => MEMORY_BUFFERS_STATUS_EXECUTABLE_MEMORY_REFUSED,
-            ErrorKind::DoesNotFit => MEMORY_BUFFERS_STATUS_DOES_NOT_FIT,
-            ErrorKind::OutsideRequestedRange => MEMORY_BUFFERS_STATUS_OUTSIDE_REQUESTED_RANGE,
-            ErrorKind::NotWritable => MEMORY_BUFFERS_STATUS_NOT_WRITABLE,
-            ErrorKind::NotMapped => MEMORY_BUFFERS_STATUS_NOT_MAPPED,
-            ErrorKind::OutsideBuffers => MEMORY_BUFFERS_STATUS_OUTSIDE_BUFFERS,
-            ErrorKind::ProcessForked => MEMORY_BUFFERS_STATUS_PROCESS_FORKED,
+            ErrorKind::InvalidRequest(_) => MEMORY_BUFFERS_STATUS_INVALID_ARGUMENT,
             ErrorKind::Os { .. } => MEMORY_BUFFERS_STATUS_OS_ERROR,
-            ErrorKind::Unsupported => MEMORY_BUFFERS_STATUS_UNSUPPORTED,
             #[cfg(feature = "external-processes")]
             ErrorKind::TargetProcess(reason) => match reason {
                 TargetProcessError::NotRunning => MEMORY_BUFFERS_STATUS_PROCESS_NOT_RUNNING,
@@ -188,6 +343,12 @@ impl From<ErrorKind> for MemoryBuffersStatus {
             },
             _ => MEMORY_BUFFERS_STATUS_UNKNOWN_ERROR,
         }
+    }
+}
+
+impl From<InvalidRequest> for MemoryBuffersStatus {
+    fn from(reason: InvalidRequest) -> Self {
+        ErrorKind::InvalidRequest(reason).into()
     }
 }
 
@@ -383,7 +544,7 @@ pub extern "C" fn memory_buffers_status_message(status: MemoryBuffersStatus) -> 
     // `message` is a plain match over constants and cannot panic, but no
     // panic may cross into C even in theory.
     panic::catch_unwind(|| status.message())
-        .unwrap_or(c"the library panicked (a bug)")
+        .unwrap_or(PANICKED)
         .as_ptr()
 }
 
@@ -526,6 +687,66 @@ mod tests {
             }
         }
         assert_eq!(MemoryBuffersStatus(28).message(), unknown);
+    }
+
+    #[test]
+    fn the_table_names_every_status_once_in_order() {
+        for (index, named) in NAMED.iter().enumerate() {
+            assert_eq!(named.status, MemoryBuffersStatus(index as i32));
+        }
+    }
+
+    #[test]
+    fn each_library_error_of_the_table_maps_to_its_status() {
+        for named in &NAMED {
+            if let Some(kind) = named.kind {
+                assert_eq!(MemoryBuffersStatus::from(kind), named.status, "{kind:?}");
+            }
+        }
+    }
+
+    /// The texts taken from the library are the ones C programs have
+    /// always been given, and begin the library's own messages.
+    #[test]
+    fn invalid_request_statuses_have_the_librarys_text() {
+        let texts = [
+            (MEMORY_BUFFERS_STATUS_ZERO_SIZE, "size is zero"),
+            (MEMORY_BUFFERS_STATUS_SIZE_TOO_LARGE, "size is too large"),
+            (
+                MEMORY_BUFFERS_STATUS_MIN_ABOVE_MAX,
+                "min_address is above max_address",
+            ),
+            (
+                MEMORY_BUFFERS_STATUS_RANGE_SMALLER_THAN_SIZE,
+                "the range is smaller than the size",
+            ),
+            (
+                MEMORY_BUFFERS_STATUS_RANGE_ABOVE_USER_SPACE,
+                "the range lies above user space",
+            ),
+            (
+                MEMORY_BUFFERS_STATUS_ALIGNMENT_NOT_POWER_OF_TWO,
+                "alignment is not a power of two",
+            ),
+            (
+                MEMORY_BUFFERS_STATUS_ALIGNMENT_ABOVE_GRANULARITY,
+                "alignment is above the allocation granularity",
+            ),
+        ];
+        for (status, text) in texts {
+            let message = status.message().to_str().unwrap();
+            assert_eq!(message, format!("invalid request: {text}"));
+            // The same pointer the second time: made once, kept.
+            assert_eq!(status.message().as_ptr(), status.message().as_ptr());
+        }
+        let settings = memory_buffers::BufferSearchSettings::new(0x2000, 0x1000, 16);
+        let error = memory_buffers::Buffers::get_buffer(&settings).unwrap_err();
+        let status = MemoryBuffersStatus::from(error.kind());
+        let message = status.message().to_str().unwrap();
+        assert!(
+            error.to_string().starts_with(message),
+            "{error} / {message}"
+        );
     }
 
     #[test]

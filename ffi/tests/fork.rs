@@ -9,6 +9,9 @@
 
 #![cfg(target_os = "linux")]
 
+#[path = "../../tests/support/skip.rs"]
+mod skip;
+
 use memory_buffers_c::{
     MEMORY_BUFFERS_STATUS_OK, MemoryBuffersAllocatorSettings, MemoryBuffersPrivateAllocation,
     memory_buffers_allocate_private_memory, memory_buffers_allocator_settings_default,
@@ -123,13 +126,9 @@ fn fork_advice_is_ignored() -> bool {
 #[test]
 fn a_child_forked_while_other_threads_use_handles_never_blocks() {
     if fork_advice_is_ignored() {
-        // Past the test harness's capture, so that the skip is seen.
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "a_child_forked_while_other_threads_use_handles_never_blocks: skipped, \
-             MADV_WIPEONFORK is accepted but ignored here (QEMU user mode), so a child \
-             cannot tell its parent's state from its own"
+        skip::skip(
+            "MADV_WIPEONFORK is accepted but ignored here (QEMU user mode), so a child \
+             cannot tell its parent's state from its own",
         );
         return;
     }

@@ -9,6 +9,8 @@
 #![cfg(any(target_os = "linux", windows))]
 
 mod common;
+#[path = "../../tests/support/skip.rs"]
+mod skip;
 
 use libloading::Library;
 use memory_buffers::{BufferSearchSettings, Buffers, ErrorKind, LocatorKind, PrivateLocatorReason};
@@ -221,10 +223,9 @@ fn copy_library(into: &Path, stem: &str) -> PathBuf {
 /// Whether this process got the shared locator. Where an earlier run (of
 /// another user, or of an older version) left directories this user cannot
 /// use, the library rightly falls back to a private locator; the test then
-/// says so on the terminal (not through the captured output) and is skipped
-/// rather than failed. Any other private reason fails.
-fn shared_or_skipped(test: &str) -> bool {
-    use std::io::Write;
+/// says so (`skip`) and is skipped rather than failed. Any other private
+/// reason fails.
+fn shared_or_skipped() -> bool {
     match Buffers::locator_kind().unwrap() {
         LocatorKind::Shared => true,
         LocatorKind::Private(
@@ -234,14 +235,13 @@ fn shared_or_skipped(test: &str) -> bool {
                 errno: libc::EACCES | libc::EPERM | libc::EROFS,
             }),
         ) => {
-            let _ = writeln!(
-                std::io::stderr(),
-                "{test}: skipped: /tmp/.reloaded/memory.buffers is not usable by this user \
-                 ({reason:?}); the locator is private"
-            );
+            skip::skip(&format!(
+                "/tmp/.reloaded/memory.buffers is not usable by this user ({reason:?}), so \
+                 the locator is private; remove the directory or run as its owner"
+            ));
             false
         }
-        other => panic!("{test}: unexpected locator kind {other:?}"),
+        other => panic!("unexpected locator kind {other:?}"),
     }
 }
 
@@ -264,7 +264,7 @@ fn two_loaded_copies_share_the_locator_and_its_buffers() {
     // locator the first created.
     let (kind_a, locator_a) = a.locator();
     let (kind_b, locator_b) = b.locator();
-    if !shared_or_skipped("two_loaded_copies_share_the_locator_and_its_buffers") {
+    if !shared_or_skipped() {
         return;
     }
     let shared = MemoryBuffersLocatorKind {

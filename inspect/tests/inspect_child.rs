@@ -18,7 +18,11 @@
 //! ```
 //!
 //! A plain `main` (no libtest harness): a child must not run the tests, and
-//! every test prints one line, `ok`, `FAILED` or `skipped (reason)`.
+//! every test prints one line: `ok`, `FAILED`, or `<test>: skipped:
+//! <reason>` on the standard error stream (`skip`).
+
+#[path = "../../tests/support/skip.rs"]
+mod skip;
 
 use memory_buffers::{BufferSearchSettings, Buffers, LocatorKind};
 use std::io::{BufRead, BufReader, Write};
@@ -1136,7 +1140,7 @@ fn main() {
                 passed += 1;
             }
             Ok(Some(reason)) => {
-                println!("test {name} ... skipped ({reason})");
+                skip::skip_named(&name, &reason);
                 skipped += 1;
             }
             Err(message) => {

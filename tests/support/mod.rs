@@ -6,6 +6,8 @@
 
 use std::process::Command;
 
+pub mod skip;
+
 /// What a child-process scenario returns: `Err` with what went wrong.
 pub type Outcome = Result<(), String>;
 
@@ -96,13 +98,14 @@ pub fn runner_command(runner: Option<&str>, executable: &std::path::Path) -> Com
 
 /// Runs each scenario of `names` in a fresh child process (this executable,
 /// with [`SCENARIO_VARIABLE`] naming it), except those the command line
-/// filters out and those for which `skip` gives a reason, which is printed.
-/// Prints one line per scenario and a `label: N passed, N failed, N
-/// skipped` summary; exits with 1 if any failed.
+/// filters out and those for which `why_skipped` gives a reason, which is printed
+/// (and counted) by [`skip::skip_named`]. Prints one line per scenario and
+/// a `label: N passed, N failed, N skipped` summary; exits with 1 if any
+/// failed.
 pub fn run_in_children<'a>(
     label: &str,
     names: impl IntoIterator<Item = &'a str>,
-    skip: impl Fn(&str) -> Option<&'static str>,
+    why_skipped: impl Fn(&str) -> Option<&'static str>,
 ) {
     let filter: Vec<String> = std::env::args()
         .skip(1)
@@ -114,8 +117,8 @@ pub fn run_in_children<'a>(
         if !filter.is_empty() && !filter.iter().any(|wanted| name.contains(wanted.as_str())) {
             continue;
         }
-        if let Some(reason) = skip(name) {
-            println!("test {name} ... skipped ({reason})");
+        if let Some(reason) = why_skipped(name) {
+            skip::skip_named(name, reason);
             skipped += 1;
             continue;
         }

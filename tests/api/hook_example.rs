@@ -3,7 +3,7 @@
 
 #![cfg(target_arch = "x86_64")]
 
-#[path = "../examples/hook.rs"]
+#[path = "../../examples/hook.rs"]
 mod example;
 
 #[test]

@@ -7,7 +7,7 @@ use memory_buffers::{
 };
 use std::collections::HashSet;
 
-mod support;
+use crate::support;
 
 const MIB: usize = 1 << 20;
 const GIB: usize = 1 << 30;
@@ -15,12 +15,11 @@ const GIB: usize = 1 << 30;
 /// Whether this process got the shared locator. Where an earlier run (of
 /// another user, or of an older version) left directories this user cannot
 /// use, the library rightly falls back to a private locator; the test then
-/// says so on the terminal (not through the captured output) and is skipped
-/// rather than failed. Any other private reason fails.
+/// says so (`support::skip`) and is skipped rather than failed. Any other
+/// private reason fails.
 #[cfg(unix)]
-fn shared_or_skipped(test: &str) -> bool {
+fn shared_or_skipped() -> bool {
     use memory_buffers::PrivateLocatorReason;
-    use std::io::Write;
     match Buffers::locator_kind().unwrap() {
         LocatorKind::Shared => true,
         LocatorKind::Private(
@@ -30,23 +29,22 @@ fn shared_or_skipped(test: &str) -> bool {
                 errno: libc::EACCES | libc::EPERM | libc::EROFS,
             }),
         ) => {
-            let _ = writeln!(
-                std::io::stderr(),
-                "{test}: skipped: /tmp/.reloaded/memory.buffers is not usable by this user \
-                 ({reason:?}); the locator is private"
-            );
+            support::skip::skip(&format!(
+                "/tmp/.reloaded/memory.buffers is not usable by this user ({reason:?}), so \
+                 the locator is private; remove the directory or run as its owner"
+            ));
             false
         }
-        other => panic!("{test}: unexpected locator kind {other:?}"),
+        other => panic!("unexpected locator kind {other:?}"),
     }
 }
 
 /// On Windows no earlier run can leave anything behind: the named section
 /// dies with its process. The locator must be shared.
 #[cfg(windows)]
-fn shared_or_skipped(test: &str) -> bool {
+fn shared_or_skipped() -> bool {
     let kind = Buffers::locator_kind().unwrap();
-    assert_eq!(kind, LocatorKind::Shared, "{test}: unexpected locator kind");
+    assert_eq!(kind, LocatorKind::Shared, "unexpected locator kind");
     true
 }
 
@@ -57,7 +55,7 @@ fn target() -> usize {
 #[test]
 fn a_second_discovery_finds_the_same_locator() {
     let first = Buffers::locator_address().unwrap();
-    if !shared_or_skipped("a_second_discovery_finds_the_same_locator") {
+    if !shared_or_skipped() {
         return;
     }
     // Do what a second library instance does: open the rendezvous file (or

@@ -6,7 +6,7 @@
 
 use memory_buffers::{BufferAllocatorSettings, Buffers, ErrorKind};
 
-mod support;
+use crate::support;
 
 /// The size of a page, the unit of protections.
 const PAGE: usize = 4096;
@@ -134,12 +134,7 @@ impl Drop for TwoPages {
 fn a_patch_across_two_pages_restores_each_ones_exact_protection() {
     #[cfg(target_os = "linux")]
     if let Some(reason) = support::page_rights_unreadable() {
-        // Past the test harness's capture, so that the skip is seen.
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "a_patch_across_two_pages_restores_each_ones_exact_protection: skipped, {reason}"
-        );
+        support::skip::skip(reason);
         return;
     }
     let pages = TwoPages::new();
@@ -178,12 +173,7 @@ fn a_patch_of_a_writable_page_leaves_it_writable() {
 fn a_patch_reaching_unmapped_memory_writes_nothing() {
     #[cfg(target_os = "linux")]
     if let Some(reason) = support::page_rights_unreadable() {
-        // Past the test harness's capture, so that the skip is seen.
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "a_patch_reaching_unmapped_memory_writes_nothing: skipped, {reason}"
-        );
+        support::skip::skip(reason);
         return;
     }
     let pages = TwoPages::new();
@@ -303,7 +293,7 @@ fn a_raw_write_after_make_executable_faults() {
     let output = support::command_for(&std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "a_raw_write_after_make_executable_faults",
+            "patching::a_raw_write_after_make_executable_faults",
             "--nocapture",
         ])
         .env(FAULTING_CHILD, "1")
