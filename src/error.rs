@@ -282,47 +282,64 @@ impl Error {
     }
 }
 
-impl fmt::Display for Error {
+/// What went wrong, without the request: the text an [`Error`]'s message
+/// starts with. The C interface's status messages are these texts too.
+///
+/// ```
+/// use memory_buffers::{ErrorKind, InvalidRequest};
+/// assert_eq!(ErrorKind::DoesNotFit.to_string(), "the bytes do not fit in the buffer");
+/// assert_eq!(
+///     ErrorKind::InvalidRequest(InvalidRequest::ZeroSize).to_string(),
+///     "invalid request: size is zero"
+/// );
+/// ```
+impl fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Fixed texts go out with `write_str`; only the two helpers below
+        // Fixed texts go out with `write_str`; only the helpers below
         // format numbers, and `no-format` empties them.
-        match self.kind {
+        match *self {
             ErrorKind::InvalidRequest(reason) => {
                 f.write_str("invalid request: ")?;
-                fmt::Display::fmt(&reason, f)?
+                fmt::Display::fmt(&reason, f)
             }
-            ErrorKind::NoSpaceInRange => {
-                f.write_str("no free address space in range")?;
-                write_blocks_tried(f, self.blocks_tried)?
-            }
+            ErrorKind::NoSpaceInRange => f.write_str("no free address space in range"),
             ErrorKind::ExecutableMemoryRefused => {
-                f.write_str("the kernel refused a read/write/execute mapping")?
+                f.write_str("the kernel refused a read/write/execute mapping")
             }
-            ErrorKind::DoesNotFit => f.write_str("the bytes do not fit in the buffer")?,
+            ErrorKind::DoesNotFit => f.write_str("the bytes do not fit in the buffer"),
             ErrorKind::OutsideRequestedRange => {
-                f.write_str("the bytes would end past the range the buffer was requested for")?
+                f.write_str("the bytes would end past the range the buffer was requested for")
             }
             ErrorKind::NotWritable => {
-                f.write_str("the memory is executable now; make it writable first")?
+                f.write_str("the memory is executable now; make it writable first")
             }
             ErrorKind::OutsideBuffers => {
-                f.write_str("the range is not inside the written part of a buffer")?
+                f.write_str("the range is not inside the written part of a buffer")
             }
-            ErrorKind::NotMapped => f.write_str("part of the range is not mapped")?,
+            ErrorKind::NotMapped => f.write_str("part of the range is not mapped"),
             ErrorKind::ProcessForked => {
-                f.write_str("the buffer was taken before fork() and belongs to the parent")?
+                f.write_str("the buffer was taken before fork() and belongs to the parent")
             }
             ErrorKind::Os { call, errno } => {
                 f.write_str(call)?;
                 f.write_str(" failed")?;
-                write_os_error(f, errno)?
+                write_os_error(f, errno)
             }
             #[cfg(feature = "external-processes")]
             ErrorKind::TargetProcess(reason) => {
                 f.write_str("target process: ")?;
-                fmt::Display::fmt(&reason, f)?
+                fmt::Display::fmt(&reason, f)
             }
-            ErrorKind::Unsupported => f.write_str("this operating system is not supported")?,
+            ErrorKind::Unsupported => f.write_str("this operating system is not supported"),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.kind, f)?;
+        if self.kind == ErrorKind::NoSpaceInRange {
+            write_blocks_tried(f, self.blocks_tried)?;
         }
         write_request(f, self)
     }

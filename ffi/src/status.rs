@@ -122,25 +122,19 @@ const fn own(status: MemoryBuffersStatus, text: &'static CStr) -> Named {
     }
 }
 
-/// The status of one of the library's errors, with its text here: the
-/// library gives the text of a kind only inside an `Error`'s message (with
-/// the request's numbers), not for the kind alone.
-const fn kind(status: MemoryBuffersStatus, kind: ErrorKind, text: &'static CStr) -> Named {
+/// The status of one of the library's errors, with the library's own text
+/// for it (`ErrorKind`'s `Display`).
+const fn kind(status: MemoryBuffersStatus, kind: ErrorKind) -> Named {
     Named {
         status,
         kind: Some(kind),
-        text: Some(text),
+        text: None,
     }
 }
 
-/// The status of one of the library's invalid requests, with the library's
-/// own text for it (`InvalidRequest`'s `Display`).
+/// The status of one of the library's invalid requests.
 const fn invalid(status: MemoryBuffersStatus, reason: InvalidRequest) -> Named {
-    Named {
-        status,
-        kind: Some(ErrorKind::InvalidRequest(reason)),
-        text: None,
-    }
+    kind(status, ErrorKind::InvalidRequest(reason))
 }
 
 /// Every named status once, with its text and the library's error it
@@ -151,7 +145,6 @@ const NAMED: [Named; 28] = [
     kind(
         MEMORY_BUFFERS_STATUS_NULL_POINTER,
         ErrorKind::InvalidRequest(InvalidRequest::NullPointer),
-        c"a required pointer argument is NULL",
     ),
     own(
         MEMORY_BUFFERS_STATUS_INVALID_HANDLE,
@@ -190,34 +183,22 @@ const NAMED: [Named; 28] = [
     kind(
         MEMORY_BUFFERS_STATUS_NO_SPACE_IN_RANGE,
         ErrorKind::NoSpaceInRange,
-        c"no free address space in range",
     ),
     kind(
         MEMORY_BUFFERS_STATUS_EXECUTABLE_MEMORY_REFUSED,
         ErrorKind::ExecutableMemoryRefused,
-        c"the kernel refused a read/write/execute mapping",
     ),
-    kind(
-        MEMORY_BUFFERS_STATUS_DOES_NOT_FIT,
-        ErrorKind::DoesNotFit,
-        c"the bytes do not fit in the buffer",
-    ),
+    kind(MEMORY_BUFFERS_STATUS_DOES_NOT_FIT, ErrorKind::DoesNotFit),
     kind(
         MEMORY_BUFFERS_STATUS_OUTSIDE_BUFFERS,
         ErrorKind::OutsideBuffers,
-        c"the range is not inside the written part of a buffer",
     ),
     kind(
         MEMORY_BUFFERS_STATUS_PROCESS_FORKED,
         ErrorKind::ProcessForked,
-        c"the buffer was taken before fork() and belongs to the parent",
     ),
     own(MEMORY_BUFFERS_STATUS_OS_ERROR, c"a system call failed"),
-    kind(
-        MEMORY_BUFFERS_STATUS_UNSUPPORTED,
-        ErrorKind::Unsupported,
-        c"this operating system is not supported",
-    ),
+    kind(MEMORY_BUFFERS_STATUS_UNSUPPORTED, ErrorKind::Unsupported),
     own(
         MEMORY_BUFFERS_STATUS_BUFFER_TOO_SMALL,
         c"the text buffer is too small",
@@ -230,18 +211,9 @@ const NAMED: [Named; 28] = [
     kind(
         MEMORY_BUFFERS_STATUS_OUTSIDE_REQUESTED_RANGE,
         ErrorKind::OutsideRequestedRange,
-        c"the bytes would end past the range the buffer was requested for",
     ),
-    kind(
-        MEMORY_BUFFERS_STATUS_NOT_WRITABLE,
-        ErrorKind::NotWritable,
-        c"the memory is executable and not writable now",
-    ),
-    kind(
-        MEMORY_BUFFERS_STATUS_NOT_MAPPED,
-        ErrorKind::NotMapped,
-        c"part of the range is not mapped",
-    ),
+    kind(MEMORY_BUFFERS_STATUS_NOT_WRITABLE, ErrorKind::NotWritable),
+    kind(MEMORY_BUFFERS_STATUS_NOT_MAPPED, ErrorKind::NotMapped),
     own(
         MEMORY_BUFFERS_STATUS_PROCESS_NOT_RUNNING,
         c"the target process does not exist or exited",
@@ -267,15 +239,9 @@ const PANICKED: &CStr = c"the library panicked (a bug)";
 static LIBRARY_TEXTS: [AtomicPtr<c_char>; NAMED.len()] =
     [const { AtomicPtr::new(std::ptr::null_mut()) }; NAMED.len()];
 
-/// The library's text for `kind`, as its `Error` message starts (for the
-/// kinds whose text the library gives alone: invalid requests).
+/// The library's text for `kind`, with which its `Error` messages start.
 fn library_text(kind: Option<ErrorKind>) -> Option<CString> {
-    let Some(ErrorKind::InvalidRequest(reason)) = kind else {
-        return None;
-    };
-    let mut text = String::from("invalid request: ");
-    text.push_str(&reason.to_string());
-    CString::new(text).ok()
+    CString::new(kind?.to_string()).ok()
 }
 
 impl MemoryBuffersStatus {
@@ -738,6 +704,13 @@ mod tests {
             assert_eq!(message, format!("invalid request: {text}"));
             // The same pointer the second time: made once, kept.
             assert_eq!(status.message().as_ptr(), status.message().as_ptr());
+        }
+        // Every status that stands for one library error has that error's
+        // own text, written once, in the library.
+        for named in &NAMED {
+            if let Some(kind) = named.kind {
+                assert_eq!(named.status.message().to_str().unwrap(), kind.to_string());
+            }
         }
         let settings = memory_buffers::BufferSearchSettings::new(0x2000, 0x1000, 16);
         let error = memory_buffers::Buffers::get_buffer(&settings).unwrap_err();
