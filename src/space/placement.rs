@@ -672,9 +672,10 @@ mod tests {
         order
     }
 
-    proptest! {
-        #[test]
-        fn snug_order_matches_brute_force(
+    prop_compose! {
+        /// Mappings somewhere in a 1 KiB space and a request in it, with
+        /// granularities of 1 to 8 bytes: small enough for brute force.
+        fn layout_and_request()(
             ranges in proptest::collection::vec((0usize..1024, 1usize..64), 0..24),
             shift in 0u32..4,
             lowest in 0usize..64,
@@ -682,7 +683,7 @@ mod tests {
             span in 0usize..1100,
             block_units in 1usize..6,
             range_fraction in 1usize..=8,
-        ) {
+        ) -> (MappedRanges, PlacementRequest) {
             let granularity = 1usize << shift;
             let mapped = MappedRanges::from_ranges(ranges.iter().map(|&(start, len)| (start, start + len)));
             let block_len = block_units * granularity;
@@ -696,33 +697,21 @@ mod tests {
                 highest_address: 1023,
                 target: None,
             };
+            (mapped, request)
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn snug_order_matches_brute_force((mapped, request) in layout_and_request()) {
             let found: Vec<usize> = Candidates::new(&mapped, request).collect();
             prop_assert_eq!(&found, &brute_force_snug(&mapped, request));
         }
 
         #[test]
-        fn matches_brute_force_order(
-            ranges in proptest::collection::vec((0usize..1024, 1usize..64), 0..24),
-            shift in 0u32..4,
-            lowest in 0usize..64,
-            min in 0usize..1100,
-            span in 0usize..1100,
-            block_units in 1usize..6,
-            range_fraction in 1usize..=8,
-        ) {
-            let granularity = 1usize << shift;
-            let mapped = MappedRanges::from_ranges(ranges.iter().map(|&(start, len)| (start, start + len)));
-            let block_len = block_units * granularity;
-            let request = PlacementRequest {
-                min,
-                max: min + span,
-                block_len,
-                range_len: (block_len * range_fraction / 8).max(1),
-                granularity,
-                lowest_address: lowest,
-                highest_address: 1023,
-                target: None,
-            };
+        fn matches_brute_force_order((mapped, request) in layout_and_request()) {
+            let (granularity, lowest, min, block_len) =
+                (request.granularity, request.lowest_address, request.min, request.block_len);
             let found: Vec<usize> = NearestCandidates::new(&mapped, request).collect();
             let expected = brute_force(&mapped, request);
             prop_assert_eq!(&found, &expected);

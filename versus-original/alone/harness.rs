@@ -1,5 +1,5 @@
 //! The measuring half of the two single-library programs, `ours` and
-//! `original`: each is built alone, with fat LTO and one codegen unit (the
+//! `original` (and the timing helpers of the side-by-side bench): each is built alone, with fat LTO and one codegen unit (the
 //! workspace's `alone` profile), and links only its own library, as a user
 //! comparing the two crates would build them. The driver is
 //! `versus-original/benches/side_by_side.rs`, which runs each program in
@@ -21,11 +21,12 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
-const ROUNDS: usize = 9;
+/// Timed rounds inside one process; the median round is reported.
+pub const ROUNDS: usize = 9;
 
 /// Median nanoseconds per call over [`ROUNDS`] rounds of `calls`, after a
 /// warm-up of a tenth as many.
-fn per_call_ns(calls: u32, mut call: impl FnMut()) -> f64 {
+pub fn per_call_ns(calls: u32, mut call: impl FnMut()) -> f64 {
     for _ in 0..calls / 10 {
         call();
     }
@@ -43,7 +44,7 @@ fn per_call_ns(calls: u32, mut call: impl FnMut()) -> f64 {
 }
 
 /// One `… kB` line of `/proc/self/status`, in KiB.
-fn status_kib(field: &str) -> f64 {
+pub fn status_kib(field: &str) -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
     status
         .lines()

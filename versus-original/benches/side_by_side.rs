@@ -7,7 +7,7 @@
 //! to `<library>:<workload>`), and children of the two libraries are
 //! interleaved. A child prints one figure; the table shows the median over
 //! [`RUNS`] children. Loops inside a child time a fixed number of calls
-//! [`ROUNDS`] times and report the median round.
+//! [`harness::ROUNDS`] times and report the median round.
 //!
 //! The hot path, the first call and first-use memory are also measured in
 //! a second shape, in the same run: each library alone in its own small
@@ -45,44 +45,24 @@ mod common;
 
 use common::{ExtraMappings, PAGE, median, target_address};
 
+// The timing and memory helpers of the single-library programs, so that
+// both shapes measure alike.
+#[path = "../alone/harness.rs"]
+#[allow(dead_code)] // its `run` is the programs' entry point
+mod harness;
+
+use harness::{per_call_ns, status_kib};
+
 const CHILD: &str = "MEMORY_BUFFERS_SIDE_BY_SIDE";
 /// Fresh processes per library and workload.
 const RUNS: usize = 7;
 /// Timed rounds inside one process.
-const ROUNDS: usize = 9;
 const JUMP_REACH: usize = 0x7fff_0000;
 const GIB: usize = 1 << 30;
-
-/// Median nanoseconds per call of `call` over [`ROUNDS`] rounds of `calls`.
-fn per_call_ns(calls: u32, mut call: impl FnMut()) -> f64 {
-    for _ in 0..calls / 10 {
-        call();
-    }
-    let mut rounds: Vec<f64> = (0..ROUNDS)
-        .map(|_| {
-            let started = Instant::now();
-            for _ in 0..calls {
-                call();
-            }
-            started.elapsed().as_nanos() as f64 / f64::from(calls)
-        })
-        .collect();
-    median(&mut rounds)
-}
 
 /// Resident memory of this process, in KiB (`VmRSS`).
 fn resident_kib() -> f64 {
     status_kib("VmRSS:")
-}
-
-/// One `… kB` line of `/proc/self/status`, in KiB.
-fn status_kib(field: &str) -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(field))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("{field} in /proc/self/status"))
 }
 
 /// One library's side of every workload.
