@@ -637,8 +637,12 @@ fn fork_gives_the_child_its_own_locator() -> Outcome {
                 .map_err(|error| error.to_string())?;
             buffer.append_bytes(b"child").unwrap();
             let child_locator = Buffers::locator_address().unwrap();
+            // The parent's mapping is gone in the child unless the system
+            // refused to leave it out, so the child's own may take its
+            // place: then it must be a mapping of the child's own file.
             check!(
-                child_locator != parent_locator,
+                child_locator != parent_locator
+                    || inode_mapped_at(child_locator)? == own_file_inode()?,
                 "the child uses the parent's locator"
             );
             expect_shared_and_published()
@@ -678,6 +682,28 @@ fn fork_gives_the_child_its_own_locator() -> Outcome {
         "the child released the parent's buffer"
     );
     Ok(())
+}
+
+/// The inode of the file mapped at `address`, as `/proc/self/maps` shows
+/// it (0 for anonymous memory).
+fn inode_mapped_at(address: usize) -> Result<u64, String> {
+    let maps = fs::read_to_string("/proc/self/maps").map_err(|error| error.to_string())?;
+    maps.lines()
+        .find_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (start, end) = fields.next()?.split_once('-')?;
+            let start = usize::from_str_radix(start, 16).ok()?;
+            let end = usize::from_str_radix(end, 16).ok()?;
+            let inode = fields.nth(3)?.parse().ok()?;
+            (start <= address && address < end).then_some(inode)
+        })
+        .ok_or_else(|| format!("nothing is mapped at {address:#x}"))
+}
+
+fn own_file_inode() -> Result<u64, String> {
+    fs::metadata(own_file())
+        .map(|metadata| metadata.ino())
+        .map_err(|error| error.to_string())
 }
 
 /// A same-user hard link of the parent's file, placed
@@ -737,6 +763,130 @@ fn forked_child_and_a_hard_link_of_the_parents_file() -> Outcome {
         .append_bytes(b"parent again")
         .map_err(|error| error.to_string())?;
     expect_shared_and_published()
+}
+
+/// Which `madvise` calls a seccomp filter refuses.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Refused {
+    /// Every one (a sandbox that allows no advice).
+    Every,
+    /// Only `MADV_WIPEONFORK` (a kernel older than 4.14 answers `EINVAL`).
+    WipeOnForkOnly,
+}
+
+/// Installs a seccomp filter on this process that makes the refused
+/// `madvise` calls fail with `EINVAL`, before the library is first used,
+/// and proves it works: a `MADV_DONTFORK` (and a `MADV_WIPEONFORK`) on a
+/// page of ours fails, or succeeds, as the filter says.
+fn refuse_madvise(refused: Refused) -> Outcome {
+    // Classic BPF over `struct seccomp_data`: the call number at offset 0,
+    // the low half of the third argument (the advice) at offset 32.
+    const LOAD_WORD: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const JUMP_IF_EQUAL: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+    const RETURN: u16 = 0x06; // BPF_RET | BPF_K
+    const ALLOW: u32 = 0x7fff_0000; // SECCOMP_RET_ALLOW
+    const ERRNO: u32 = 0x0005_0000; // SECCOMP_RET_ERRNO
+    let statement = |code, k| libc::sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let jump = |k, jt, jf| libc::sock_filter {
+        code: JUMP_IF_EQUAL,
+        jt,
+        jf,
+        k,
+    };
+    let refuse = statement(RETURN, ERRNO | libc::EINVAL as u32);
+    let allow = statement(RETURN, ALLOW);
+    let madvise = libc::SYS_madvise as u32;
+    let mut program = match refused {
+        Refused::Every => vec![statement(LOAD_WORD, 0), jump(madvise, 0, 1), refuse, allow],
+        Refused::WipeOnForkOnly => vec![
+            statement(LOAD_WORD, 0),
+            jump(madvise, 0, 3),
+            statement(LOAD_WORD, 32),
+            jump(libc::MADV_WIPEONFORK as u32, 0, 1),
+            refuse,
+            allow,
+        ],
+    };
+    let filter = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_mut_ptr(),
+    };
+    // SAFETY: prctl with the documented arguments; the filter program is
+    // valid, and the kernel copies it before the call returns.
+    unsafe {
+        call(
+            "prctl(PR_SET_NO_NEW_PRIVS)",
+            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0),
+        )?;
+        call(
+            "prctl(PR_SET_SECCOMP)",
+            libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER as libc::c_ulong,
+                &filter as *const libc::sock_fprog as libc::c_ulong,
+                0,
+                0,
+            ),
+        )?;
+    }
+    // SAFETY: a fresh private page of ours, unmapped below.
+    let page = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    check!(page != libc::MAP_FAILED, "mmap of a probe page failed");
+    // SAFETY: advice on our own page, which is then unmapped.
+    let (dont_fork, wipe_on_fork) = unsafe {
+        let results = (
+            libc::madvise(page, 4096, libc::MADV_DONTFORK),
+            libc::madvise(page, 4096, libc::MADV_WIPEONFORK),
+        );
+        libc::munmap(page, 4096);
+        results
+    };
+    check!(wipe_on_fork == -1, "MADV_WIPEONFORK was not refused");
+    check!(
+        (dont_fork == -1) == (refused == Refused::Every),
+        "MADV_DONTFORK returned {dont_fork} under the filter"
+    );
+    Ok(())
+}
+
+/// With every `madvise` refused, the locator is still shared, and a forked
+/// child, which then inherits its parent's locator mapping and a fork
+/// marker that was not wiped, keeps off both: the process-id check.
+fn madvise_refused_still_shares_and_forks_apart() -> Outcome {
+    refuse_madvise(Refused::Every)?;
+    expect_shared_and_published()?;
+    fork_gives_the_child_its_own_locator()
+}
+
+/// The same, with a hard link of the parent's file under the child's id:
+/// the inherited mapping is a live mapping of that file in the child, and
+/// must still not pass for the child's own locator.
+fn madvise_refused_and_a_hard_link_of_the_parents_file() -> Outcome {
+    refuse_madvise(Refused::Every)?;
+    expect_shared_and_published()?;
+    forked_child_and_a_hard_link_of_the_parents_file()
+}
+
+/// A kernel older than 4.14 refuses only `MADV_WIPEONFORK`: shared, and a
+/// forked child still gets its own locator.
+fn wipe_on_fork_refused_still_shares_and_forks_apart() -> Outcome {
+    refuse_madvise(Refused::WipeOnForkOnly)?;
+    expect_shared_and_published()?;
+    fork_gives_the_child_its_own_locator()
 }
 
 /// Runs `work` as process 1 of a new PID namespace (a grandchild of this
@@ -927,6 +1077,25 @@ const SCENARIOS: &[Scenario] = &[
         "forked_child_never_adopts_the_parents_locator_through_a_hard_link",
         forked_child_and_a_hard_link_of_the_parents_file,
     ),
+    (
+        "every_madvise_refused_still_shares_and_a_forked_child_keeps_off",
+        madvise_refused_still_shares_and_forks_apart,
+    ),
+    (
+        "every_madvise_refused_and_a_hard_link_of_the_parents_file",
+        madvise_refused_and_a_hard_link_of_the_parents_file,
+    ),
+    (
+        "only_wipe_on_fork_refused_still_shares_and_a_forked_child_keeps_off",
+        wipe_on_fork_refused_still_shares_and_forks_apart,
+    ),
+];
+
+/// Scenarios that refuse `madvise` with a seccomp filter.
+const REFUSES_MADVISE: &[&str] = &[
+    "every_madvise_refused_still_shares_and_a_forked_child_keeps_off",
+    "every_madvise_refused_and_a_hard_link_of_the_parents_file",
+    "only_wipe_on_fork_refused_still_shares_and_a_forked_child_keeps_off",
 ];
 
 /// Scenarios that also run without root: they need no mount namespace, and
@@ -1045,6 +1214,11 @@ pub fn main() {
                     "MADV_WIPEONFORK and MADV_DONTFORK are accepted but ignored here (QEMU user \
                      mode answers 0 to madvise without doing it), so a forked child inherits \
                      its parent's state unchanged and cannot tell it is a child",
+                )
+            } else if REFUSES_MADVISE.contains(&name) && under_an_emulator() {
+                Some(
+                    "QEMU user mode does not run the guest's seccomp filters (its prctl \
+                     refuses PR_SET_SECCOMP)",
                 )
             } else if REPLACES_PROC_MAPS.contains(&name) && under_an_emulator() {
                 Some(

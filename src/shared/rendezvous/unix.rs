@@ -516,6 +516,72 @@ fn read_this_address(file: &File) -> Result<usize, PrivateLocatorReason> {
     Ok(this_address)
 }
 
+/// Locators that this process or one it was forked from published, and
+/// whose mappings forked children inherit because the system refused to
+/// keep them out of children (`MADV_DONTFORK`, `minherit`; a seccomp
+/// sandbox may refuse every `madvise`).
+///
+/// In a child such a mapping is still there, a live mapping of its
+/// parent's file, so the maps check alone would take the parent's locator
+/// for the child's own if a file under the child's id led to it (a hard
+/// link of the parent's file). The record, in process memory that a child
+/// inherits with the mapping, says whose it is. The process-id check of the
+/// fork marker keeps the child off the parent's state and held buffers.
+mod inherited {
+    use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
+    /// Generations of forked processes that may each publish a locator
+    /// their children inherit; a process beyond them gets a private
+    /// locator rather than one its children could mistake.
+    const RECORDS: usize = 64;
+
+    static ADDRESSES: [AtomicUsize; RECORDS] = [const { AtomicUsize::new(0) }; RECORDS];
+    static CREATORS: [AtomicU32; RECORDS] = [const { AtomicU32::new(0) }; RECORDS];
+    static COUNT: AtomicUsize = AtomicUsize::new(0);
+
+    /// Records that the locator mapped at `address`, published by process
+    /// `pid`, is inherited by forked children; false when the records are
+    /// full.
+    pub(super) fn remember(address: usize, pid: u32) -> bool {
+        let index = COUNT.fetch_add(1, Ordering::Relaxed);
+        let (Some(slot), Some(creator)) = (ADDRESSES.get(index), CREATORS.get(index)) else {
+            return false;
+        };
+        creator.store(pid, Ordering::Relaxed);
+        // Release: a reader that sees the address sees its creator.
+        slot.store(address, Ordering::Release);
+        true
+    }
+
+    /// Whether `address` is a locator that a process other than `pid` (an
+    /// ancestor) published and this process inherited.
+    pub(super) fn is_an_ancestors(address: usize, pid: u32) -> bool {
+        let count = COUNT.load(Ordering::Relaxed).min(RECORDS);
+        ADDRESSES[..count]
+            .iter()
+            .zip(&CREATORS[..count])
+            .any(|(slot, creator)| {
+                // Acquire: pairs with the Release store in `remember`.
+                slot.load(Ordering::Acquire) == address && creator.load(Ordering::Relaxed) != pid
+            })
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn an_inherited_locator_is_its_creators_not_a_childs() {
+            let address = 0x7e00_0000_0000_usize;
+            assert!(!is_an_ancestors(address, 200));
+            assert!(remember(address, 100));
+            assert!(!is_an_ancestors(address, 100), "the creator's own");
+            assert!(is_an_ancestors(address, 200), "a child's inheritance");
+            assert!(!is_an_ancestors(address + 0x1000, 200));
+        }
+    }
+}
+
 /// Whether a file's *this address* is its live locator in this process.
 enum Liveness {
     /// A live shared mapping of the file, at offset 0: use it.
@@ -533,7 +599,9 @@ enum Liveness {
 /// none (no `/proc`; macOS, whose region walk does not name files), by
 /// [`same_page_without_proc`].
 fn live_locator(file: &File, this_address: usize, status: &FileStatus) -> Liveness {
-    if !this_address.is_multiple_of(LOCATOR_SIZE) {
+    if !this_address.is_multiple_of(LOCATOR_SIZE)
+        || inherited::is_an_ancestors(this_address, os::process_id())
+    {
         return Liveness::Dead;
     }
     let mut found = false;
@@ -763,13 +831,18 @@ fn publish_new(
         // A forked child must never use this locator as its own (it would
         // register pages that exist only in the child): with the mapping
         // left out of children, the address is dead there, whatever file
-        // sits under the child's id (a hard link of ours, say).
-        if let Err(errno) = os::exclude_from_fork(&mapping) {
+        // sits under the child's id (a hard link of ours, say). Where the
+        // system refuses that (a sandbox that refuses `madvise`), children
+        // inherit the mapping, and the address is remembered as this
+        // process's, which no child then takes for its own.
+        let address = mapping.address();
+        if let Err(errno) = os::exclude_from_fork(&mapping)
+            && !inherited::remember(address, os::process_id())
+        {
             drop(mapping);
             draft.discard(directory);
             return Err(unavailable(errno));
         }
-        let address = mapping.address();
         // SAFETY: a fresh shared mapping of at least LOCATOR_SIZE bytes,
         // page-aligned, kept for the life of the process once published.
         let Some(locator) = (unsafe { LocatorRef::from_address(address) }) else {
