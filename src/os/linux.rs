@@ -33,8 +33,8 @@ pub(crate) use super::unix::{
     Directory, Errno, FileKind, FileStatus, INVALID_ARGUMENT, OUT_OF_MEMORY, PROTECT_CALL,
     effective_user_id, file_status, flush_instruction_cache, is_execute_refusal, is_mapped,
     map_anywhere, map_file_shared, page_size, process_is_alive, protect, query_granularity,
-    run_at_exit, set_file_mode, set_page_protection, sleep, unmap, visit_protections,
-    with_code_writable, write_new_file,
+    run_at_exit, set_file_mode, set_page_protection, sleep, unmap, with_code_writable,
+    write_new_file,
 };
 
 /// The call that maps memory, as error messages name it.
@@ -194,21 +194,6 @@ pub(crate) fn new_fork_marker() -> &'static super::ForkMarker {
         // the advice changes only what a child inherits.
         unsafe { libc::madvise(address as *mut libc::c_void, len, libc::MADV_WIPEONFORK) == 0 }
     })
-}
-
-/// The major and minor numbers of a device, as `/proc/self/maps` shows
-/// them.
-pub(super) fn device_numbers(device: libc::dev_t) -> (u32, u32) {
-    // bionic's `major` and `minor` return an `int`, glibc's and musl's an
-    // `unsigned int`; the numbers are masked bit fields, never negative.
-    #[cfg(target_os = "android")]
-    {
-        (libc::major(device) as u32, libc::minor(device) as u32)
-    }
-    #[cfg(not(target_os = "android"))]
-    {
-        (libc::major(device), libc::minor(device))
-    }
 }
 
 /// Reads `/proc/self/maps`, calling `visit` for each line until it breaks.

@@ -15,12 +15,12 @@ use super::fault::{self, FaultPoint};
 #[cfg(any(linux_like, target_os = "freebsd"))]
 use super::{ForkMarker, process_id};
 use super::{OwnedMapping, Protection};
+use crate::space::maps::Access;
 use std::ffi::CString;
 #[cfg(not(linux_like))]
 use std::ffi::{CStr, OsString};
 use std::fs::File;
 use std::io;
-use std::ops::ControlFlow;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 #[cfg(not(linux_like))]
 use std::os::unix::ffi::OsStringExt;
@@ -100,29 +100,17 @@ pub(crate) fn page_size() -> usize {
 /// The name of the call that changes protections, for error messages.
 pub(crate) const PROTECT_CALL: &str = "mprotect";
 
-/// Calls `visit` with each mapping that overlaps `[start, end)` and its
-/// protection, in address order, from the backend's list of mappings
-/// (`/proc/self/maps`, `KERN_PROC_VMMAP`, the `mach_vm_region` walk): no
-/// Unix has a system call that reports a page's protection.
-pub(crate) fn visit_protections(
-    start: usize,
-    end: usize,
-    mut visit: impl FnMut(usize, usize, PageProtection),
-) -> Result<(), Errno> {
-    let mut buffer = Vec::new();
-    super::backend::read_maps(&mut buffer, |entry| {
-        if entry.start >= end {
-            return ControlFlow::Break(());
-        }
-        if entry.end > start {
-            let access = entry.access;
-            let bits = if access.read { libc::PROT_READ } else { 0 }
+impl PageProtection {
+    /// The `PROT_*` bits of the rights a list of mappings shows; the
+    /// facade's `visit_protections` reads them from the backend's list,
+    /// since no Unix has a system call that reports a page's protection.
+    pub(super) fn of_access(access: Access) -> PageProtection {
+        PageProtection(
+            if access.read { libc::PROT_READ } else { 0 }
                 | if access.write { libc::PROT_WRITE } else { 0 }
-                | if access.execute { libc::PROT_EXEC } else { 0 };
-            visit(entry.start, entry.end, PageProtection(bits));
-        }
-        ControlFlow::Continue(())
-    })
+                | if access.execute { libc::PROT_EXEC } else { 0 },
+        )
+    }
 }
 
 /// Sets the protection of the pages of `[address, address + len)`.
@@ -489,6 +477,37 @@ pub(crate) enum FileKind {
 /// systems).
 const STICKY: u32 = 0o1000;
 
+/// The major and minor numbers of a device, split the way the system's
+/// list of mappings splits the device of a mapped file, so the two
+/// compare. Like the `stat` type above, how a `dev_t` is encoded is a
+/// property of the C library and kernel, not of a backend's calls.
+#[cfg(linux_like)]
+fn device_numbers(device: libc::dev_t) -> (u32, u32) {
+    // bionic's `major` and `minor` return an `int`, glibc's and musl's an
+    // `unsigned int`; the numbers are masked bit fields, never negative.
+    #[cfg(target_os = "android")]
+    {
+        (libc::major(device) as u32, libc::minor(device) as u32)
+    }
+    #[cfg(not(target_os = "android"))]
+    {
+        (libc::major(device), libc::minor(device))
+    }
+}
+
+/// A Darwin `dev_t` (major in the top 8 bits, minor in the low 24).
+#[cfg(target_os = "macos")]
+fn device_numbers(device: libc::dev_t) -> (u32, u32) {
+    let device = device as u32;
+    (device >> 24, device & 0x00ff_ffff)
+}
+
+/// A FreeBSD `dev_t`, split as `KERN_PROC_VMMAP` records are parsed.
+#[cfg(target_os = "freebsd")]
+fn device_numbers(device: libc::dev_t) -> (u32, u32) {
+    crate::space::kinfo_vmmap::split_device(device)
+}
+
 impl FileStatus {
     fn from_stat(stat: &FileStat) -> FileStatus {
         let kind = match stat.st_mode & libc::S_IFMT {
@@ -497,7 +516,7 @@ impl FileStatus {
             libc::S_IFLNK => FileKind::Symlink,
             _ => FileKind::Other,
         };
-        let (dev_major, dev_minor) = super::backend::device_numbers(stat.st_dev);
+        let (dev_major, dev_minor) = device_numbers(stat.st_dev);
         FileStatus {
             kind,
             owner: stat.st_uid,
