@@ -378,6 +378,19 @@ fn for_each_dirent_name(bytes: &[u8], mut visit: impl FnMut(&[u8])) {
 /// filter may refuse it (`ENOSYS`, `EPERM`).
 pub(crate) fn read_own_memory(address: usize, out: &mut [u8]) -> Result<(), Errno> {
     fault::check(FaultPoint::ReadOwnMemory)?;
+    // SAFETY: `getpid` has no preconditions and cannot fail.
+    read_process_memory(unsafe { libc::getpid() }, address, out)
+}
+
+/// Copies `out.len()` bytes at `address` in the process (or thread) `pid`
+/// into `out` with `process_vm_readv`: for this process's own probes and
+/// for another process's memory (`remote/linux.rs`) alike. A short read
+/// (the range ends in unmapped memory) is `EFAULT`.
+pub(super) fn read_process_memory(
+    pid: libc::pid_t,
+    address: usize,
+    out: &mut [u8],
+) -> Result<(), Errno> {
     let local = libc::iovec {
         iov_base: out.as_mut_ptr().cast(),
         iov_len: out.len(),
@@ -388,7 +401,7 @@ pub(crate) fn read_own_memory(address: usize, out: &mut [u8]) -> Result<(), Errn
     };
     // SAFETY: `local` describes `out`, which is writable for its length;
     // the remote range is only read by the kernel, which checks it.
-    let read = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+    let read = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
     match usize::try_from(read) {
         Ok(read) if read == out.len() => Ok(()),
         // A short read: the range ends in unmapped memory.
