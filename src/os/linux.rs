@@ -3,7 +3,7 @@
 //! Each function is one system call (or a short, fixed sequence of them) with
 //! its error turned into an `errno` value. Placement policy, parsing and
 //! retries live elsewhere; this file only talks to the kernel. What every
-//! Unix does alike is in `unix.rs`; this file has what is Linux's own.
+//! Unix does alike is in `unix/`; this file has what is Linux's own.
 //!
 //! Android runs the same kernel under bionic instead of glibc or musl, so
 //! it gets this file whole; the few places where bionic's bindings differ

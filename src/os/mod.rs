@@ -3,7 +3,7 @@
 //! Every system call the library makes goes through the backend chosen here:
 //! one file per operating system (`linux.rs`, `macos.rs`, `freebsd.rs`,
 //! `windows.rs`), each defining the same `pub(crate)` items; the three Unix
-//! backends take what POSIX gives them alike from `unix.rs`. Android is
+//! backends take what POSIX gives them alike from `unix/`. Android is
 //! Linux under another C library, so `linux.rs` serves it too (the build
 //! script's `linux_like` cfg names both).
 //! Targets without a backend get `unsupported.rs`, whose calls fail with
