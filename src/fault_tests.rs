@@ -20,17 +20,18 @@ use crate::error::ErrorKind;
 use crate::error::PrivateLocatorReason;
 use crate::os::fault::{FaultPoint, fail, fail_with};
 use crate::settings::{BufferAllocatorSettings, BufferSearchSettings, highest_user_address};
-use crate::shared::layout::{LOCATOR_SIZE, LocatorRef};
+use crate::shared::layout::LOCATOR_SIZE;
 use crate::shared::locator::{Fit, Locator, LocatorKind};
 use crate::shared::process;
+use crate::shared::rendezvous::backend::unix_tests::{TempBase, locator_of, race_find_or_create};
 use crate::shared::rendezvous::backend::{self as rendezvous, Rendezvous};
 use crate::space::address_space::AddressSpace;
 use crate::space::maps::parse_maps_line;
 use crate::space::placement::{Candidates, PlacementRequest};
 use crate::space::range_set::MappedRanges;
 use crate::{Buffers, os};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::path::Path;
+use std::sync::atomic::Ordering;
 
 const PAGE: usize = 4096;
 
@@ -74,14 +75,6 @@ fn mapped_in(start: usize, end: usize) -> Vec<(usize, usize, String)> {
         .into_iter()
         .filter(|&(s, e, _)| s < end && start < e)
         .collect()
-}
-
-/// Number of mappings whose path contains `fragment`.
-fn mappings_naming(fragment: &str) -> usize {
-    mappings()
-        .iter()
-        .filter(|(_, _, line)| line.contains(fragment))
-        .count()
 }
 
 /// A private anonymous read/write mapping made with plain `mmap`, so that
@@ -393,103 +386,6 @@ fn without_proc_probing_finds_a_free_page_far_beyond_the_occupied_ones() {
     space.unmap(mapping);
 }
 
-/// A fresh base directory under `/tmp` and a made-up process id for one
-/// rendezvous test; the directory tree is removed on drop.
-struct TempBase {
-    path: PathBuf,
-    pid: u32,
-}
-
-impl TempBase {
-    fn new() -> TempBase {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        // Relaxed: only distinct numbers are needed.
-        let serial = NEXT.fetch_add(1, Ordering::Relaxed);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |elapsed| elapsed.subsec_nanos());
-        let path = PathBuf::from(format!(
-            "/tmp/memory-buffers-fault-tests-{}-{serial}-{nanos}",
-            std::process::id()
-        ));
-        // Above `i32::MAX`, so never a live process: stale-file cleanup
-        // treats files of other fake ids in the same directory as dead.
-        let pid = 3_000_000_000 + serial;
-        TempBase { path, pid }
-    }
-
-    fn base(&self) -> &str {
-        self.path.to_str().expect("the path is ASCII")
-    }
-
-    fn directory(&self) -> PathBuf {
-        self.path.join(".reloaded").join("memory.buffers")
-    }
-
-    fn file(&self) -> PathBuf {
-        self.directory().join(rendezvous::file_name(self.pid))
-    }
-
-    fn create_directories(&self) {
-        std::fs::create_dir_all(self.directory()).expect("the directories can be created");
-    }
-
-    fn entries(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(self.directory())
-            .map(|entries| {
-                entries
-                    .map(|entry| {
-                        entry
-                            .expect("readable entry")
-                            .file_name()
-                            .to_string_lossy()
-                            .into_owned()
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        names.sort();
-        names
-    }
-
-    /// Mappings of any file below this base.
-    fn mappings(&self) -> usize {
-        mappings_naming(self.base())
-    }
-
-    /// Finds or creates the locator, as a creator that dies at once as far
-    /// as the liveness lock goes (the lock is dropped; the mapping stays),
-    /// so that tests can turn the file stale by changing it.
-    fn find_or_create(&self) -> Result<Rendezvous, PrivateLocatorReason> {
-        rendezvous::find_or_create_holding(self.base(), self.pid).map(|(found, _lock)| found)
-    }
-
-    fn create(&self) -> LocatorRef {
-        match self.find_or_create() {
-            Ok(Rendezvous::Created(locator)) => locator,
-            other => panic!("expected a new locator, got {other:?}"),
-        }
-    }
-
-    /// The *this address* field as stored in the file.
-    fn stored_address(&self) -> usize {
-        let bytes = std::fs::read(self.file()).expect("the rendezvous file is readable");
-        assert_eq!(bytes.len(), LOCATOR_SIZE);
-        usize::from_le_bytes(
-            bytes[..size_of::<usize>()]
-                .try_into()
-                .expect("pointer-sized"),
-        )
-    }
-}
-
-impl Drop for TempBase {
-    fn drop(&mut self) {
-        // Best effort: a leftover directory under /tmp is harmless.
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
-}
-
 fn file_unavailable_eio() -> PrivateLocatorReason {
     PrivateLocatorReason::FileUnavailable { errno: libc::EIO }
 }
@@ -506,7 +402,7 @@ fn an_unopenable_rendezvous_directory_is_reported_and_nothing_is_created() {
         Err(PrivateLocatorReason::DirectoryUnavailable { errno: libc::EIO })
     );
     assert!(!base.path.exists());
-    assert_eq!(base.mappings(), 0);
+    assert_eq!(base.mappings(), Some(0));
 }
 
 #[test]
@@ -526,7 +422,7 @@ fn a_file_that_cannot_be_sized_reports_file_unavailable_and_leaves_no_file_or_ma
         Vec::<String>::new(),
         "the temporary file was removed"
     );
-    assert_eq!(base.mappings(), 0);
+    assert_eq!(base.mappings(), Some(0));
 }
 
 #[test]
@@ -543,7 +439,7 @@ fn a_full_file_system_reports_enospc_and_leaves_no_file_or_mapping() {
         })
     );
     assert_eq!(base.entries(), Vec::<String>::new());
-    assert_eq!(base.mappings(), 0, "nothing was mapped");
+    assert_eq!(base.mappings(), Some(0), "nothing was mapped");
 }
 
 #[test]
@@ -560,7 +456,7 @@ fn an_existing_file_whose_blocks_cannot_be_had_is_not_read_through_a_mapping() {
             errno: libc::ENOSPC
         })
     );
-    assert_eq!(base.mappings(), 1, "only the creator's mapping");
+    assert_eq!(base.mappings(), Some(1), "only the creator's mapping");
     assert_eq!(base.stored_address(), created.address());
 }
 
@@ -696,7 +592,7 @@ fn a_failing_rendezvous_mmap_reports_file_unavailable_and_leaves_no_file_or_mapp
     };
     assert_eq!(result, Err(file_unavailable_eio()));
     assert_eq!(base.entries(), Vec::<String>::new());
-    assert_eq!(base.mappings(), 0);
+    assert_eq!(base.mappings(), Some(0));
 }
 
 /// A policy that refuses the shared mapping of the rendezvous file
@@ -714,7 +610,7 @@ fn a_refused_rendezvous_mapping_gives_a_private_locator_that_works() {
         };
         assert_eq!(result, Err(PrivateLocatorReason::FileUnavailable { errno }));
         assert_eq!(base.entries(), Vec::<String>::new());
-        assert_eq!(base.mappings(), 0);
+        assert_eq!(base.mappings(), Some(0));
 
         // Through the real `/tmp`, where this process's file exists (the
         // locator mapping it is refused): only where the process shares
@@ -745,13 +641,13 @@ fn a_refused_rendezvous_mapping_gives_a_private_locator_that_works() {
 fn a_failing_view_of_an_existing_rendezvous_is_reported_and_leaves_only_the_creators_mapping() {
     let base = TempBase::new();
     let created = base.create();
-    assert_eq!(base.mappings(), 1);
+    assert_eq!(base.mappings(), Some(1));
     let result = {
         let _failing = fail(&[FaultPoint::MapRendezvous]);
         base.find_or_create()
     };
     assert_eq!(result, Err(file_unavailable_eio()));
-    assert_eq!(base.mappings(), 1);
+    assert_eq!(base.mappings(), Some(1));
     assert_eq!(
         base.stored_address(),
         created.address(),
@@ -820,60 +716,6 @@ fn without_memory_for_a_private_locator_the_mmap_error_is_returned() {
     );
 }
 
-#[test]
-fn a_created_rendezvous_is_found_again_at_the_same_address() {
-    let base = TempBase::new();
-    let created = base.create();
-    assert_eq!(created.address() % LOCATOR_SIZE, 0);
-    assert_eq!(
-        created.this_address().load(Ordering::Relaxed),
-        created.address()
-    );
-    assert_eq!(created.item_count(), 0);
-    assert_eq!(created.lock().load(Ordering::Relaxed), 0);
-    assert_eq!(base.stored_address(), created.address());
-    assert_eq!(
-        base.entries(),
-        vec![rendezvous::file_name(base.pid)],
-        "no temporary is left"
-    );
-    assert_eq!(base.mappings(), 1);
-    for _ in 0..3 {
-        assert_eq!(base.find_or_create(), Ok(Rendezvous::Found(created)));
-    }
-    assert_eq!(
-        base.mappings(),
-        1,
-        "the views used to read the file were unmapped"
-    );
-}
-
-#[test]
-fn a_rendezvous_with_a_zeroed_address_is_taken_over() {
-    let base = TempBase::new();
-    let first = base.create();
-    first.this_address().store(0, Ordering::Relaxed);
-    let second = base.create();
-    assert_ne!(second, first);
-    assert_eq!(base.stored_address(), second.address());
-    assert_eq!(base.find_or_create(), Ok(Rendezvous::Found(second)));
-    assert_eq!(base.entries(), vec![rendezvous::file_name(base.pid)]);
-}
-
-#[test]
-fn a_rendezvous_pointing_at_another_mapping_is_taken_over() {
-    let base = TempBase::new();
-    let first = base.create();
-    // A live, page-aligned, writable mapping of this process, but not of
-    // the rendezvous file: using it as a locator would corrupt it.
-    let decoy = Occupant::anywhere(0xee);
-    first.this_address().store(decoy.address, Ordering::Relaxed);
-    let second = base.create();
-    assert_ne!(second.address(), decoy.address);
-    assert!(decoy.holds(0xee), "the decoy was not written");
-    assert_eq!(base.find_or_create(), Ok(Rendezvous::Found(second)));
-}
-
 /// Says that the calling test is skipped, and why, past the test
 /// harness's capture of standard error, so that the skip is seen.
 fn skip(reason: &str) {
@@ -916,7 +758,7 @@ fn without_proc_a_live_rendezvous_is_found_not_replaced() {
         assert_eq!(base.find_or_create(), Ok(Rendezvous::Found(created)));
     }
     assert_eq!(base.stored_address(), created.address());
-    assert_eq!(base.mappings(), 1, "the check's views were unmapped");
+    assert_eq!(base.mappings(), Some(1), "the check's views were unmapped");
     assert_eq!(created.lock().load(Ordering::Relaxed), 0, "lock released");
     assert_eq!(
         created.probe().load(Ordering::Relaxed),
@@ -996,261 +838,6 @@ fn a_rendezvous_file_of_ours_that_cannot_be_opened_is_not_taken_over() {
     assert_eq!(base.stored_address(), created.address());
     assert_eq!(base.find_or_create(), Ok(Rendezvous::Found(created)));
 }
-
-/// A process in another PID namespace sharing `/tmp`
-/// looks dead here (`kill` says `ESRCH`; the fake ids are above
-/// `i32::MAX`), and cleanup used to delete its live file. A file whose
-/// liveness lock is held is kept; one without it is judged as before.
-#[test]
-fn cleanup_keeps_files_whose_owner_holds_the_liveness_lock() {
-    let base = TempBase::new();
-    let elsewhere = base.pid + 1_000_000;
-    let (found, lock) =
-        rendezvous::find_or_create_holding(base.base(), elsewhere).expect("the other process");
-    assert!(matches!(found, Rendezvous::Created(_)));
-    let lock = lock.expect("tmpfs and ext4 have open-file-description locks");
-    let gone = base.pid + 2_000_000;
-    let (_, dead_lock) =
-        rendezvous::find_or_create_holding(base.base(), gone).expect("a process that dies");
-    drop(dead_lock);
-    let legacy = base
-        .directory()
-        .join(rendezvous::file_name(base.pid + 3_000_000));
-    std::fs::write(&legacy, [0u8; LOCATOR_SIZE]).expect("a file without a lock");
-    base.create();
-    let entries = base.entries();
-    assert!(
-        entries.contains(&rendezvous::file_name(elsewhere)),
-        "the locked file was removed: {entries:?}"
-    );
-    assert!(
-        !entries.contains(&rendezvous::file_name(gone)),
-        "{entries:?}"
-    );
-    assert!(
-        !legacy.exists(),
-        "a file without a lock is judged by kill: {entries:?}"
-    );
-    drop(lock);
-}
-
-/// Two processes with one id in two PID namespaces that
-/// share `/tmp`. The later one sees a file whose address is not its own
-/// mapping (played here by pointing it at unmapped memory) but whose lock
-/// is held: someone else's live file. It takes a private locator and leaves
-/// the file alone instead of taking it over.
-#[test]
-fn a_live_file_of_another_process_with_the_same_id_is_left_alone() {
-    let base = TempBase::new();
-    let (found, lock) =
-        rendezvous::find_or_create_holding(base.base(), base.pid).expect("the first process");
-    let Rendezvous::Created(theirs) = found else {
-        panic!("expected a new locator, got {found:?}");
-    };
-    let lock = lock.expect("tmpfs and ext4 have open-file-description locks");
-    // As the second process sees it: not a mapping of its own.
-    theirs
-        .this_address()
-        .store(quiet_slot(8), Ordering::Relaxed);
-    assert_eq!(base.find_or_create(), Err(PrivateLocatorReason::FileInUse));
-    assert_eq!(base.stored_address(), quiet_slot(8), "the file was kept");
-    // Once the owner is gone, the file is stale and taken over.
-    drop(lock);
-    let ours = base.create();
-    assert_eq!(base.stored_address(), ours.address());
-}
-
-#[test]
-fn a_rendezvous_pointing_at_another_processes_locator_is_taken_over() {
-    // Two rendezvous files, both live mappings in this process: the second
-    // file naming the first file's locator must not be trusted, because the
-    // address is not a mapping of the second file.
-    let one = TempBase::new();
-    let two = TempBase::new();
-    let first = one.create();
-    let second = two.create();
-    second
-        .this_address()
-        .store(first.address(), Ordering::Relaxed);
-    let replaced = two.create();
-    assert_ne!(replaced, first);
-    assert_ne!(replaced, second);
-    assert_eq!(one.find_or_create(), Ok(Rendezvous::Found(first)));
-    assert_eq!(two.find_or_create(), Ok(Rendezvous::Found(replaced)));
-}
-
-#[test]
-fn an_empty_or_short_rendezvous_file_is_taken_over() {
-    for length in [0, 24, LOCATOR_SIZE - 1] {
-        let base = TempBase::new();
-        base.create_directories();
-        std::fs::write(base.file(), vec![0x41u8; length]).expect("the file can be written");
-        let created = base.create();
-        assert_eq!(base.stored_address(), created.address());
-        assert_eq!(base.mappings(), 1);
-    }
-}
-
-#[test]
-fn a_planted_symlink_is_replaced_without_touching_its_target() {
-    let base = TempBase::new();
-    base.create_directories();
-    let victim = base.path.join("victim");
-    std::fs::write(&victim, b"precious").expect("the victim can be written");
-    std::os::unix::fs::symlink(&victim, base.file()).expect("the symlink can be planted");
-    let created = base.create();
-    assert_eq!(
-        std::fs::read(&victim).expect("the victim is readable"),
-        b"precious"
-    );
-    let metadata = std::fs::symlink_metadata(base.file()).expect("the rendezvous exists");
-    assert!(
-        metadata.file_type().is_file(),
-        "the symlink was replaced by a regular file"
-    );
-    assert_eq!(base.stored_address(), created.address());
-}
-
-#[test]
-fn a_world_writable_rendezvous_directory_is_not_trusted() {
-    use std::os::unix::fs::PermissionsExt;
-    let base = TempBase::new();
-    base.create_directories();
-    std::fs::set_permissions(base.directory(), std::fs::Permissions::from_mode(0o777))
-        .expect("the mode can be changed");
-    assert_eq!(
-        base.find_or_create(),
-        Err(PrivateLocatorReason::DirectoryNotTrusted)
-    );
-    assert_eq!(base.entries(), Vec::<String>::new());
-    // With the sticky bit others can no longer remove our file: trusted.
-    std::fs::set_permissions(base.directory(), std::fs::Permissions::from_mode(0o1777))
-        .expect("the mode can be changed");
-    base.create();
-}
-
-/// Changes the owner of `path` (not following symlinks).
-fn change_owner(path: &Path, user: u32) {
-    let name = std::ffi::CString::new(path.to_str().expect("ASCII path")).expect("no NUL");
-    // SAFETY: `name` is a valid NUL-terminated path; `lchown` has no other
-    // preconditions.
-    let result = unsafe { libc::lchown(name.as_ptr(), user, user) };
-    assert_eq!(
-        result,
-        0,
-        "lchown failed: {}",
-        std::io::Error::last_os_error()
-    );
-}
-
-#[test]
-#[ignore = "needs root to give a file to another user; .ci/sanitizers runs it"]
-fn files_and_directories_of_another_user_are_not_trusted() {
-    const STRANGER: u32 = 54_321;
-    let base = TempBase::new();
-    base.create_directories();
-    std::fs::write(base.file(), [0u8; LOCATOR_SIZE]).expect("the file can be written");
-    change_owner(&base.file(), STRANGER);
-    assert_eq!(
-        base.find_or_create(),
-        Err(PrivateLocatorReason::FileNotTrusted)
-    );
-    assert_eq!(base.mappings(), 0);
-    // Someone else's symlink is not ours to replace either.
-    std::fs::remove_file(base.file()).expect("the file can be removed");
-    std::os::unix::fs::symlink("/nonexistent", base.file()).expect("the symlink can be planted");
-    change_owner(&base.file(), STRANGER);
-    assert_eq!(
-        base.find_or_create(),
-        Err(PrivateLocatorReason::FileNotTrusted)
-    );
-    std::fs::remove_file(base.file()).expect("the symlink can be removed");
-    // Another user's directory that only they may write to: they could
-    // replace our files at will.
-    use std::os::unix::fs::PermissionsExt;
-    change_owner(&base.directory(), STRANGER);
-    std::fs::set_permissions(base.directory(), std::fs::Permissions::from_mode(0o755))
-        .expect("the mode can be changed");
-    assert_eq!(
-        base.find_or_create(),
-        Err(PrivateLocatorReason::DirectoryNotTrusted)
-    );
-    // Another user's shared sticky directory (what the
-    // library creates when that user came first) is fine: files in it are
-    // checked one by one, and only their owner may remove them.
-    std::fs::set_permissions(base.directory(), std::fs::Permissions::from_mode(0o1777))
-        .expect("the mode can be changed");
-    base.create();
-}
-
-/// Runs `find_or_create` on `threads` threads released together and
-/// returns every outcome.
-fn race_find_or_create(
-    base: &TempBase,
-    threads: usize,
-) -> Vec<Result<Rendezvous, PrivateLocatorReason>> {
-    let barrier = std::sync::Barrier::new(threads);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
-                    barrier.wait();
-                    base.find_or_create()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|handle| handle.join().expect("no panic"))
-            .collect()
-    })
-}
-
-fn locator_of(outcome: &Result<Rendezvous, PrivateLocatorReason>) -> LocatorRef {
-    match outcome {
-        Ok(Rendezvous::Found(locator) | Rendezvous::Created(locator)) => *locator,
-        Err(reason) => panic!("no shared locator: {reason:?}"),
-    }
-}
-
-#[test]
-fn instances_starting_together_share_one_new_locator() {
-    for _ in 0..20 {
-        let base = TempBase::new();
-        let outcomes = race_find_or_create(&base, 4);
-        let created = outcomes
-            .iter()
-            .filter(|outcome| matches!(outcome, Ok(Rendezvous::Created(_))))
-            .count();
-        assert_eq!(created, 1, "exactly one instance creates: {outcomes:?}");
-        let first = locator_of(&outcomes[0]);
-        assert!(
-            outcomes.iter().all(|outcome| locator_of(outcome) == first),
-            "{outcomes:?}"
-        );
-        assert_eq!(base.stored_address(), first.address());
-        assert_eq!(base.entries(), vec![rendezvous::file_name(base.pid)]);
-    }
-}
-
-/// Taking over a stale file replaces it with `rename()`, which is not
-/// conditional: without turns (a `flock` on the directory), two instances
-/// that both judged the file stale would each publish their own locator and
-/// the process would end up with two registries.
-#[test]
-fn instances_taking_over_a_stale_file_together_share_one_locator() {
-    for _ in 0..20 {
-        let base = TempBase::new();
-        base.create().this_address().store(0, Ordering::Relaxed);
-        let outcomes = race_find_or_create(&base, 4);
-        let first = locator_of(&outcomes[0]);
-        assert!(
-            outcomes.iter().all(|outcome| locator_of(outcome) == first),
-            "instances ended up with different locators: {outcomes:?}"
-        );
-    }
-}
-
 /// Writing code flushes the instruction cache for exactly the
 /// written range, and on AArch64 the flush cleans and invalidates cache
 /// lines covering it. QEMU cannot show that the flush is *needed* (it
@@ -1280,5 +867,84 @@ fn code_writes_flush_exactly_the_written_range() {
         assert!(after_append.last_lines >= 1, "{after_append:?}");
     } else {
         assert_eq!(after_append.last_lines, 0);
+    }
+}
+
+// Two rendezvous tests that need no fault stay here because
+// `.ci/sanitizers` runs them by these paths: the one that needs root under
+// AddressSanitizer, the race under ThreadSanitizer. The rest are in
+// `shared/rendezvous/unix_tests.rs`.
+
+/// Changes the owner of `path` (not following symlinks).
+fn change_owner(path: &Path, user: u32) {
+    let name = std::ffi::CString::new(path.to_str().expect("ASCII path")).expect("no NUL");
+    // SAFETY: `name` is a valid NUL-terminated path; `lchown` has no other
+    // preconditions.
+    let result = unsafe { libc::lchown(name.as_ptr(), user, user) };
+    assert_eq!(
+        result,
+        0,
+        "lchown failed: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+#[test]
+#[ignore = "needs root to give a file to another user; .ci/sanitizers runs it"]
+fn files_and_directories_of_another_user_are_not_trusted() {
+    const STRANGER: u32 = 54_321;
+    let base = TempBase::new();
+    base.create_directories();
+    std::fs::write(base.file(), [0u8; LOCATOR_SIZE]).expect("the file can be written");
+    change_owner(&base.file(), STRANGER);
+    assert_eq!(
+        base.find_or_create(),
+        Err(PrivateLocatorReason::FileNotTrusted)
+    );
+    assert_eq!(base.mappings(), Some(0));
+    // Someone else's symlink is not ours to replace either.
+    std::fs::remove_file(base.file()).expect("the file can be removed");
+    std::os::unix::fs::symlink("/nonexistent", base.file()).expect("the symlink can be planted");
+    change_owner(&base.file(), STRANGER);
+    assert_eq!(
+        base.find_or_create(),
+        Err(PrivateLocatorReason::FileNotTrusted)
+    );
+    std::fs::remove_file(base.file()).expect("the symlink can be removed");
+    // Another user's directory that only they may write to: they could
+    // replace our files at will.
+    use std::os::unix::fs::PermissionsExt;
+    change_owner(&base.directory(), STRANGER);
+    std::fs::set_permissions(base.directory(), std::fs::Permissions::from_mode(0o755))
+        .expect("the mode can be changed");
+    assert_eq!(
+        base.find_or_create(),
+        Err(PrivateLocatorReason::DirectoryNotTrusted)
+    );
+    // Another user's shared sticky directory (what the
+    // library creates when that user came first) is fine: files in it are
+    // checked one by one, and only their owner may remove them.
+    std::fs::set_permissions(base.directory(), std::fs::Permissions::from_mode(0o1777))
+        .expect("the mode can be changed");
+    base.create();
+}
+
+#[test]
+fn instances_starting_together_share_one_new_locator() {
+    for _ in 0..20 {
+        let base = TempBase::new();
+        let outcomes = race_find_or_create(&base, 4);
+        let created = outcomes
+            .iter()
+            .filter(|outcome| matches!(outcome, Ok(Rendezvous::Created(_))))
+            .count();
+        assert_eq!(created, 1, "exactly one instance creates: {outcomes:?}");
+        let first = locator_of(&outcomes[0]);
+        assert!(
+            outcomes.iter().all(|outcome| locator_of(outcome) == first),
+            "{outcomes:?}"
+        );
+        assert_eq!(base.stored_address(), first.address());
+        assert_eq!(base.entries(), vec![rendezvous::file_name(base.pid)]);
     }
 }

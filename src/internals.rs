@@ -3,8 +3,13 @@
 //! The maps parser, the placement arithmetic and the request validation are
 //! plain functions over plain data, which makes them good fuzzing targets,
 //! but they are `pub(crate)` so that the public API stays small. This module
-//! offers thin `pub` copies of their types and forwarding functions for the
-//! fuzz targets in `fuzz/`. Nothing here is covered by semver.
+//! re-exports the plain data types as they are (`MapsEntry`, `Access`,
+//! `ValidRequest`) and forwards to the functions, for the fuzz targets in
+//! `fuzz/`, the benchmarks and the inspector. Two types are wrapped instead:
+//! `PlacementRequest`, whose wrapper checks the preconditions the crate's
+//! callers always meet but arbitrary input does not, and `MappedRanges`,
+//! whose wrapper offers only the queries those tools need. Nothing here is
+//! covered by semver.
 
 use crate::error::{Error, InvalidRequest};
 use crate::settings::{BufferAllocatorSettings, BufferSearchSettings};
@@ -12,39 +17,11 @@ use crate::space::{address, maps, placement, range_set};
 use std::io;
 use std::ops::ControlFlow;
 
-/// One line of `/proc/self/maps`, without the path (see `maps::MapsEntry`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MapsEntry {
-    /// First address of the mapping.
-    pub start: usize,
-    /// One past the last address of the mapping.
-    pub end: usize,
-    /// Offset into the mapped file.
-    pub offset: u64,
-    /// Major number of the file's device.
-    pub dev_major: u32,
-    /// Minor number of the file's device.
-    pub dev_minor: u32,
-    /// The file's inode, 0 for anonymous memory.
-    pub inode: u64,
-}
-
-impl From<&maps::MapsEntry> for MapsEntry {
-    fn from(entry: &maps::MapsEntry) -> Self {
-        MapsEntry {
-            start: entry.start,
-            end: entry.end,
-            offset: entry.offset,
-            dev_major: entry.dev_major,
-            dev_minor: entry.dev_minor,
-            inode: entry.inode,
-        }
-    }
-}
+pub use crate::space::maps::{Access, MapsEntry};
 
 /// Parses one maps line (without its newline); `None` if malformed.
 pub fn parse_maps_line(line: &[u8]) -> Option<MapsEntry> {
-    maps::parse_maps_line(line).as_ref().map(MapsEntry::from)
+    maps::parse_maps_line(line)
 }
 
 /// Reads maps text through `read` and visits every well-formed line; see
@@ -56,9 +33,9 @@ pub fn parse_maps_line(line: &[u8]) -> Option<MapsEntry> {
 pub fn for_each_entry(
     read: impl FnMut(&mut [u8]) -> io::Result<usize>,
     buffer: &mut Vec<u8>,
-    mut visit: impl FnMut(&MapsEntry) -> ControlFlow<()>,
+    visit: impl FnMut(&MapsEntry) -> ControlFlow<()>,
 ) -> io::Result<()> {
-    maps::for_each_entry(read, buffer, |entry| visit(&MapsEntry::from(entry)))
+    maps::for_each_entry(read, buffer, visit)
 }
 
 /// Disjoint address ranges believed mapped (see `range_set::MappedRanges`).
@@ -178,30 +155,7 @@ pub fn candidates<'a>(
     Some(placement::Candidates::new(&mapped.0, request.checked()?))
 }
 
-/// A request whose range and size have been checked (see
-/// `address::ValidRequest`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ValidRequest {
-    /// Lowest address.
-    pub min: usize,
-    /// Highest address (inclusive), clamped to user space.
-    pub max: usize,
-    /// Requested size.
-    pub size: usize,
-    /// Size rounded up to the granularity.
-    pub rounded_size: usize,
-}
-
-impl From<address::ValidRequest> for ValidRequest {
-    fn from(request: address::ValidRequest) -> Self {
-        ValidRequest {
-            min: request.min,
-            max: request.max,
-            size: request.size,
-            rounded_size: request.rounded_size,
-        }
-    }
-}
+pub use crate::space::address::ValidRequest;
 
 /// Checks a `[min, max]` / `size` request (see `address::validate_request`).
 ///
@@ -216,7 +170,6 @@ pub fn validate_request(
     highest_user_address: usize,
 ) -> Result<ValidRequest, InvalidRequest> {
     address::validate_request(min, max, size, granularity, highest_user_address)
-        .map(ValidRequest::from)
 }
 
 /// Checks an alignment against the granularity.
@@ -245,7 +198,7 @@ pub fn proximity_range(
 pub fn validate_allocator_settings(
     settings: &BufferAllocatorSettings,
 ) -> Result<ValidRequest, Error> {
-    settings.validate().map(ValidRequest::from)
+    settings.validate()
 }
 
 /// Validates search settings as `Buffers::get_buffer` does.
@@ -254,7 +207,7 @@ pub fn validate_allocator_settings(
 ///
 /// The error the request would return before any system call.
 pub fn validate_search_settings(settings: &BufferSearchSettings) -> Result<ValidRequest, Error> {
-    settings.validate().map(ValidRequest::from)
+    settings.validate()
 }
 
 /// The lowest address a mapping may start at in this process

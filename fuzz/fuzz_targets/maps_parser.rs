@@ -12,7 +12,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use memory_buffers::internals::{MapsEntry, for_each_entry, parse_maps_line};
+use memory_buffers::internals::{Access, MapsEntry, for_each_entry, parse_maps_line};
 use std::ops::ControlFlow;
 
 /// Streams `text` through `for_each_entry`, `chunk` bytes per read.
@@ -39,9 +39,20 @@ fn stream(text: &[u8], chunk: usize) -> Vec<MapsEntry> {
 
 /// The line the kernel would print for `entry`, with `path`.
 fn format_line(entry: &MapsEntry, path: &str) -> String {
+    let flag = |set: bool, letter: char| if set { letter } else { '-' };
+    let access = entry.access;
     format!(
-        "{:x}-{:x} r-xp {:08x} {:02x}:{:02x} {} {}",
-        entry.start, entry.end, entry.offset, entry.dev_major, entry.dev_minor, entry.inode, path
+        "{:x}-{:x} {}{}{}p {:08x} {:02x}:{:02x} {} {}",
+        entry.start,
+        entry.end,
+        flag(access.read, 'r'),
+        flag(access.write, 'w'),
+        flag(access.execute, 'x'),
+        entry.offset,
+        entry.dev_major,
+        entry.dev_minor,
+        entry.inode,
+        path
     )
 }
 
@@ -110,6 +121,12 @@ fuzz_target!(|data: &[u8]| {
             dev_major: (device >> 32) as u32,
             dev_minor: device as u32,
             inode,
+            // Three bits of the inode pick the rights, so every mix occurs.
+            access: Access {
+                read: inode & 1 != 0,
+                write: inode & 2 != 0,
+                execute: inode & 4 != 0,
+            },
         };
         // Paths may contain spaces and any printable text, never a newline.
         let path: String = (0..path_len % 48)

@@ -46,6 +46,8 @@ fn expected(
         max: clamped as usize,
         size,
         rounded_size: rounded as usize,
+        // The plain constructors aim at nothing.
+        target: None,
     })
 }
 

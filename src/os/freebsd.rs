@@ -29,7 +29,7 @@ pub(crate) use super::unix::{
     is_execute_refusal, is_locked_elsewhere, is_mapped, keep_liveness_lock, map_anywhere,
     map_file_shared, page_size, process_is_alive, protect, query_granularity,
     release_liveness_lock, run_at_exit, set_file_mode, set_page_protection, sleep, unmap,
-    visit_protections, with_code_writable, write_new_file,
+    with_code_writable, write_new_file,
 };
 
 /// The call that maps memory, as error messages name it.
@@ -107,12 +107,6 @@ pub(crate) fn new_fork_marker() -> &'static super::ForkMarker {
         // the call changes only what a child inherits.
         unsafe { libc::minherit(address as *mut libc::c_void, len, libc::INHERIT_ZERO) == 0 }
     })
-}
-
-/// A FreeBSD `dev_t` split the way [`kinfo_vmmap`] splits the device of a
-/// mapped file, so the two compare.
-pub(super) fn device_numbers(device: libc::dev_t) -> (u32, u32) {
-    kinfo_vmmap::split_device(device)
 }
 
 /// Reads this process's mappings with `sysctl` `KERN_PROC_VMMAP` into

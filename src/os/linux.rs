@@ -3,7 +3,7 @@
 //! Each function is one system call (or a short, fixed sequence of them) with
 //! its error turned into an `errno` value. Placement policy, parsing and
 //! retries live elsewhere; this file only talks to the kernel. What every
-//! Unix does alike is in `unix.rs`; this file has what is Linux's own.
+//! Unix does alike is in `unix/`; this file has what is Linux's own.
 //!
 //! Android runs the same kernel under bionic instead of glibc or musl, so
 //! it gets this file whole; the few places where bionic's bindings differ
@@ -33,8 +33,8 @@ pub(crate) use super::unix::{
     Directory, Errno, FileKind, FileStatus, INVALID_ARGUMENT, OUT_OF_MEMORY, PROTECT_CALL,
     effective_user_id, file_status, flush_instruction_cache, is_execute_refusal, is_mapped,
     map_anywhere, map_file_shared, page_size, process_is_alive, protect, query_granularity,
-    run_at_exit, set_file_mode, set_page_protection, sleep, unmap, visit_protections,
-    with_code_writable, write_new_file,
+    run_at_exit, set_file_mode, set_page_protection, sleep, unmap, with_code_writable,
+    write_new_file,
 };
 
 /// The call that maps memory, as error messages name it.
@@ -194,21 +194,6 @@ pub(crate) fn new_fork_marker() -> &'static super::ForkMarker {
         // the advice changes only what a child inherits.
         unsafe { libc::madvise(address as *mut libc::c_void, len, libc::MADV_WIPEONFORK) == 0 }
     })
-}
-
-/// The major and minor numbers of a device, as `/proc/self/maps` shows
-/// them.
-pub(super) fn device_numbers(device: libc::dev_t) -> (u32, u32) {
-    // bionic's `major` and `minor` return an `int`, glibc's and musl's an
-    // `unsigned int`; the numbers are masked bit fields, never negative.
-    #[cfg(target_os = "android")]
-    {
-        (libc::major(device) as u32, libc::minor(device) as u32)
-    }
-    #[cfg(not(target_os = "android"))]
-    {
-        (libc::major(device), libc::minor(device))
-    }
 }
 
 /// Reads `/proc/self/maps`, calling `visit` for each line until it breaks.
@@ -393,6 +378,19 @@ fn for_each_dirent_name(bytes: &[u8], mut visit: impl FnMut(&[u8])) {
 /// filter may refuse it (`ENOSYS`, `EPERM`).
 pub(crate) fn read_own_memory(address: usize, out: &mut [u8]) -> Result<(), Errno> {
     fault::check(FaultPoint::ReadOwnMemory)?;
+    // SAFETY: `getpid` has no preconditions and cannot fail.
+    read_process_memory(unsafe { libc::getpid() }, address, out)
+}
+
+/// Copies `out.len()` bytes at `address` in the process (or thread) `pid`
+/// into `out` with `process_vm_readv`: for this process's own probes and
+/// for another process's memory (`remote/linux.rs`) alike. A short read
+/// (the range ends in unmapped memory) is `EFAULT`.
+pub(super) fn read_process_memory(
+    pid: libc::pid_t,
+    address: usize,
+    out: &mut [u8],
+) -> Result<(), Errno> {
     let local = libc::iovec {
         iov_base: out.as_mut_ptr().cast(),
         iov_len: out.len(),
@@ -403,7 +401,7 @@ pub(crate) fn read_own_memory(address: usize, out: &mut [u8]) -> Result<(), Errn
     };
     // SAFETY: `local` describes `out`, which is writable for its length;
     // the remote range is only read by the kernel, which checks it.
-    let read = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+    let read = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
     match usize::try_from(read) {
         Ok(read) if read == out.len() => Ok(()),
         // A short read: the range ends in unmapped memory.

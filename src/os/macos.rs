@@ -44,7 +44,7 @@ pub(crate) use super::unix::{
     effective_user_id, exclude_from_fork, file_status, flush_instruction_cache, hold_liveness_lock,
     is_execute_refusal, is_locked_elsewhere, is_mapped, keep_liveness_lock, map_file_shared,
     page_size, process_is_alive, protect, query_granularity, release_liveness_lock, run_at_exit,
-    set_file_mode, set_page_protection, sleep, unmap, visit_protections, write_new_file,
+    set_file_mode, set_page_protection, sleep, unmap, write_new_file,
 };
 
 /// Mach calls the `libc` crate does not declare (`<mach/mach_vm.h>`); all
@@ -277,12 +277,6 @@ pub(crate) fn with_code_writable<R>(_address: usize, _len: usize, write: impl Fn
 /// copy or drop a page), so a forked child is told by its different id.
 pub(crate) fn new_fork_marker() -> &'static super::ForkMarker {
     Box::leak(Box::new(super::ForkMarker::unwiped(process_id())))
-}
-
-/// A Darwin `dev_t` (major in the top 8 bits, minor in the low 24).
-pub(super) fn device_numbers(device: libc::dev_t) -> (u32, u32) {
-    let device = device as u32;
-    (device >> 24, device & 0x00ff_ffff)
 }
 
 /// The region at or above `address`, from `mach_vm_region`, as

@@ -3,7 +3,7 @@
 //! Every system call the library makes goes through the backend chosen here:
 //! one file per operating system (`linux.rs`, `macos.rs`, `freebsd.rs`,
 //! `windows.rs`), each defining the same `pub(crate)` items; the three Unix
-//! backends take what POSIX gives them alike from `unix.rs`. Android is
+//! backends take what POSIX gives them alike from `unix/`. Android is
 //! Linux under another C library, so `linux.rs` serves it too (the build
 //! script's `linux_like` cfg names both).
 //! Targets without a backend get `unsupported.rs`, whose calls fail with
@@ -14,7 +14,9 @@
 //! What every backend hands back is defined once, apart from them: the
 //! access rights and the owned mapping (`mapping.rs`, each backend
 //! converting the rights to its own bits) and the fork marker
-//! (`fork_marker.rs`).
+//! (`fork_marker.rs`). What needs both `unix.rs` and a Unix backend (the
+//! protections read from the backend's list of mappings) is written here,
+//! so that `unix.rs` never calls back into a backend.
 
 #![allow(unsafe_code)]
 
@@ -75,6 +77,11 @@ pub(crate) use fork_marker::{ForkMarker, process_id};
 pub(crate) use mapping::{FixedMapping, OwnedMapping, Protection};
 #[cfg(feature = "external-processes")]
 pub(crate) use remote::{REMOTE_MAP_CALL, REMOTE_PROTECT_CALL, RemoteProcess};
+#[cfg(all(
+    any(linux_like, target_os = "macos", target_os = "freebsd"),
+    not(memory_buffers_unsupported)
+))]
+use unix::PageProtection;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -133,6 +140,37 @@ pub(crate) fn highest_user_address() -> usize {
         }
         value => value,
     }
+}
+
+/// Calls `visit` with each mapping that overlaps `[start, end)` and its
+/// protection, in address order, from the backend's list of mappings
+/// (`/proc/self/maps`, `KERN_PROC_VMMAP`, the `mach_vm_region` walk): no
+/// Unix has a system call that reports a page's protection. It lives here,
+/// over both `unix.rs` and the backend, so that the shared Unix calls never
+/// call back into a backend.
+#[cfg(all(
+    any(linux_like, target_os = "macos", target_os = "freebsd"),
+    not(memory_buffers_unsupported)
+))]
+pub(crate) fn visit_protections(
+    start: usize,
+    end: usize,
+    mut visit: impl FnMut(usize, usize, PageProtection),
+) -> Result<(), Errno> {
+    let mut buffer = Vec::new();
+    backend::read_maps(&mut buffer, |entry| {
+        if entry.start >= end {
+            return std::ops::ControlFlow::Break(());
+        }
+        if entry.end > start {
+            visit(
+                entry.start,
+                entry.end,
+                PageProtection::of_access(entry.access),
+            );
+        }
+        std::ops::ControlFlow::Continue(())
+    })
 }
 
 use crate::error::ErrorKind;

@@ -833,246 +833,251 @@ ffd5c000-ffd7d000 rw-p 00000000 00:00 0                                  [stack]
         }
     }
 
-    /// The kernel's own numbers, where this build's C library names them.
-    #[cfg(target_arch = "x86")]
-    #[test]
-    fn the_i386_numbers_are_the_c_librarys() {
-        let number = |request: Option<SyscallRequest>| request.map(|r| r.number as libc::c_long);
-        assert_eq!(
-            number(SyscallRequest::map_fixed_noreplace(Abi::I386, 0, 1, 0)),
-            Some(libc::SYS_mmap2)
-        );
-        assert_eq!(
-            number(SyscallRequest::protect(Abi::I386, 0, 1, 0)),
-            Some(libc::SYS_mprotect)
-        );
-        assert_eq!(
-            number(SyscallRequest::unmap(Abi::I386, 0, 1)),
-            Some(libc::SYS_munmap)
-        );
-        assert_eq!(
-            MAP_FLAGS as libc::c_int,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | crate::os::MAP_FIXED_NOREPLACE
-        );
-    }
-
+    /// The register sets of an x86-64 caller, which drives both conventions.
     #[cfg(target_arch = "x86_64")]
-    #[test]
-    fn the_x86_64_numbers_are_the_c_librarys() {
-        let number = |request: Option<SyscallRequest>| request.map(|r| r.number as libc::c_long);
-        assert_eq!(
-            number(SyscallRequest::map_fixed_noreplace(Abi::X86_64, 0, 1, 0)),
-            Some(libc::SYS_mmap)
-        );
-        assert_eq!(
-            number(SyscallRequest::protect(Abi::X86_64, 0, 1, 0)),
-            Some(libc::SYS_mprotect)
-        );
-        assert_eq!(
-            number(SyscallRequest::unmap(Abi::X86_64, 0, 1)),
-            Some(libc::SYS_munmap)
-        );
-        assert_eq!(
-            MAP_FLAGS as libc::c_int,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | crate::os::MAP_FIXED_NOREPLACE
-        );
-    }
+    mod x86_64 {
+        use super::*;
 
-    #[cfg(target_arch = "x86_64")]
-    fn x86_64_registers() -> libc::user_regs_struct {
-        libc::user_regs_struct {
-            r15: 15,
-            r14: 14,
-            r13: 13,
-            r12: 12,
-            rbp: 0,
-            rbx: 0,
-            r11: 11,
-            r10: 0,
-            r9: 0,
-            r8: 0,
-            rax: 0,
-            rcx: 0,
-            rdx: 0,
-            rsi: 0,
-            rdi: 0,
-            orig_rax: 0,
-            rip: 0,
-            cs: 0x33,
-            eflags: 0x246,
-            rsp: 0x7ffd_0000,
-            ss: 0x2b,
-            fs_base: 0x7f00_1000,
-            gs_base: 0,
-            ds: 0,
-            es: 0,
-            fs: 0,
-            gs: 0,
+        #[test]
+        fn the_x86_64_numbers_are_the_c_librarys() {
+            let number =
+                |request: Option<SyscallRequest>| request.map(|r| r.number as libc::c_long);
+            assert_eq!(
+                number(SyscallRequest::map_fixed_noreplace(Abi::X86_64, 0, 1, 0)),
+                Some(libc::SYS_mmap)
+            );
+            assert_eq!(
+                number(SyscallRequest::protect(Abi::X86_64, 0, 1, 0)),
+                Some(libc::SYS_mprotect)
+            );
+            assert_eq!(
+                number(SyscallRequest::unmap(Abi::X86_64, 0, 1)),
+                Some(libc::SYS_munmap)
+            );
+            assert_eq!(
+                MAP_FLAGS as libc::c_int,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | crate::os::MAP_FIXED_NOREPLACE
+            );
+        }
+
+        fn x86_64_registers() -> libc::user_regs_struct {
+            libc::user_regs_struct {
+                r15: 15,
+                r14: 14,
+                r13: 13,
+                r12: 12,
+                rbp: 0,
+                rbx: 0,
+                r11: 11,
+                r10: 0,
+                r9: 0,
+                r8: 0,
+                rax: 0,
+                rcx: 0,
+                rdx: 0,
+                rsi: 0,
+                rdi: 0,
+                orig_rax: 0,
+                rip: 0,
+                cs: 0x33,
+                eflags: 0x246,
+                rsp: 0x7ffd_0000,
+                ss: 0x2b,
+                fs_base: 0x7f00_1000,
+                gs_base: 0,
+                ds: 0,
+                es: 0,
+                fs: 0,
+                gs: 0,
+            }
+        }
+
+        #[test]
+        fn the_injected_call_changes_only_its_registers_and_disables_restart() {
+            let mut saved = x86_64_registers();
+            saved.rip = 0x1234;
+            saved.rax = (-512i64) as u64; // -ERESTARTSYS: stopped inside read()
+            saved.orig_rax = 0; // read
+            saved.rbx = 77;
+            let request =
+                SyscallRequest::map_fixed_noreplace(Abi::X86_64, 0x10_0000, 0x2000, 7).unwrap();
+            let injected = injected_registers(&saved, 0x7fff_1000, request).unwrap();
+            assert_eq!(injected.rip, 0x7fff_1000);
+            assert_eq!(injected.rax, 9);
+            assert_eq!(
+                injected.orig_rax,
+                u64::MAX,
+                "no restart for the injected call"
+            );
+            assert_eq!(
+                [
+                    injected.rdi,
+                    injected.rsi,
+                    injected.rdx,
+                    injected.r10,
+                    injected.r8,
+                    injected.r9
+                ],
+                [0x10_0000, 0x2000, 7, 0x10_0022, u64::MAX, 0]
+            );
+            assert_eq!(
+                (injected.rsp, injected.rbx, injected.eflags, injected.cs),
+                (0x7ffd_0000, 77, 0x246, 0x33)
+            );
+            assert_eq!(instruction_pointer(&injected), 0x7fff_1000);
+            assert_eq!(result_register(&injected), 9);
+        }
+
+        /// A 32-bit thread seen by a 64-bit caller: the i386 argument
+        /// registers under their 64-bit names, the rest as saved.
+        #[test]
+        fn a_32_bit_thread_gets_the_i386_registers_from_a_64_bit_caller() {
+            let mut saved = x86_64_registers();
+            saved.cs = 0x23;
+            saved.ss = 0x2b;
+            saved.rip = 0xf7f8_e579;
+            saved.rax = 0xffff_fe00; // -ERESTARTSYS as 32 bits
+            saved.orig_rax = 3; // i386 read
+            saved.rsp = 0xffd7_c000;
+            saved.r8 = 8;
+            let request =
+                SyscallRequest::map_fixed_noreplace(Abi::I386, 0x8000_0000, 0x1000, 7).unwrap();
+            let injected = injected_registers(&saved, 0xf7f8_e577, request).unwrap();
+            assert_eq!((injected.rip, injected.rax), (0xf7f8_e577, 192));
+            assert_eq!(injected.orig_rax, u64::MAX);
+            assert_eq!(
+                [
+                    injected.rbx,
+                    injected.rcx,
+                    injected.rdx,
+                    injected.rsi,
+                    injected.rdi,
+                    injected.rbp
+                ],
+                [0x8000_0000, 0x1000, 7, 0x10_0022, 0xffff_ffff, 0]
+            );
+            assert_eq!(
+                (injected.rsp, injected.cs, injected.r8, injected.r10),
+                (0xffd7_c000, 0x23, 8, 0),
+                "what i386 does not pass arguments in is left as saved"
+            );
+            // A site above 4 GiB cannot be a 32-bit thread's.
+            assert!(injected_registers(&saved, 0x1_0000_0000, request).is_none());
+            assert!(injected_registers(&saved, 0xffff_fffe, request).is_none());
+        }
+
+        #[test]
+        fn the_code_segment_says_which_code_the_thread_runs() {
+            let mut saved = x86_64_registers();
+            assert_eq!(running_abi(&saved), Some(Abi::X86_64));
+            saved.cs = 0x23;
+            assert_eq!(running_abi(&saved), Some(Abi::I386));
+            saved.cs = 0x0f; // an LDT segment
+            assert_eq!(running_abi(&saved), None);
+            assert!(can_drive(Abi::X86_64) && can_drive(Abi::I386));
         }
     }
 
-    #[cfg(target_arch = "x86_64")]
-    #[test]
-    fn the_injected_call_changes_only_its_registers_and_disables_restart() {
-        let mut saved = x86_64_registers();
-        saved.rip = 0x1234;
-        saved.rax = (-512i64) as u64; // -ERESTARTSYS: stopped inside read()
-        saved.orig_rax = 0; // read
-        saved.rbx = 77;
-        let request =
-            SyscallRequest::map_fixed_noreplace(Abi::X86_64, 0x10_0000, 0x2000, 7).unwrap();
-        let injected = injected_registers(&saved, 0x7fff_1000, request).unwrap();
-        assert_eq!(injected.rip, 0x7fff_1000);
-        assert_eq!(injected.rax, 9);
-        assert_eq!(
-            injected.orig_rax,
-            u64::MAX,
-            "no restart for the injected call"
-        );
-        assert_eq!(
-            [
-                injected.rdi,
-                injected.rsi,
-                injected.rdx,
-                injected.r10,
-                injected.r8,
-                injected.r9
-            ],
-            [0x10_0000, 0x2000, 7, 0x10_0022, u64::MAX, 0]
-        );
-        assert_eq!(
-            (injected.rsp, injected.rbx, injected.eflags, injected.cs),
-            (0x7ffd_0000, 77, 0x246, 0x33)
-        );
-        assert_eq!(instruction_pointer(&injected), 0x7fff_1000);
-        assert_eq!(result_register(&injected), 9);
-    }
-
-    /// A 32-bit thread seen by a 64-bit caller: the i386 argument
-    /// registers under their 64-bit names, the rest as saved.
-    #[cfg(target_arch = "x86_64")]
-    #[test]
-    fn a_32_bit_thread_gets_the_i386_registers_from_a_64_bit_caller() {
-        let mut saved = x86_64_registers();
-        saved.cs = 0x23;
-        saved.ss = 0x2b;
-        saved.rip = 0xf7f8_e579;
-        saved.rax = 0xffff_fe00; // -ERESTARTSYS as 32 bits
-        saved.orig_rax = 3; // i386 read
-        saved.rsp = 0xffd7_c000;
-        saved.r8 = 8;
-        let request =
-            SyscallRequest::map_fixed_noreplace(Abi::I386, 0x8000_0000, 0x1000, 7).unwrap();
-        let injected = injected_registers(&saved, 0xf7f8_e577, request).unwrap();
-        assert_eq!((injected.rip, injected.rax), (0xf7f8_e577, 192));
-        assert_eq!(injected.orig_rax, u64::MAX);
-        assert_eq!(
-            [
-                injected.rbx,
-                injected.rcx,
-                injected.rdx,
-                injected.rsi,
-                injected.rdi,
-                injected.rbp
-            ],
-            [0x8000_0000, 0x1000, 7, 0x10_0022, 0xffff_ffff, 0]
-        );
-        assert_eq!(
-            (injected.rsp, injected.cs, injected.r8, injected.r10),
-            (0xffd7_c000, 0x23, 8, 0),
-            "what i386 does not pass arguments in is left as saved"
-        );
-        // A site above 4 GiB cannot be a 32-bit thread's.
-        assert!(injected_registers(&saved, 0x1_0000_0000, request).is_none());
-        assert!(injected_registers(&saved, 0xffff_fffe, request).is_none());
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[test]
-    fn the_code_segment_says_which_code_the_thread_runs() {
-        let mut saved = x86_64_registers();
-        assert_eq!(running_abi(&saved), Some(Abi::X86_64));
-        saved.cs = 0x23;
-        assert_eq!(running_abi(&saved), Some(Abi::I386));
-        saved.cs = 0x0f; // an LDT segment
-        assert_eq!(running_abi(&saved), None);
-        assert!(can_drive(Abi::X86_64) && can_drive(Abi::I386));
-    }
-
+    /// The register sets of an i686 caller, which drives only i386's.
     #[cfg(target_arch = "x86")]
-    fn i386_registers() -> libc::user_regs_struct {
-        libc::user_regs_struct {
-            ebx: 1,
-            ecx: 2,
-            edx: 3,
-            esi: 4,
-            edi: 5,
-            ebp: 6,
-            eax: -512, // -ERESTARTSYS: stopped inside read()
-            xds: 0x2b,
-            xes: 0x2b,
-            xfs: 0,
-            xgs: 0x63,
-            orig_eax: 3, // read
-            eip: 0xf7f8_e579_u32 as libc::c_long,
-            xcs: 0x23,
-            eflags: 0x246,
-            esp: 0xffd7_c000_u32 as libc::c_long,
-            xss: 0x2b,
+    mod i686 {
+        use super::*;
+
+        /// The kernel's own numbers, where this build's C library names them.
+        #[test]
+        fn the_i386_numbers_are_the_c_librarys() {
+            let number =
+                |request: Option<SyscallRequest>| request.map(|r| r.number as libc::c_long);
+            assert_eq!(
+                number(SyscallRequest::map_fixed_noreplace(Abi::I386, 0, 1, 0)),
+                Some(libc::SYS_mmap2)
+            );
+            assert_eq!(
+                number(SyscallRequest::protect(Abi::I386, 0, 1, 0)),
+                Some(libc::SYS_mprotect)
+            );
+            assert_eq!(
+                number(SyscallRequest::unmap(Abi::I386, 0, 1)),
+                Some(libc::SYS_munmap)
+            );
+            assert_eq!(
+                MAP_FLAGS as libc::c_int,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | crate::os::MAP_FIXED_NOREPLACE
+            );
         }
-    }
 
-    #[cfg(target_arch = "x86")]
-    #[test]
-    fn the_injected_i386_call_changes_only_its_registers_and_disables_restart() {
-        let saved = i386_registers();
-        let request =
-            SyscallRequest::map_fixed_noreplace(Abi::I386, 0xc000_0000, 0x2000, 7).unwrap();
-        let injected = injected_registers(&saved, 0xf7f8_e577, request).unwrap();
-        assert_eq!(instruction_pointer(&injected), 0xf7f8_e577);
-        assert_eq!(injected.eax, 192);
-        assert_eq!(injected.orig_eax, -1, "no restart for the injected call");
-        let as_u32 = |value: libc::c_long| value as u32;
-        assert_eq!(
-            [
-                injected.ebx,
-                injected.ecx,
-                injected.edx,
-                injected.esi,
-                injected.edi,
-                injected.ebp
-            ]
-            .map(as_u32),
-            [0xc000_0000, 0x2000, 7, 0x10_0022, 0xffff_ffff, 0]
-        );
-        assert_eq!(
-            (
-                as_u32(injected.esp),
-                injected.xcs,
-                injected.xgs,
-                injected.eflags
-            ),
-            (0xffd7_c000, 0x23, 0x63, 0x246)
-        );
-        assert_eq!(result_register(&saved), 0xffff_fe00);
-        // A 64-bit request cannot be expressed in these registers.
-        let wide = SyscallRequest::unmap(Abi::X86_64, 0x5000, 0x1000).unwrap();
-        assert!(injected_registers(&saved, 0x1000, wide).is_none());
-        assert!(injected_registers(&saved, 0xffff_fffe, request).is_none());
-    }
+        fn i386_registers() -> libc::user_regs_struct {
+            libc::user_regs_struct {
+                ebx: 1,
+                ecx: 2,
+                edx: 3,
+                esi: 4,
+                edi: 5,
+                ebp: 6,
+                eax: -512, // -ERESTARTSYS: stopped inside read()
+                xds: 0x2b,
+                xes: 0x2b,
+                xfs: 0,
+                xgs: 0x63,
+                orig_eax: 3, // read
+                eip: 0xf7f8_e579_u32 as libc::c_long,
+                xcs: 0x23,
+                eflags: 0x246,
+                esp: 0xffd7_c000_u32 as libc::c_long,
+                xss: 0x2b,
+            }
+        }
 
-    #[cfg(target_arch = "x86")]
-    #[test]
-    fn the_code_segment_says_which_code_the_thread_runs() {
-        let mut saved = i386_registers();
-        assert_eq!(running_abi(&saved), Some(Abi::I386));
-        saved.xcs = 0x73; // a 32-bit kernel's user code
-        assert_eq!(running_abi(&saved), Some(Abi::I386));
-        saved.xcs = 0x33; // 64-bit code: out of this caller's reach
-        assert_eq!(running_abi(&saved), Some(Abi::X86_64));
-        saved.xcs = 0x0f;
-        assert_eq!(running_abi(&saved), None);
-        assert!(can_drive(Abi::I386) && !can_drive(Abi::X86_64));
+        #[test]
+        fn the_injected_i386_call_changes_only_its_registers_and_disables_restart() {
+            let saved = i386_registers();
+            let request =
+                SyscallRequest::map_fixed_noreplace(Abi::I386, 0xc000_0000, 0x2000, 7).unwrap();
+            let injected = injected_registers(&saved, 0xf7f8_e577, request).unwrap();
+            assert_eq!(instruction_pointer(&injected), 0xf7f8_e577);
+            assert_eq!(injected.eax, 192);
+            assert_eq!(injected.orig_eax, -1, "no restart for the injected call");
+            let as_u32 = |value: libc::c_long| value as u32;
+            assert_eq!(
+                [
+                    injected.ebx,
+                    injected.ecx,
+                    injected.edx,
+                    injected.esi,
+                    injected.edi,
+                    injected.ebp
+                ]
+                .map(as_u32),
+                [0xc000_0000, 0x2000, 7, 0x10_0022, 0xffff_ffff, 0]
+            );
+            assert_eq!(
+                (
+                    as_u32(injected.esp),
+                    injected.xcs,
+                    injected.xgs,
+                    injected.eflags
+                ),
+                (0xffd7_c000, 0x23, 0x63, 0x246)
+            );
+            assert_eq!(result_register(&saved), 0xffff_fe00);
+            // A 64-bit request cannot be expressed in these registers.
+            let wide = SyscallRequest::unmap(Abi::X86_64, 0x5000, 0x1000).unwrap();
+            assert!(injected_registers(&saved, 0x1000, wide).is_none());
+            assert!(injected_registers(&saved, 0xffff_fffe, request).is_none());
+        }
+
+        #[test]
+        fn the_code_segment_says_which_code_the_thread_runs() {
+            let mut saved = i386_registers();
+            assert_eq!(running_abi(&saved), Some(Abi::I386));
+            saved.xcs = 0x73; // a 32-bit kernel's user code
+            assert_eq!(running_abi(&saved), Some(Abi::I386));
+            saved.xcs = 0x33; // 64-bit code: out of this caller's reach
+            assert_eq!(running_abi(&saved), Some(Abi::X86_64));
+            saved.xcs = 0x0f;
+            assert_eq!(running_abi(&saved), None);
+            assert!(can_drive(Abi::I386) && !can_drive(Abi::X86_64));
+        }
     }
 
     #[test]

@@ -26,17 +26,22 @@ pub(crate) const fn align_up(value: usize, align: usize) -> Option<usize> {
 ///
 /// Invariants: `size > 0`, `min <= max <= highest user address`,
 /// `max - min + 1 >= size`, `rounded_size` is `size` rounded up to the
-/// granularity (so it is non-zero and does not overflow).
+/// granularity (so it is non-zero and does not overflow). `pub` (in a
+/// crate-private module) only so that `internals` can re-export it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct ValidRequest {
-    pub(crate) min: usize,
-    pub(crate) max: usize,
-    pub(crate) size: usize,
-    pub(crate) rounded_size: usize,
+pub struct ValidRequest {
+    /// Lowest address.
+    pub min: usize,
+    /// Highest address (inclusive), clamped to user space.
+    pub max: usize,
+    /// Requested size.
+    pub size: usize,
+    /// Size rounded up to the granularity.
+    pub rounded_size: usize,
     /// Where placement aims (the settings' `target`); `None` for a plain
     /// range, which takes the smallest free hole that holds it. May lie
     /// outside `[min, max]`.
-    pub(crate) target: Option<usize>,
+    pub target: Option<usize>,
 }
 
 /// Checks a `[min, max]` / `size` request and clamps `max` to the highest

@@ -14,30 +14,36 @@ use std::io;
 use std::ops::ControlFlow;
 
 /// One line of `/proc/self/maps`, without the path.
+///
+/// `pub` (in a crate-private module) only so that `internals` can re-export
+/// it for the fuzz targets and the inspector instead of copying it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct MapsEntry {
+pub struct MapsEntry {
     /// First address of the mapping.
-    pub(crate) start: usize,
+    pub start: usize,
     /// One past the last address of the mapping.
-    pub(crate) end: usize,
+    pub end: usize,
     /// Offset into the mapped file.
-    pub(crate) offset: u64,
+    pub offset: u64,
     /// Major number of the file's device.
-    pub(crate) dev_major: u32,
+    pub dev_major: u32,
     /// Minor number of the file's device.
-    pub(crate) dev_minor: u32,
+    pub dev_minor: u32,
     /// The file's inode, 0 for anonymous memory.
-    pub(crate) inode: u64,
+    pub inode: u64,
     /// Read, write and execute rights (the `rwx` of the permissions field).
-    pub(crate) access: Access,
+    pub access: Access,
 }
 
 /// Access rights of a mapping, as its maps line shows them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Access {
-    pub(crate) read: bool,
-    pub(crate) write: bool,
-    pub(crate) execute: bool,
+pub struct Access {
+    /// `r`: the pages may be read.
+    pub read: bool,
+    /// `w`: the pages may be written.
+    pub write: bool,
+    /// `x`: the pages may be executed.
+    pub execute: bool,
 }
 
 impl Access {

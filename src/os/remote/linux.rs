@@ -385,18 +385,7 @@ impl RemoteProcess {
     }
 
     fn read_through(thread: libc::pid_t, address: usize, out: &mut [u8]) -> Result<(), Errno> {
-        let local = libc::iovec {
-            iov_base: out.as_mut_ptr().cast(),
-            iov_len: out.len(),
-        };
-        let remote = libc::iovec {
-            iov_base: address as *mut libc::c_void,
-            iov_len: out.len(),
-        };
-        // SAFETY: `local` describes `out`, writable for its length; the
-        // remote range is only read, and checked by the kernel.
-        let read = unsafe { libc::process_vm_readv(thread, &local, 1, &remote, 1, 0) };
-        transferred(read, out.len())
+        super::backend::read_process_memory(thread, address, out)
     }
 
     /// A system-call instruction of `abi` in the target's code: the cached

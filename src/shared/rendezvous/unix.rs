@@ -275,8 +275,8 @@ extern "C" fn pay_owed_sweep_at_exit() {
 /// [`find_or_create_owing_sweep`], handing back the lock of a file this call published
 /// (none where the file system has no such locks) instead of keeping it:
 /// tests drop it to play a creator that has died. Sweeps stale files at
-/// once. For the fault tests, which run on Linux only.
-#[cfg(all(test, target_os = "linux"))]
+/// once. For the tests on real files (`unix_tests`) and the fault tests.
+#[cfg(all(test, not(target_os = "android")))]
 pub(crate) fn find_or_create_holding(
     base: &str,
     pid: u32,
@@ -936,6 +936,12 @@ fn remove_stale_files(directory: &Directory, own_pid: u32, user: u32) {
         let _ = directory.remove(name);
     }
 }
+
+/// The rendezvous on real files, on every Unix system whose rendezvous is
+/// a file; `fault_tests` borrows its temporary base directories.
+#[cfg(all(test, not(target_os = "android")))]
+#[path = "unix_tests.rs"]
+pub(crate) mod unix_tests;
 
 #[cfg(test)]
 mod tests {
