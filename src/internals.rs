@@ -299,6 +299,7 @@ pub fn is_rendezvous_mapping(
         inode: entry.inode,
         // Not part of the rule.
         access: maps::Access::default(),
+        grows_down: false,
     };
     let file = file_status(0, 0, dev_major, dev_minor, inode);
     crate::shared::rendezvous::backend::is_locator_mapping(&entry, this_address, &file)

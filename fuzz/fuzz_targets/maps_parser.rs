@@ -127,6 +127,7 @@ fuzz_target!(|data: &[u8]| {
                 write: inode & 2 != 0,
                 execute: inode & 4 != 0,
             },
+            grows_down: false,
         };
         // Paths may contain spaces and any printable text, never a newline.
         let path: String = (0..path_len % 48)

@@ -390,6 +390,7 @@ pub(crate) fn read_maps(
         dev_minor: 0,
         inode: 0,
         access: crate::space::maps::Access::default(),
+        grows_down: false,
     };
     let top = super::highest_user_address();
     let mut address = query_lowest_address();

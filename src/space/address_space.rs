@@ -37,6 +37,14 @@ pub(crate) const MAX_CLAIM_ATTEMPTS: u32 = 1 << 14;
 /// free for real be tried again.
 const REFUSAL_LIFETIME: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Bytes below the main thread's stack (`[stack]` in `/proc/self/maps`)
+/// that are kept out of placement: the kernel grows that stack down into
+/// free memory on demand, up to its limit (8 MiB by default) and a guard
+/// gap (1 MiB) above the next mapping. A block placed right below the
+/// stack would leave it no room, and the host would crash on its next
+/// deep call.
+const STACK_GROWTH_ROOM: usize = 9 << 20;
+
 /// Re-reads of the map one request may make, whatever its `retry_count`:
 /// a C caller's uninitialised field (or `u32::MAX`) must not keep the host
 /// busy for days. A request costs at most this many reads of the map and
@@ -103,7 +111,12 @@ impl AddressSpace {
                 out_of_memory = true;
                 return ControlFlow::Break(());
             }
-            ranges.push((entry.start, entry.end));
+            let start = if entry.grows_down {
+                entry.start.saturating_sub(STACK_GROWTH_ROOM)
+            } else {
+                entry.start
+            };
+            ranges.push((start, entry.end));
             ControlFlow::Continue(())
         })?;
         if out_of_memory {
@@ -612,6 +625,50 @@ mod tests {
         );
         assert!(space.refused.len() >= 1);
         assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    }
+
+    /// The room the main thread's stack grows into is never offered: a
+    /// request aimed right below the stack lands below that room.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_room_below_the_main_stack_is_kept_free() {
+        let mut stack = None;
+        os::read_maps(&mut Vec::new(), |entry| {
+            if entry.grows_down {
+                stack = Some(entry.start);
+            }
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        let Some(stack) = stack else {
+            // Past the harness's capture, so that the skip is seen.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "the_room_below_the_main_stack_is_kept_free: skipped: this process's map shows \
+                 no [stack]"
+            );
+            return;
+        };
+        let mut space = AddressSpace::new();
+        space
+            .refresh(&mut ThisProcess {
+                protection: Protection::ReadWrite,
+            })
+            .unwrap();
+        assert!(!space.mapped.is_free(stack - STACK_GROWTH_ROOM, stack));
+        let granule = os::allocation_granularity();
+        let mut aimed = request();
+        aimed.min = stack.saturating_sub(1 << 30);
+        aimed.max = stack - 1;
+        aimed.target = Some(stack - granule);
+        if let Ok(mapping) = space.map_nearest(aimed, 1) {
+            assert!(
+                mapping.address() + mapping.len() <= stack - STACK_GROWTH_ROOM,
+                "{:#x} is in the stack's room",
+                mapping.address()
+            );
+        }
     }
 
     #[test]

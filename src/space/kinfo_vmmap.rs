@@ -114,6 +114,7 @@ pub(crate) fn for_each_entry(
             } else {
                 0
             },
+            grows_down: false,
         };
         if visit(&entry).is_break() {
             return Ok(());

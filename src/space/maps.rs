@@ -33,6 +33,9 @@ pub struct MapsEntry {
     pub inode: u64,
     /// Read, write and execute rights (the `rwx` of the permissions field).
     pub access: Access,
+    /// Whether this is the main thread's stack (`[stack]`), which the
+    /// kernel grows down into the free space below it on demand.
+    pub grows_down: bool,
 }
 
 /// Access rights of a mapping, as its maps line shows them.
@@ -89,9 +92,9 @@ pub(crate) fn parse_maps_line(line: &[u8]) -> Option<MapsEntry> {
     let (permissions, rest) = split_field(rest, b' ')?;
     let (offset, rest) = split_field(rest, b' ')?;
     let (device, rest) = split_field(rest, b' ')?;
-    let inode = match split_field(rest, b' ') {
-        Some((inode, _path)) => inode,
-        None => rest,
+    let (inode, path) = match split_field(rest, b' ') {
+        Some((inode, path)) => (inode, path.trim_ascii_start()),
+        None => (rest, &b""[..]),
     };
     let (dev_major, dev_minor) = split_field(device, b':')?;
     if permissions.len() != 4 {
@@ -111,6 +114,7 @@ pub(crate) fn parse_maps_line(line: &[u8]) -> Option<MapsEntry> {
         dev_minor: u32::try_from(parse_number(dev_minor, 16)?).ok()?,
         inode: parse_number(inode, 10)?,
         access,
+        grows_down: path == b"[stack]",
     })
 }
 
@@ -289,6 +293,25 @@ fffff000-100000000 ---p 00000000 00:00 0                         [beyond]
         assert_eq!(entries[0].offset, 0x1000);
         assert_eq!(entries[1].inode, 555);
         assert!(entries[3].access.execute && !entries[3].access.write);
+        // Only the main thread's stack grows down.
+        let growing: Vec<bool> = entries.iter().map(|entry| entry.grows_down).collect();
+        assert_eq!(&growing[..4], [false, false, true, false]);
+    }
+
+    #[test]
+    fn only_a_path_of_exactly_stack_grows_down() {
+        let line = |path: &str| format!("10000-20000 rw-p 00000000 00:00 0 {path}");
+        for (path, grows) in [
+            ("                 [stack]", true),
+            ("[stack]", true),
+            ("[stack:1234]", false),
+            ("/tmp/[stack]", false),
+            ("[heap]", false),
+            ("", false),
+        ] {
+            let entry = parse_maps_line(line(path).as_bytes()).unwrap();
+            assert_eq!(entry.grows_down, grows, "{path:?}");
+        }
     }
 
     /// Addresses above 4 GiB (a 64-bit process's map) fit only in a 64-bit
@@ -311,7 +334,8 @@ fffff000-100000000 ---p 00000000 00:00 0                         [beyond]
                     read: true,
                     write: false,
                     execute: false
-                }
+                },
+                grows_down: false,
             }
         );
         assert_eq!(entries[3].start, 0xffff_ffff_ff60_0000);
@@ -512,7 +536,7 @@ fffff000-100000000 ---p 00000000 00:00 0                         [beyond]
             let mut text = String::new();
             let mut expected = Vec::new();
             for (start, length, offset, major, minor, inode, path) in lines {
-                let entry = MapsEntry { start, end: start + length, offset: u64::from(offset), dev_major: major, dev_minor: minor, inode, access: Access { read: true, write: true, execute: false } };
+                let entry = MapsEntry { start, end: start + length, offset: u64::from(offset), dev_major: major, dev_minor: minor, inode, access: Access { read: true, write: true, execute: false }, grows_down: false };
                 text.push_str(&format!("{:x}-{:x} rw-p {:08x} {:02x}:{:02x} {} {}\n", entry.start, entry.end, entry.offset, major, minor, inode, path));
                 expected.push(entry);
             }

@@ -38,6 +38,7 @@ pub(crate) fn for_each_mapped_run<E>(
         dev_minor: 0,
         inode: 0,
         access,
+        grows_down: false,
     };
     let mut address = lowest;
     let mut run: Option<(usize, usize, Access)> = None;

@@ -214,6 +214,7 @@ impl RemoteProcess {
                 dev_minor: 0,
                 inode: 0,
                 access: Access::default(),
+                grows_down: false,
             });
         }
         Ok(())

@@ -297,6 +297,7 @@ impl RemoteProcess {
             dev_minor: 0,
             inode: 0,
             access: crate::space::maps::Access::default(),
+            grows_down: false,
         };
         let top = self.highest_address;
         let mut address = super::lowest_mappable_address();

@@ -994,6 +994,7 @@ mod tests {
             dev_minor: 0x2d,
             inode: 77,
             access: Default::default(),
+            grows_down: false,
         };
         assert!(is_locator_mapping(&entry, 0x7000_0000, &file));
         assert!(!is_locator_mapping(&entry, 0x7000_0008, &file));
