@@ -11,13 +11,14 @@ use std::hint::black_box;
 /// The original's own highest address (`get_sys_info().max_address`, which
 /// it does not export). On Unix: 4 GiB less one byte for 32-bit programs,
 /// and 2^47 less one for 64-bit ones.
-#[cfg(not(windows))]
+#[cfg(all(not(windows), target_pointer_width = "32"))]
 fn highest() -> usize {
-    if cfg!(target_pointer_width = "32") {
-        0xffff_ffff
-    } else {
-        0x7fff_ffff_ffff
-    }
+    0xffff_ffff
+}
+
+#[cfg(all(not(windows), target_pointer_width = "64"))]
+fn highest() -> usize {
+    0x7fff_ffff_ffff
 }
 
 /// On Windows, what `GetSystemInfo` reports, as the original reads it.
