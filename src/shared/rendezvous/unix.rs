@@ -572,7 +572,7 @@ mod inherited {
 
         #[test]
         fn an_inherited_locator_is_its_creators_not_a_childs() {
-            let address = 0x7e00_0000_0000_usize;
+            let address = 0x7e00_0000_usize;
             assert!(!is_an_ancestors(address, 200));
             assert!(remember(address, 100));
             assert!(!is_an_ancestors(address, 100), "the creator's own");
