@@ -382,16 +382,7 @@ pub(crate) fn read_maps(
     mut visit: impl FnMut(&MapsEntry) -> ControlFlow<()>,
 ) -> Result<(), Errno> {
     fault::check(FaultPoint::ReadMaps)?;
-    let entry = |start: usize, end: usize| MapsEntry {
-        start,
-        end,
-        offset: 0,
-        dev_major: 0,
-        dev_minor: 0,
-        inode: 0,
-        access: crate::space::maps::Access::default(),
-        grows_down: false,
-    };
+    let entry = |start: usize, end: usize| MapsEntry::unnamed(start, end, Default::default());
     let top = super::highest_user_address();
     let mut address = query_lowest_address();
     // A run of reserved regions not yet reported.

@@ -38,6 +38,24 @@ pub struct MapsEntry {
     pub grows_down: bool,
 }
 
+impl MapsEntry {
+    /// An entry for `[start, end)` that no file backs, with `access`: what
+    /// a system without maps lines (Windows' `VirtualQuery`, a region walk)
+    /// knows of a mapping.
+    pub(crate) const fn unnamed(start: usize, end: usize, access: Access) -> MapsEntry {
+        MapsEntry {
+            start,
+            end,
+            offset: 0,
+            dev_major: 0,
+            dev_minor: 0,
+            inode: 0,
+            access,
+            grows_down: false,
+        }
+    }
+}
+
 /// Access rights of a mapping, as its maps line shows them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Access {

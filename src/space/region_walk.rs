@@ -30,16 +30,8 @@ pub(crate) fn for_each_mapped_run<E>(
     mut next_region: impl FnMut(usize) -> Result<Option<(usize, usize, Access)>, E>,
     mut visit: impl FnMut(&MapsEntry) -> ControlFlow<()>,
 ) -> Result<(), E> {
-    let entry = |(start, end, access): (usize, usize, Access)| MapsEntry {
-        start,
-        end,
-        offset: 0,
-        dev_major: 0,
-        dev_minor: 0,
-        inode: 0,
-        access,
-        grows_down: false,
-    };
+    let entry =
+        |(start, end, access): (usize, usize, Access)| MapsEntry::unnamed(start, end, access);
     let mut address = lowest;
     let mut run: Option<(usize, usize, Access)> = None;
     for _ in 0..MAX_REGIONS {

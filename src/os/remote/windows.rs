@@ -289,16 +289,7 @@ impl RemoteProcess {
         _buffer: &mut Vec<u8>,
         mut visit: impl FnMut(&MapsEntry) -> ControlFlow<()>,
     ) -> Result<(), Errno> {
-        let entry = |start: usize, end: usize| MapsEntry {
-            start,
-            end,
-            offset: 0,
-            dev_major: 0,
-            dev_minor: 0,
-            inode: 0,
-            access: crate::space::maps::Access::default(),
-            grows_down: false,
-        };
+        let entry = |start: usize, end: usize| MapsEntry::unnamed(start, end, Default::default());
         let top = self.highest_address;
         let mut address = super::lowest_mappable_address();
         let mut run: Option<(usize, usize)> = None;
