@@ -7,7 +7,8 @@
 //! - every entry it accepts has `start < end` and survives a round trip
 //!   through the kernel's line format;
 //! - well-formed lines built from the input (any path text) parse back to
-//!   the entries they were built from.
+//!   the entries they were built from, and exactly those whose path is
+//!   `[stack]` (after the kernel's padding) grow down.
 
 #![no_main]
 
@@ -88,8 +89,10 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(streamed, by_line);
     for entry in &streamed {
         assert!(entry.start < entry.end);
+        // The main thread's stack is known by its path alone.
+        let path = if entry.grows_down { "[stack]" } else { "" };
         assert_eq!(
-            parse_maps_line(format_line(entry, "").as_bytes()),
+            parse_maps_line(format_line(entry, path).as_bytes()),
             Some(*entry)
         );
     }
@@ -114,7 +117,7 @@ fuzz_target!(|data: &[u8]| {
         if end <= start {
             continue;
         }
-        let entry = MapsEntry {
+        let mut entry = MapsEntry {
             start,
             end,
             offset,
@@ -134,6 +137,14 @@ fuzz_target!(|data: &[u8]| {
             .filter_map(|_| input.u8())
             .map(|byte| char::from(b' ' + byte % 95))
             .collect();
+        // Some lines are the main thread's stack, after the kernel's
+        // padding: only that exact path grows down.
+        let path = if path_len % 5 == 0 {
+            format!("{}[stack]", " ".repeat(usize::from(path_len % 20)))
+        } else {
+            path
+        };
+        entry.grows_down = path.trim_start_matches(' ') == "[stack]";
         lines.push_str(&format_line(&entry, &path));
         lines.push('\n');
         expected.push(entry);
