@@ -290,19 +290,8 @@ pub fn is_rendezvous_mapping(
     dev_minor: u32,
     inode: u64,
 ) -> bool {
-    let entry = maps::MapsEntry {
-        start: entry.start,
-        end: entry.end,
-        offset: entry.offset,
-        dev_major: entry.dev_major,
-        dev_minor: entry.dev_minor,
-        inode: entry.inode,
-        // Not part of the rule.
-        access: maps::Access::default(),
-        grows_down: false,
-    };
     let file = file_status(0, 0, dev_major, dev_minor, inode);
-    crate::shared::rendezvous::backend::is_locator_mapping(&entry, this_address, &file)
+    crate::shared::rendezvous::backend::is_locator_mapping(entry, this_address, &file)
 }
 
 #[cfg(all(linux_like, not(memory_buffers_unsupported)))]

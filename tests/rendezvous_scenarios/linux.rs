@@ -195,8 +195,11 @@ fn fresh() -> Outcome {
     Ok(())
 }
 
-fn stale_unrelated_memory() -> Outcome {
-    // SAFETY: a fresh anonymous page at a kernel-chosen address.
+/// A fresh private read/write page at a kernel-chosen address, owned by
+/// the caller (who unmaps it, or leaves it for the process).
+fn fresh_page() -> Result<*mut libc::c_void, String> {
+    // SAFETY: no address and no `MAP_FIXED`: the kernel picks free pages,
+    // so nothing mapped is affected.
     let page = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
@@ -207,7 +210,12 @@ fn stale_unrelated_memory() -> Outcome {
             0,
         )
     };
-    check!(page != libc::MAP_FAILED, "mmap failed");
+    check!(page != libc::MAP_FAILED, "mmap of a fresh page failed");
+    Ok(page)
+}
+
+fn stale_unrelated_memory() -> Outcome {
+    let page = fresh_page()?;
     // SAFETY: the page is 4096 writable bytes owned by this function.
     unsafe { page.cast::<u8>().write_bytes(0x5a, 4096) };
     stale_file(page as usize)?;
@@ -834,18 +842,7 @@ fn refuse_madvise(refused: Refused) -> Outcome {
             ),
         )?;
     }
-    // SAFETY: a fresh private page of ours, unmapped below.
-    let page = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            4096,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    check!(page != libc::MAP_FAILED, "mmap of a probe page failed");
+    let page = fresh_page()?;
     // SAFETY: advice on our own page, which is then unmapped.
     let (dont_fork, wipe_on_fork) = unsafe {
         let results = (
@@ -1133,18 +1130,7 @@ fn under_an_emulator() -> bool {
 /// to advice it does not implement. Tested, not assumed: a page holding 1
 /// is advised, and a forked child reports what it sees there.
 fn fork_advice_is_ignored() -> bool {
-    // SAFETY: a fresh private page, unmapped below.
-    let page = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            4096,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(page, libc::MAP_FAILED);
+    let page = fresh_page().expect("a probe page");
     // SAFETY: the page is ours and writable.
     unsafe { page.cast::<u8>().write(1) };
     // SAFETY: advice on our own page.

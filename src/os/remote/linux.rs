@@ -206,16 +206,7 @@ impl RemoteProcess {
         let top = self.shape().map(|shape| shape.highest_address);
         let below_own_top = top.ok().filter(|&top| top < super::highest_user_address());
         if let (false, Some(top)) = (stopped, below_own_top) {
-            let _ = visit(&MapsEntry {
-                start: top + 1,
-                end: usize::MAX,
-                offset: 0,
-                dev_major: 0,
-                dev_minor: 0,
-                inode: 0,
-                access: Access::default(),
-                grows_down: false,
-            });
+            let _ = visit(&MapsEntry::unnamed(top + 1, usize::MAX, Access::default()));
         }
         Ok(())
     }
